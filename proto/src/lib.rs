@@ -1,0 +1,101 @@
+//! The sekisho wire protocol, sans-IO.
+//!
+//! This crate turns bytes into [`Message`]s and messages into bytes. It contains no networking
+//! code, never awaits and reads no clock: the broker's and the client's drivers own the QUIC
+//! streams and feed this crate what they read. Both binaries depend on it; it depends on
+//! neither, so the technician's client never links the broker's store or web UI.
+//!
+//! # Layout
+//!
+//! - [`codec`]: framing (`tag`, `length`, `body`), [`decode`], [`FrameReader`].
+//! - [`message`]: every message the protocol knows and its body layout.
+//! - [`code`]: the stable refusal codes carried by [`ErrorMessage`].
+//!
+//! # The protocol
+//!
+//! ## Transport
+//!
+//! One QUIC connection per technician session, on a single UDP port of the broker.
+//!
+//! - ALPN [`ALPN`] (`sekisho/1`); a connection that does not negotiate it is closed.
+//! - TLS 1.3 only, mutual: the broker demands a client certificate issued by its own CA and
+//!   reads the technician's identity from it; the client pins the broker's CA (it trusts no
+//!   other root) and checks that the broker's certificate names [`BROKER_SERVER_NAME`].
+//! - No session resumption, no 0-RTT, no connection migration.
+//!
+//! ## Streams
+//!
+//! - **Control stream**: the first bidirectional stream the client opens. The client sends
+//!   [`Hello`] (carrying [`PROTOCOL_VERSION`]); the broker answers [`Welcome`] (the identity
+//!   it authenticated) or an [`ErrorMessage`] and closes. The control stream stays open for the
+//!   life of the session; closing it ends the session.
+//! - **Forward streams**: every TCP connection the technician makes to a local forward becomes
+//!   one new bidirectional stream. Its first frame is [`Connect`] (a target *name*, never an
+//!   address). The broker answers exactly one frame, [`Connected`] or [`ErrorMessage`], and
+//!   only after `Connected` do raw bytes flow, both ways, until each side finishes its send
+//!   half (half-close is carried through to TCP). The client sends nothing after `Connect`
+//!   until the answer arrives.
+//!
+//! ## Frames
+//!
+//! ```text
+//! +--------+----------------------+---------------------+
+//! | tag u8 | body length u32 (BE) | body (length bytes) |
+//! +--------+----------------------+---------------------+
+//! ```
+//!
+//! The body length is at most [`MAX_BODY_LEN`]. Inside a body, integers are big-endian and
+//! strings are a `u16` byte length followed by that many bytes of UTF-8. A body must be
+//! consumed exactly: trailing bytes are an error. Unknown tags are an error (the version in
+//! `Hello` is how a peer learns what the other understands).
+//!
+//! | tag  | message           | direction        | body |
+//! |------|-------------------|------------------|------|
+//! | 0x01 | [`Hello`]         | client → broker  | version u16, client software string |
+//! | 0x02 | [`Welcome`]       | broker → client  | version u16, vendor id string, technician id string, broker name string |
+//! | 0x10 | [`Connect`]       | client → broker  | target name string |
+//! | 0x11 | [`Connected`]     | broker → client  | (empty) |
+//! | 0x7f | [`ErrorMessage`]  | either           | code u16, message string |
+//!
+//! The decoder never panics on any input; it reports a frame that has not fully arrived as
+//! [`Decoded::Incomplete`], a value, not an error. A property test feeds it random bytes and
+//! every truncation of valid frames.
+//!
+//! ## Refusals
+//!
+//! Every refusal is an [`ErrorMessage`]: a stable [`ErrorCode`] a program can act on and a
+//! sentence a person can read, which the client prints as it is. A target the technician may
+//! not reach and a target that does not exist get the same code and sentence, so a technician
+//! learns nothing about which targets exist.
+//!
+//! # Glossary
+//!
+//! - **vendor**: an organisation under contract with the hospital; owns a policy file.
+//! - **technician**: a person of a vendor, with a client certificate of their own.
+//! - **target**: a named `host:port` inside the hospital that a vendor may be allowed to reach.
+//! - **session**: one QUIC connection of one technician to the broker.
+//! - **forward**: one TCP connection carried inside a session, on one QUIC stream.
+
+pub mod code;
+pub mod codec;
+pub mod message;
+
+pub use code::ErrorCode;
+pub use codec::{DecodeError, Decoded, FrameReader, decode};
+pub use message::{Connect, Connected, ErrorMessage, Hello, Message, Welcome};
+
+/// The ALPN protocol identifier both sides must negotiate.
+pub const ALPN: &[u8] = b"sekisho/1";
+
+/// The protocol version this crate speaks, sent in [`Hello`] and [`Welcome`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The DNS name every broker certificate carries and every client checks.
+///
+/// The broker's identity is its CA, which the client pins at enrollment; this fixed name is
+/// what the client verifies the server certificate against, so a technician's own client
+/// certificate (same CA, no such name, no server-auth usage) can never pose as the broker.
+pub const BROKER_SERVER_NAME: &str = "broker.sekisho.invalid";
+
+/// The largest frame body either side accepts, in bytes.
+pub const MAX_BODY_LEN: usize = 16 * 1024;

@@ -1,0 +1,155 @@
+//! Copying between one QUIC bidirectional stream and one TCP connection.
+//!
+//! Both directions run at once, each through one fixed buffer, so memory per forward is
+//! bounded and a slow reader slows the writer on the other end (QUIC flow control on one side,
+//! TCP's window on the other). An end of data is passed on as an end of data: a TCP FIN
+//! finishes the QUIC send stream and a finished QUIC stream shuts down the TCP write half, so
+//! a peer that half-closes still gets its answer. A failure is passed on as a failure: a TCP
+//! reset resets the QUIC stream, and a reset QUIC stream (or a lost connection) resets the
+//! TCP connection, so neither side mistakes a cut transfer for a complete one.
+
+use std::io;
+
+use quinn::{ReadError, RecvStream, SendStream, WriteError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+
+use crate::close_code;
+
+/// Bytes each direction reads at once. Large reads matter: a QUIC stream delivers ~1.2 KB
+/// packets, and writing each to TCP on its own costs a system call per packet.
+const BUFFER_LEN: usize = 64 * 1024;
+
+/// How a forward ended, and what it carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpliceOutcome {
+    /// Bytes read from the QUIC stream and written to TCP.
+    pub quic_to_tcp: u64,
+    /// Bytes read from TCP and written to the QUIC stream.
+    pub tcp_to_quic: u64,
+    /// Whether both directions ended cleanly.
+    pub end: SpliceEnd,
+}
+
+/// Why a forward ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpliceEnd {
+    /// Both sides finished sending.
+    Finished,
+    /// The TCP side failed (reset, or a write error); the QUIC stream was reset.
+    TcpFailed(String),
+    /// The QUIC side was reset or its connection lost; the TCP connection was reset.
+    QuicFailed(String),
+}
+
+/// Copies both ways between `tcp` and the stream pair until both directions end or one fails.
+pub async fn splice(mut tcp: TcpStream, mut send: SendStream, mut recv: RecvStream) -> SpliceOutcome {
+    let mut quic_to_tcp = 0u64;
+    let mut tcp_to_quic = 0u64;
+    let (mut tcp_read, mut tcp_write) = tcp.split();
+
+    let failure = {
+        let down = copy_quic_to_tcp(&mut recv, &mut tcp_write, &mut quic_to_tcp);
+        let up = copy_tcp_to_quic(&mut tcp_read, &mut send, &mut tcp_to_quic);
+        tokio::pin!(down, up);
+        let (mut down_done, mut up_done) = (false, false);
+        let mut failure = None;
+        while failure.is_none() && !(down_done && up_done) {
+            tokio::select! {
+                result = &mut down, if !down_done => match result {
+                    Ok(()) => down_done = true,
+                    Err(e) => failure = Some(e),
+                },
+                result = &mut up, if !up_done => match result {
+                    Ok(()) => up_done = true,
+                    Err(e) => failure = Some(e),
+                },
+            }
+        }
+        failure
+    };
+
+    let end = match failure {
+        None => SpliceEnd::Finished,
+        Some(Failure::Tcp(reason)) => {
+            // Either call fails only if that half is already closed, which is what we want.
+            let _ = send.reset(close_code::FORWARD_ABORTED);
+            let _ = recv.stop(close_code::FORWARD_ABORTED);
+            SpliceEnd::TcpFailed(reason)
+        }
+        Some(Failure::Quic(reason)) => {
+            let _ = send.reset(close_code::FORWARD_ABORTED);
+            let _ = recv.stop(close_code::FORWARD_ABORTED);
+            // A zero linger makes the close below send a TCP reset instead of a FIN, so the
+            // TCP peer sees that the transfer was cut, not that it was complete.
+            let _ = tcp.set_zero_linger();
+            SpliceEnd::QuicFailed(reason)
+        }
+    };
+    SpliceOutcome {
+        quic_to_tcp,
+        tcp_to_quic,
+        end,
+    }
+}
+
+enum Failure {
+    Tcp(String),
+    Quic(String),
+}
+
+async fn copy_quic_to_tcp(
+    recv: &mut RecvStream,
+    tcp: &mut WriteHalf<'_>,
+    copied: &mut u64,
+) -> Result<(), Failure> {
+    let mut buf = vec![0u8; BUFFER_LEN];
+    loop {
+        match recv.read(&mut buf).await {
+            Ok(Some(read)) => {
+                tcp.write_all(&buf[..read])
+                    .await
+                    .map_err(|e| Failure::Tcp(e.to_string()))?;
+                *copied += read as u64;
+            }
+            Ok(None) => {
+                return match tcp.shutdown().await {
+                    Ok(()) => Ok(()),
+                    // The TCP peer may already be gone after sending all it had; nothing is lost.
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+                    Err(e) => Err(Failure::Tcp(e.to_string())),
+                };
+            }
+            Err(ReadError::Reset(code)) => {
+                return Err(Failure::Quic(format!("stream reset by peer (code {code})")));
+            }
+            Err(e) => return Err(Failure::Quic(e.to_string())),
+        }
+    }
+}
+
+async fn copy_tcp_to_quic(
+    tcp: &mut ReadHalf<'_>,
+    send: &mut SendStream,
+    copied: &mut u64,
+) -> Result<(), Failure> {
+    let mut buf = vec![0u8; BUFFER_LEN];
+    loop {
+        let read = tcp
+            .read(&mut buf)
+            .await
+            .map_err(|e| Failure::Tcp(e.to_string()))?;
+        if read == 0 {
+            // Finishing fails only if the stream was already reset, which the other
+            // direction reports.
+            let _ = send.finish();
+            return Ok(());
+        }
+        send.write_all(&buf[..read]).await.map_err(|e| match e {
+            WriteError::Stopped(code) => Failure::Quic(format!("peer stopped reading (code {code})")),
+            other => Failure::Quic(other.to_string()),
+        })?;
+        *copied += read as u64;
+    }
+}
