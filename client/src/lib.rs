@@ -1,1 +1,27 @@
+//! sekisho: the technician's side of remote maintenance.
+//!
+//! A [`Session`] is one QUIC connection to the hospital's broker, authenticated by the
+//! technician's client certificate, with the broker's CA pinned: the client trusts no other
+//! root and checks that the broker's certificate is a server certificate for
+//! [`proto::BROKER_SERVER_NAME`]. Each TCP connection the technician makes to a local forward
+//! becomes one QUIC stream that names its target; the broker decides, dials, and the bytes flow.
+//!
+//! Every failure is an error whose `Display` is one sentence that says what happened and what
+//! to do next; the command line prints it as it is.
+//!
+//! # Layout
+//!
+//! - [`config`]: the broker address and the PEM files (CA to pin, certificate, key).
+//! - [`session`]: connect, the `Hello`/`Welcome` exchange, opening forwards, the end.
+//! - [`forward`]: local listeners (`-L [BIND:]PORT:TARGET`) and their accept loops.
+//! - [`error`]: what can fail, and the sentence for each.
 
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod session;
+
+pub use config::ClientConfig;
+pub use error::{ConnectError, ForwardError};
+pub use forward::{ForwardEvent, LocalForward};
+pub use session::{Session, SessionEnd};

@@ -60,7 +60,8 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
     };
     let tag = header[0];
     let body_len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
-    let body_len_usize = usize::try_from(body_len).map_err(|_| DecodeError::BodyTooLong(body_len))?;
+    let body_len_usize =
+        usize::try_from(body_len).map_err(|_| DecodeError::BodyTooLong(body_len))?;
     if body_len_usize > MAX_BODY_LEN {
         return Err(DecodeError::BodyTooLong(body_len));
     }
@@ -265,12 +266,10 @@ mod tests {
             ),
             arb_string().prop_map(|target| Message::Connect(Connect { target })),
             Just(Message::Connected(Connected)),
-            (any::<u16>(), arb_string()).prop_map(|(code, message)| Message::Error(
-                ErrorMessage {
-                    code: ErrorCode::from_u16(code),
-                    message
-                }
-            )),
+            (any::<u16>(), arb_string()).prop_map(|(code, message)| Message::Error(ErrorMessage {
+                code: ErrorCode::from_u16(code),
+                message
+            })),
         ]
     }
 

@@ -44,7 +44,11 @@ pub enum SpliceEnd {
 }
 
 /// Copies both ways between `tcp` and the stream pair until both directions end or one fails.
-pub async fn splice(mut tcp: TcpStream, mut send: SendStream, mut recv: RecvStream) -> SpliceOutcome {
+pub async fn splice(
+    mut tcp: TcpStream,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) -> SpliceOutcome {
     let mut quic_to_tcp = 0u64;
     let mut tcp_to_quic = 0u64;
     let (mut tcp_read, mut tcp_write) = tcp.split();
@@ -147,7 +151,9 @@ async fn copy_tcp_to_quic(
             return Ok(());
         }
         send.write_all(&buf[..read]).await.map_err(|e| match e {
-            WriteError::Stopped(code) => Failure::Quic(format!("peer stopped reading (code {code})")),
+            WriteError::Stopped(code) => {
+                Failure::Quic(format!("peer stopped reading (code {code})"))
+            }
             other => Failure::Quic(other.to_string()),
         })?;
         *copied += read as u64;

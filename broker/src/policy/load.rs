@@ -1,0 +1,514 @@
+//! Reading a policy directory and resolving raw files into checked policies.
+//!
+//! Every step keeps going after a problem so that one run reports all of them: a file that
+//! parses is resolved field by field, each failed field adding an error and leaving the
+//! resolved value out; the result is used only if the whole directory had no errors.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+
+use super::address::{check_dial_address, parse_host_port};
+use super::duration::{DEFAULT_MAX_SESSION, MAX_SESSION_LIMIT, parse_duration};
+use super::error::{FileErrors, PolicyError, PolicyErrors, quoted};
+use super::raw::{
+    RawAccess, RawHospitalFile, RawResponsibility, RawTarget, RawVendor, RawVendorFile,
+};
+use super::{
+    Access, HospitalPolicy, IpNetwork, Owner, PolicySet, Responsibility, Target, VendorPolicy,
+    WeeklyHours,
+};
+
+const MAX_APPROVALS: i64 = 5;
+
+pub(super) fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
+    let mut errors = Vec::new();
+    let mut files = Vec::new();
+
+    if let Err(error) = std::fs::metadata(dir).and_then(|meta| {
+        if meta.is_dir() {
+            Ok(())
+        } else {
+            Err(io::Error::other("not a directory"))
+        }
+    }) {
+        return Err(PolicyErrors(vec![PolicyError {
+            path: dir.to_path_buf(),
+            line: None,
+            reason: format!("the policy directory cannot be opened ({error})"),
+        }]));
+    }
+
+    let hospital_path = dir.join("hospital.toml");
+    files.push(hospital_path.clone());
+    let hospital = match read(&hospital_path) {
+        Ok(text) => resolve_file(&hospital_path, &text, &mut errors, resolve_hospital),
+        Err(error) => {
+            errors.push(error);
+            None
+        }
+    };
+
+    let mut vendors: Vec<(VendorPolicy, usize)> = Vec::new();
+    for path in vendor_files(&dir.join("vendors"), &mut errors) {
+        files.push(path.clone());
+        match read(&path) {
+            Ok(text) => {
+                if let Some(vendor) = resolve_file(&path, &text, &mut errors, resolve_vendor) {
+                    vendors.push(vendor);
+                }
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+
+    let mut first_file_of_id: HashMap<&str, &Path> = HashMap::new();
+    for (vendor, id_line) in &vendors {
+        match first_file_of_id.get(vendor.id.as_str()) {
+            Some(first) => errors.push(PolicyError {
+                path: vendor.file.clone(),
+                line: Some(*id_line),
+                reason: format!(
+                    "vendor id `{}` is already used by {}; each vendor id must be unique",
+                    vendor.id,
+                    first.display()
+                ),
+            }),
+            None => {
+                first_file_of_id.insert(&vendor.id, &vendor.file);
+            }
+        }
+    }
+
+    match hospital {
+        Some(hospital) if errors.is_empty() => Ok(PolicySet {
+            hospital,
+            vendors: vendors.into_iter().map(|(vendor, _)| vendor).collect(),
+            files,
+        }),
+        _ => {
+            // Load order first, then line order; a stable sort keeps the order of errors
+            // found on the same line.
+            let rank = |path: &Path| files.iter().position(|file| file == path);
+            errors.sort_by_key(|error| (rank(&error.path), error.line));
+            Err(PolicyErrors(errors))
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, PolicyError> {
+    std::fs::read_to_string(path).map_err(|error| PolicyError {
+        path: path.to_path_buf(),
+        line: None,
+        reason: match error.kind() {
+            io::ErrorKind::NotFound if path.ends_with("hospital.toml") => {
+                "the hospital policy file is missing; every policy directory needs a hospital.toml"
+                    .to_owned()
+            }
+            io::ErrorKind::InvalidData => "the file is not UTF-8 text".to_owned(),
+            _ => format!("the file cannot be read ({error})"),
+        },
+    })
+}
+
+/// The `*.toml` files in `vendors/`, sorted by name. A missing `vendors/` means no vendors.
+fn vendor_files(dir: &Path, errors: &mut Vec<PolicyError>) -> Vec<PathBuf> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Vec::new(),
+        Err(error) => {
+            errors.push(PolicyError {
+                path: dir.to_path_buf(),
+                line: None,
+                reason: format!("the vendors directory cannot be read ({error})"),
+            });
+            return Vec::new();
+        }
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(entry) => paths.push(entry.path()),
+            Err(error) => errors.push(PolicyError {
+                path: dir.to_path_buf(),
+                line: None,
+                reason: format!("the vendors directory cannot be read ({error})"),
+            }),
+        }
+    }
+    paths.sort();
+    paths.retain(|path| {
+        let hidden = path
+            .file_name()
+            .is_some_and(|name| name.as_encoded_bytes().starts_with(b"."));
+        let toml = path.extension().is_some_and(|ext| ext == "toml");
+        // Follows symlinks; a dangling one is kept so that reading it reports the problem.
+        let directory = path.is_dir();
+        let keep = toml && !hidden && !directory;
+        if !keep {
+            tracing::warn!(
+                path = %path.display(),
+                "ignoring a file in the policy vendors directory: only visible *.toml files are vendor policies"
+            );
+        }
+        keep
+    });
+    paths
+}
+
+/// Parses `text` as `R` and resolves it, adding every problem to `errors`.
+fn resolve_file<R: DeserializeOwned, T>(
+    path: &Path,
+    text: &str,
+    errors: &mut Vec<PolicyError>,
+    resolve: impl FnOnce(R, &mut FileErrors<'_>) -> Option<T>,
+) -> Option<T> {
+    let mut file = FileErrors::new(path, text);
+    let resolved = match toml::from_str::<R>(text) {
+        Ok(raw) => resolve(raw, &mut file),
+        Err(error) => {
+            let message = error.message().trim().replace('\n', " ");
+            file.at_span(error.span(), message);
+            None
+        }
+    };
+    let ok = file.errors.is_empty();
+    errors.append(&mut file.errors);
+    resolved.filter(|_| ok)
+}
+
+fn resolve_hospital(raw: RawHospitalFile, file: &mut FileErrors<'_>) -> Option<HospitalPolicy> {
+    let hospital = raw.hospital;
+    let name = non_empty(file, "name", hospital.name);
+    let timezone = timezone(file, hospital.timezone);
+    let emergency_contact =
+        optional_non_empty(file, "emergency_contact", hospital.emergency_contact);
+    let responsibility = responsibilities(file, raw.responsibility);
+    Some(HospitalPolicy {
+        name: name?,
+        timezone: timezone?,
+        emergency_contact: emergency_contact?,
+        responsibility: responsibility?,
+    })
+}
+
+/// Also returns the line of `id`, for the duplicate-id check across files.
+fn resolve_vendor(raw: RawVendorFile, file: &mut FileErrors<'_>) -> Option<(VendorPolicy, usize)> {
+    let RawVendor {
+        id,
+        name,
+        emergency_contact,
+    } = raw.vendor;
+    let id_line = file.line_of(id.span().start);
+    let id = vendor_id(file, id);
+    let name = non_empty(file, "name", name);
+    let emergency_contact = optional_non_empty(file, "emergency_contact", emergency_contact);
+    let targets = targets(file, raw.target);
+    let access = match raw.access {
+        Some(access) => access_table(file, access),
+        None => Some(Access::default()),
+    };
+    let responsibility = responsibilities(file, raw.responsibility);
+    let vendor = VendorPolicy {
+        id: id?,
+        name: name?,
+        emergency_contact: emergency_contact?,
+        targets: targets?,
+        access: access?,
+        responsibility: responsibility?,
+        file: file.path().to_path_buf(),
+    };
+    Some((vendor, id_line))
+}
+
+fn non_empty(file: &mut FileErrors<'_>, field: &str, value: Spanned<String>) -> Option<String> {
+    if value.get_ref().trim().is_empty() {
+        file.at(&value, format!("`{field}` must not be empty"));
+        return None;
+    }
+    Some(value.into_inner())
+}
+
+/// `Some(None)` when absent; `None` when present but empty (an error).
+fn optional_non_empty(
+    file: &mut FileErrors<'_>,
+    field: &str,
+    value: Option<Spanned<String>>,
+) -> Option<Option<String>> {
+    match value {
+        None => Some(None),
+        Some(value) if value.get_ref().trim().is_empty() => {
+            file.at(
+                &value,
+                format!("`{field}` must not be empty; leave it out if there is none"),
+            );
+            None
+        }
+        Some(value) => Some(Some(value.into_inner())),
+    }
+}
+
+/// Only the shape is checked: `UTC`, or `Area/City` segments of letters, digits, `_`, `-`,
+/// `+` (as in `America/Argentina/Buenos_Aires` or `Etc/GMT-9`). Whether the zone exists is
+/// for whoever converts the clock, since this module has no time zone database.
+fn timezone(file: &mut FileErrors<'_>, value: Spanned<String>) -> Option<String> {
+    let text = value.get_ref();
+    let segment_ok = |segment: &str| {
+        !segment.is_empty()
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+'))
+    };
+    let ok = text == "UTC" || (text.contains('/') && text.split('/').all(segment_ok));
+    if !ok {
+        file.at(
+            &value,
+            format!(
+                "`timezone` must be an IANA time zone name like \"Asia/Tokyo\" or \"UTC\", not {}",
+                quoted(text)
+            ),
+        );
+        return None;
+    }
+    Some(value.into_inner())
+}
+
+/// `[a-z0-9][a-z0-9._-]{0,62}`: safe in file names, URLs and logs.
+fn is_name(text: &str) -> bool {
+    let mut bytes = text.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && text.len() <= 63
+        && bytes.all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
+}
+
+const NAME_RULE: &str =
+    "1 to 63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit";
+
+fn vendor_id(file: &mut FileErrors<'_>, id: Spanned<String>) -> Option<String> {
+    if !is_name(id.get_ref()) {
+        file.at(
+            &id,
+            format!("vendor id {} must be {NAME_RULE}", quoted(id.get_ref())),
+        );
+        return None;
+    }
+    let stem = file.path().file_stem().and_then(|stem| stem.to_str());
+    if stem != Some(id.get_ref().as_str()) {
+        let file_name = file
+            .path()
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let reason = match stem {
+            Some(stem) => format!(
+                "vendor id `{}` does not match the file name {file_name}; this file must have id = {}",
+                id.get_ref(),
+                quoted(stem)
+            ),
+            None => format!(
+                "vendor id `{}` does not match the file name {file_name}; the file must be named {}.toml",
+                id.get_ref(),
+                id.get_ref()
+            ),
+        };
+        file.at(&id, reason);
+        return None;
+    }
+    Some(id.into_inner())
+}
+
+fn targets(file: &mut FileErrors<'_>, raw: Vec<RawTarget>) -> Option<Vec<Target>> {
+    let mut seen = HashSet::new();
+    let mut targets = Some(Vec::with_capacity(raw.len()));
+    for raw in raw {
+        if !seen.insert(raw.name.get_ref().clone()) {
+            file.at(
+                &raw.name,
+                format!("target `{}` is defined twice", raw.name.get_ref()),
+            );
+            targets = None;
+            continue;
+        }
+        match (target(file, raw), targets.as_mut()) {
+            (Some(target), Some(targets)) => targets.push(target),
+            (Some(_), None) => {}
+            (None, _) => targets = None,
+        }
+    }
+    targets
+}
+
+fn target(file: &mut FileErrors<'_>, raw: RawTarget) -> Option<Target> {
+    let name_ok = is_name(raw.name.get_ref());
+    if !name_ok {
+        file.at(
+            &raw.name,
+            format!(
+                "target name {} must be {NAME_RULE}",
+                quoted(raw.name.get_ref())
+            ),
+        );
+    }
+    let label = raw.name.get_ref();
+    let address = match parse_host_port(raw.address.get_ref()) {
+        Ok(address) => Some(address),
+        Err(reason) => {
+            file.at(
+                &raw.address,
+                format!(
+                    "target `{label}` address {} {reason}",
+                    quoted(raw.address.get_ref())
+                ),
+            );
+            None
+        }
+    };
+    let address = address?;
+    let target = Target {
+        name: raw.name.get_ref().clone(),
+        host: address.host,
+        port: address.port,
+        description: raw.description,
+        allow_loopback: raw.allow_loopback,
+    };
+    if let Some(ip) = address.ip {
+        if let Err(refusal) = check_dial_address(&target, ip) {
+            file.at(
+                &raw.address,
+                format!(
+                    "target `{label}` address {} is {refusal}; set `allow_loopback = true` only for demos and tests",
+                    quoted(raw.address.get_ref())
+                ),
+            );
+            return None;
+        }
+    }
+    name_ok.then_some(target)
+}
+
+fn access_table(file: &mut FileErrors<'_>, raw: RawAccess) -> Option<Access> {
+    let hours = match raw.hours {
+        None => Some(None),
+        Some(hours) => match hours.get_ref().parse::<WeeklyHours>() {
+            Ok(parsed) => Some(Some(parsed)),
+            Err(reason) => {
+                file.at(
+                    &hours,
+                    format!("`hours` {} {reason}", quoted(hours.get_ref())),
+                );
+                None
+            }
+        },
+    };
+    let max_session = match raw.max_session {
+        None => Some(DEFAULT_MAX_SESSION),
+        Some(value) => max_session(file, value),
+    };
+    let approvals = match raw.approvals {
+        None => Some(1),
+        Some(value) => match u8::try_from(*value.get_ref()) {
+            Ok(n) if (1..=MAX_APPROVALS).contains(value.get_ref()) => Some(n),
+            _ => {
+                file.at(
+                    &value,
+                    format!(
+                        "`approvals` must be from 1 to {MAX_APPROVALS}, not {}",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let mut source_networks = Some(Vec::with_capacity(raw.source_networks.len()));
+    for value in raw.source_networks {
+        match value.get_ref().parse::<IpNetwork>() {
+            Ok(network) => {
+                if let Some(networks) = source_networks.as_mut() {
+                    networks.push(network);
+                }
+            }
+            Err(reason) => {
+                file.at(
+                    &value,
+                    format!(
+                        "`source_networks` entry {} {reason}",
+                        quoted(value.get_ref())
+                    ),
+                );
+                source_networks = None;
+            }
+        }
+    }
+    Some(Access {
+        hours: hours?,
+        max_session: max_session?,
+        approvals: approvals?,
+        source_networks: source_networks?,
+    })
+}
+
+fn max_session(file: &mut FileErrors<'_>, value: Spanned<String>) -> Option<std::time::Duration> {
+    let text = value.get_ref();
+    let reason = match parse_duration(text) {
+        None => format!(
+            "`max_session` must be a duration like \"90m\" or \"2h\", not {}",
+            quoted(text)
+        ),
+        Some(duration) if duration.is_zero() => {
+            format!(
+                "`max_session` must be longer than zero, not {}",
+                quoted(text)
+            )
+        }
+        Some(duration) if duration > MAX_SESSION_LIMIT => format!(
+            "`max_session` must be at most \"24h\", not {}",
+            quoted(text)
+        ),
+        Some(duration) => return Some(duration),
+    };
+    file.at(&value, reason);
+    None
+}
+
+fn responsibilities(
+    file: &mut FileErrors<'_>,
+    raw: Vec<RawResponsibility>,
+) -> Option<Vec<Responsibility>> {
+    let mut items = Some(Vec::with_capacity(raw.len()));
+    for raw in raw {
+        let item = non_empty(file, "item", raw.item);
+        let owner = match raw.owner.get_ref().as_str() {
+            "hospital" => Some(Owner::Hospital),
+            "vendor" => Some(Owner::Vendor),
+            "shared" => Some(Owner::Shared),
+            other => {
+                file.at(
+                    &raw.owner,
+                    format!(
+                        "`owner` must be \"hospital\", \"vendor\" or \"shared\", not {}",
+                        quoted(other)
+                    ),
+                );
+                None
+            }
+        };
+        match (item, owner, items.as_mut()) {
+            (Some(item), Some(owner), Some(items)) => items.push(Responsibility {
+                item,
+                owner,
+                note: raw.note,
+            }),
+            (Some(_), Some(_), None) => {}
+            _ => items = None,
+        }
+    }
+    items
+}

@@ -1,0 +1,125 @@
+//! What the client needs to reach a broker: its address, the CA to pin, and the technician's
+//! certificate and key.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicClientConfig;
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+use rustls::RootCertStore;
+use rustls::client::Resumption;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::ConnectError;
+
+/// How long to wait for the broker's first answer before saying it is unreachable.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keep-alives must come well within the broker's idle timeout (30 s by default).
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The broker to connect to and the credentials to connect with.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// `HOST:PORT` of the broker, as the technician typed it.
+    pub broker: String,
+    /// How long to wait for the broker before giving up.
+    pub connect_timeout: Duration,
+    ca: CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("broker", &self.broker)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConfig {
+    /// Reads the pinned CA, the client certificate and its key from PEM files.
+    pub fn from_files(
+        broker: &str,
+        ca: &Path,
+        certificate: &Path,
+        key: &Path,
+    ) -> Result<ClientConfig, ConnectError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| {
+                ConnectError::Credentials(format!("cannot read {}: {e}", path.display()))
+            })
+        };
+        ClientConfig::from_pem(broker, &read(ca)?, &read(certificate)?, &read(key)?)
+    }
+
+    /// Builds a configuration from PEM bytes.
+    pub fn from_pem(
+        broker: &str,
+        ca_pem: &[u8],
+        certificate_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<ClientConfig, ConnectError> {
+        let ca = CertificateDer::from_pem_slice(ca_pem).map_err(|_| {
+            ConnectError::Credentials("the broker CA file holds no PEM certificate".into())
+        })?;
+        let chain = CertificateDer::pem_slice_iter(certificate_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .filter(|chain| !chain.is_empty())
+            .ok_or_else(|| {
+                ConnectError::Credentials(
+                    "the client certificate file holds no PEM certificate".into(),
+                )
+            })?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| {
+            ConnectError::Credentials("the key file holds no PEM private key".into())
+        })?;
+        Ok(ClientConfig {
+            broker: broker.to_owned(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            ca,
+            chain,
+            key: Arc::new(key),
+        })
+    }
+
+    /// The QUIC client configuration: TLS 1.3 only, the broker CA as the only root, our
+    /// certificate, ALPN `sekisho/1`, no resumption and no early data.
+    pub(crate) fn quic_config(&self) -> Result<quinn::ClientConfig, ConnectError> {
+        let provider = tunnel::crypto_provider();
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca.clone()).map_err(|e| {
+            ConnectError::Credentials(format!("the broker CA certificate is not usable: {e}"))
+        })?;
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| ConnectError::Credentials(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| {
+                ConnectError::Credentials(format!(
+                    "the client certificate and key do not fit together: {e}"
+                ))
+            })?;
+        tls.alpn_protocols = vec![proto::ALPN.to_vec()];
+        tls.resumption = Resumption::disabled();
+        tls.enable_early_data = false;
+        let quic_tls = QuicClientConfig::try_from(tls)
+            .map_err(|e| ConnectError::Credentials(e.to_string()))?;
+
+        let mut transport = TransportConfig::default();
+        transport.keep_alive_interval(Some(KEEP_ALIVE));
+        transport.max_concurrent_uni_streams(VarInt::from_u32(0));
+        // The broker never opens streams towards the client.
+        transport.max_concurrent_bidi_streams(VarInt::from_u32(0));
+        transport.max_idle_timeout(IdleTimeout::try_from(IDLE_TIMEOUT).ok());
+        let mut config = quinn::ClientConfig::new(Arc::new(quic_tls));
+        config.transport_config(Arc::new(transport));
+        Ok(config)
+    }
+}

@@ -1,0 +1,243 @@
+//! One session with the broker: connect, say `Hello`, get `Welcome`, open forwards.
+
+use std::net::SocketAddr;
+
+use proto::{Connect, Hello, Message, Welcome};
+use quinn::{ConnectionError, TransportErrorCode};
+use tunnel::close_code;
+use tunnel::frames::{MessageReader, write_message};
+
+use crate::config::ClientConfig;
+use crate::error::{ConnectError, ForwardError};
+
+/// TLS alerts a broker sends when it does not accept the client certificate.
+const CERTIFICATE_ALERTS: [(u8, &str); 7] = [
+    (42, "bad certificate"),
+    (43, "unsupported certificate"),
+    (44, "certificate revoked"),
+    (45, "certificate expired"),
+    (46, "certificate unknown"),
+    (48, "unknown certificate authority"),
+    (116, "certificate required"),
+];
+
+/// An open session: a QUIC connection the broker has welcomed.
+pub struct Session {
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    // Held open for the life of the session: finishing it tells the broker we are done.
+    control_send: quinn::SendStream,
+    welcome: Welcome,
+}
+
+/// How a session ended, in a sentence for the technician.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEnd {
+    /// Whether the technician ended it (as opposed to the broker or the network).
+    pub by_technician: bool,
+    /// One sentence saying why.
+    pub reason: String,
+}
+
+impl Session {
+    /// Connects to the broker, authenticates, and waits for `Welcome`.
+    pub async fn connect(config: &ClientConfig) -> Result<Session, ConnectError> {
+        let broker_address = resolve(&config.broker).await?;
+        let bind: SocketAddr = if broker_address.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| ConnectError::Unreachable {
+                broker: config.broker.clone(),
+                reason: format!("cannot open a UDP socket: {e}"),
+            })?;
+        endpoint.set_default_client_config(config.quic_config()?);
+
+        let handshake = async {
+            let connecting = endpoint
+                .connect(broker_address, proto::BROKER_SERVER_NAME)
+                .map_err(|e| ConnectError::Connection(e.to_string()))?;
+            let connection = connecting.await.map_err(|e| classify(&config.broker, e))?;
+            let (mut send, mut recv) = connection
+                .open_bi()
+                .await
+                .map_err(|e| classify(&config.broker, e))?;
+            let hello = Message::Hello(Hello {
+                version: proto::PROTOCOL_VERSION,
+                client_software: concat!("sekisho/", env!("CARGO_PKG_VERSION")).to_owned(),
+            });
+            write_message(&mut send, &hello)
+                .await
+                .map_err(|e| match e {
+                    quinn::WriteError::ConnectionLost(e) => classify(&config.broker, e),
+                    other => ConnectError::Connection(other.to_string()),
+                })?;
+            let answer = MessageReader::new().expect(&mut recv).await;
+            match answer {
+                Ok(Message::Welcome(welcome)) => Ok((connection, send, welcome)),
+                Ok(Message::Error(refusal)) => Err(ConnectError::Refused(refusal)),
+                Ok(other) => Err(ConnectError::Connection(format!(
+                    "the broker answered Hello with {}",
+                    other.name()
+                ))),
+                Err(tunnel::frames::ReadFrameError::Read(quinn::ReadError::ConnectionLost(e))) => {
+                    Err(classify(&config.broker, e))
+                }
+                Err(e) => Err(ConnectError::Connection(e.to_string())),
+            }
+        };
+        let (connection, control_send, welcome) =
+            match tokio::time::timeout(config.connect_timeout, handshake).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(ConnectError::Unreachable {
+                        broker: config.broker.clone(),
+                        reason: format!("no answer within {} s", config.connect_timeout.as_secs()),
+                    });
+                }
+            };
+        Ok(Session {
+            endpoint,
+            connection,
+            control_send,
+            welcome,
+        })
+    }
+
+    /// What the broker said about us: vendor, technician, hospital.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Opens a forward to `target` and waits for the broker's answer. On `Ok`, bytes written
+    /// to the send stream reach the target and its answers arrive on the receive stream.
+    pub async fn open_forward(
+        &self,
+        target: &str,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), ForwardError> {
+        let ended = |e: ConnectionError| ForwardError::SessionEnded(describe_end(&e).reason);
+        let (mut send, mut recv) = self.connection.open_bi().await.map_err(ended)?;
+        let connect = Message::Connect(Connect {
+            target: target.to_owned(),
+        });
+        write_message(&mut send, &connect)
+            .await
+            .map_err(|e| match e {
+                quinn::WriteError::ConnectionLost(e) => ended(e),
+                other => ForwardError::Protocol(other.to_string()),
+            })?;
+        match MessageReader::new().expect(&mut recv).await {
+            Ok(Message::Connected(_)) => Ok((send, recv)),
+            Ok(Message::Error(refusal)) => Err(ForwardError::Refused(refusal)),
+            Ok(other) => Err(ForwardError::Protocol(format!("got {}", other.name()))),
+            Err(tunnel::frames::ReadFrameError::Read(quinn::ReadError::ConnectionLost(e))) => {
+                Err(ended(e))
+            }
+            Err(e) => Err(ForwardError::Protocol(e.to_string())),
+        }
+    }
+
+    /// Waits until the session ends, for whatever reason.
+    pub async fn ended(&self) -> SessionEnd {
+        describe_end(&self.connection.closed().await)
+    }
+
+    /// Ends the session: tells the broker, and waits briefly for it to hear.
+    pub async fn close(mut self) {
+        let _ = self.control_send.finish();
+        self.connection
+            .close(close_code::SESSION_CLOSED, b"closed by the technician");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle())
+            .await;
+    }
+
+    /// The underlying connection (for statistics).
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.connection
+    }
+}
+
+async fn resolve(broker: &str) -> Result<SocketAddr, ConnectError> {
+    let bad = |reason: String| ConnectError::BadAddress {
+        broker: broker.to_owned(),
+        reason,
+    };
+    let mut addresses = tokio::net::lookup_host(broker)
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    addresses
+        .next()
+        .ok_or_else(|| bad("the name has no address".into()))
+}
+
+/// Turns a connection failure during connect into the sentence the technician needs.
+fn classify(broker: &str, error: ConnectionError) -> ConnectError {
+    match &error {
+        // We refused the broker's certificate.
+        ConnectionError::TransportError(transport) if is_crypto(transport.code) => {
+            ConnectError::BrokerNotTrusted {
+                broker: broker.to_owned(),
+                reason: transport.reason.clone(),
+            }
+        }
+        // The broker refused ours.
+        ConnectionError::ConnectionClosed(close) if is_crypto(close.error_code) => {
+            let alert = (u64::from(close.error_code) & 0xff) as u8;
+            match CERTIFICATE_ALERTS.iter().find(|(code, _)| *code == alert) {
+                Some((_, name)) => ConnectError::CertificateRejected {
+                    reason: (*name).to_owned(),
+                },
+                None if alert == 120 => ConnectError::Connection(
+                    "the broker does not speak this client's protocol; install the client version the hospital gives you".into(),
+                ),
+                None => ConnectError::Connection(format!("TLS alert {alert}")),
+            }
+        }
+        ConnectionError::ApplicationClosed(close) => {
+            let reason = String::from_utf8_lossy(&close.reason).into_owned();
+            ConnectError::Refused(proto::ErrorMessage::new(
+                proto::ErrorCode::Unknown(0),
+                if reason.is_empty() {
+                    "The broker closed the connection without saying why; tell the hospital's IT."
+                        .to_owned()
+                } else {
+                    reason
+                },
+            ))
+        }
+        ConnectionError::TimedOut => ConnectError::Unreachable {
+            broker: broker.to_owned(),
+            reason: "timed out".into(),
+        },
+        _ => ConnectError::Connection(error.to_string()),
+    }
+}
+
+fn is_crypto(code: TransportErrorCode) -> bool {
+    (0x100..0x200).contains(&u64::from(code))
+}
+
+fn describe_end(error: &ConnectionError) -> SessionEnd {
+    let (by_technician, reason) = match error {
+        ConnectionError::LocallyClosed => (true, "You closed the session.".to_owned()),
+        ConnectionError::ApplicationClosed(close) if close.error_code == close_code::BROKER_SHUTDOWN => (
+            false,
+            "The broker shut down, so the session has ended; connect again when it is back.".to_owned(),
+        ),
+        ConnectionError::ApplicationClosed(close) => {
+            let said = String::from_utf8_lossy(&close.reason);
+            (false, format!("The broker ended the session: {said}."))
+        }
+        ConnectionError::TimedOut => (
+            false,
+            "Contact with the broker was lost (no answer for 30 s); check your network and connect again.".to_owned(),
+        ),
+        other => (false, format!("The session ended: {other}.")),
+    };
+    SessionEnd {
+        by_technician,
+        reason,
+    }
+}
