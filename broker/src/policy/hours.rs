@@ -155,7 +155,7 @@ fn parse_time_range(text: &str) -> Result<(u16, u16), ParseHoursError> {
             "has `{text}`, but times are a range like \"08:00-20:00\""
         )));
     };
-    let (start, end) = (parse_time(start)?, parse_time(end)?);
+    let (start, end) = (parse_time(start, text)?, parse_time(end, text)?);
     if start == MINUTES_PER_DAY {
         return Err(ParseHoursError(format!(
             "has `{text}`, which starts at 24:00; a window starts before midnight"
@@ -174,8 +174,9 @@ fn parse_time_range(text: &str) -> Result<(u16, u16), ParseHoursError> {
     Ok((start, end))
 }
 
-/// `H:MM` or `HH:MM`, 00:00 to 24:00, as a minute of day.
-fn parse_time(text: &str) -> Result<u16, ParseHoursError> {
+/// `H:MM` or `HH:MM`, 00:00 to 24:00, as a minute of day. `range` is what the error shows
+/// when `text` is empty (as in `-1:00-02:00`).
+fn parse_time(text: &str, range: &str) -> Result<u16, ParseHoursError> {
     let minute_of_day = || {
         let (hours, minutes) = text.split_once(':')?;
         let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -187,6 +188,7 @@ fn parse_time(text: &str) -> Result<u16, ParseHoursError> {
         (minutes < 60 && total <= MINUTES_PER_DAY).then_some(total)
     };
     minute_of_day().ok_or_else(|| {
+        let text = if text.is_empty() { range } else { text };
         ParseHoursError(format!(
             "has `{text}`, which is not a time of day from 00:00 to 24:00 like \"08:00\""
         ))
@@ -241,5 +243,185 @@ struct Clock(u16);
 impl fmt::Display for Clock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:02}:{:02}", self.0 / 60, self.0 % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MON: u8 = 0;
+    const WED: u8 = 2;
+    const FRI: u8 = 4;
+    const SAT: u8 = 5;
+    const SUN: u8 = 6;
+
+    fn hours(text: &str) -> WeeklyHours {
+        text.parse().unwrap()
+    }
+
+    fn at(h: u16, m: u16) -> u16 {
+        h * 60 + m
+    }
+
+    #[test]
+    fn start_is_inclusive_and_end_is_exclusive() {
+        let office = hours("Mon-Fri 08:00-20:00");
+        assert!(!office.contains(MON, at(7, 59)));
+        assert!(office.contains(MON, at(8, 0)));
+        assert!(office.contains(MON, at(19, 59)));
+        assert!(!office.contains(MON, at(20, 0)));
+    }
+
+    #[test]
+    fn a_day_range_includes_both_ends_and_nothing_else() {
+        let office = hours("Mon-Fri 08:00-20:00");
+        assert!(office.contains(MON, at(12, 0)));
+        assert!(office.contains(FRI, at(12, 0)));
+        assert!(!office.contains(SAT, at(12, 0)));
+        assert!(!office.contains(SUN, at(12, 0)));
+    }
+
+    #[test]
+    fn day_lists_include_only_the_listed_days() {
+        let h = hours("Mon,Wed,Fri 09:00-17:00");
+        for (day, expected) in [
+            (0, true),
+            (1, false),
+            (2, true),
+            (3, false),
+            (4, true),
+            (5, false),
+            (6, false),
+        ] {
+            assert_eq!(h.contains(day, at(9, 0)), expected, "day {day}");
+        }
+    }
+
+    #[test]
+    fn lists_may_mix_days_and_ranges() {
+        let h = hours("Mon-Tue,Thu,Sat-Sun 10:00-11:00");
+        let days: Vec<u8> = (0..7).filter(|&d| h.contains(d, at(10, 30))).collect();
+        assert_eq!(days, [0, 1, 3, 5, 6]);
+    }
+
+    #[test]
+    fn a_window_ending_at_24_00_covers_the_last_minute_of_the_day() {
+        let h = hours("Sat 22:00-24:00");
+        assert!(h.contains(SAT, 1439));
+        assert!(!h.contains(SUN, 0));
+        let always = hours("any 00:00-24:00");
+        for day in 0..7 {
+            assert!(always.contains(day, 0));
+            assert!(always.contains(day, 1439));
+        }
+    }
+
+    #[test]
+    fn out_of_range_moments_are_outside() {
+        let always = hours("any 00:00-24:00");
+        assert!(!always.contains(7, 0));
+        assert!(!always.contains(0, 1440));
+        assert!(!always.contains(u8::MAX, u16::MAX));
+    }
+
+    #[test]
+    fn several_windows_are_each_honoured() {
+        let h = hours("Mon-Fri 08:00-12:00; Mon-Fri 13:00-17:00;Sat 10:00-12:00");
+        assert!(h.contains(WED, at(11, 59)));
+        assert!(!h.contains(WED, at(12, 30)));
+        assert!(h.contains(WED, at(13, 0)));
+        assert!(h.contains(SAT, at(10, 0)));
+        assert!(!h.contains(SAT, at(12, 0)));
+        assert!(!h.contains(SUN, at(11, 0)));
+    }
+
+    #[test]
+    fn display_renders_the_input_syntax_and_parses_back() {
+        for text in [
+            "Mon-Fri 08:00-20:00",
+            "Mon,Wed,Fri 09:00-17:00",
+            "Sat 10:00-12:00",
+            "any 00:00-24:00",
+            "Mon-Tue,Thu,Sat-Sun 00:01-23:59",
+            "Mon-Fri 08:00-12:00; Sat 10:00-12:00",
+        ] {
+            let parsed = hours(text);
+            assert_eq!(parsed.to_string(), text);
+            assert_eq!(hours(&parsed.to_string()), parsed);
+        }
+    }
+
+    #[test]
+    fn display_normalises_spelling_and_spacing() {
+        assert_eq!(
+            hours("  mon-FRI   8:00-20:00 ;ANY 00:00-01:00").to_string(),
+            "Mon-Fri 08:00-20:00; any 00:00-01:00"
+        );
+    }
+
+    #[test]
+    fn malformed_hours_are_refused_with_a_reason() {
+        let err = |text: &str| text.parse::<WeeklyHours>().unwrap_err().to_string();
+        assert_eq!(err(""), "is empty; leave `hours` out to allow any time");
+        assert_eq!(
+            err("Mon-Fri"),
+            "has the window `Mon-Fri`, but a window is days and times like \"Mon-Fri 08:00-20:00\""
+        );
+        assert_eq!(
+            err("Mon - Fri 08:00-20:00"),
+            "has the window `Mon - Fri 08:00-20:00`, but a window is days and times like \"Mon-Fri 08:00-20:00\""
+        );
+        assert_eq!(
+            err("Mon 08:00-10:00;"),
+            "has an empty window; separate windows with a single \";\""
+        );
+        assert_eq!(
+            err("Mun 08:00-20:00"),
+            "has `Mun`, which is not a day; use Mon, Tue, Wed, Thu, Fri, Sat, Sun or any"
+        );
+        assert_eq!(
+            err("Mon,,Tue 08:00-20:00"),
+            "has ``, which is not a day; use Mon, Tue, Wed, Thu, Fri, Sat, Sun or any"
+        );
+        assert_eq!(
+            err("Fri-Mon 08:00-20:00"),
+            "has the day range `Fri-Mon`, which does not run forward from Mon to Sun; write it like \"Fri-Sun,Mon\""
+        );
+        assert_eq!(
+            err("Mon-Mon 08:00-20:00"),
+            "has the day range `Mon-Mon`, which does not run forward from Mon to Sun; write it like \"Fri-Sun,Mon\""
+        );
+        assert_eq!(
+            err("Mon 08:00"),
+            "has `08:00`, but times are a range like \"08:00-20:00\""
+        );
+        for time in [
+            "8", "08:0", "08:60", "25:00", "24:01", "123:00", "08:00:00", "+8:00",
+        ] {
+            assert_eq!(
+                err(&format!("Mon {time}-23:00")),
+                format!(
+                    "has `{time}`, which is not a time of day from 00:00 to 24:00 like \"08:00\""
+                ),
+                "{time}"
+            );
+        }
+        assert_eq!(
+            err("Mon -1:00-02:00"),
+            "has `-1:00-02:00`, which is not a time of day from 00:00 to 24:00 like \"08:00\""
+        );
+        assert_eq!(
+            err("Mon 24:00-24:00"),
+            "has `24:00-24:00`, which starts at 24:00; a window starts before midnight"
+        );
+        assert_eq!(
+            err("Mon 10:00-10:00"),
+            "has `10:00-10:00`, which is empty; the end must be after the start"
+        );
+        assert_eq!(
+            err("Mon 22:00-02:00"),
+            "has `22:00-02:00`, which crosses midnight; split it like \"Mon 22:00-24:00; Tue 00:00-02:00\""
+        );
     }
 }

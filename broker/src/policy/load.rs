@@ -4,7 +4,7 @@
 //! parses is resolved field by field, each failed field adding an error and leaving the
 //! resolved value out; the result is used only if the whole directory had no errors.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -28,65 +28,49 @@ pub(super) fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
     let mut errors = Vec::new();
     let mut files = Vec::new();
 
-    if let Err(error) = std::fs::metadata(dir).and_then(|meta| {
-        if meta.is_dir() {
-            Ok(())
-        } else {
-            Err(io::Error::other("not a directory"))
-        }
-    }) {
+    let not_a_directory = match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(_) => Some("the policy directory is not a directory".to_owned()),
+        Err(error) => Some(format!("the policy directory cannot be opened ({error})")),
+    };
+    if let Some(reason) = not_a_directory {
         return Err(PolicyErrors(vec![PolicyError {
             path: dir.to_path_buf(),
             line: None,
-            reason: format!("the policy directory cannot be opened ({error})"),
+            reason,
         }]));
     }
 
     let hospital_path = dir.join("hospital.toml");
     files.push(hospital_path.clone());
-    let hospital = match read(&hospital_path) {
-        Ok(text) => resolve_file(&hospital_path, &text, &mut errors, resolve_hospital),
-        Err(error) => {
-            errors.push(error);
-            None
-        }
-    };
+    let hospital = read(&hospital_path, HOSPITAL_MISSING, &mut errors)
+        .and_then(|text| resolve_file(&hospital_path, &text, &mut errors, resolve_hospital));
 
-    let mut vendors: Vec<(VendorPolicy, usize)> = Vec::new();
+    let mut vendors = Vec::new();
+    let mut declared_ids = Vec::new();
     for path in vendor_files(&dir.join("vendors"), &mut errors) {
         files.push(path.clone());
-        match read(&path) {
-            Ok(text) => {
-                if let Some(vendor) = resolve_file(&path, &text, &mut errors, resolve_vendor) {
-                    vendors.push(vendor);
-                }
-            }
-            Err(error) => errors.push(error),
+        let Some(text) = read(&path, VENDOR_MISSING, &mut errors) else {
+            continue;
+        };
+        let resolve = |raw: RawVendorFile, file: &mut FileErrors<'_>| {
+            declared_ids.push(DeclaredId {
+                id: raw.vendor.id.get_ref().clone(),
+                file: path.clone(),
+                line: file.line_of(raw.vendor.id.span().start),
+            });
+            resolve_vendor(raw, file)
+        };
+        if let Some(vendor) = resolve_file(&path, &text, &mut errors, resolve) {
+            vendors.push(vendor);
         }
     }
-
-    let mut first_file_of_id: HashMap<&str, &Path> = HashMap::new();
-    for (vendor, id_line) in &vendors {
-        match first_file_of_id.get(vendor.id.as_str()) {
-            Some(first) => errors.push(PolicyError {
-                path: vendor.file.clone(),
-                line: Some(*id_line),
-                reason: format!(
-                    "vendor id `{}` is already used by {}; each vendor id must be unique",
-                    vendor.id,
-                    first.display()
-                ),
-            }),
-            None => {
-                first_file_of_id.insert(&vendor.id, &vendor.file);
-            }
-        }
-    }
+    errors.extend(duplicate_ids(&declared_ids));
 
     match hospital {
         Some(hospital) if errors.is_empty() => Ok(PolicySet {
             hospital,
-            vendors: vendors.into_iter().map(|(vendor, _)| vendor).collect(),
+            vendors,
             files,
         }),
         _ => {
@@ -99,19 +83,69 @@ pub(super) fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
     }
 }
 
-fn read(path: &Path) -> Result<String, PolicyError> {
-    std::fs::read_to_string(path).map_err(|error| PolicyError {
+/// The `id` a vendor file declares, whether or not the rest of the file is valid.
+struct DeclaredId {
+    id: String,
+    file: PathBuf,
+    line: usize,
+}
+
+/// The same id declared in several files. The file named after the id owns it (or, when
+/// none is, the first in load order); every other file declaring it is at fault. Files
+/// have unique names, so this only happens together with an id ≠ file-name error, but it
+/// points the administrator at the file that was copied.
+fn duplicate_ids(declared: &[DeclaredId]) -> Vec<PolicyError> {
+    let mut errors = Vec::new();
+    let mut groups: BTreeMap<&str, Vec<&DeclaredId>> = BTreeMap::new();
+    for declared in declared {
+        groups.entry(&declared.id).or_default().push(declared);
+    }
+    for (id, group) in groups {
+        if group.len() < 2 {
+            continue;
+        }
+        let owner = group
+            .iter()
+            .find(|declared| declared.file.file_stem().is_some_and(|stem| stem == id))
+            .unwrap_or(&group[0]);
+        for declared in &group {
+            if declared.file != owner.file {
+                errors.push(PolicyError {
+                    path: declared.file.clone(),
+                    line: Some(declared.line),
+                    reason: format!(
+                        "vendor id `{id}` is already used by {}; each vendor id must be unique",
+                        owner.file.display()
+                    ),
+                });
+            }
+        }
+    }
+    errors
+}
+
+const HOSPITAL_MISSING: &str =
+    "the hospital policy file is missing; every policy directory needs a hospital.toml";
+/// A listed vendor file that then cannot be found: a dangling symlink, or removed meanwhile.
+const VENDOR_MISSING: &str = "the file does not exist (is it a dangling link?)";
+
+/// The file's text, or `None` after adding why it cannot be had.
+fn read(path: &Path, missing: &str, errors: &mut Vec<PolicyError>) -> Option<String> {
+    let error = match std::fs::read_to_string(path) {
+        Ok(text) => return Some(text),
+        Err(error) => error,
+    };
+    let reason = match error.kind() {
+        io::ErrorKind::NotFound => missing.to_owned(),
+        io::ErrorKind::InvalidData => "the file is not UTF-8 text".to_owned(),
+        _ => format!("the file cannot be read ({error})"),
+    };
+    errors.push(PolicyError {
         path: path.to_path_buf(),
         line: None,
-        reason: match error.kind() {
-            io::ErrorKind::NotFound if path.ends_with("hospital.toml") => {
-                "the hospital policy file is missing; every policy directory needs a hospital.toml"
-                    .to_owned()
-            }
-            io::ErrorKind::InvalidData => "the file is not UTF-8 text".to_owned(),
-            _ => format!("the file cannot be read ({error})"),
-        },
-    })
+        reason,
+    });
+    None
 }
 
 /// The `*.toml` files in `vendors/`, sorted by name. A missing `vendors/` means no vendors.
@@ -195,14 +229,12 @@ fn resolve_hospital(raw: RawHospitalFile, file: &mut FileErrors<'_>) -> Option<H
     })
 }
 
-/// Also returns the line of `id`, for the duplicate-id check across files.
-fn resolve_vendor(raw: RawVendorFile, file: &mut FileErrors<'_>) -> Option<(VendorPolicy, usize)> {
+fn resolve_vendor(raw: RawVendorFile, file: &mut FileErrors<'_>) -> Option<VendorPolicy> {
     let RawVendor {
         id,
         name,
         emergency_contact,
     } = raw.vendor;
-    let id_line = file.line_of(id.span().start);
     let id = vendor_id(file, id);
     let name = non_empty(file, "name", name);
     let emergency_contact = optional_non_empty(file, "emergency_contact", emergency_contact);
@@ -212,7 +244,7 @@ fn resolve_vendor(raw: RawVendorFile, file: &mut FileErrors<'_>) -> Option<(Vend
         None => Some(Access::default()),
     };
     let responsibility = responsibilities(file, raw.responsibility);
-    let vendor = VendorPolicy {
+    Some(VendorPolicy {
         id: id?,
         name: name?,
         emergency_contact: emergency_contact?,
@@ -220,8 +252,7 @@ fn resolve_vendor(raw: RawVendorFile, file: &mut FileErrors<'_>) -> Option<(Vend
         access: access?,
         responsibility: responsibility?,
         file: file.path().to_path_buf(),
-    };
-    Some((vendor, id_line))
+    })
 }
 
 fn non_empty(file: &mut FileErrors<'_>, field: &str, value: Spanned<String>) -> Option<String> {
@@ -378,17 +409,16 @@ fn target(file: &mut FileErrors<'_>, raw: RawTarget) -> Option<Target> {
         description: raw.description,
         allow_loopback: raw.allow_loopback,
     };
-    if let Some(ip) = address.ip {
-        if let Err(refusal) = check_dial_address(&target, ip) {
-            file.at(
-                &raw.address,
-                format!(
-                    "target `{label}` address {} is {refusal}; set `allow_loopback = true` only for demos and tests",
-                    quoted(raw.address.get_ref())
-                ),
-            );
-            return None;
-        }
+    // Only literals can be judged now; names are judged when resolved (DESIGN.md §8).
+    if let Some(Err(refusal)) = address.ip.map(|ip| check_dial_address(&target, ip)) {
+        file.at(
+            &raw.address,
+            format!(
+                "target `{label}` address {} is {refusal}; set `allow_loopback = true` only for demos and tests",
+                quoted(raw.address.get_ref())
+            ),
+        );
+        return None;
     }
     name_ok.then_some(target)
 }

@@ -273,7 +273,7 @@ fn a_toml_syntax_error_is_reported_at_its_line() {
     dir.vendor("acme", "\n[[target]\nname = \"db\"\n");
     assert_eq!(
         dir.error(),
-        "policies/vendors/acme.toml:5: invalid table header, expected `.`, `]]`"
+        "policies/vendors/acme.toml:5: unclosed array table, expected `]`"
     );
 }
 
@@ -448,8 +448,8 @@ fn a_bad_cidr_is_reported_at_its_line() {
     assert_eq!(
         dir.errors(),
         [
-            "policies/vendors/acme.toml:8: `source_networks` entry \"203.0.113.0/33\" has prefix length /33, but an IPv4 prefix is at most /32",
-            "policies/vendors/acme.toml:9: `source_networks` entry \"office\" is not an IP network like \"203.0.113.0/24\" or \"2001:db8::/32\"",
+            "policies/vendors/acme.toml:7: `source_networks` entry \"203.0.113.0/33\" has prefix length /33, but an IPv4 prefix is at most /32",
+            "policies/vendors/acme.toml:8: `source_networks` entry \"office\" is not an IP network like \"203.0.113.0/24\" or \"2001:db8::/32\"",
         ]
     );
 }
@@ -485,17 +485,30 @@ fn a_vendor_id_that_differs_from_the_file_name_is_reported_at_its_line() {
 }
 
 #[test]
-fn a_vendor_id_used_by_two_files_is_reported() {
+fn a_vendor_id_used_by_two_files_is_reported_against_the_copy() {
     let dir = PolicyDir::new();
     dir.vendor("acme", "");
-    dir.write("vendors/zz-acme-copy.toml", &vendor_header("acme"));
-    let errors = dir.errors();
+    // Sorts (and so loads) before acme.toml; the blame must still go to the copy.
+    dir.write("vendors/acme-copy.toml", &vendor_header("acme"));
     assert_eq!(
-        errors,
+        dir.errors(),
         [
-            "policies/vendors/zz-acme-copy.toml:2: vendor id `acme` does not match the file name zz-acme-copy.toml; this file must have id = \"zz-acme-copy\"",
-            "policies/vendors/zz-acme-copy.toml:2: vendor id `acme` is already used by policies/vendors/acme.toml; each vendor id must be unique",
+            "policies/vendors/acme-copy.toml:2: vendor id `acme` does not match the file name acme-copy.toml; this file must have id = \"acme-copy\"",
+            "policies/vendors/acme-copy.toml:2: vendor id `acme` is already used by policies/vendors/acme.toml; each vendor id must be unique",
         ]
+    );
+}
+
+#[test]
+fn a_vendor_id_declared_by_two_misnamed_files_is_blamed_on_the_later_one() {
+    let dir = PolicyDir::new();
+    dir.write("vendors/a.toml", &vendor_header("acme"));
+    dir.write("vendors/b.toml", &vendor_header("acme"));
+    let errors = dir.errors();
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert_eq!(
+        errors[2],
+        "policies/vendors/b.toml:2: vendor id `acme` is already used by policies/vendors/a.toml; each vendor id must be unique"
     );
 }
 

@@ -1,0 +1,8 @@
+//! End-to-end tests: one binary, a module per area. Every test starts a real broker on
+//! `127.0.0.1:0` and speaks QUIC to it.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+/// What the broker and the client refuse, and the sentence each refusal carries.
+mod refusals;
+/// The data path: transfers, concurrency, half-close, backpressure, resets.
+mod tunnel;
