@@ -89,8 +89,9 @@ impl ClientConfig {
     }
 
     /// The QUIC client configuration: TLS 1.3 only, the broker CA as the only root, our
-    /// certificate, ALPN `sekisho/1`, no resumption and no early data.
-    pub(crate) fn quic_config(&self) -> Result<quinn::ClientConfig, ConnectError> {
+    /// certificate, ALPN `sekisho/1`, no resumption and no early data. Public for tools and
+    /// tests that speak the protocol themselves.
+    pub fn quic_config(&self) -> Result<quinn::ClientConfig, ConnectError> {
         let provider = tunnel::crypto_provider();
         let mut roots = RootCertStore::empty();
         roots.add(self.ca.clone()).map_err(|e| {

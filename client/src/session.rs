@@ -11,13 +11,14 @@ use crate::config::ClientConfig;
 use crate::error::{ConnectError, ForwardError};
 
 /// TLS alerts a broker sends when it does not accept the client certificate.
-const CERTIFICATE_ALERTS: [(u8, &str); 7] = [
+const CERTIFICATE_ALERTS: [(u8, &str); 8] = [
     (42, "bad certificate"),
     (43, "unsupported certificate"),
     (44, "certificate revoked"),
     (45, "certificate expired"),
     (46, "certificate unknown"),
     (48, "unknown certificate authority"),
+    (51, "certificate signature not valid"),
     (116, "certificate required"),
 ];
 

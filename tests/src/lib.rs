@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sekisho_broker::pki::{BrokerPki, TechnicianIdentity};
+use sekisho_broker::pki::{BrokerPki, IssuedCertificate, TechnicianIdentity};
 use sekisho_broker::{Broker, BrokerConfig};
 use sekisho_client::forward::{EventSink, serve_local_forward};
 use sekisho_client::{ClientConfig, ConnectError, ForwardEvent, Session};
@@ -157,13 +157,17 @@ impl TestBroker {
         self.dir.path()
     }
 
+    /// A client certificate and key for `vendor`/`technician` from this broker's CA.
+    pub fn issue(&self, vendor: &str, technician: &str) -> IssuedCertificate {
+        let identity = TechnicianIdentity::new(vendor, technician).unwrap();
+        self.pki
+            .issue_client_certificate(&identity, Duration::from_secs(3600))
+            .unwrap()
+    }
+
     /// Client credentials for `vendor`/`technician`, issued by this broker's CA.
     pub fn client_config(&self, vendor: &str, technician: &str) -> ClientConfig {
-        let identity = TechnicianIdentity::new(vendor, technician).unwrap();
-        let issued = self
-            .pki
-            .issue_client_certificate(&identity, Duration::from_secs(3600))
-            .unwrap();
+        let issued = self.issue(vendor, technician);
         ClientConfig::from_pem(
             &self.addr.to_string(),
             self.ca_pem().as_bytes(),
@@ -176,12 +180,7 @@ impl TestBroker {
     /// Writes client credentials to files (for the `sekisho` binary) and returns
     /// `[ca, cert, key]` paths.
     pub fn client_files(&self, vendor: &str, technician: &str) -> [PathBuf; 3] {
-        let identity = TechnicianIdentity::new(vendor, technician).unwrap();
-        let issued = self
-            .pki
-            .issue_client_certificate(&identity, Duration::from_secs(3600))
-            .unwrap();
-        issued
+        self.issue(vendor, technician)
             .write_to(
                 &self
                     .dir

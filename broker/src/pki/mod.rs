@@ -209,7 +209,7 @@ impl BrokerPki {
             (files::read_to_string(&ca_cert_path)?, key)
         } else {
             let key = KeyPair::generate()?;
-            let cert = ca_params()?.self_signed(&key)?;
+            let cert = ca_params(&key)?.self_signed(&key)?;
             files::write_private(&ca_key_path, key.serialize_pem().as_bytes())?;
             files::write_public(&ca_cert_path, cert.pem().as_bytes())?;
             tracing::info!(path = %ca_cert_path.display(), "created the broker's certificate authority");
@@ -305,10 +305,20 @@ impl BrokerPki {
     }
 }
 
-fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+fn ca_params(key: &KeyPair) -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, "sekisho broker CA");
+    // Each broker's CA gets a name of its own (from its key), so a certificate from another
+    // broker's CA is reported as "unknown CA" rather than matched by name and failing on
+    // its signature.
+    let key_id: String = key
+        .public_key_raw()
+        .iter()
+        .skip(1)
+        .take(6)
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    name.push(DnType::CommonName, format!("sekisho broker CA {key_id}"));
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use proto::{Connected, ErrorCode, ErrorMessage, Message};
 use tokio::net::TcpStream;
-use tunnel::frames::{MessageReader, write_message};
+use tunnel::frames::{MessageReader, ReadFrameError, write_message};
 use tunnel::splice::splice;
 
 use super::targets::PinnedTargets;
@@ -37,6 +37,13 @@ pub(super) async fn serve_forward(
             let refusal = ErrorMessage::new(
                 ErrorCode::ProtocolViolation,
                 format!("A forward must start with Connect, not {}.", other.name()),
+            );
+            return refuse(send, recv, refusal, identity, "?").await;
+        }
+        Ok(Err(ReadFrameError::Invalid(e))) => {
+            let refusal = ErrorMessage::new(
+                ErrorCode::ProtocolViolation,
+                format!("The forward did not start with a valid Connect frame ({e})."),
             );
             return refuse(send, recv, refusal, identity, "?").await;
         }

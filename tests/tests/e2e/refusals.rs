@@ -1,1 +1,251 @@
-mod placeholder {}
+use std::sync::Arc;
+
+use proto::{ErrorCode, Hello, Message};
+use quinn::ConnectionError;
+use sekisho_client::{ClientConfig, ConnectError, ForwardError, Session};
+use sekisho_e2e::{EchoServer, TestBroker, Vendor};
+use tokio::net::TcpListener;
+use tunnel::frames::{MessageReader, write_message};
+
+fn refusal(
+    result: Result<(quinn::SendStream, quinn::RecvStream), ForwardError>,
+) -> proto::ErrorMessage {
+    match result {
+        Err(ForwardError::Refused(refusal)) => refusal,
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok(_) => panic!("expected a refusal, the forward was opened"),
+    }
+}
+
+async fn two_vendors() -> (TestBroker, EchoServer, EchoServer) {
+    let ours = EchoServer::start().await;
+    let theirs = EchoServer::start().await;
+    let broker = TestBroker::start(&[
+        Vendor::new("acme-ehr").target("ehr-db", ours.addr()),
+        Vendor::new("nihon-pacs").target("pacs", theirs.addr()),
+    ])
+    .await;
+    (broker, ours, theirs)
+}
+
+#[tokio::test]
+async fn an_unknown_target_name_is_refused_with_a_sentence_that_says_what_to_do() {
+    let (broker, _ours, _theirs) = two_vendors().await;
+    let session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let refused = refusal(session.open_forward("no-such-target").await);
+    assert_eq!(refused.code, ErrorCode::TargetRefused);
+    assert_eq!(
+        refused.message,
+        "`no-such-target` is not a target you may reach; check the name, or ask the hospital to add it to your vendor's agreement."
+    );
+    // The session is still usable after a refusal.
+    assert!(session.open_forward("ehr-db").await.is_ok());
+}
+
+#[tokio::test]
+async fn another_vendors_target_gets_exactly_the_answer_a_made_up_name_gets() {
+    let (broker, _ours, _theirs) = two_vendors().await;
+    let session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let theirs = refusal(session.open_forward("pacs").await);
+    let made_up = refusal(session.open_forward("zzzz").await);
+    assert_eq!(theirs.code, made_up.code);
+    assert_eq!(theirs.message.replace("pacs", "zzzz"), made_up.message);
+}
+
+#[tokio::test]
+async fn an_address_instead_of_a_target_name_is_refused() {
+    let (broker, ours, _theirs) = two_vendors().await;
+    let session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let refused = refusal(session.open_forward(&ours.addr().to_string()).await);
+    assert_eq!(refused.code, ErrorCode::TargetRefused);
+}
+
+#[tokio::test]
+async fn a_target_name_that_resolves_to_loopback_is_refused_unless_the_policy_allows_it() {
+    let echo = EchoServer::start().await;
+    let broker =
+        TestBroker::start(&[Vendor::new("acme-ehr")
+            .target_at("sneaky", &format!("localhost:{}", echo.addr().port()))])
+        .await;
+    let session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let refused = refusal(session.open_forward("sneaky").await);
+    assert_eq!(refused.code, ErrorCode::TargetAddressForbidden);
+    assert!(refused.message.contains("loopback"), "{}", refused.message);
+}
+
+#[tokio::test]
+async fn a_target_that_does_not_answer_is_reported_as_unreachable() {
+    let closed_port = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("down", closed_port)]).await;
+    let session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let refused = refusal(session.open_forward("down").await);
+    assert_eq!(refused.code, ErrorCode::TargetUnreachable);
+    assert!(
+        refused.message.contains("`down` did not accept"),
+        "{}",
+        refused.message
+    );
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_another_ca_is_rejected_at_the_handshake() {
+    let (broker, _ours, _theirs) = two_vendors().await;
+    let other = TestBroker::start(&[Vendor::new("acme-ehr")]).await;
+    let foreign = other.issue("acme-ehr", "tanaka");
+    let config = ClientConfig::from_pem(
+        &broker.addr().to_string(),
+        broker.ca_pem().as_bytes(),
+        foreign.certificate_pem.as_bytes(),
+        foreign.private_key_pem.as_bytes(),
+    )
+    .unwrap();
+    match Session::connect(&config).await {
+        Err(ConnectError::CertificateRejected { reason }) => {
+            assert_eq!(reason, "unknown certificate authority");
+        }
+        Err(other) => panic!("expected a certificate rejection, got: {other}"),
+        Ok(_) => panic!("a foreign certificate was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn the_client_refuses_a_broker_whose_certificate_is_not_from_the_pinned_ca() {
+    let (broker, _ours, _theirs) = two_vendors().await;
+    let impostor = TestBroker::start(&[Vendor::new("acme-ehr")]).await;
+    // Credentials from the real broker, pointed at the impostor's address.
+    let ours = broker.issue("acme-ehr", "tanaka");
+    let config = ClientConfig::from_pem(
+        &impostor.addr().to_string(),
+        broker.ca_pem().as_bytes(),
+        ours.certificate_pem.as_bytes(),
+        ours.private_key_pem.as_bytes(),
+    )
+    .unwrap();
+    let error = Session::connect(&config)
+        .await
+        .err()
+        .expect("the impostor must be refused");
+    assert!(
+        matches!(error, ConnectError::BrokerNotTrusted { .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("is not the hospital's broker"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_vendor_without_a_policy_file_is_refused_by_name_after_the_handshake() {
+    let (broker, _ours, _theirs) = two_vendors().await;
+    let error = broker
+        .connect("ghost-vendor", "tanaka")
+        .await
+        .err()
+        .expect("refused");
+    match error {
+        ConnectError::Refused(refusal) => {
+            assert_eq!(refusal.code, ErrorCode::UnknownIdentity);
+            assert!(
+                refusal.message.contains("`ghost-vendor`"),
+                "{}",
+                refusal.message
+            );
+        }
+        other => panic!("expected the broker's refusal, got: {other}"),
+    }
+}
+
+/// A QUIC client with valid credentials from `broker` that offers `alpn` instead of ours.
+async fn connect_with_alpn(broker: &TestBroker, alpn: &[u8]) -> ConnectionError {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let issued = broker.issue("acme-ehr", "tanaka");
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(broker.ca_pem().as_bytes()).unwrap())
+        .unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(tunnel::crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(issued.certificate_pem.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(issued.private_key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let connecting = endpoint
+        .connect(broker.addr(), proto::BROKER_SERVER_NAME)
+        .unwrap();
+    match connecting.await {
+        Err(error) => error,
+        Ok(connection) => connection.closed().await,
+    }
+}
+
+#[tokio::test]
+async fn a_client_speaking_another_protocol_is_refused() {
+    let (broker, _ours, _theirs) = two_vendors().await;
+    match connect_with_alpn(&broker, b"h3").await {
+        // TLS alert no_application_protocol (120) as a QUIC crypto error.
+        ConnectionError::ConnectionClosed(close) => {
+            assert_eq!(u64::from(close.error_code), 0x100 + 120, "{close}");
+        }
+        other => panic!("expected the broker to close with no_application_protocol, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_of_another_protocol_version_is_told_to_install_the_right_client() {
+    let (broker, _ours, _theirs) = two_vendors().await;
+    let config = broker.client_config("acme-ehr", "tanaka");
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config.quic_config().unwrap());
+    let connection = endpoint
+        .connect(broker.addr(), proto::BROKER_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let hello = Message::Hello(Hello {
+        version: 99,
+        client_software: "future".into(),
+    });
+    write_message(&mut send, &hello).await.unwrap();
+    match MessageReader::new().expect(&mut recv).await.unwrap() {
+        Message::Error(refusal) => {
+            assert_eq!(refusal.code, ErrorCode::UnsupportedVersion);
+            assert!(
+                refusal
+                    .message
+                    .contains("speaks sekisho protocol version 1"),
+                "{}",
+                refusal.message
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_forward_that_does_not_start_with_connect_is_refused_as_a_protocol_violation() {
+    let (broker, _ours, _theirs) = two_vendors().await;
+    let session = Arc::new(broker.connect("acme-ehr", "tanaka").await.unwrap());
+    let (mut send, mut recv) = session.connection().open_bi().await.unwrap();
+    send.write_all(&[0x10, 0, 0, 0, 3, 0, 9, b'x'])
+        .await
+        .unwrap();
+    match MessageReader::new().expect(&mut recv).await.unwrap() {
+        Message::Error(refusal) => assert_eq!(refusal.code, ErrorCode::ProtocolViolation),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // And nothing else follows the refusal.
+    assert_eq!(recv.read_to_end(1024).await.unwrap(), Vec::<u8>::new());
+}
