@@ -46,6 +46,9 @@ enum Command {
             required = true
         )]
         forwards: Vec<LocalForward>,
+        /// Seconds to wait for the broker before saying it is unreachable.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        connect_timeout: u64,
     },
 }
 
@@ -83,18 +86,17 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             cert,
             key,
             forwards,
-        } => connect(&broker, &ca, &cert, &key, forwards).await,
+            connect_timeout,
+        } => {
+            let mut config =
+                ClientConfig::from_files(&broker, &ca, &cert, &key).map_err(|e| e.to_string())?;
+            config.connect_timeout = std::time::Duration::from_secs(connect_timeout);
+            connect(config, forwards).await
+        }
     }
 }
 
-async fn connect(
-    broker: &str,
-    ca: &std::path::Path,
-    cert: &std::path::Path,
-    key: &std::path::Path,
-    forwards: Vec<LocalForward>,
-) -> Result<ExitCode, String> {
-    let config = ClientConfig::from_files(broker, ca, cert, key).map_err(|e| e.to_string())?;
+async fn connect(config: ClientConfig, forwards: Vec<LocalForward>) -> Result<ExitCode, String> {
     // Bind every local port before connecting, so a port in use fails fast.
     let mut listeners = Vec::new();
     for forward in forwards {

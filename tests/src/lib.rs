@@ -12,6 +12,8 @@
 
 pub mod pattern;
 pub mod servers;
+/// Real third-party servers (Python's http.server, sshd) and client programs, bounded in time.
+pub mod third_party;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -5,9 +5,9 @@
 //! A program that is missing fails the test with the Debian package to install; CI installs
 //! them all.
 
+use std::fs::Permissions;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::fs::Permissions;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -158,7 +158,10 @@ impl Sshd {
         let privsep = Path::new("/run/sshd");
         if !privsep.is_dir() {
             std::fs::create_dir_all(privsep).unwrap_or_else(|e| {
-                panic!("sshd needs {}, which could not be made: {e}", privsep.display())
+                panic!(
+                    "sshd needs {}, which could not be made: {e}",
+                    privsep.display()
+                )
             });
             std::fs::set_permissions(privsep, Permissions::from_mode(0o755)).unwrap();
         }

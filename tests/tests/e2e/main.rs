@@ -4,5 +4,7 @@
 
 /// What the broker and the client refuse, and the sentence each refusal carries.
 mod refusals;
+/// Real programs through a forward: curl, psql, ssh and scp against real servers.
+mod third_party;
 /// The data path: transfers, concurrency, half-close, backpressure, resets.
 mod tunnel;
