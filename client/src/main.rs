@@ -38,8 +38,8 @@ enum Command {
         /// Your private key (PEM).
         #[arg(long)]
         key: PathBuf,
-        /// A local forward, [BIND:]LOCAL_PORT:TARGET (repeatable). Binds 127.0.0.1 unless BIND is given.
         #[arg(
+            help = "A local forward, [BIND:]LOCAL_PORT:TARGET (repeatable). Binds 127.0.0.1 unless BIND is given.",
             short = 'L',
             long = "forward",
             value_name = "[BIND:]PORT:TARGET",

@@ -1,7 +1,7 @@
 //! The messages of the protocol and the layout of their bodies.
 //!
 //! Each message writes its own body field by field ([`Message::encode`]) and reads it back the
-//! same way ([`Message::decode_body`]); nothing here depends on how Rust lays out a type.
+//! same way (`Message::decode_body`); nothing here depends on how Rust lays out a type.
 
 use crate::code::ErrorCode;
 use crate::codec::{BodyReader, BodyWriter, DecodeError};

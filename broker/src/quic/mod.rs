@@ -1,9 +1,9 @@
 //! The QUIC endpoint: TLS settings, the accept loop, and the tasks that drive each
 //! connection and each forward. This is the only module of the broker that does network I/O.
 //!
-//! - [`server_config`]: TLS 1.3 only, client certificates from our CA required, ALPN
+//! - `server_config`: TLS 1.3 only, client certificates from our CA required, ALPN
 //!   `sekisho/1`, no resumption, no 0-RTT, no migration, explicit stream limits.
-//! - [`serve`]: accepts connections, bounding how many handshakes run at once.
+//! - `serve`: accepts connections, bounding how many handshakes run at once.
 //! - `connection`: one technician's session: identity, `Hello`/`Welcome`, forwards.
 //! - `forward`: one forward stream: `Connect`, the policy decision, dial, splice.
 //! - `targets`: resolving a vendor's target names once per session and pinning the result.
