@@ -13,6 +13,8 @@ pub enum ErrorCode {
     ProtocolViolation,
     /// The client certificate is valid but names no technician this broker knows.
     UnknownIdentity,
+    /// The vendor's policy does not allow connections from the client's network address.
+    SourceNotAllowed,
     /// The target does not exist or this technician may not reach it (deliberately the same).
     TargetRefused,
     /// The target's address is of a kind that is never dialled (loopback, link-local, …).
@@ -34,6 +36,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedVersion => 1,
             ErrorCode::ProtocolViolation => 2,
             ErrorCode::UnknownIdentity => 3,
+            ErrorCode::SourceNotAllowed => 4,
             ErrorCode::TargetRefused => 10,
             ErrorCode::TargetAddressForbidden => 11,
             ErrorCode::TargetUnreachable => 12,
@@ -49,6 +52,7 @@ impl ErrorCode {
             1 => ErrorCode::UnsupportedVersion,
             2 => ErrorCode::ProtocolViolation,
             3 => ErrorCode::UnknownIdentity,
+            4 => ErrorCode::SourceNotAllowed,
             10 => ErrorCode::TargetRefused,
             11 => ErrorCode::TargetAddressForbidden,
             12 => ErrorCode::TargetUnreachable,
@@ -64,6 +68,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedVersion => "unsupported-version",
             ErrorCode::ProtocolViolation => "protocol-violation",
             ErrorCode::UnknownIdentity => "unknown-identity",
+            ErrorCode::SourceNotAllowed => "source-not-allowed",
             ErrorCode::TargetRefused => "target-refused",
             ErrorCode::TargetAddressForbidden => "target-address-forbidden",
             ErrorCode::TargetUnreachable => "target-unreachable",

@@ -48,6 +48,7 @@ pub fn init_logging() {
 pub struct Vendor {
     pub id: String,
     pub targets: Vec<(String, String)>,
+    pub source_networks: Option<Vec<String>>,
 }
 
 impl Vendor {
@@ -55,7 +56,14 @@ impl Vendor {
         Vendor {
             id: id.to_owned(),
             targets: Vec::new(),
+            source_networks: None,
         }
+    }
+
+    /// Allows connections only from these networks (CIDR).
+    pub fn source_networks(mut self, networks: &[&str]) -> Vendor {
+        self.source_networks = Some(networks.iter().map(|n| (*n).to_owned()).collect());
+        self
     }
 
     /// Adds a target at a socket address (allowed on loopback).
@@ -79,6 +87,13 @@ impl Vendor {
             let allow_loopback = !address.starts_with("localhost");
             toml.push_str(&format!(
                 "[[target]]\nname = \"{name}\"\naddress = \"{address}\"\nallow_loopback = {allow_loopback}\n\n"
+            ));
+        }
+        if let Some(networks) = &self.source_networks {
+            let quoted: Vec<String> = networks.iter().map(|n| format!("\"{n}\"")).collect();
+            toml.push_str(&format!(
+                "[access]\nsource_networks = [{}]\n",
+                quoted.join(", ")
             ));
         }
         toml

@@ -179,7 +179,9 @@ impl Sshd {
             dir.path().join("authorized_keys"),
         )
         .unwrap();
-        let user = String::from_utf8(run_ok(Command::new("id").arg("-un")).await)
+        let mut id = Command::new("id");
+        id.arg("-un");
+        let user = String::from_utf8(run_ok(id).await)
             .unwrap()
             .trim()
             .to_owned();

@@ -6,6 +6,7 @@
 //! stream as an error frame and repeated as the connection's close reason, so the client can
 //! print it whichever arrives first.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use proto::{ErrorCode, ErrorMessage, Hello, Message, Welcome};
@@ -19,6 +20,7 @@ use super::Shared;
 use super::forward::{self, SessionContext};
 use super::targets::PinnedTargets;
 use crate::pki::{TechnicianIdentity, identity_from_certificate};
+use crate::policy::IpNetwork;
 
 pub(super) async fn serve_connection(
     incoming: quinn::Incoming,
@@ -88,16 +90,26 @@ pub(super) async fn serve_connection(
                 hello.version
             ),
         ))
-    } else if shared.policies.vendor(identity.vendor()).is_none() {
-        Some(ErrorMessage::new(
-            ErrorCode::UnknownIdentity,
-            format!(
-                "The hospital has no agreement on file for vendor `{}`; ask the hospital's IT to check your vendor's policy.",
-                identity.vendor()
-            ),
-        ))
     } else {
-        None
+        match shared.policies.vendor(identity.vendor()) {
+            None => Some(ErrorMessage::new(
+                ErrorCode::UnknownIdentity,
+                format!(
+                    "The hospital has no agreement on file for vendor `{}`; ask the hospital's IT to check your vendor's policy.",
+                    identity.vendor()
+                ),
+            )),
+            Some(vendor) if !source_allowed(&vendor.access.source_networks, peer.ip()) => {
+                Some(ErrorMessage::new(
+                    ErrorCode::SourceNotAllowed,
+                    format!(
+                        "Your address {} is not one your vendor's agreement allows; connect from your company's network, or ask the hospital to add this one.",
+                        peer.ip()
+                    ),
+                ))
+            }
+            Some(_) => None,
+        }
     };
     if let Some(refusal) = refusal {
         tracing::warn!(%peer, %identity, code = refusal.code.as_str(), "session refused");
@@ -162,6 +174,11 @@ pub(super) async fn serve_connection(
     forwards.close();
     forwards.wait().await;
     tracing::info!(%peer, %identity, reason = %end, "session ended");
+}
+
+/// Whether `source` may connect: an empty list allows every address.
+fn source_allowed(networks: &[IpNetwork], source: IpAddr) -> bool {
+    networks.is_empty() || networks.iter().any(|network| network.contains(source))
 }
 
 /// The technician named by the client certificate, once ALPN is confirmed.

@@ -249,3 +249,27 @@ async fn a_forward_that_does_not_start_with_connect_is_refused_as_a_protocol_vio
     // And nothing else follows the refusal.
     assert_eq!(recv.read_to_end(1024).await.unwrap(), Vec::<u8>::new());
 }
+
+#[tokio::test]
+async fn a_vendor_limited_to_its_own_networks_is_refused_from_elsewhere() {
+    let echo = EchoServer::start().await;
+    let broker = TestBroker::start(&[
+        Vendor::new("acme-ehr")
+            .target("echo", echo.addr())
+            .source_networks(&["203.0.113.0/24"]),
+        Vendor::new("local-vendor")
+            .target("echo", echo.addr())
+            .source_networks(&["198.51.100.0/24", "127.0.0.0/8"]),
+    ])
+    .await;
+    match broker.connect("acme-ehr", "tanaka").await {
+        Err(ConnectError::Refused(refusal)) => {
+            assert_eq!(refusal.code, ErrorCode::SourceNotAllowed);
+            assert!(refusal.message.contains("127.0.0.1"), "{}", refusal.message);
+        }
+        Err(other) => panic!("expected the broker's refusal, got: {other}"),
+        Ok(_) => panic!("a connection from outside the vendor's networks was accepted"),
+    }
+    let allowed = broker.connect("local-vendor", "sato").await.unwrap();
+    assert!(allowed.open_forward("echo").await.is_ok());
+}
