@@ -23,8 +23,27 @@ pub enum ErrorCode {
     TargetUnreachable,
     /// Too many forwards are open on this session.
     TooManyForwards,
+    /// A forward or an `Open` came at the wrong time: no session is open on this connection,
+    /// or one already is.
+    NoSession,
+    /// No such request for this technician (another technician's request is not found either).
+    RequestNotFound,
+    /// The request is not approved (still pending, denied, expired or over).
+    RequestNotOpenable,
+    /// The one-time password is wrong, or was already used.
+    OtpRejected,
+    /// Too many wrong one-time passwords: the technician is locked until an admin unlocks them.
+    TechnicianLocked,
+    /// The hospital has stopped all remote access.
+    Lockdown,
+    /// The vendor's policy does not allow this (hours, duration, targets).
+    PolicyRefused,
+    /// The request is malformed (no targets, no purpose, a zero duration …).
+    InvalidRequest,
     /// The broker failed in a way that is not the peer's fault.
     Internal,
+    /// The broker cannot record what would happen, so it does not let it happen.
+    StoreUnavailable,
     /// A code this side does not know (from a newer peer).
     Unknown(u16),
 }
@@ -41,6 +60,15 @@ impl ErrorCode {
             ErrorCode::TargetAddressForbidden => 11,
             ErrorCode::TargetUnreachable => 12,
             ErrorCode::TooManyForwards => 13,
+            ErrorCode::NoSession => 14,
+            ErrorCode::RequestNotFound => 20,
+            ErrorCode::RequestNotOpenable => 21,
+            ErrorCode::OtpRejected => 22,
+            ErrorCode::TechnicianLocked => 23,
+            ErrorCode::Lockdown => 24,
+            ErrorCode::PolicyRefused => 25,
+            ErrorCode::InvalidRequest => 26,
+            ErrorCode::StoreUnavailable => 51,
             ErrorCode::Internal => 50,
             ErrorCode::Unknown(code) => code,
         }
@@ -57,7 +85,16 @@ impl ErrorCode {
             11 => ErrorCode::TargetAddressForbidden,
             12 => ErrorCode::TargetUnreachable,
             13 => ErrorCode::TooManyForwards,
+            14 => ErrorCode::NoSession,
+            20 => ErrorCode::RequestNotFound,
+            21 => ErrorCode::RequestNotOpenable,
+            22 => ErrorCode::OtpRejected,
+            23 => ErrorCode::TechnicianLocked,
+            24 => ErrorCode::Lockdown,
+            25 => ErrorCode::PolicyRefused,
+            26 => ErrorCode::InvalidRequest,
             50 => ErrorCode::Internal,
+            51 => ErrorCode::StoreUnavailable,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -73,6 +110,15 @@ impl ErrorCode {
             ErrorCode::TargetAddressForbidden => "target-address-forbidden",
             ErrorCode::TargetUnreachable => "target-unreachable",
             ErrorCode::TooManyForwards => "too-many-forwards",
+            ErrorCode::NoSession => "no-session",
+            ErrorCode::RequestNotFound => "request-not-found",
+            ErrorCode::RequestNotOpenable => "request-not-openable",
+            ErrorCode::OtpRejected => "otp-rejected",
+            ErrorCode::TechnicianLocked => "technician-locked",
+            ErrorCode::Lockdown => "lockdown",
+            ErrorCode::PolicyRefused => "policy-refused",
+            ErrorCode::InvalidRequest => "invalid-request",
+            ErrorCode::StoreUnavailable => "store-unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown(_) => "unknown",
         }

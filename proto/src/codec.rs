@@ -36,6 +36,9 @@ pub enum DecodeError {
     /// The body ended in the middle of a field.
     #[error("frame body ends inside field {0}")]
     Truncated(&'static str),
+    /// A field holds a value the protocol does not define.
+    #[error("field {0} holds a value this protocol version does not define")]
+    InvalidValue(&'static str),
     /// A string field is not UTF-8.
     #[error("field {0} is not valid UTF-8")]
     InvalidUtf8(&'static str),
@@ -138,8 +141,30 @@ pub(crate) struct BodyWriter {
 }
 
 impl BodyWriter {
+    pub(crate) fn put_u8(&mut self, value: u8) {
+        self.body.push(value);
+    }
+
     pub(crate) fn put_u16(&mut self, value: u16) {
         self.body.extend_from_slice(&value.to_be_bytes());
+    }
+
+    pub(crate) fn put_u32(&mut self, value: u32) {
+        self.body.extend_from_slice(&value.to_be_bytes());
+    }
+
+    pub(crate) fn put_u64(&mut self, value: u64) {
+        self.body.extend_from_slice(&value.to_be_bytes());
+    }
+
+    /// Writes a `u16` count and then each string. Lists in this protocol are short (target
+    /// names, approvers); the count is capped at what a `u16` can say.
+    pub(crate) fn put_strs(&mut self, values: &[String]) {
+        let count = values.len().min(usize::from(u16::MAX));
+        self.put_u16(u16::try_from(count).unwrap_or(u16::MAX));
+        for value in &values[..count] {
+            self.put_str(value);
+        }
     }
 
     /// Writes a length-prefixed string, cut at a character boundary to fit both a `u16`
@@ -161,7 +186,9 @@ impl BodyWriter {
     }
 
     pub(crate) fn finish_frame(self, tag: u8, out: &mut Vec<u8>) {
-        // The body never exceeds MAX_BODY_LEN: every field write is bounded by it.
+        // Strings are cut to fit the body limit. The broker bounds what goes into its
+        // messages (purpose and note lengths, target counts) so the fixed-size fields after
+        // the last string never push a body past it.
         let len = u32::try_from(self.body.len()).unwrap_or(u32::MAX);
         out.reserve(HEADER_LEN + self.body.len());
         out.push(tag);
@@ -189,9 +216,36 @@ impl<'a> BodyReader<'a> {
         Ok(taken)
     }
 
+    pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, field)?[0])
+    }
+
     pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         let bytes = self.take(2, field)?;
         Ok(u16::from_be_bytes([bytes[0], bytes[1]]))
+    }
+
+    pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        let bytes = self.take(4, field)?;
+        Ok(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        let bytes = self.take(8, field)?;
+        let mut array = [0u8; 8];
+        array.copy_from_slice(bytes);
+        Ok(u64::from_be_bytes(array))
+    }
+
+    /// A `u16` count and that many strings. Each string needs at least its two length
+    /// bytes, so a count larger than the body can hold fails as truncated instead of
+    /// reserving memory for it.
+    pub(crate) fn strings(&mut self, field: &'static str) -> Result<Vec<String>, DecodeError> {
+        let count = usize::from(self.u16(field)?);
+        if count * 2 > self.rest.len() {
+            return Err(DecodeError::Truncated(field));
+        }
+        (0..count).map(|_| self.string(field)).collect()
     }
 
     pub(crate) fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
@@ -218,7 +272,10 @@ impl<'a> BodyReader<'a> {
 mod tests {
     use super::*;
     use crate::code::ErrorCode;
-    use crate::message::{Connect, Connected, ErrorMessage, Hello, Welcome};
+    use crate::message::{
+        Connect, Connected, Ended, ErrorMessage, Extended, Hello, Open, Opened, RequestAccess,
+        RequestState, RequestView, StatusDone, Warning, Watch, Welcome,
+    };
     use proptest::prelude::*;
 
     fn sample_messages() -> Vec<Message> {
@@ -241,7 +298,55 @@ mod tests {
                 ErrorCode::TargetRefused,
                 "病院側の許可がありません / not allowed",
             )),
+            Message::RequestAccess(RequestAccess {
+                targets: vec!["ehr-db".into(), "ehr-web".into()],
+                purpose: "apply patch 5.2.1".into(),
+                ticket: "INC-1234".into(),
+                duration_secs: 3600,
+            }),
+            Message::RequestStatus(sample_view()),
+            Message::Watch(Watch {
+                request_id: "r-7kq3m2xa".into(),
+            }),
+            Message::Open(Open {
+                request_id: "r-7kq3m2xa".into(),
+                otp: "123456".into(),
+            }),
+            Message::Opened(Opened {
+                request_id: "r-7kq3m2xa".into(),
+                end_at: 1_800_000_000,
+                targets: vec!["ehr-db".into()],
+            }),
+            Message::Warning(Warning { seconds_left: 600 }),
+            Message::Extended(Extended {
+                end_at: 1_800_003_600,
+                by: "suzuki".into(),
+            }),
+            Message::Ended(Ended {
+                reason: "expired".into(),
+                message: "The session reached its end time.".into(),
+            }),
+            Message::StatusQuery,
+            Message::StatusDone(StatusDone { count: 3 }),
         ]
+    }
+
+    fn sample_view() -> RequestView {
+        RequestView {
+            id: "r-7kq3m2xa".into(),
+            state: RequestState::Approved,
+            targets: vec!["ehr-db".into()],
+            purpose: "apply patch".into(),
+            ticket: String::new(),
+            wanted_secs: 3600,
+            created_at: 1_799_990_000,
+            approvers: vec!["suzuki".into()],
+            approvals_needed: 1,
+            end_at: 1_800_000_000,
+            end_reason: String::new(),
+            ended_by: String::new(),
+            note: String::new(),
+        }
     }
 
     fn arb_string() -> impl Strategy<Value = String> {
@@ -299,6 +404,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_request_state_outside_the_protocol_is_refused() {
+        let mut frame = Message::RequestStatus(sample_view()).to_frame();
+        // The state byte follows the id string (2 + 10 bytes) after the 5-byte header.
+        frame[HEADER_LEN + 2 + 10] = 9;
+        assert_eq!(
+            decode(&frame),
+            Err(DecodeError::InvalidValue("RequestStatus.state"))
+        );
+    }
+
+    #[test]
+    fn a_list_count_larger_than_the_body_is_truncated_not_allocated() {
+        let frame = [0x20, 0, 0, 0, 2, 0xff, 0xff];
+        assert_eq!(
+            decode(&frame),
+            Err(DecodeError::Truncated("RequestAccess.targets"))
+        );
     }
 
     #[test]
@@ -380,7 +505,10 @@ mod tests {
 
         #[test]
         fn decode_never_panics_on_random_bodies_behind_a_valid_header(
-            tag in prop_oneof![Just(0x01u8), Just(0x02), Just(0x10), Just(0x11), Just(0x7f), any::<u8>()],
+            tag in prop_oneof![
+                Just(0x01u8), Just(0x02), Just(0x10), Just(0x11), Just(0x7f),
+                0x20u8..=0x29, any::<u8>()
+            ],
             body in proptest::collection::vec(any::<u8>(), 0..256),
         ) {
             let mut frame = vec![tag];

@@ -28,10 +28,25 @@
 //! - **Control stream**: the first bidirectional stream the client opens. The client sends
 //!   [`Hello`] (carrying [`PROTOCOL_VERSION`]); the broker answers [`Welcome`] (the identity
 //!   it authenticated) or an [`ErrorMessage`] and closes. The control stream stays open for the
-//!   life of the session; closing it ends the session.
+//!   life of the connection; closing it ends the connection and any session on it. After
+//!   `Welcome` the client may, in any order:
+//!   - ask for access: [`RequestAccess`] → one [`Message::RequestStatus`] (the new request) or
+//!     an error;
+//!   - list its requests: [`Message::StatusQuery`] → zero or more `RequestStatus`, then
+//!     [`StatusDone`];
+//!   - follow a request: [`Watch`] → `RequestStatus` now and again at every change, until it
+//!     ends;
+//!   - open an approved request as this connection's session: [`Open`] (request id and
+//!     one-time password) → [`Opened`] (end time, targets) or an error (the client may try
+//!     another code). At most one session per connection.
+//!
+//!   While a session is open the broker pushes [`Warning`] (10 and 2 minutes before the
+//!   end), [`Extended`] (the hospital moved the end time) and finally [`Ended`] (why), after
+//!   which it closes the connection. The broker enforces the end time itself: a client that
+//!   ignores these messages is cut all the same.
 //! - **Forward streams**: every TCP connection the technician makes to a local forward becomes
-//!   one new bidirectional stream. Its first frame is [`Connect`] (a target *name*, never an
-//!   address). The broker answers exactly one frame, [`Connected`] or [`ErrorMessage`], and
+//!   one new bidirectional stream, allowed only while a session is open. Its first frame is
+//!   [`Connect`] (a target *name* the session was approved for, never an address). The broker answers exactly one frame, [`Connected`] or [`ErrorMessage`], and
 //!   only after `Connected` do raw bytes flow, both ways, until each side finishes its send
 //!   half (half-close is carried through to TCP). The client sends nothing after `Connect`
 //!   until the answer arrives.
@@ -45,7 +60,8 @@
 //! ```
 //!
 //! The body length is at most [`MAX_BODY_LEN`]. Inside a body, integers are big-endian and
-//! strings are a `u16` byte length followed by that many bytes of UTF-8. A body must be
+//! strings are a `u16` byte length followed by that many bytes of UTF-8; a list is a `u16`
+//! count followed by that many strings. A body must be
 //! consumed exactly: trailing bytes are an error. Unknown tags are an error (the version in
 //! `Hello` is how a peer learns what the other understands).
 //!
@@ -55,6 +71,16 @@
 //! | 0x02 | [`Welcome`]       | broker → client  | version u16, vendor id string, technician id string, broker name string |
 //! | 0x10 | [`Connect`]       | client → broker  | target name string |
 //! | 0x11 | [`Connected`]     | broker → client  | (empty) |
+//! | 0x20 | [`RequestAccess`] | client → broker  | targets list, purpose string, ticket string, duration u32 (seconds) |
+//! | 0x21 | `RequestStatus` ([`RequestView`]) | broker → client | id, state u8 (1 requested, 2 approved, 3 active, 4 ended), targets list, purpose, ticket, wanted u32 (s), created u64 (Unix s), approvers list, approvals needed u8, end u64 (Unix s, 0 = none), end reason, ended by, note |
+//! | 0x22 | [`Watch`]         | client → broker  | request id string |
+//! | 0x23 | [`Open`]          | client → broker  | request id string, one-time password string |
+//! | 0x24 | [`Opened`]        | broker → client  | request id string, end u64 (Unix s), targets list |
+//! | 0x25 | [`Warning`]       | broker → client  | seconds left u32 |
+//! | 0x26 | [`Extended`]      | broker → client  | end u64 (Unix s), by string |
+//! | 0x27 | [`Ended`]         | broker → client  | reason string, message string |
+//! | 0x28 | `StatusQuery`     | client → broker  | (empty) |
+//! | 0x29 | [`StatusDone`]    | broker → client  | count u32 |
 //! | 0x7f | [`ErrorMessage`]  | either           | code u16, message string |
 //!
 //! The decoder never panics on any input; it reports a frame that has not fully arrived as
@@ -73,7 +99,10 @@
 //! - **vendor**: an organisation under contract with the hospital; owns a policy file.
 //! - **technician**: a person of a vendor, with a client certificate of their own.
 //! - **target**: a named `host:port` inside the hospital that a vendor may be allowed to reach.
-//! - **session**: one QUIC connection of one technician to the broker.
+//! - **request**: a technician's ask: targets, purpose, ticket, wanted duration.
+//! - **approval**: a hospital approver's yes with an end time (or no, with a reason).
+//! - **session**: an approved request while it is live, on one QUIC connection; cut by the
+//!   broker at its end time.
 //! - **forward**: one TCP connection carried inside a session, on one QUIC stream.
 
 pub mod code;
@@ -82,7 +111,10 @@ pub mod message;
 
 pub use code::ErrorCode;
 pub use codec::{DecodeError, Decoded, FrameReader, decode};
-pub use message::{Connect, Connected, ErrorMessage, Hello, Message, Welcome};
+pub use message::{
+    Connect, Connected, Ended, ErrorMessage, Extended, Hello, Message, Open, Opened, RequestAccess,
+    RequestState, RequestView, StatusDone, Warning, Watch, Welcome,
+};
 
 /// The ALPN protocol identifier both sides must negotiate.
 pub const ALPN: &[u8] = b"sekisho/1";

@@ -39,6 +39,156 @@ pub struct Connect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Connected;
 
+/// Where a request is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestState {
+    /// Waiting for the hospital's approvers.
+    Requested,
+    /// Approved with an end time; the technician may open it.
+    Approved,
+    /// Open: a live session.
+    Active,
+    /// Over: denied, expired, closed, revoked … (see [`RequestView::end_reason`]).
+    Ended,
+}
+
+impl RequestState {
+    fn to_u8(self) -> u8 {
+        match self {
+            RequestState::Requested => 1,
+            RequestState::Approved => 2,
+            RequestState::Active => 3,
+            RequestState::Ended => 4,
+        }
+    }
+
+    fn from_u8(value: u8) -> Option<RequestState> {
+        match value {
+            1 => Some(RequestState::Requested),
+            2 => Some(RequestState::Approved),
+            3 => Some(RequestState::Active),
+            4 => Some(RequestState::Ended),
+            _ => None,
+        }
+    }
+
+    /// The word used in listings and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Requested => "requested",
+            RequestState::Approved => "approved",
+            RequestState::Active => "active",
+            RequestState::Ended => "ended",
+        }
+    }
+}
+
+/// A request as the technician may see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestView {
+    /// The request's id, e.g. `r-7kq3m2xa`.
+    pub id: String,
+    /// Where it is in its life.
+    pub state: RequestState,
+    /// The target names asked for.
+    pub targets: Vec<String>,
+    /// Why, in the technician's words.
+    pub purpose: String,
+    /// The technician's ticket reference (may be empty).
+    pub ticket: String,
+    /// How long the technician asked for, in seconds.
+    pub wanted_secs: u32,
+    /// When it was made, Unix seconds.
+    pub created_at: u64,
+    /// The approvers who said yes so far.
+    pub approvers: Vec<String>,
+    /// How many distinct approvers the policy requires.
+    pub approvals_needed: u8,
+    /// The end time once approved, Unix seconds; 0 before.
+    pub end_at: u64,
+    /// Once ended, why: `denied`, `expired`, `closed`, `revoked`, `lockdown`, `idle`,
+    /// `technician-disabled`, `broker-shutdown`; empty before.
+    pub end_reason: String,
+    /// Who decided the end (the approver who denied or revoked), if a person did.
+    pub ended_by: String,
+    /// The reason a person gave (for a denial or a revocation).
+    pub note: String,
+}
+
+/// Asks the hospital for a session (control stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestAccess {
+    /// Target names from the vendor's policy.
+    pub targets: Vec<String>,
+    /// What the work is.
+    pub purpose: String,
+    /// A ticket or incident reference, possibly empty.
+    pub ticket: String,
+    /// How long the work needs, in seconds.
+    pub duration_secs: u32,
+}
+
+/// Follow one request: the broker answers with its [`RequestView`] now and again whenever
+/// it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    /// The request to follow.
+    pub request_id: String,
+}
+
+/// Opens an approved request as this connection's session, proving the technician with a
+/// one-time password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Open {
+    /// The approved request.
+    pub request_id: String,
+    /// The six-digit code from the technician's authenticator.
+    pub otp: String,
+}
+
+/// The session is open; forwards may start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The request that became this session.
+    pub request_id: String,
+    /// When the broker will cut the session, Unix seconds.
+    pub end_at: u64,
+    /// The targets this session may reach.
+    pub targets: Vec<String>,
+}
+
+/// The session ends soon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Warning {
+    /// Seconds until the broker cuts the session.
+    pub seconds_left: u32,
+}
+
+/// The hospital moved the session's end time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extended {
+    /// The new end time, Unix seconds.
+    pub end_at: u64,
+    /// Who changed it.
+    pub by: String,
+}
+
+/// The session is over; the broker closes the connection after this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// A stable word: `expired`, `revoked`, `lockdown`, `broker-shutdown`, …
+    pub reason: String,
+    /// A sentence for the technician.
+    pub message: String,
+}
+
+/// After a status query: how many [`RequestView`]s were sent before this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusDone {
+    /// The number of `RequestStatus` frames that answered the query.
+    pub count: u32,
+}
+
 /// A refusal: a stable code and a sentence for a person.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorMessage {
@@ -59,6 +209,27 @@ pub enum Message {
     Connect(Connect),
     /// See [`Connected`].
     Connected(Connected),
+    /// See [`RequestAccess`].
+    RequestAccess(RequestAccess),
+    /// One request's state; see [`RequestView`].
+    RequestStatus(RequestView),
+    /// See [`Watch`].
+    Watch(Watch),
+    /// See [`Open`].
+    Open(Open),
+    /// See [`Opened`].
+    Opened(Opened),
+    /// See [`Warning`].
+    Warning(Warning),
+    /// See [`Extended`].
+    Extended(Extended),
+    /// See [`Ended`].
+    Ended(Ended),
+    /// Lists the technician's recent requests: answered by `RequestStatus` frames and then
+    /// [`StatusDone`].
+    StatusQuery,
+    /// See [`StatusDone`].
+    StatusDone(StatusDone),
     /// See [`ErrorMessage`].
     Error(ErrorMessage),
 }
@@ -68,6 +239,16 @@ pub(crate) mod tag {
     pub(crate) const WELCOME: u8 = 0x02;
     pub(crate) const CONNECT: u8 = 0x10;
     pub(crate) const CONNECTED: u8 = 0x11;
+    pub(crate) const REQUEST_ACCESS: u8 = 0x20;
+    pub(crate) const REQUEST_STATUS: u8 = 0x21;
+    pub(crate) const WATCH: u8 = 0x22;
+    pub(crate) const OPEN: u8 = 0x23;
+    pub(crate) const OPENED: u8 = 0x24;
+    pub(crate) const WARNING: u8 = 0x25;
+    pub(crate) const EXTENDED: u8 = 0x26;
+    pub(crate) const ENDED: u8 = 0x27;
+    pub(crate) const STATUS_QUERY: u8 = 0x28;
+    pub(crate) const STATUS_DONE: u8 = 0x29;
     pub(crate) const ERROR: u8 = 0x7f;
 }
 
@@ -79,6 +260,16 @@ impl Message {
             Message::Welcome(_) => tag::WELCOME,
             Message::Connect(_) => tag::CONNECT,
             Message::Connected(_) => tag::CONNECTED,
+            Message::RequestAccess(_) => tag::REQUEST_ACCESS,
+            Message::RequestStatus(_) => tag::REQUEST_STATUS,
+            Message::Watch(_) => tag::WATCH,
+            Message::Open(_) => tag::OPEN,
+            Message::Opened(_) => tag::OPENED,
+            Message::Warning(_) => tag::WARNING,
+            Message::Extended(_) => tag::EXTENDED,
+            Message::Ended(_) => tag::ENDED,
+            Message::StatusQuery => tag::STATUS_QUERY,
+            Message::StatusDone(_) => tag::STATUS_DONE,
             Message::Error(_) => tag::ERROR,
         }
     }
@@ -90,6 +281,16 @@ impl Message {
             Message::Welcome(_) => "Welcome",
             Message::Connect(_) => "Connect",
             Message::Connected(_) => "Connected",
+            Message::RequestAccess(_) => "RequestAccess",
+            Message::RequestStatus(_) => "RequestStatus",
+            Message::Watch(_) => "Watch",
+            Message::Open(_) => "Open",
+            Message::Opened(_) => "Opened",
+            Message::Warning(_) => "Warning",
+            Message::Extended(_) => "Extended",
+            Message::Ended(_) => "Ended",
+            Message::StatusQuery => "StatusQuery",
+            Message::StatusDone(_) => "StatusDone",
             Message::Error(_) => "Error",
         }
     }
@@ -113,7 +314,48 @@ impl Message {
                 body.put_str(&welcome.broker_name);
             }
             Message::Connect(connect) => body.put_str(&connect.target),
-            Message::Connected(Connected) => {}
+            Message::Connected(Connected) | Message::StatusQuery => {}
+            Message::RequestAccess(request) => {
+                body.put_strs(&request.targets);
+                body.put_str(&request.purpose);
+                body.put_str(&request.ticket);
+                body.put_u32(request.duration_secs);
+            }
+            Message::RequestStatus(view) => {
+                body.put_str(&view.id);
+                body.put_u8(view.state.to_u8());
+                body.put_strs(&view.targets);
+                body.put_str(&view.purpose);
+                body.put_str(&view.ticket);
+                body.put_u32(view.wanted_secs);
+                body.put_u64(view.created_at);
+                body.put_strs(&view.approvers);
+                body.put_u8(view.approvals_needed);
+                body.put_u64(view.end_at);
+                body.put_str(&view.end_reason);
+                body.put_str(&view.ended_by);
+                body.put_str(&view.note);
+            }
+            Message::Watch(watch) => body.put_str(&watch.request_id),
+            Message::Open(open) => {
+                body.put_str(&open.request_id);
+                body.put_str(&open.otp);
+            }
+            Message::Opened(opened) => {
+                body.put_str(&opened.request_id);
+                body.put_u64(opened.end_at);
+                body.put_strs(&opened.targets);
+            }
+            Message::Warning(warning) => body.put_u32(warning.seconds_left),
+            Message::Extended(extended) => {
+                body.put_u64(extended.end_at);
+                body.put_str(&extended.by);
+            }
+            Message::Ended(ended) => {
+                body.put_str(&ended.reason);
+                body.put_str(&ended.message);
+            }
+            Message::StatusDone(done) => body.put_u32(done.count),
             Message::Error(error) => {
                 body.put_u16(error.code.to_u16());
                 body.put_str(&error.message);
@@ -147,6 +389,55 @@ impl Message {
                 target: reader.string("Connect.target")?,
             }),
             tag::CONNECTED => Message::Connected(Connected),
+            tag::REQUEST_ACCESS => Message::RequestAccess(RequestAccess {
+                targets: reader.strings("RequestAccess.targets")?,
+                purpose: reader.string("RequestAccess.purpose")?,
+                ticket: reader.string("RequestAccess.ticket")?,
+                duration_secs: reader.u32("RequestAccess.duration_secs")?,
+            }),
+            tag::REQUEST_STATUS => Message::RequestStatus(RequestView {
+                id: reader.string("RequestStatus.id")?,
+                state: RequestState::from_u8(reader.u8("RequestStatus.state")?)
+                    .ok_or(DecodeError::InvalidValue("RequestStatus.state"))?,
+                targets: reader.strings("RequestStatus.targets")?,
+                purpose: reader.string("RequestStatus.purpose")?,
+                ticket: reader.string("RequestStatus.ticket")?,
+                wanted_secs: reader.u32("RequestStatus.wanted_secs")?,
+                created_at: reader.u64("RequestStatus.created_at")?,
+                approvers: reader.strings("RequestStatus.approvers")?,
+                approvals_needed: reader.u8("RequestStatus.approvals_needed")?,
+                end_at: reader.u64("RequestStatus.end_at")?,
+                end_reason: reader.string("RequestStatus.end_reason")?,
+                ended_by: reader.string("RequestStatus.ended_by")?,
+                note: reader.string("RequestStatus.note")?,
+            }),
+            tag::WATCH => Message::Watch(Watch {
+                request_id: reader.string("Watch.request_id")?,
+            }),
+            tag::OPEN => Message::Open(Open {
+                request_id: reader.string("Open.request_id")?,
+                otp: reader.string("Open.otp")?,
+            }),
+            tag::OPENED => Message::Opened(Opened {
+                request_id: reader.string("Opened.request_id")?,
+                end_at: reader.u64("Opened.end_at")?,
+                targets: reader.strings("Opened.targets")?,
+            }),
+            tag::WARNING => Message::Warning(Warning {
+                seconds_left: reader.u32("Warning.seconds_left")?,
+            }),
+            tag::EXTENDED => Message::Extended(Extended {
+                end_at: reader.u64("Extended.end_at")?,
+                by: reader.string("Extended.by")?,
+            }),
+            tag::ENDED => Message::Ended(Ended {
+                reason: reader.string("Ended.reason")?,
+                message: reader.string("Ended.message")?,
+            }),
+            tag::STATUS_QUERY => Message::StatusQuery,
+            tag::STATUS_DONE => Message::StatusDone(StatusDone {
+                count: reader.u32("StatusDone.count")?,
+            }),
             tag::ERROR => Message::Error(ErrorMessage {
                 code: ErrorCode::from_u16(reader.u16("Error.code")?),
                 message: reader.string("Error.message")?,
