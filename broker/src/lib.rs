@@ -31,9 +31,12 @@
 //! resolve and check when the session started, and never trusts a certificate its own CA did
 //! not issue.
 
+pub mod clock;
 pub mod pki;
 pub mod policy;
 pub mod quic;
+pub mod secret;
+pub mod session;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -10,7 +10,7 @@
 //! back. This module never checks whether that technician is still allowed in: that is the
 //! registry's job on every connection.
 
-mod files;
+pub(crate) mod files;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

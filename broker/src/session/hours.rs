@@ -1,0 +1,97 @@
+//! Allowed hours over a span of time, in the hospital's time zone.
+
+use std::time::{Duration, SystemTime};
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use crate::policy::WeeklyHours;
+
+/// The hospital's time zone, resolved from its IANA name.
+#[derive(Debug, Clone)]
+pub struct HospitalZone {
+    name: String,
+    zone: TimeZone,
+}
+
+impl HospitalZone {
+    /// Resolves an IANA name such as `Asia/Tokyo` from the bundled time-zone database.
+    pub fn resolve(name: &str) -> Result<HospitalZone, String> {
+        TimeZone::get(name)
+            .map(|zone| HospitalZone {
+                name: name.to_owned(),
+                zone,
+            })
+            .map_err(|_| format!("`{name}` is not a time zone name this broker knows (e.g. \"Asia/Tokyo\", \"UTC\")"))
+    }
+
+    /// The IANA name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Day of week (0 = Monday) and minute of the day at `time`, in this zone.
+    pub fn weekday_and_minute(&self, time: SystemTime) -> Option<(u8, u16)> {
+        let zoned = Timestamp::try_from(time).ok()?.to_zoned(self.zone.clone());
+        let weekday = u8::try_from(zoned.weekday().to_monday_zero_offset()).ok()?;
+        let minute = u16::try_from(i32::from(zoned.hour()) * 60 + i32::from(zoned.minute())).ok()?;
+        Some((weekday, minute))
+    }
+
+    /// `2026-11-21 14:30 (Sat)`, in this zone.
+    pub fn format(&self, time: SystemTime) -> String {
+        match Timestamp::try_from(time) {
+            Ok(timestamp) => timestamp
+                .to_zoned(self.zone.clone())
+                .strftime("%Y-%m-%d %H:%M (%a)")
+                .to_string(),
+            Err(_) => "?".to_owned(),
+        }
+    }
+
+    /// The zone itself, for parsing times typed in it.
+    pub fn zone(&self) -> &TimeZone {
+        &self.zone
+    }
+}
+
+/// Checks that every minute of `[start, end)` lies within `hours`; otherwise describes the
+/// first minute outside them.
+pub fn check_hours(
+    hours: &WeeklyHours,
+    zone: &HospitalZone,
+    start: SystemTime,
+    end: SystemTime,
+) -> Result<(), String> {
+    const MINUTE: Duration = Duration::from_secs(60);
+    let mut at = start;
+    loop {
+        let inside = zone
+            .weekday_and_minute(at)
+            .is_some_and(|(weekday, minute)| hours.contains(weekday, minute));
+        if !inside {
+            return Err(if at == start {
+                format!("now, {},", zone.format(at))
+            } else {
+                format!("{}", zone.format(at))
+            });
+        }
+        // Step a minute at a time (at most 1,440 steps for the longest session), and check
+        // the last minute before the end as well.
+        let next = at + MINUTE;
+        if next >= end {
+            let last = end.checked_sub(Duration::from_secs(1)).unwrap_or(end);
+            if last > at {
+                at = last;
+                let inside = zone
+                    .weekday_and_minute(at)
+                    .is_some_and(|(weekday, minute)| hours.contains(weekday, minute));
+                if !inside {
+                    return Err(format!("the end time {}", zone.format(end)));
+                }
+            }
+            return Ok(());
+        }
+        at = next;
+    }
+}
