@@ -35,8 +35,10 @@ pub mod clock;
 pub mod pki;
 pub mod policy;
 pub mod quic;
+pub mod otp;
 pub mod secret;
 pub mod session;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,162 @@
+//! Persistence: requests, approvals, sessions, technicians, lockdown, through sqlx.
+//!
+//! One code path serves both databases through sqlx's `Any` driver: SQLite (the embedded
+//! default, a file in the data directory, WAL with `synchronous=FULL`, so an acknowledged step
+//! survives power loss) and PostgreSQL (for hospitals that run several brokers against one
+//! database). The schema is portable: TEXT and BIGINT columns only, times in Unix
+//! milliseconds. Migrations run at open.
+//!
+//! Every state change is a conditional update (`… WHERE id = $1 AND state = 'approved'`); when
+//! no row changes, someone else got there first and the caller gets [`StoreError::Stale`].
+//! A transaction always starts with its write, so SQLite takes its write lock at once and
+//! concurrent writers wait (`busy_timeout`) rather than fail.
+//!
+//! This module decides nothing: the rules live in [`crate::session`].
+
+mod requests;
+mod technicians;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use requests::{LockdownState, RequestFilter};
+pub use technicians::TechnicianRow;
+
+/// Consecutive wrong one-time passwords that lock a technician.
+pub const OTP_LOCKOUT_THRESHOLD: i64 = 5;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or written (disk full, connection lost, …).
+    #[error("the database cannot be used right now ({0})")]
+    Unavailable(String),
+    /// The row changed under us: another approver, an expiry or another broker got there first.
+    #[error("it changed in the meantime; look at it again")]
+    Stale,
+    /// No such row.
+    #[error("not found")]
+    NotFound,
+    /// A row holds something this version does not understand.
+    #[error("the database holds an unexpected value: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        match error {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Which database, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A SQLite file (created if missing).
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL URL, `postgres://user@host:port/db`.
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// `postgres://…` or `postgresql://…` is PostgreSQL; anything else is a SQLite path
+    /// (`sqlite://` prefix optional).
+    pub fn parse(text: &str) -> StoreLocation {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            StoreLocation::Postgres(text.to_owned())
+        } else {
+            StoreLocation::Sqlite(text.trim_start_matches("sqlite://").into())
+        }
+    }
+
+    /// The default: `DATA_DIR/sekisho.db`.
+    pub fn default_in(data_dir: &Path) -> StoreLocation {
+        StoreLocation::Sqlite(data_dir.join("sekisho.db"))
+    }
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sqlite(path) => write!(f, "SQLite {}", path.display()),
+            // Never print a password that may be in the URL.
+            StoreLocation::Postgres(url) => {
+                let shown = match url.split_once('@') {
+                    Some((scheme_user, host)) => {
+                        let scheme = scheme_user.split("://").next().unwrap_or("postgres");
+                        format!("{scheme}://…@{host}")
+                    }
+                    None => url.clone(),
+                };
+                write!(f, "PostgreSQL {shown}")
+            }
+        }
+    }
+}
+
+/// The database.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl Store {
+    /// Connects, applies migrations, and returns the store.
+    pub async fn open(location: &StoreLocation) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (url, max_connections) = match location {
+            StoreLocation::Sqlite(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+                    })?;
+                }
+                (format!("sqlite://{}?mode=rwc", path.display()), 4)
+            }
+            StoreLocation::Postgres(url) => (url.clone(), 8),
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    if connection.backend_name().eq_ignore_ascii_case("sqlite") {
+                        // WAL lets readers run beside the writer; FULL syncs every commit, so
+                        // an acknowledged step survives power loss; the busy timeout makes a
+                        // second writer (the admin CLI, another connection) wait, not fail.
+                        connection
+                            .execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+        Ok(Store { pool })
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}

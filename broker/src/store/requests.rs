@@ -1,0 +1,421 @@
+//! Requests (and the sessions they become), approvals, lockdown.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+// Dynamic SQL here is built only from fixed fragments and numbered placeholders; every value
+// is bound.
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Store, StoreError};
+use crate::clock::{from_unix_ms, to_unix_ms};
+use crate::session::{ApprovalRecord, EndReason, RequestId, RequestRecord, Stage};
+
+const REQUEST_COLUMNS: &str = "id, vendor, technician, targets, purpose, ticket, wanted_ms, state, created_at, answer_by, approvals_needed, end_at, pinned, opened_at, broker_id, ended_at, end_reason, ended_by, note";
+
+/// Which requests to list.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    /// Only this vendor's.
+    pub vendor: Option<String>,
+    /// Only this technician's (with `vendor`).
+    pub technician: Option<String>,
+    /// Only in these states (`requested`, `approved`, `active`, `ended`); empty means all.
+    pub states: Vec<&'static str>,
+    /// At most this many, newest first.
+    pub limit: i64,
+}
+
+/// The hospital's emergency stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockdownState {
+    /// Whether remote access is stopped.
+    pub active: bool,
+    /// Why (as the person who set it said).
+    pub reason: String,
+    /// Who set or lifted it.
+    pub by: String,
+    /// Since when.
+    pub since: SystemTime,
+}
+
+impl Store {
+    /// Stores a new request.
+    pub async fn insert_request(&self, record: &RequestRecord, now: SystemTime) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO requests (id, vendor, technician, targets, purpose, ticket, wanted_ms, state, created_at, answer_by, approvals_needed, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(record.id.as_str())
+        .bind(&record.vendor)
+        .bind(&record.technician)
+        .bind(record.targets.join("\n"))
+        .bind(&record.purpose)
+        .bind(&record.ticket)
+        .bind(i64::try_from(record.wanted.as_millis()).unwrap_or(i64::MAX))
+        .bind(record.stage.state_word())
+        .bind(to_unix_ms(record.created_at))
+        .bind(to_unix_ms(record.answer_by))
+        .bind(i64::from(record.approvals_needed))
+        .bind(to_unix_ms(now))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// One request with its approvals.
+    pub async fn request(&self, id: &RequestId) -> Result<RequestRecord, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1"
+        )))
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let approvals = sqlx::query(
+            "SELECT request_id, approver, approved_at, until_at FROM approvals WHERE request_id = $1 ORDER BY approved_at",
+        )
+        .bind(id.as_str())
+        .fetch_all(self.pool())
+        .await?;
+        let mut approvals = group_approvals(approvals)?;
+        record_from_row(&row, approvals.remove(id.as_str()).unwrap_or_default())
+    }
+
+    /// Requests matching `filter`, newest first.
+    pub async fn requests(&self, filter: &RequestFilter) -> Result<Vec<RequestRecord>, StoreError> {
+        // The filter is built from fixed fragments; values are always bound.
+        let mut clauses = Vec::new();
+        let mut binds: Vec<String> = Vec::new();
+        if let Some(vendor) = &filter.vendor {
+            binds.push(vendor.clone());
+            clauses.push(format!("vendor = ${}", binds.len()));
+        }
+        if let Some(technician) = &filter.technician {
+            binds.push(technician.clone());
+            clauses.push(format!("technician = ${}", binds.len()));
+        }
+        if !filter.states.is_empty() {
+            let mut slots = Vec::new();
+            for state in &filter.states {
+                binds.push((*state).to_owned());
+                slots.push(format!("${}", binds.len()));
+            }
+            clauses.push(format!("state IN ({})", slots.join(", ")));
+        }
+        let where_clause = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let limit = if filter.limit > 0 { filter.limit } else { 100 };
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests {where_clause} ORDER BY created_at DESC, id LIMIT {limit}"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql.as_str()));
+        for value in &binds {
+            query = query.bind(value.as_str());
+        }
+        let rows = query.fetch_all(self.pool()).await?;
+        self.with_approvals(rows).await
+    }
+
+    /// Requests that are not over, and those that ended after `ended_since`: what a broker
+    /// must watch.
+    pub async fn live_requests(&self, ended_since: SystemTime) -> Result<Vec<RequestRecord>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE state <> 'ended' OR ended_at >= $1"
+        )))
+        .bind(to_unix_ms(ended_since))
+        .fetch_all(self.pool())
+        .await?;
+        self.with_approvals(rows).await
+    }
+
+    async fn with_approvals(&self, rows: Vec<AnyRow>) -> Result<Vec<RequestRecord>, StoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+        let slots: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT request_id, approver, approved_at, until_at FROM approvals WHERE request_id IN ({}) ORDER BY approved_at",
+            slots.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql.as_str()));
+        for id in &ids {
+            query = query.bind(id.as_str());
+        }
+        let mut approvals = group_approvals(query.fetch_all(self.pool()).await?)?;
+        rows.iter()
+            .zip(ids)
+            .map(|(row, id)| record_from_row(row, approvals.remove(&id).unwrap_or_default()))
+            .collect()
+    }
+
+    /// Records one approval. When `completes` carries the end time and pinned addresses, the
+    /// request becomes approved in the same transaction. `Stale` if the request is no longer
+    /// pending, if this approver already approved, or (for a completing approval) if the
+    /// count of approvals is not what the decision assumed.
+    pub async fn add_approval(
+        &self,
+        id: &RequestId,
+        approval: &ApprovalRecord,
+        completes: Option<(SystemTime, &str)>,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        // The write comes first: it takes the row (PostgreSQL) or database (SQLite) lock, so
+        // concurrent approvers queue here and each sees the others' approvals.
+        let count = sqlx::query(
+            "UPDATE requests SET approvals_count = approvals_count + 1, updated_at = $2 WHERE id = $1 AND state = 'requested' AND answer_by > $2 RETURNING approvals_count, approvals_needed",
+        )
+        .bind(id.as_str())
+        .bind(to_unix_ms(now))
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::Stale)?;
+        let (count, needed): (i64, i64) = (count.try_get(0)?, count.try_get(1)?);
+        let inserted = sqlx::query(
+            "INSERT INTO approvals (request_id, approver, approved_at, until_at) SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM approvals WHERE request_id = $1 AND approver = $2)",
+        )
+        .bind(id.as_str())
+        .bind(&approval.approver)
+        .bind(to_unix_ms(approval.approved_at))
+        .bind(to_unix_ms(approval.until))
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Err(StoreError::Stale);
+        }
+        match completes {
+            Some((_, pinned)) if count >= needed => {
+                // The session ends at the earliest end time any approver gave.
+                sqlx::query(
+                    "UPDATE requests SET state = 'approved', pinned = $2, end_at = (SELECT MIN(until_at) FROM approvals WHERE request_id = $1), updated_at = $3 WHERE id = $1 AND state = 'requested'",
+                )
+                .bind(id.as_str())
+                .bind(pinned)
+                .bind(to_unix_ms(now))
+                .execute(&mut *tx)
+                .await?;
+            }
+            Some(_) | None if count >= needed => {
+                // Another approval landed in between and this one completes the request, but
+                // the caller did not resolve targets for it: let it decide again.
+                tx.rollback().await?;
+                return Err(StoreError::Stale);
+            }
+            _ => {}
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `approved → active` on this broker, with the (possibly pulled-in) end time.
+    pub async fn activate(
+        &self,
+        id: &RequestId,
+        end_at: SystemTime,
+        broker_id: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE requests SET state = 'active', end_at = $2, opened_at = $3, broker_id = $4, updated_at = $3 WHERE id = $1 AND state = 'approved' AND end_at > $3",
+        )
+        .bind(id.as_str())
+        .bind(to_unix_ms(end_at))
+        .bind(to_unix_ms(now))
+        .bind(broker_id)
+        .execute(self.pool())
+        .await?;
+        expect_one(updated.rows_affected())
+    }
+
+    /// Ends a request that is in one of `from` states.
+    pub async fn end_request(
+        &self,
+        id: &RequestId,
+        from: &[Stage],
+        reason: EndReason,
+        by: Option<&str>,
+        note: Option<&str>,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let slots: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 6)).collect();
+        let sql = format!(
+            "UPDATE requests SET state = 'ended', end_reason = $2, ended_by = $3, note = $4, ended_at = $5, updated_at = $5 WHERE id = $1 AND state IN ({})",
+            slots.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql.as_str()))
+            .bind(id.as_str())
+            .bind(reason.as_str())
+            .bind(by)
+            .bind(note)
+            .bind(to_unix_ms(now));
+        for stage in from {
+            query = query.bind(stage.state_word());
+        }
+        expect_one(query.execute(self.pool()).await?.rows_affected())
+    }
+
+    /// Moves a live session's end time.
+    pub async fn set_session_end(&self, id: &RequestId, end_at: SystemTime, by: &str, now: SystemTime) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let updated = sqlx::query(
+            "UPDATE requests SET end_at = $2, updated_at = $3 WHERE id = $1 AND state = 'active' AND end_at > $3",
+        )
+        .bind(id.as_str())
+        .bind(to_unix_ms(end_at))
+        .bind(to_unix_ms(now))
+        .execute(&mut *tx)
+        .await?;
+        expect_one(updated.rows_affected())?;
+        // An extension is an approval of its own: it is kept with the others.
+        sqlx::query(
+            "INSERT INTO approvals (request_id, approver, approved_at, until_at) SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM approvals WHERE request_id = $1 AND approver = $2 AND approved_at = $3)",
+        )
+        .bind(id.as_str())
+        .bind(format!("{by} (end time changed)"))
+        .bind(to_unix_ms(now))
+        .bind(to_unix_ms(end_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends every live session held by `broker_id` (at start after a crash, or at shutdown).
+    pub async fn end_sessions_of_broker(&self, broker_id: &str, reason: EndReason, now: SystemTime) -> Result<u64, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE requests SET state = 'ended', end_reason = $2, ended_at = $3, updated_at = $3 WHERE state = 'active' AND broker_id = $1",
+        )
+        .bind(broker_id)
+        .bind(reason.as_str())
+        .bind(to_unix_ms(now))
+        .execute(self.pool())
+        .await?;
+        Ok(updated.rows_affected())
+    }
+
+    /// The lockdown state (inactive if never set).
+    pub async fn lockdown(&self) -> Result<LockdownState, StoreError> {
+        let row = sqlx::query("SELECT active, reason, set_by, since FROM lockdown WHERE id = 1")
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            None => Ok(LockdownState {
+                active: false,
+                reason: String::new(),
+                by: String::new(),
+                since: SystemTime::UNIX_EPOCH,
+            }),
+            Some(row) => Ok(LockdownState {
+                active: row.try_get::<i64, _>(0)? != 0,
+                reason: row.try_get(1)?,
+                by: row.try_get(2)?,
+                since: from_unix_ms(row.try_get(3)?),
+            }),
+        }
+    }
+
+    /// Sets or lifts the lockdown. Setting it ends every live session with reason
+    /// `lockdown` in the same transaction; returns how many were ended.
+    pub async fn set_lockdown(&self, active: bool, reason: &str, by: &str, now: SystemTime) -> Result<u64, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let updated = sqlx::query("UPDATE lockdown SET active = $1, reason = $2, set_by = $3, since = $4 WHERE id = 1")
+            .bind(i64::from(active))
+            .bind(reason)
+            .bind(by)
+            .bind(to_unix_ms(now))
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() == 0 {
+            sqlx::query("INSERT INTO lockdown (id, active, reason, set_by, since) VALUES (1, $1, $2, $3, $4)")
+                .bind(i64::from(active))
+                .bind(reason)
+                .bind(by)
+                .bind(to_unix_ms(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut ended = 0;
+        if active {
+            ended = sqlx::query(
+                "UPDATE requests SET state = 'ended', end_reason = 'lockdown', ended_by = $1, note = $2, ended_at = $3, updated_at = $3 WHERE state = 'active'",
+            )
+            .bind(by)
+            .bind(reason)
+            .bind(to_unix_ms(now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(ended)
+    }
+}
+
+fn expect_one(rows: u64) -> Result<(), StoreError> {
+    if rows == 1 { Ok(()) } else { Err(StoreError::Stale) }
+}
+
+fn group_approvals(rows: Vec<AnyRow>) -> Result<HashMap<String, Vec<ApprovalRecord>>, StoreError> {
+    let mut grouped: HashMap<String, Vec<ApprovalRecord>> = HashMap::new();
+    for row in rows {
+        let id: String = row.try_get(0)?;
+        grouped.entry(id).or_default().push(ApprovalRecord {
+            approver: row.try_get(1)?,
+            approved_at: from_unix_ms(row.try_get(2)?),
+            until: from_unix_ms(row.try_get(3)?),
+        });
+    }
+    Ok(grouped)
+}
+
+fn record_from_row(row: &AnyRow, approvals: Vec<ApprovalRecord>) -> Result<RequestRecord, StoreError> {
+    let id: String = row.try_get(0)?;
+    let state: String = row.try_get(7)?;
+    let end_reason: Option<String> = row.try_get(16)?;
+    let stage = match state.as_str() {
+        "requested" => Stage::Requested,
+        "approved" => Stage::Approved,
+        "active" => Stage::Active,
+        "ended" => Stage::Ended(
+            end_reason
+                .as_deref()
+                .and_then(EndReason::parse)
+                .ok_or_else(|| StoreError::Corrupt(format!("request {id} ended without a known reason")))?,
+        ),
+        other => return Err(StoreError::Corrupt(format!("request {id} is in unknown state `{other}`"))),
+    };
+    let targets: String = row.try_get(3)?;
+    let optional_time = |index: usize| -> Result<Option<SystemTime>, sqlx::Error> {
+        Ok(row.try_get::<Option<i64>, _>(index)?.map(from_unix_ms))
+    };
+    Ok(RequestRecord {
+        id: RequestId::parse(&id).ok_or_else(|| StoreError::Corrupt(format!("request id `{id}`")))?,
+        vendor: row.try_get(1)?,
+        technician: row.try_get(2)?,
+        targets: targets.lines().map(str::to_owned).collect(),
+        purpose: row.try_get(4)?,
+        ticket: row.try_get(5)?,
+        wanted: Duration::from_millis(u64::try_from(row.try_get::<i64, _>(6)?).unwrap_or(0)),
+        created_at: from_unix_ms(row.try_get(8)?),
+        answer_by: from_unix_ms(row.try_get(9)?),
+        approvals_needed: u8::try_from(row.try_get::<i64, _>(10)?).unwrap_or(u8::MAX),
+        approvals,
+        stage,
+        end_at: optional_time(11)?,
+        pinned: row.try_get(12)?,
+        opened_at: optional_time(13)?,
+        broker_id: row.try_get(14)?,
+        ended_at: optional_time(15)?,
+        ended_by: row.try_get(17)?,
+        note: row.try_get(18)?,
+    })
+}

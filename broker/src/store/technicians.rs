@@ -1,0 +1,163 @@
+//! Technicians: their sealed TOTP secret, the last accepted step, and the lockout counter.
+
+use sqlx::Row;
+
+use super::{OTP_LOCKOUT_THRESHOLD, Store, StoreError};
+
+/// A technician as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TechnicianRow {
+    /// The vendor.
+    pub vendor: String,
+    /// The technician.
+    pub technician: String,
+    /// The TOTP secret, sealed (see [`crate::secret::SealingKey`]).
+    pub sealed_totp_secret: String,
+    /// The last TOTP step accepted.
+    pub totp_last_step: i64,
+    /// Consecutive wrong codes.
+    pub otp_failures: i64,
+    /// Locked after too many wrong codes, until an admin unlocks.
+    pub locked: bool,
+}
+
+/// What a wrong code did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtpFailure {
+    /// Consecutive wrong codes now.
+    pub failures: i64,
+    /// Whether this one locked the technician.
+    pub locked: bool,
+}
+
+impl Store {
+    /// Creates the technician, or replaces their TOTP secret (and clears the OTP memory,
+    /// which belongs to the old secret).
+    pub async fn put_technician(
+        &self,
+        vendor: &str,
+        technician: &str,
+        sealed_totp_secret: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let updated = sqlx::query(
+            "UPDATE technicians SET totp_secret = $3, totp_last_step = 0, otp_failures = 0, locked = 0 WHERE vendor = $1 AND technician = $2",
+        )
+        .bind(vendor)
+        .bind(technician)
+        .bind(sealed_totp_secret)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            sqlx::query(
+                "INSERT INTO technicians (vendor, technician, totp_secret, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(vendor)
+            .bind(technician)
+            .bind(sealed_totp_secret)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The technician, if known.
+    pub async fn technician(&self, vendor: &str, technician: &str) -> Result<Option<TechnicianRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT vendor, technician, totp_secret, totp_last_step, otp_failures, locked FROM technicians WHERE vendor = $1 AND technician = $2",
+        )
+        .bind(vendor)
+        .bind(technician)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| {
+            Ok(TechnicianRow {
+                vendor: row.try_get(0)?,
+                technician: row.try_get(1)?,
+                sealed_totp_secret: row.try_get(2)?,
+                totp_last_step: row.try_get(3)?,
+                otp_failures: row.try_get(4)?,
+                locked: row.try_get::<i64, _>(5)? != 0,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| StoreError::from(e))
+    }
+
+    /// Every technician, by vendor then name.
+    pub async fn technicians(&self) -> Result<Vec<TechnicianRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT vendor, technician, totp_secret, totp_last_step, otp_failures, locked FROM technicians ORDER BY vendor, technician",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(TechnicianRow {
+                    vendor: row.try_get(0)?,
+                    technician: row.try_get(1)?,
+                    sealed_totp_secret: row.try_get(2)?,
+                    totp_last_step: row.try_get(3)?,
+                    otp_failures: row.try_get(4)?,
+                    locked: row.try_get::<i64, _>(5)? != 0,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Accepts TOTP `step` if it is later than every step accepted before and the technician
+    /// is not locked; resets the failure count. `Stale` means the step (or a later one) was
+    /// already used, or the technician is locked: the code is refused.
+    pub async fn accept_otp_step(&self, vendor: &str, technician: &str, step: i64) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE technicians SET totp_last_step = $3, otp_failures = 0 WHERE vendor = $1 AND technician = $2 AND totp_last_step < $3 AND locked = 0",
+        )
+        .bind(vendor)
+        .bind(technician)
+        .bind(step)
+        .execute(self.pool())
+        .await?;
+        if updated.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Stale)
+        }
+    }
+
+    /// Counts a wrong code; at the threshold the technician is locked.
+    pub async fn record_otp_failure(&self, vendor: &str, technician: &str) -> Result<OtpFailure, StoreError> {
+        let row = sqlx::query(
+            "UPDATE technicians SET otp_failures = otp_failures + 1, locked = CASE WHEN otp_failures + 1 >= $3 THEN 1 ELSE locked END WHERE vendor = $1 AND technician = $2 RETURNING otp_failures, locked",
+        )
+        .bind(vendor)
+        .bind(technician)
+        .bind(OTP_LOCKOUT_THRESHOLD)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok(OtpFailure {
+            failures: row.try_get(0)?,
+            locked: row.try_get::<i64, _>(1)? != 0,
+        })
+    }
+
+    /// Unlocks a technician locked by wrong codes. `NotFound` if unknown.
+    pub async fn unlock_technician(&self, vendor: &str, technician: &str) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE technicians SET locked = 0, otp_failures = 0 WHERE vendor = $1 AND technician = $2",
+        )
+        .bind(vendor)
+        .bind(technician)
+        .execute(self.pool())
+        .await?;
+        if updated.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+}
