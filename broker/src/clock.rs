@@ -60,7 +60,10 @@ impl ManualClock {
     /// Moves the clock forward by `by`, waking every sleeper whose deadline has come.
     pub fn advance(&self, by: Duration) {
         let now = {
-            let mut now = self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut now = self
+                .now
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             *now += by;
             *now
         };
@@ -70,7 +73,10 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
-        *self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self
+            .now
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn sleep_until(&self, deadline: SystemTime) -> Sleep {

@@ -31,14 +31,17 @@
 //! resolve and check when the session started, and never trusts a certificate its own CA did
 //! not issue.
 
+pub mod approval;
 pub mod clock;
+pub mod hub;
+pub mod otp;
 pub mod pki;
 pub mod policy;
 pub mod quic;
-pub mod otp;
 pub mod secret;
 pub mod session;
 pub mod store;
+pub mod targets;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,34 +50,71 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::approval::Desk;
+use crate::clock::{Clock, SystemClock};
+use crate::hub::Hub;
 use crate::pki::BrokerPki;
 use crate::policy::{PolicyErrors, PolicySet};
+use crate::secret::SealingKey;
+use crate::session::HospitalZone;
+use crate::store::{Store, StoreError, StoreLocation};
 
 /// The port the broker listens on unless told otherwise (UDP).
 pub const DEFAULT_PORT: u16 = 4433;
 
 /// Where the broker keeps its state and finds its policies.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BrokerConfig {
-    /// The data directory: CA, keys, and (later) the database. Created 0700 if missing.
+    /// The data directory: CA, keys, the secret-sealing key and (by default) the SQLite
+    /// database. Created 0700 if missing.
     pub data_dir: PathBuf,
     /// The directory holding `hospital.toml` and `vendors/*.toml`.
     pub policies_dir: PathBuf,
     /// The UDP address to listen on.
     pub listen: SocketAddr,
+    /// The database; `None` is SQLite at `DATA_DIR/sekisho.db`.
+    pub database: Option<StoreLocation>,
     /// Bounds on what peers can make the broker hold.
     pub limits: Limits,
+    /// How long a request waits for an answer before it expires.
+    pub answer_within: Duration,
+    /// Where the broker reads the time (tests pass a [`clock::ManualClock`]).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("data_dir", &self.data_dir)
+            .field("policies_dir", &self.policies_dir)
+            .field("listen", &self.listen)
+            .field("database", &self.database)
+            .field("limits", &self.limits)
+            .field("answer_within", &self.answer_within)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BrokerConfig {
-    /// A configuration with default limits, listening on every address at [`DEFAULT_PORT`].
+    /// A configuration with default limits, SQLite in the data directory, the system clock,
+    /// listening on every address at [`DEFAULT_PORT`].
     pub fn new(data_dir: PathBuf, policies_dir: PathBuf) -> BrokerConfig {
         BrokerConfig {
             data_dir,
             policies_dir,
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            database: None,
             limits: Limits::default(),
+            answer_within: session::DEFAULT_ANSWER_WITHIN,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The database this configuration names.
+    pub fn store_location(&self) -> StoreLocation {
+        self.database
+            .clone()
+            .unwrap_or_else(|| StoreLocation::default_in(&self.data_dir))
     }
 }
 
@@ -129,6 +169,17 @@ pub enum BindError {
     /// The TLS configuration could not be built from the certificates.
     #[error("the broker's TLS configuration could not be built: {0}")]
     Tls(String),
+    /// The hospital's time zone is not known.
+    #[error("policies/hospital.toml: {0}")]
+    TimeZone(String),
+    /// The database could not be opened or migrated.
+    #[error("cannot open the database {location}: {source}")]
+    Store {
+        /// Which database.
+        location: StoreLocation,
+        /// Why.
+        source: StoreError,
+    },
     /// The UDP port could not be bound.
     #[error("could not listen on UDP {addr}: {source}")]
     Listen {
@@ -139,6 +190,17 @@ pub enum BindError {
     },
 }
 
+/// Why a technician's TOTP secret could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum SetSecretError {
+    /// No random bytes, or sealing failed.
+    #[error(transparent)]
+    Seal(secret::SealError),
+    /// The database refused.
+    #[error("the database cannot be written ({0})")]
+    Store(StoreError),
+}
+
 /// A broker bound to its port, ready to [`run`](Broker::run).
 pub struct Broker {
     endpoint: quinn::Endpoint,
@@ -147,16 +209,106 @@ pub struct Broker {
     pki: BrokerPki,
 }
 
-impl Broker {
-    /// Loads the policies and the PKI (creating the CA on first start) and binds the UDP port.
-    /// Nothing is served until [`run`](Broker::run).
-    pub async fn bind(config: BrokerConfig) -> Result<Broker, BindError> {
+/// Everything the broker and the admin CLI open from a configuration: policies, time zone,
+/// database, sealing key.
+pub struct Hospital {
+    /// The policies.
+    pub policies: Arc<PolicySet>,
+    /// The hospital's time zone.
+    pub zone: HospitalZone,
+    /// The database.
+    pub store: Store,
+    /// The key that seals TOTP secrets.
+    pub sealing_key: Arc<SealingKey>,
+}
+
+impl Hospital {
+    /// Loads the policies, resolves the time zone, opens (and migrates) the database and the
+    /// sealing key. The policies are checked first, so a broken policy changes nothing on disk.
+    pub async fn open(config: &BrokerConfig) -> Result<Hospital, BindError> {
         let policies =
             PolicySet::load(&config.policies_dir).map_err(|errors| BindError::Policy {
                 dir: config.policies_dir.clone(),
                 errors,
             })?;
+        let zone =
+            HospitalZone::resolve(&policies.hospital().timezone).map_err(BindError::TimeZone)?;
+        pki::files::create_private_dir(&config.data_dir)?;
+        let sealing_key = SealingKey::load_or_create(&config.data_dir)?;
+        let location = config.store_location();
+        let store = Store::open(&location)
+            .await
+            .map_err(|source| BindError::Store { location, source })?;
+        Ok(Hospital {
+            policies: Arc::new(policies),
+            zone,
+            store,
+            sealing_key: Arc::new(sealing_key),
+        })
+    }
+
+    /// Gives `identity` a new TOTP secret (sealed in the database) and returns it, to be
+    /// shown to the technician once. Replaces any earlier secret and clears the used-code
+    /// memory and lockout that belonged to it.
+    pub async fn set_technician_secret(
+        &self,
+        identity: &pki::TechnicianIdentity,
+        now: std::time::SystemTime,
+    ) -> Result<secret::Secret<Vec<u8>>, SetSecretError> {
+        let totp_secret = otp::new_secret().map_err(SetSecretError::Seal)?;
+        let sealed = self
+            .sealing_key
+            .seal(&identity.to_string(), totp_secret.expose_secret())
+            .map_err(SetSecretError::Seal)?;
+        self.store
+            .put_technician(
+                identity.vendor(),
+                identity.technician(),
+                &sealed,
+                clock::to_unix_ms(now),
+            )
+            .await
+            .map_err(SetSecretError::Store)?;
+        Ok(totp_secret)
+    }
+
+    /// The hospital's desk for approvals, over this database.
+    pub fn desk(&self, clock: Arc<dyn Clock>) -> Desk {
+        Desk::new(
+            self.store.clone(),
+            self.policies.clone(),
+            self.zone.clone(),
+            clock,
+        )
+    }
+}
+
+impl Broker {
+    /// Loads the policies and the PKI (creating the CA on first start) and binds the UDP port.
+    /// Nothing is served until [`run`](Broker::run).
+    pub async fn bind(config: BrokerConfig) -> Result<Broker, BindError> {
+        let hospital = Hospital::open(&config).await?;
         let pki = BrokerPki::load_or_create(&config.data_dir)?;
+        let broker_id = broker_id(&config.data_dir)?;
+        let now = config.clock.now();
+        let store_error = |source| BindError::Store {
+            location: config.store_location(),
+            source,
+        };
+        // Sessions this broker held when it last stopped without closing them (a crash, a
+        // power cut) are over: record them so.
+        let orphaned = hospital
+            .store
+            .end_sessions_of_broker(&broker_id, session::EndReason::BrokerShutdown, now)
+            .await
+            .map_err(store_error)?;
+        if orphaned > 0 {
+            tracing::warn!(
+                sessions = orphaned,
+                "sessions left open by the previous run were ended (broker-shutdown)"
+            );
+        }
+        let lockdown = hospital.store.lockdown().await.map_err(store_error)?;
         let server_config = quic::server_config(&pki, &config.limits)?;
         let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
             BindError::Listen {
@@ -170,11 +322,26 @@ impl Broker {
         })?;
         tracing::info!(
             %local_addr,
-            hospital = %policies.hospital().name,
-            vendors = policies.vendors().count(),
+            hospital = %hospital.policies.hospital().name,
+            vendors = hospital.policies.vendors().count(),
+            database = %config.store_location(),
             "broker bound"
         );
-        let shared = Arc::new(quic::Shared::new(policies, config.limits, vec![local_addr]));
+        let shared = Arc::new(quic::Shared {
+            handshake_slots: Arc::new(tokio::sync::Semaphore::new(
+                config.limits.max_pending_handshakes,
+            )),
+            policies: hospital.policies,
+            limits: config.limits,
+            own_addresses: vec![local_addr],
+            store: hospital.store,
+            hub: Arc::new(Hub::new(lockdown)),
+            clock: config.clock,
+            zone: hospital.zone,
+            sealing_key: hospital.sealing_key,
+            broker_id,
+            answer_within: config.answer_within,
+        });
         Ok(Broker {
             endpoint,
             local_addr,
@@ -195,12 +362,46 @@ impl Broker {
 
     /// The policies the broker enforces.
     pub fn policies(&self) -> &PolicySet {
-        self.shared.policies()
+        &self.shared.policies
     }
 
-    /// Serves connections until `shutdown` is cancelled, then closes every session and waits
-    /// (briefly) for the peers to learn of it.
-    pub async fn run(self, shutdown: CancellationToken) {
-        quic::serve(self.endpoint, self.shared, shutdown).await;
+    /// The hospital's desk over this broker's database and clock.
+    pub fn desk(&self) -> Desk {
+        Desk::new(
+            self.shared.store.clone(),
+            self.shared.policies.clone(),
+            self.shared.zone.clone(),
+            self.shared.clock.clone(),
+        )
     }
+
+    /// Serves connections until `shutdown` is cancelled, then ends every session (reason
+    /// `broker-shutdown`), tells the clients, and waits (briefly) for them to hear.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let hub = tokio::spawn(hub::run(
+            self.shared.store.clone(),
+            self.shared.hub.clone(),
+            self.shared.clock.clone(),
+            shutdown.clone(),
+        ));
+        quic::serve(self.endpoint, self.shared.clone(), shutdown).await;
+        let _ = hub.await;
+        self.shared.store.close().await;
+    }
+}
+
+/// This broker's id, made on first start and kept in `DATA_DIR/broker-id`.
+fn broker_id(data_dir: &std::path::Path) -> Result<String, BindError> {
+    let path = data_dir.join("broker-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_owned());
+        }
+    }
+    let mut bytes = [0u8; 8];
+    secret::random_bytes(&mut bytes).map_err(|e| BindError::Tls(e.to_string()))?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    pki::files::write_public(&path, id.as_bytes())?;
+    Ok(id)
 }

@@ -38,9 +38,16 @@ fn totp(secret: &Secret<Vec<u8>>, issuer: Option<&str>, account: &str) -> Result
 }
 
 /// The step a code matches at `now` (±1 step), compared in constant time, or `None`.
-pub fn matching_step(secret: &Secret<Vec<u8>>, code: &str, now: SystemTime) -> Result<Option<i64>, OtpError> {
+pub fn matching_step(
+    secret: &Secret<Vec<u8>>,
+    code: &str,
+    now: SystemTime,
+) -> Result<Option<i64>, OtpError> {
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-    let seconds = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let seconds = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     Ok(totp(secret, None, "sekisho")?
         .check(&code, seconds)
         .map(|step| i64::try_from(step).unwrap_or(i64::MAX)))
@@ -48,12 +55,19 @@ pub fn matching_step(secret: &Secret<Vec<u8>>, code: &str, now: SystemTime) -> R
 
 /// The code for `time` (for the technician's side in tests and tools).
 pub fn code_at(secret: &Secret<Vec<u8>>, time: SystemTime) -> Result<String, OtpError> {
-    let seconds = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let seconds = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     Ok(totp(secret, None, "sekisho")?.generate(seconds).to_string())
 }
 
 /// The `otpauth://` URI an authenticator app imports.
-pub fn otpauth_uri(secret: &Secret<Vec<u8>>, hospital: &str, account: &str) -> Result<String, OtpError> {
+pub fn otpauth_uri(
+    secret: &Secret<Vec<u8>>,
+    hospital: &str,
+    account: &str,
+) -> Result<String, OtpError> {
     totp(secret, Some(&format!("sekisho {hospital}")), account)?
         .to_url()
         .map_err(|e| OtpError(e.to_string()))
@@ -83,9 +97,18 @@ mod tests {
         let now = at(1_800_000_000);
         let step = 1_800_000_000 / 30;
         let code = code_at(&secret, now).unwrap();
-        assert_eq!(matching_step(&secret, &code, now + Duration::from_secs(30)).unwrap(), Some(step));
-        assert_eq!(matching_step(&secret, &code, now - Duration::from_secs(30)).unwrap(), Some(step));
-        assert_eq!(matching_step(&secret, &code, now + Duration::from_secs(60)).unwrap(), None);
+        assert_eq!(
+            matching_step(&secret, &code, now + Duration::from_secs(30)).unwrap(),
+            Some(step)
+        );
+        assert_eq!(
+            matching_step(&secret, &code, now - Duration::from_secs(30)).unwrap(),
+            Some(step)
+        );
+        assert_eq!(
+            matching_step(&secret, &code, now + Duration::from_secs(60)).unwrap(),
+            None
+        );
         assert_eq!(matching_step(&secret, "000000x", now).unwrap(), None);
     }
 

@@ -37,9 +37,7 @@ impl<T> std::fmt::Debug for Secret<T> {
 
 /// Fills `buf` from the operating system's random source.
 pub fn random_bytes(buf: &mut [u8]) -> Result<(), SealError> {
-    SystemRandom::new()
-        .fill(buf)
-        .map_err(|_| SealError::Random)
+    SystemRandom::new().fill(buf).map_err(|_| SealError::Random)
 }
 
 /// Why sealing or opening failed.
@@ -49,7 +47,9 @@ pub enum SealError {
     #[error("the system's random number generator failed")]
     Random,
     /// The sealed value is not valid for this key and row (tampered, moved, or another key).
-    #[error("a sealed secret does not open with this broker's secret key (was the database copied from another broker, or secret.key replaced?)")]
+    #[error(
+        "a sealed secret does not open with this broker's secret key (was the database copied from another broker, or secret.key replaced?)"
+    )]
     Unsealable,
 }
 
@@ -77,10 +77,11 @@ impl SealingKey {
             crate::pki::files::write_private(&path, &bytes)?;
             bytes
         };
-        let unbound = UnboundKey::new(&CHACHA20_POLY1305, &bytes).map_err(|_| PkiError::Corrupt {
-            path: path.clone(),
-            reason: "not a 32-byte key".into(),
-        })?;
+        let unbound =
+            UnboundKey::new(&CHACHA20_POLY1305, &bytes).map_err(|_| PkiError::Corrupt {
+                path: path.clone(),
+                reason: "not a 32-byte key".into(),
+            })?;
         Ok(SealingKey {
             key: LessSafeKey::new(unbound),
         })
@@ -145,7 +146,9 @@ mod tests {
         let sealed = key.seal("acme-ehr/tanaka", b"secret bytes").unwrap();
         assert!(!sealed.contains("secret"));
         assert_eq!(
-            key.open("acme-ehr/tanaka", &sealed).unwrap().expose_secret(),
+            key.open("acme-ehr/tanaka", &sealed)
+                .unwrap()
+                .expose_secret(),
             b"secret bytes"
         );
         assert_eq!(

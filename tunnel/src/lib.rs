@@ -40,4 +40,7 @@ pub mod close_code {
     pub const BROKER_SHUTDOWN: VarInt = VarInt::from_u32(3);
     /// The peer broke the protocol.
     pub const PROTOCOL_VIOLATION: VarInt = VarInt::from_u32(4);
+    /// The session ended on the broker's side (end time, revocation, lockdown); the reason
+    /// is the close frame's text and the control stream's `Ended` message.
+    pub const SESSION_ENDED: VarInt = VarInt::from_u32(5);
 }

@@ -1,26 +1,35 @@
 //! One technician's connection, from TLS handshake to close.
 //!
 //! Order matters: the TLS handshake (bounded in time, holding a handshake slot), the ALPN and
-//! identity checks, the client's `Hello` on the control stream, the vendor's policy lookup,
-//! `Welcome`, and only then forwards. A refusal before `Welcome` is sent on the control
+//! identity checks, the client's `Hello` on the control stream, the vendor's policy and
+//! source-network checks, `Welcome`. Then the [`Driver`] serves the control stream (requests,
+//! status, watching a request, opening a session with a one-time password) and, once a
+//! session is open, enforces its end time with warnings, follows revocations and end-time
+//! changes from the store, and carries its forwards. Forwards before a session is open are
+//! refused. A refusal before `Welcome` is sent on the control
 //! stream as an error frame and repeated as the connection's close reason, so the client can
 //! print it whichever arrives first.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use proto::{ErrorCode, ErrorMessage, Hello, Message, Welcome};
-use tokio::sync::OwnedSemaphorePermit;
+use proto::{
+    Ended, ErrorCode, ErrorMessage, Extended, Hello, Message, Opened, StatusDone, Warning, Welcome,
+};
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tunnel::close_code;
 use tunnel::frames::{MessageReader, write_message};
 
-use super::Shared;
 use super::forward::{self, SessionContext};
-use super::targets::PinnedTargets;
+use super::{Shared, control};
+use crate::clock::to_unix_secs;
 use crate::pki::{TechnicianIdentity, identity_from_certificate};
 use crate::policy::IpNetwork;
+use crate::session::{self, EndReason, RequestId, RequestRecord, SessionDeadline};
+use crate::store::StoreError;
 
 pub(super) async fn serve_connection(
     incoming: quinn::Incoming,
@@ -61,7 +70,7 @@ pub(super) async fn serve_connection(
     let control =
         tokio::time::timeout(shared.limits.handshake_timeout, open_control(&connection)).await;
     drop(handshake_slot);
-    let (mut control_send, mut control_recv, hello) = match control {
+    let (mut control_send, control_recv, hello) = match control {
         Ok(Ok(control)) => control,
         Ok(Err(e)) => {
             tracing::warn!(%peer, %identity, error = %e, "no valid Hello on the control stream");
@@ -121,12 +130,6 @@ pub(super) async fn serve_connection(
         connection.close(close_code::REFUSED, refusal.message.as_bytes());
         return;
     }
-    let Some(vendor) = shared.policies.vendor(identity.vendor()) else {
-        return;
-    };
-
-    // Names resolve once, now; every forward of this session dials only these addresses.
-    let pinned = PinnedTargets::resolve(vendor, &shared.own_addresses).await;
     let welcome = Message::Welcome(Welcome {
         version: proto::PROTOCOL_VERSION,
         vendor: identity.vendor().to_owned(),
@@ -137,43 +140,365 @@ pub(super) async fn serve_connection(
         tracing::info!(%peer, %identity, error = %e, "client left before Welcome");
         return;
     }
-    tracing::info!(%peer, %identity, client = %hello.client_software, "session opened");
+    tracing::info!(%peer, %identity, client = %hello.client_software, "connection authenticated");
+    let driver = Driver {
+        shared,
+        identity,
+        connection,
+        control_send,
+        forwards: TaskTracker::new(),
+        watching: None,
+        session: None,
+    };
+    driver.run(control_recv, shutdown).await;
+}
 
-    let context = Arc::new(SessionContext {
-        identity: identity.clone(),
-        pinned,
-        limits: shared.limits.clone(),
-    });
-    let forwards = TaskTracker::new();
-    let mut control_reader = MessageReader::new();
-    let end = loop {
-        tokio::select! {
-            stream = connection.accept_bi() => match stream {
-                Ok((send, recv)) => {
-                    forwards.spawn(forward::serve_forward(send, recv, context.clone()));
+/// A live session on this connection.
+struct LiveSession {
+    id: RequestId,
+    end_at: SystemTime,
+    warned: Vec<Duration>,
+    updates: watch::Receiver<Option<RequestRecord>>,
+    forwards: Arc<SessionContext>,
+}
+
+/// Drives one authenticated connection: control messages, the watched request, the live
+/// session's deadlines and changes, and its forwards.
+struct Driver {
+    shared: Arc<Shared>,
+    identity: TechnicianIdentity,
+    connection: quinn::Connection,
+    control_send: quinn::SendStream,
+    forwards: TaskTracker,
+    watching: Option<watch::Receiver<Option<RequestRecord>>>,
+    session: Option<LiveSession>,
+}
+
+/// Why the driver stops.
+enum Stop {
+    /// The connection is gone (closed by the client, lost, or broke the protocol).
+    Gone(String),
+    /// The session ended on the broker's side; tell the client and close.
+    SessionEnded(EndReason, Option<String>, Option<String>),
+    /// The broker is stopping.
+    Shutdown,
+}
+
+impl Driver {
+    async fn run(mut self, mut control_recv: quinn::RecvStream, shutdown: CancellationToken) {
+        let mut control_reader = MessageReader::new();
+        let stop = loop {
+            let deadline = self.session.as_ref().map(|session| {
+                session::next_deadline(session.end_at, self.shared.clock.now(), &session.warned)
+            });
+            let sleep = match deadline {
+                Some(SessionDeadline::Warn { at, .. }) | Some(SessionDeadline::End { at }) => {
+                    self.shared.clock.sleep_until(at)
                 }
-                Err(e) => break format!("connection ended: {e}"),
+                None => Box::pin(std::future::pending()),
+            };
+            tokio::select! {
+                message = control_reader.next(&mut control_recv) => match message {
+                    Ok(Some(message)) => {
+                        if let Err(stop) = self.handle_message(message).await {
+                            break stop;
+                        }
+                    }
+                    Ok(None) => break Stop::Gone("closed by the technician".into()),
+                    Err(e) => break Stop::Gone(format!("control stream failed: {e}")),
+                },
+                stream = self.connection.accept_bi() => match stream {
+                    Ok((send, recv)) => self.start_forward(send, recv),
+                    Err(e) => break Stop::Gone(format!("connection ended: {e}")),
+                },
+                () = sleep => {
+                    if let Err(stop) = self.handle_deadline(deadline).await {
+                        break stop;
+                    }
+                }
+                changed = changed(self.session.as_mut().map(|s| &mut s.updates)) => {
+                    if let Err(stop) = self.handle_session_change(changed).await {
+                        break stop;
+                    }
+                }
+                changed = changed(self.watching.as_mut()) => self.handle_watch_change(changed).await,
+                () = shutdown.cancelled() => break Stop::Shutdown,
+            }
+        };
+        self.finish(stop).await;
+    }
+
+    async fn send(&mut self, message: &Message) -> Result<(), Stop> {
+        write_message(&mut self.control_send, message)
+            .await
+            .map_err(|e| Stop::Gone(format!("control stream failed: {e}")))
+    }
+
+    async fn handle_message(&mut self, message: Message) -> Result<(), Stop> {
+        let shared = self.shared.clone();
+        match message {
+            Message::RequestAccess(ask) => {
+                match control::request_access(&shared, &self.identity, ask).await {
+                    Ok(record) => self.send(&Message::RequestStatus(record.view())).await,
+                    Err(refusal) => self.send(&refusal.into()).await,
+                }
+            }
+            Message::StatusQuery => match control::status(&shared, &self.identity).await {
+                Ok(records) => {
+                    let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
+                    for record in records {
+                        self.send(&Message::RequestStatus(record.view())).await?;
+                    }
+                    self.send(&Message::StatusDone(StatusDone { count })).await
+                }
+                Err(refusal) => self.send(&refusal.into()).await,
             },
-            message = control_reader.next(&mut control_recv) => match message {
-                Ok(None) => {
-                    connection.close(close_code::SESSION_CLOSED, b"session closed by the technician");
-                    break "closed by the technician".to_owned();
+            Message::Watch(watch) => {
+                match control::own_request(&shared, &self.identity, &watch.request_id).await {
+                    Ok(record) => {
+                        let view = record.view();
+                        self.watching = Some(shared.hub.watch(record));
+                        self.send(&Message::RequestStatus(view)).await
+                    }
+                    Err(refusal) => self.send(&refusal.into()).await,
                 }
-                Ok(Some(other)) => {
-                    connection.close(close_code::PROTOCOL_VIOLATION, b"unexpected message on the control stream");
-                    break format!("protocol violation: unexpected {} on the control stream", other.name());
+            }
+            Message::Open(open) => {
+                if self.session.is_some() {
+                    let refusal = ErrorMessage::new(
+                        ErrorCode::NoSession,
+                        "A session is already open on this connection.",
+                    );
+                    return self.send(&refusal.into()).await;
                 }
-                Err(e) => break format!("control stream failed: {e}"),
-            },
-            () = shutdown.cancelled() => {
-                connection.close(close_code::BROKER_SHUTDOWN, b"the broker is shutting down");
-                break "broker shutdown".to_owned();
+                match control::open(&shared, &self.identity, &open.request_id, &open.otp).await {
+                    Ok(opened) => {
+                        let targets = opened.record.targets.clone();
+                        let id = opened.record.id.clone();
+                        let mut record = opened.record;
+                        record.stage = session::Stage::Active;
+                        record.end_at = Some(opened.end_at);
+                        let updates = shared.hub.watch(record);
+                        self.watching = None;
+                        self.session = Some(LiveSession {
+                            id: id.clone(),
+                            end_at: opened.end_at,
+                            warned: Vec::new(),
+                            updates,
+                            forwards: Arc::new(SessionContext {
+                                identity: self.identity.clone(),
+                                targets: targets.clone(),
+                                pinned: opened.pinned,
+                                own_addresses: shared.own_addresses.clone(),
+                                limits: shared.limits.clone(),
+                            }),
+                        });
+                        self.send(&Message::Opened(Opened {
+                            request_id: id.to_string(),
+                            end_at: to_unix_secs(opened.end_at),
+                            targets,
+                        }))
+                        .await
+                    }
+                    Err(refusal) => self.send(&refusal.into()).await,
+                }
+            }
+            other => {
+                self.connection.close(
+                    close_code::PROTOCOL_VIOLATION,
+                    b"unexpected message on the control stream",
+                );
+                Err(Stop::Gone(format!(
+                    "protocol violation: unexpected {} on the control stream",
+                    other.name()
+                )))
             }
         }
-    };
-    forwards.close();
-    forwards.wait().await;
-    tracing::info!(%peer, %identity, reason = %end, "session ended");
+    }
+
+    fn start_forward(&mut self, send: quinn::SendStream, recv: quinn::RecvStream) {
+        match &self.session {
+            Some(session) => {
+                self.forwards
+                    .spawn(forward::serve_forward(send, recv, session.forwards.clone()));
+            }
+            None => {
+                self.forwards.spawn(forward::refuse_without_session(
+                    send,
+                    recv,
+                    self.identity.clone(),
+                ));
+            }
+        }
+    }
+
+    async fn handle_deadline(&mut self, deadline: Option<SessionDeadline>) -> Result<(), Stop> {
+        let now = self.shared.clock.now();
+        let Some(session) = self.session.as_mut() else {
+            return Ok(());
+        };
+        match deadline {
+            Some(SessionDeadline::Warn { at, left }) if now >= at => {
+                session.warned.push(left);
+                let seconds_left = session
+                    .end_at
+                    .duration_since(now)
+                    .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+                    .unwrap_or(0);
+                tracing::info!(identity = %self.identity, request = %session.id, seconds_left, "end-of-session warning");
+                self.send(&Message::Warning(Warning { seconds_left })).await
+            }
+            Some(SessionDeadline::End { at }) if now >= at => {
+                let id = session.id.clone();
+                match self
+                    .shared
+                    .store
+                    .end_request(
+                        &id,
+                        &[session::Stage::Active],
+                        EndReason::Expired,
+                        None,
+                        None,
+                        now,
+                    )
+                    .await
+                {
+                    Ok(()) | Err(StoreError::Stale) => {}
+                    Err(e) => {
+                        tracing::error!(request = %id, error = %e, "cannot record the end of a session; cutting it anyway")
+                    }
+                }
+                Err(Stop::SessionEnded(EndReason::Expired, None, None))
+            }
+            // Woken early (the clock was set, or the end time moved): recompute.
+            _ => Ok(()),
+        }
+    }
+
+    async fn handle_session_change(&mut self, changed: Option<RequestRecord>) -> Result<(), Stop> {
+        let (Some(record), Some(session)) = (changed, self.session.as_mut()) else {
+            return Ok(());
+        };
+        match record.stage {
+            session::Stage::Ended(reason) => {
+                Err(Stop::SessionEnded(reason, record.ended_by, record.note))
+            }
+            session::Stage::Active => match record.end_at {
+                Some(end_at) if end_at != session.end_at => {
+                    session.end_at = end_at;
+                    // Warnings whose moment is still ahead are sent again for the new end.
+                    let now = self.shared.clock.now();
+                    session
+                        .warned
+                        .retain(|left| end_at.checked_sub(*left).is_none_or(|at| at <= now));
+                    let by = record
+                        .approvals
+                        .last()
+                        .map(|approval| {
+                            approval
+                                .approver
+                                .trim_end_matches(" (end time changed)")
+                                .to_owned()
+                        })
+                        .unwrap_or_default();
+                    tracing::info!(identity = %self.identity, request = %record.id, end_at = %self.shared.zone.format(end_at), %by, "session end time changed");
+                    self.send(&Message::Extended(Extended {
+                        end_at: to_unix_secs(end_at),
+                        by,
+                    }))
+                    .await
+                }
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    async fn handle_watch_change(&mut self, changed: Option<RequestRecord>) {
+        let Some(record) = changed else {
+            // The hub dropped the channel; stop watching.
+            self.watching = None;
+            return;
+        };
+        if matches!(record.stage, session::Stage::Ended(_)) {
+            self.watching = None;
+        }
+        if self
+            .send(&Message::RequestStatus(record.view()))
+            .await
+            .is_err()
+        {
+            self.watching = None;
+        }
+    }
+
+    async fn finish(mut self, stop: Stop) {
+        let now = self.shared.clock.now();
+        let (reason, by, note, log) = match stop {
+            Stop::Gone(why) => (EndReason::Closed, None, None, why),
+            Stop::SessionEnded(reason, by, note) => (reason, by, note, reason.as_str().to_owned()),
+            Stop::Shutdown => (
+                EndReason::BrokerShutdown,
+                None,
+                None,
+                "broker shutdown".to_owned(),
+            ),
+        };
+        if let Some(session) = self.session.take() {
+            if matches!(reason, EndReason::Closed | EndReason::BrokerShutdown) {
+                // Ours to record; a revocation or lockdown was recorded by whoever made it.
+                match self
+                    .shared
+                    .store
+                    .end_request(
+                        &session.id,
+                        &[session::Stage::Active],
+                        reason,
+                        None,
+                        None,
+                        now,
+                    )
+                    .await
+                {
+                    Ok(()) | Err(StoreError::Stale) => {}
+                    Err(e) => {
+                        tracing::error!(request = %session.id, error = %e, "cannot record the end of a session")
+                    }
+                }
+            }
+            let ended = Message::Ended(Ended {
+                reason: reason.as_str().to_owned(),
+                message: reason.sentence(by.as_deref(), note.as_deref()),
+            });
+            if write_message(&mut self.control_send, &ended).await.is_ok() {
+                let _ = self.control_send.finish();
+            }
+            tracing::info!(identity = %self.identity, request = %session.id, reason = reason.as_str(), "session ended");
+        }
+        let code = match reason {
+            EndReason::BrokerShutdown => close_code::BROKER_SHUTDOWN,
+            EndReason::Closed => close_code::SESSION_CLOSED,
+            _ => close_code::SESSION_ENDED,
+        };
+        let sentence = reason.sentence(by.as_deref(), note.as_deref());
+        self.connection.close(code, sentence.as_bytes());
+        self.forwards.close();
+        self.forwards.wait().await;
+        tracing::info!(identity = %self.identity, reason = %log, "connection closed");
+    }
+}
+
+/// Waits for the next value on an optional watch channel; never resolves without one.
+async fn changed(
+    receiver: Option<&mut watch::Receiver<Option<RequestRecord>>>,
+) -> Option<RequestRecord> {
+    match receiver {
+        Some(receiver) => match receiver.changed().await {
+            Ok(()) => receiver.borrow_and_update().clone(),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// Whether `source` may connect: an empty list allows every address.

@@ -9,15 +9,33 @@ use tokio::net::TcpStream;
 use tunnel::frames::{MessageReader, ReadFrameError, write_message};
 use tunnel::splice::splice;
 
-use super::targets::PinnedTargets;
 use crate::Limits;
 use crate::pki::TechnicianIdentity;
+use crate::targets::PinnedTargets;
 
 /// What the forwards of one session share.
 pub(super) struct SessionContext {
     pub(super) identity: TechnicianIdentity,
+    /// The targets the session was approved for.
+    pub(super) targets: Vec<String>,
+    /// Their addresses, pinned at approval.
     pub(super) pinned: PinnedTargets,
+    /// The broker's own listening addresses, never dialled.
+    pub(super) own_addresses: Vec<SocketAddr>,
     pub(super) limits: Limits,
+}
+
+/// A forward on a connection with no open session.
+pub(super) async fn refuse_without_session(
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    identity: TechnicianIdentity,
+) {
+    let refusal = ErrorMessage::new(
+        ErrorCode::NoSession,
+        "No session is open on this connection; open one with `sekisho connect REQUEST_ID`.",
+    );
+    refuse(send, recv, refusal, &identity, "?").await;
 }
 
 pub(super) async fn serve_forward(
@@ -60,21 +78,21 @@ pub(super) async fn serve_forward(
         }
     };
 
-    let addresses = match session.pinned.get(&target) {
+    let dialable = if session.targets.contains(&target) {
+        session.pinned.dialable(&target, &session.own_addresses)
+    } else {
+        None
+    };
+    let addresses = match &dialable {
         Some(Ok(addresses)) => addresses,
         Some(Err(problem)) => {
             let refusal = problem.to_refusal(&target);
             return refuse(send, recv, refusal, identity, &target).await;
         }
-        // Unknown, or another vendor's: the same answer, so nothing is learned about
-        // which targets exist.
+        // Not in this session, unknown, or another vendor's: the same answer, so nothing is
+        // learned about which targets exist.
         None => {
-            let refusal = ErrorMessage::new(
-                ErrorCode::TargetRefused,
-                format!(
-                    "`{target}` is not a target you may reach; check the name, or ask the hospital to add it to your vendor's agreement."
-                ),
-            );
+            let refusal = crate::session::Refusal::target_refused(&target).to_wire();
             return refuse(send, recv, refusal, identity, &target).await;
         }
     };

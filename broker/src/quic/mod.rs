@@ -6,14 +6,14 @@
 //! - `serve`: accepts connections, bounding how many handshakes run at once.
 //! - `connection`: one technician's session: identity, `Hello`/`Welcome`, forwards.
 //! - `forward`: one forward stream: `Connect`, the policy decision, dial, splice.
-//! - `targets`: resolving a vendor's target names once per session and pinning the result.
 
 mod connection;
+mod control;
 mod forward;
-mod targets;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
@@ -23,38 +23,30 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
+use crate::hub::Hub;
 use crate::pki::BrokerPki;
 use crate::policy::PolicySet;
+use crate::secret::SealingKey;
+use crate::session::HospitalZone;
+use crate::store::Store;
 use crate::{BindError, Limits};
 
-pub use targets::{PinnedTargets, TargetProblem};
-
-/// What every connection task reads: policies, limits, the broker's own addresses.
-pub struct Shared {
-    policies: PolicySet,
-    limits: Limits,
-    own_addresses: Vec<SocketAddr>,
-    handshake_slots: Arc<Semaphore>,
-}
-
-impl Shared {
-    pub(crate) fn new(
-        policies: PolicySet,
-        limits: Limits,
-        own_addresses: Vec<SocketAddr>,
-    ) -> Shared {
-        let handshake_slots = Arc::new(Semaphore::new(limits.max_pending_handshakes));
-        Shared {
-            policies,
-            limits,
-            own_addresses,
-            handshake_slots,
-        }
-    }
-
-    pub(crate) fn policies(&self) -> &PolicySet {
-        &self.policies
-    }
+/// What every connection task reads and shares.
+pub(crate) struct Shared {
+    pub(crate) policies: Arc<PolicySet>,
+    pub(crate) limits: Limits,
+    pub(crate) own_addresses: Vec<SocketAddr>,
+    pub(crate) handshake_slots: Arc<Semaphore>,
+    pub(crate) store: Store,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) zone: HospitalZone,
+    pub(crate) sealing_key: Arc<SealingKey>,
+    /// This broker's id, stored with the sessions it holds.
+    pub(crate) broker_id: String,
+    /// How long a request waits for an answer.
+    pub(crate) answer_within: Duration,
 }
 
 /// Builds the QUIC server configuration from the broker's certificates.
@@ -134,12 +126,27 @@ pub(crate) async fn serve(
             shutdown.clone(),
         ));
     }
+    // Each connection sees the cancellation too: it records its session's end, tells the
+    // client why, and closes. Give them a moment, then close whatever is left.
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(3), tasks.wait()).await;
     endpoint.close(
         tunnel::close_code::BROKER_SHUTDOWN,
         b"the broker is shutting down",
     );
-    tasks.close();
-    tasks.wait().await;
+    // Sessions whose connection task could not record its end (store trouble) are ended here.
+    let now = shared.clock.now();
+    if let Err(e) = shared
+        .store
+        .end_sessions_of_broker(
+            &shared.broker_id,
+            crate::session::EndReason::BrokerShutdown,
+            now,
+        )
+        .await
+    {
+        tracing::error!(error = %e, "cannot record the end of the sessions this broker held");
+    }
     // Give the close frames a moment to reach the peers; bounded so shutdown never hangs.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }

@@ -34,7 +34,8 @@ impl HospitalZone {
     pub fn weekday_and_minute(&self, time: SystemTime) -> Option<(u8, u16)> {
         let zoned = Timestamp::try_from(time).ok()?.to_zoned(self.zone.clone());
         let weekday = u8::try_from(zoned.weekday().to_monday_zero_offset()).ok()?;
-        let minute = u16::try_from(i32::from(zoned.hour()) * 60 + i32::from(zoned.minute())).ok()?;
+        let minute =
+            u16::try_from(i32::from(zoned.hour()) * 60 + i32::from(zoned.minute())).ok()?;
         Some((weekday, minute))
     }
 

@@ -55,7 +55,8 @@ impl RequestId {
     /// An id as typed or stored; not checked beyond being non-empty and short.
     pub fn parse(text: &str) -> Option<RequestId> {
         let text = text.trim();
-        (!text.is_empty() && text.len() <= 32 && text.is_ascii()).then(|| RequestId(text.to_owned()))
+        (!text.is_empty() && text.len() <= 32 && text.is_ascii())
+            .then(|| RequestId(text.to_owned()))
     }
 
     /// The id as text.
@@ -333,7 +334,11 @@ pub fn check_new_request(
             format!("A request may name at most {MAX_TARGETS} targets."),
         ));
     }
-    if let Some(unknown) = input.targets.iter().find(|name| vendor.target(name).is_none()) {
+    if let Some(unknown) = input
+        .targets
+        .iter()
+        .find(|name| vendor.target(name).is_none())
+    {
         return Err(Refusal::target_refused(unknown));
     }
     let purpose = input.purpose.trim();
@@ -406,7 +411,10 @@ pub fn decide_approval(
     if let Some(gone) = record.targets.iter().find(|t| vendor.target(t).is_none()) {
         return Err(Refusal::new(
             ErrorCode::PolicyRefused,
-            format!("Target `{gone}` is no longer in {}'s policy; deny this request.", record.vendor),
+            format!(
+                "Target `{gone}` is no longer in {}'s policy; deny this request.",
+                record.vendor
+            ),
         ));
     }
     check_span(vendor, zone, now, until)?;
@@ -417,7 +425,12 @@ pub fn decide_approval(
 }
 
 /// Decides whether `approver` may deny `record`.
-pub fn decide_denial(record: &RequestRecord, approver: &str, reason: &str, now: SystemTime) -> Result<(), Refusal> {
+pub fn decide_denial(
+    record: &RequestRecord,
+    approver: &str,
+    reason: &str,
+    now: SystemTime,
+) -> Result<(), Refusal> {
     expect_pending(record, now)?;
     check_not_self(record, approver)?;
     if reason.trim().is_empty() {
@@ -446,13 +459,19 @@ pub fn decide_opening(
         (Stage::Approved, _) => {
             return Err(Refusal::new(
                 ErrorCode::RequestNotOpenable,
-                format!("{} reached its end time before it was opened; ask for a new session.", record.id),
+                format!(
+                    "{} reached its end time before it was opened; ask for a new session.",
+                    record.id
+                ),
             ));
         }
         (Stage::Requested, _) => {
             return Err(Refusal::new(
                 ErrorCode::RequestNotOpenable,
-                format!("{} is not approved yet; wait for the hospital's answer.", record.id),
+                format!(
+                    "{} is not approved yet; wait for the hospital's answer.",
+                    record.id
+                ),
             ));
         }
         (Stage::Active, _) => {
@@ -464,7 +483,11 @@ pub fn decide_opening(
         (Stage::Ended(reason), _) => {
             return Err(Refusal::new(
                 ErrorCode::RequestNotOpenable,
-                format!("{} is over ({}); ask for a new session.", record.id, reason.as_str()),
+                format!(
+                    "{} is over ({}); ask for a new session.",
+                    record.id,
+                    reason.as_str()
+                ),
             ));
         }
     };
@@ -489,7 +512,11 @@ pub fn decide_extension(
     if record.stage != Stage::Active {
         return Err(Refusal::new(
             ErrorCode::RequestNotOpenable,
-            format!("{} is not a live session ({}).", record.id, record.stage.state_word()),
+            format!(
+                "{} is not a live session ({}).",
+                record.id,
+                record.stage.state_word()
+            ),
         ));
     }
     let vendor = vendor.ok_or_else(|| vendor_gone(record))?;
@@ -544,11 +571,18 @@ fn expect_pending(record: &RequestRecord, now: SystemTime) -> Result<(), Refusal
         Stage::Requested if now < record.answer_by => Ok(()),
         Stage::Requested => Err(Refusal::new(
             ErrorCode::RequestNotOpenable,
-            format!("{} waited too long for an answer and has expired.", record.id),
+            format!(
+                "{} waited too long for an answer and has expired.",
+                record.id
+            ),
         )),
         other => Err(Refusal::new(
             ErrorCode::RequestNotOpenable,
-            format!("{} is already {}; only pending requests can be answered.", record.id, other.state_word()),
+            format!(
+                "{} is already {}; only pending requests can be answered.",
+                record.id,
+                other.state_word()
+            ),
         )),
     }
 }
@@ -557,7 +591,10 @@ fn check_not_self(record: &RequestRecord, approver: &str) -> Result<(), Refusal>
     if approver == record.technician || approver == record.requester() {
         return Err(Refusal::new(
             ErrorCode::PolicyRefused,
-            format!("{approver} made request {} and cannot answer it; ask another approver.", record.id),
+            format!(
+                "{approver} made request {} and cannot answer it; ask another approver.",
+                record.id
+            ),
         ));
     }
     Ok(())
@@ -566,12 +603,20 @@ fn check_not_self(record: &RequestRecord, approver: &str) -> Result<(), Refusal>
 fn vendor_gone(record: &RequestRecord) -> Refusal {
     Refusal::new(
         ErrorCode::PolicyRefused,
-        format!("Vendor `{}` no longer has a policy at this hospital.", record.vendor),
+        format!(
+            "Vendor `{}` no longer has a policy at this hospital.",
+            record.vendor
+        ),
     )
 }
 
 /// Checks a session span `[start, end)` against the vendor's limits.
-fn check_span(vendor: &VendorPolicy, zone: &HospitalZone, start: SystemTime, end: SystemTime) -> Result<(), Refusal> {
+fn check_span(
+    vendor: &VendorPolicy,
+    zone: &HospitalZone,
+    start: SystemTime,
+    end: SystemTime,
+) -> Result<(), Refusal> {
     let Ok(length) = end.duration_since(start) else {
         return Err(Refusal::new(
             ErrorCode::InvalidRequest,

@@ -79,9 +79,20 @@ fn a_request_longer_than_max_session_is_refused_with_the_limit() {
         ticket: String::new(),
         wanted: 3 * HOUR,
     };
-    let refused = check_new_request(&input, &vendor(None, 2 * HOUR), false, saturday_10am(), 30 * MIN).unwrap_err();
+    let refused = check_new_request(
+        &input,
+        &vendor(None, 2 * HOUR),
+        false,
+        saturday_10am(),
+        30 * MIN,
+    )
+    .unwrap_err();
     assert_eq!(refused.code, ErrorCode::PolicyRefused);
-    assert!(refused.message.contains("at most 2h"), "{}", refused.message);
+    assert!(
+        refused.message.contains("at most 2h"),
+        "{}",
+        refused.message
+    );
 }
 
 #[test]
@@ -92,7 +103,14 @@ fn a_request_for_an_unknown_target_gets_the_same_answer_as_a_forward() {
         ticket: String::new(),
         wanted: HOUR,
     };
-    let refused = check_new_request(&input, &vendor(None, 2 * HOUR), false, saturday_10am(), 30 * MIN).unwrap_err();
+    let refused = check_new_request(
+        &input,
+        &vendor(None, 2 * HOUR),
+        false,
+        saturday_10am(),
+        30 * MIN,
+    )
+    .unwrap_err();
     assert_eq!(refused, Refusal::target_refused("pacs"));
 }
 
@@ -106,15 +124,27 @@ fn lockdown_refuses_new_requests_approvals_and_openings() {
     };
     let v = vendor(None, 2 * HOUR);
     let now = saturday_10am();
-    assert_eq!(check_new_request(&input, &v, true, now, 30 * MIN).unwrap_err().code, ErrorCode::Lockdown);
+    assert_eq!(
+        check_new_request(&input, &v, true, now, 30 * MIN)
+            .unwrap_err()
+            .code,
+        ErrorCode::Lockdown
+    );
     let pending = record(Stage::Requested, 1);
     assert_eq!(
-        decide_approval(&pending, "suzuki", now + HOUR, Some(&v), &zone(), true, now).unwrap_err().code,
+        decide_approval(&pending, "suzuki", now + HOUR, Some(&v), &zone(), true, now)
+            .unwrap_err()
+            .code,
         ErrorCode::Lockdown
     );
     let mut approved = record(Stage::Approved, 1);
     approved.end_at = Some(now + HOUR);
-    assert_eq!(decide_opening(&approved, Some(&v), &zone(), true, now).unwrap_err().code, ErrorCode::Lockdown);
+    assert_eq!(
+        decide_opening(&approved, Some(&v), &zone(), true, now)
+            .unwrap_err()
+            .code,
+        ErrorCode::Lockdown
+    );
 }
 
 #[test]
@@ -122,8 +152,21 @@ fn nobody_approves_their_own_request() {
     let v = vendor(None, 2 * HOUR);
     let now = saturday_10am();
     for approver in ["tanaka", "acme-ehr/tanaka"] {
-        let refused = decide_approval(&record(Stage::Requested, 1), approver, now + HOUR, Some(&v), &zone(), false, now).unwrap_err();
-        assert!(refused.message.contains("cannot answer it"), "{}", refused.message);
+        let refused = decide_approval(
+            &record(Stage::Requested, 1),
+            approver,
+            now + HOUR,
+            Some(&v),
+            &zone(),
+            false,
+            now,
+        )
+        .unwrap_err();
+        assert!(
+            refused.message.contains("cannot answer it"),
+            "{}",
+            refused.message
+        );
     }
 }
 
@@ -132,35 +175,114 @@ fn two_approvals_need_two_different_people() {
     let v = vendor(None, 2 * HOUR);
     let now = saturday_10am();
     let mut pending = record(Stage::Requested, 2);
-    let first = decide_approval(&pending, "suzuki", now + HOUR, Some(&v), &zone(), false, now).unwrap();
+    let first = decide_approval(
+        &pending,
+        "suzuki",
+        now + HOUR,
+        Some(&v),
+        &zone(),
+        false,
+        now,
+    )
+    .unwrap();
     assert!(!first.completes);
     pending.approvals.push(ApprovalRecord {
         approver: "suzuki".into(),
         approved_at: now,
         until: now + HOUR,
     });
-    let again = decide_approval(&pending, "suzuki", now + HOUR, Some(&v), &zone(), false, now).unwrap_err();
-    assert!(again.message.contains("already approved"), "{}", again.message);
-    let second = decide_approval(&pending, "yamada", now + HOUR, Some(&v), &zone(), false, now).unwrap();
+    let again = decide_approval(
+        &pending,
+        "suzuki",
+        now + HOUR,
+        Some(&v),
+        &zone(),
+        false,
+        now,
+    )
+    .unwrap_err();
+    assert!(
+        again.message.contains("already approved"),
+        "{}",
+        again.message
+    );
+    let second = decide_approval(
+        &pending,
+        "yamada",
+        now + HOUR,
+        Some(&v),
+        &zone(),
+        false,
+        now,
+    )
+    .unwrap();
     assert!(second.completes);
 }
 
 #[test]
 fn an_approval_beyond_max_session_or_outside_hours_is_refused() {
     let now = saturday_10am();
-    let too_long = decide_approval(&record(Stage::Requested, 1), "suzuki", now + 3 * HOUR, Some(&vendor(None, 2 * HOUR)), &zone(), false, now).unwrap_err();
-    assert!(too_long.message.contains("at most 2h"), "{}", too_long.message);
+    let too_long = decide_approval(
+        &record(Stage::Requested, 1),
+        "suzuki",
+        now + 3 * HOUR,
+        Some(&vendor(None, 2 * HOUR)),
+        &zone(),
+        false,
+        now,
+    )
+    .unwrap_err();
+    assert!(
+        too_long.message.contains("at most 2h"),
+        "{}",
+        too_long.message
+    );
 
     // Weekdays only: Saturday is outside.
     let weekdays = vendor(Some("Mon-Fri 08:00-20:00"), 2 * HOUR);
-    let outside = decide_approval(&record(Stage::Requested, 1), "suzuki", now + HOUR, Some(&weekdays), &zone(), false, now).unwrap_err();
-    assert!(outside.message.contains("agreed hours are Mon-Fri 08:00-20:00 (Asia/Tokyo)"), "{}", outside.message);
+    let outside = decide_approval(
+        &record(Stage::Requested, 1),
+        "suzuki",
+        now + HOUR,
+        Some(&weekdays),
+        &zone(),
+        false,
+        now,
+    )
+    .unwrap_err();
+    assert!(
+        outside
+            .message
+            .contains("agreed hours are Mon-Fri 08:00-20:00 (Asia/Tokyo)"),
+        "{}",
+        outside.message
+    );
 
     // Saturday until 10:30: an end at 11:00 crosses the window's end.
     let morning = vendor(Some("Sat 09:00-10:30"), 2 * HOUR);
-    let crosses = decide_approval(&record(Stage::Requested, 1), "suzuki", now + HOUR, Some(&morning), &zone(), false, now).unwrap_err();
+    let crosses = decide_approval(
+        &record(Stage::Requested, 1),
+        "suzuki",
+        now + HOUR,
+        Some(&morning),
+        &zone(),
+        false,
+        now,
+    )
+    .unwrap_err();
     assert!(crosses.message.contains("10:30"), "{}", crosses.message);
-    assert!(decide_approval(&record(Stage::Requested, 1), "suzuki", now + 30 * MIN, Some(&morning), &zone(), false, now).is_ok());
+    assert!(
+        decide_approval(
+            &record(Stage::Requested, 1),
+            "suzuki",
+            now + 30 * MIN,
+            Some(&morning),
+            &zone(),
+            false,
+            now
+        )
+        .is_ok()
+    );
 }
 
 #[test]
@@ -168,8 +290,20 @@ fn an_unanswered_request_expires_at_its_answer_deadline_and_not_before() {
     let pending = record(Stage::Requested, 1);
     let now = saturday_10am();
     assert_eq!(due_expiry(&pending, now + 29 * MIN), None);
-    assert_eq!(due_expiry(&pending, now + 30 * MIN), Some(EndReason::Expired));
-    let late = decide_approval(&pending, "suzuki", now + HOUR, Some(&vendor(None, 2 * HOUR)), &zone(), false, now + 31 * MIN).unwrap_err();
+    assert_eq!(
+        due_expiry(&pending, now + 30 * MIN),
+        Some(EndReason::Expired)
+    );
+    let late = decide_approval(
+        &pending,
+        "suzuki",
+        now + HOUR,
+        Some(&vendor(None, 2 * HOUR)),
+        &zone(),
+        false,
+        now + 31 * MIN,
+    )
+    .unwrap_err();
     assert!(late.message.contains("expired"), "{}", late.message);
 }
 
@@ -179,10 +313,24 @@ fn opening_rechecks_a_tightened_policy_and_pulls_the_end_in() {
     let mut approved = record(Stage::Approved, 1);
     approved.end_at = Some(now + 2 * HOUR);
     let tightened = vendor(None, HOUR);
-    assert_eq!(decide_opening(&approved, Some(&tightened), &zone(), false, now), Ok(now + HOUR));
-    assert_eq!(decide_opening(&approved, Some(&vendor(None, 2 * HOUR)), &zone(), false, now), Ok(now + 2 * HOUR));
     assert_eq!(
-        decide_opening(&approved, None, &zone(), false, now).unwrap_err().code,
+        decide_opening(&approved, Some(&tightened), &zone(), false, now),
+        Ok(now + HOUR)
+    );
+    assert_eq!(
+        decide_opening(
+            &approved,
+            Some(&vendor(None, 2 * HOUR)),
+            &zone(),
+            false,
+            now
+        ),
+        Ok(now + 2 * HOUR)
+    );
+    assert_eq!(
+        decide_opening(&approved, None, &zone(), false, now)
+            .unwrap_err()
+            .code,
         ErrorCode::PolicyRefused
     );
 }
@@ -192,23 +340,59 @@ fn only_an_approved_request_in_time_can_be_opened() {
     let now = saturday_10am();
     let v = vendor(None, 2 * HOUR);
     let pending = record(Stage::Requested, 1);
-    assert_eq!(decide_opening(&pending, Some(&v), &zone(), false, now).unwrap_err().code, ErrorCode::RequestNotOpenable);
+    assert_eq!(
+        decide_opening(&pending, Some(&v), &zone(), false, now)
+            .unwrap_err()
+            .code,
+        ErrorCode::RequestNotOpenable
+    );
     let mut late = record(Stage::Approved, 1);
     late.end_at = Some(now);
-    assert_eq!(decide_opening(&late, Some(&v), &zone(), false, now).unwrap_err().code, ErrorCode::RequestNotOpenable);
+    assert_eq!(
+        decide_opening(&late, Some(&v), &zone(), false, now)
+            .unwrap_err()
+            .code,
+        ErrorCode::RequestNotOpenable
+    );
     let denied = record(Stage::Ended(EndReason::Denied), 1);
-    assert!(decide_opening(&denied, Some(&v), &zone(), false, now).unwrap_err().message.contains("denied"));
+    assert!(
+        decide_opening(&denied, Some(&v), &zone(), false, now)
+            .unwrap_err()
+            .message
+            .contains("denied")
+    );
 }
 
 #[test]
 fn warnings_come_at_ten_and_two_minutes_then_the_end() {
     let now = saturday_10am();
     let end = now + HOUR;
-    assert_eq!(next_deadline(end, now, &[]), SessionDeadline::Warn { at: end - 10 * MIN, left: 10 * MIN });
-    assert_eq!(next_deadline(end, now, &[10 * MIN]), SessionDeadline::Warn { at: end - 2 * MIN, left: 2 * MIN });
-    assert_eq!(next_deadline(end, now, &[10 * MIN, 2 * MIN]), SessionDeadline::End { at: end });
+    assert_eq!(
+        next_deadline(end, now, &[]),
+        SessionDeadline::Warn {
+            at: end - 10 * MIN,
+            left: 10 * MIN
+        }
+    );
+    assert_eq!(
+        next_deadline(end, now, &[10 * MIN]),
+        SessionDeadline::Warn {
+            at: end - 2 * MIN,
+            left: 2 * MIN
+        }
+    );
+    assert_eq!(
+        next_deadline(end, now, &[10 * MIN, 2 * MIN]),
+        SessionDeadline::End { at: end }
+    );
     // A five-minute session never gets the ten-minute warning.
-    assert_eq!(next_deadline(now + 5 * MIN, now, &[]), SessionDeadline::Warn { at: now + 3 * MIN, left: 2 * MIN });
+    assert_eq!(
+        next_deadline(now + 5 * MIN, now, &[]),
+        SessionDeadline::Warn {
+            at: now + 3 * MIN,
+            left: 2 * MIN
+        }
+    );
 }
 
 #[test]

@@ -42,7 +42,11 @@ pub struct LockdownState {
 
 impl Store {
     /// Stores a new request.
-    pub async fn insert_request(&self, record: &RequestRecord, now: SystemTime) -> Result<(), StoreError> {
+    pub async fn insert_request(
+        &self,
+        record: &RequestRecord,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO requests (id, vendor, technician, targets, purpose, ticket, wanted_ms, state, created_at, answer_by, approvals_needed, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
@@ -68,10 +72,10 @@ impl Store {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1"
         )))
-            .bind(id.as_str())
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        .bind(id.as_str())
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound)?;
         let approvals = sqlx::query(
             "SELECT request_id, approver, approved_at, until_at FROM approvals WHERE request_id = $1 ORDER BY approved_at",
         )
@@ -122,7 +126,10 @@ impl Store {
 
     /// Requests that are not over, and those that ended after `ended_since`: what a broker
     /// must watch.
-    pub async fn live_requests(&self, ended_since: SystemTime) -> Result<Vec<RequestRecord>, StoreError> {
+    pub async fn live_requests(
+        &self,
+        ended_since: SystemTime,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {REQUEST_COLUMNS} FROM requests WHERE state <> 'ended' OR ended_at >= $1"
         )))
@@ -264,7 +271,13 @@ impl Store {
     }
 
     /// Moves a live session's end time.
-    pub async fn set_session_end(&self, id: &RequestId, end_at: SystemTime, by: &str, now: SystemTime) -> Result<(), StoreError> {
+    pub async fn set_session_end(
+        &self,
+        id: &RequestId,
+        end_at: SystemTime,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         let updated = sqlx::query(
             "UPDATE requests SET end_at = $2, updated_at = $3 WHERE id = $1 AND state = 'active' AND end_at > $3",
@@ -290,7 +303,12 @@ impl Store {
     }
 
     /// Ends every live session held by `broker_id` (at start after a crash, or at shutdown).
-    pub async fn end_sessions_of_broker(&self, broker_id: &str, reason: EndReason, now: SystemTime) -> Result<u64, StoreError> {
+    pub async fn end_sessions_of_broker(
+        &self,
+        broker_id: &str,
+        reason: EndReason,
+        now: SystemTime,
+    ) -> Result<u64, StoreError> {
         let updated = sqlx::query(
             "UPDATE requests SET state = 'ended', end_reason = $2, ended_at = $3, updated_at = $3 WHERE state = 'active' AND broker_id = $1",
         )
@@ -325,15 +343,23 @@ impl Store {
 
     /// Sets or lifts the lockdown. Setting it ends every live session with reason
     /// `lockdown` in the same transaction; returns how many were ended.
-    pub async fn set_lockdown(&self, active: bool, reason: &str, by: &str, now: SystemTime) -> Result<u64, StoreError> {
+    pub async fn set_lockdown(
+        &self,
+        active: bool,
+        reason: &str,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.pool().begin().await?;
-        let updated = sqlx::query("UPDATE lockdown SET active = $1, reason = $2, set_by = $3, since = $4 WHERE id = 1")
-            .bind(i64::from(active))
-            .bind(reason)
-            .bind(by)
-            .bind(to_unix_ms(now))
-            .execute(&mut *tx)
-            .await?;
+        let updated = sqlx::query(
+            "UPDATE lockdown SET active = $1, reason = $2, set_by = $3, since = $4 WHERE id = 1",
+        )
+        .bind(i64::from(active))
+        .bind(reason)
+        .bind(by)
+        .bind(to_unix_ms(now))
+        .execute(&mut *tx)
+        .await?;
         if updated.rows_affected() == 0 {
             sqlx::query("INSERT INTO lockdown (id, active, reason, set_by, since) VALUES (1, $1, $2, $3, $4)")
                 .bind(i64::from(active))
@@ -361,7 +387,11 @@ impl Store {
 }
 
 fn expect_one(rows: u64) -> Result<(), StoreError> {
-    if rows == 1 { Ok(()) } else { Err(StoreError::Stale) }
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Stale)
+    }
 }
 
 fn group_approvals(rows: Vec<AnyRow>) -> Result<HashMap<String, Vec<ApprovalRecord>>, StoreError> {
@@ -377,7 +407,10 @@ fn group_approvals(rows: Vec<AnyRow>) -> Result<HashMap<String, Vec<ApprovalReco
     Ok(grouped)
 }
 
-fn record_from_row(row: &AnyRow, approvals: Vec<ApprovalRecord>) -> Result<RequestRecord, StoreError> {
+fn record_from_row(
+    row: &AnyRow,
+    approvals: Vec<ApprovalRecord>,
+) -> Result<RequestRecord, StoreError> {
     let id: String = row.try_get(0)?;
     let state: String = row.try_get(7)?;
     let end_reason: Option<String> = row.try_get(16)?;
@@ -389,16 +422,23 @@ fn record_from_row(row: &AnyRow, approvals: Vec<ApprovalRecord>) -> Result<Reque
             end_reason
                 .as_deref()
                 .and_then(EndReason::parse)
-                .ok_or_else(|| StoreError::Corrupt(format!("request {id} ended without a known reason")))?,
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("request {id} ended without a known reason"))
+                })?,
         ),
-        other => return Err(StoreError::Corrupt(format!("request {id} is in unknown state `{other}`"))),
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "request {id} is in unknown state `{other}`"
+            )));
+        }
     };
     let targets: String = row.try_get(3)?;
     let optional_time = |index: usize| -> Result<Option<SystemTime>, sqlx::Error> {
         Ok(row.try_get::<Option<i64>, _>(index)?.map(from_unix_ms))
     };
     Ok(RequestRecord {
-        id: RequestId::parse(&id).ok_or_else(|| StoreError::Corrupt(format!("request id `{id}`")))?,
+        id: RequestId::parse(&id)
+            .ok_or_else(|| StoreError::Corrupt(format!("request id `{id}`")))?,
         vendor: row.try_get(1)?,
         technician: row.try_get(2)?,
         targets: targets.lines().map(str::to_owned).collect(),

@@ -65,7 +65,11 @@ impl Store {
     }
 
     /// The technician, if known.
-    pub async fn technician(&self, vendor: &str, technician: &str) -> Result<Option<TechnicianRow>, StoreError> {
+    pub async fn technician(
+        &self,
+        vendor: &str,
+        technician: &str,
+    ) -> Result<Option<TechnicianRow>, StoreError> {
         let row = sqlx::query(
             "SELECT vendor, technician, totp_secret, totp_last_step, otp_failures, locked FROM technicians WHERE vendor = $1 AND technician = $2",
         )
@@ -112,7 +116,12 @@ impl Store {
     /// Accepts TOTP `step` if it is later than every step accepted before and the technician
     /// is not locked; resets the failure count. `Stale` means the step (or a later one) was
     /// already used, or the technician is locked: the code is refused.
-    pub async fn accept_otp_step(&self, vendor: &str, technician: &str, step: i64) -> Result<(), StoreError> {
+    pub async fn accept_otp_step(
+        &self,
+        vendor: &str,
+        technician: &str,
+        step: i64,
+    ) -> Result<(), StoreError> {
         let updated = sqlx::query(
             "UPDATE technicians SET totp_last_step = $3, otp_failures = 0 WHERE vendor = $1 AND technician = $2 AND totp_last_step < $3 AND locked = 0",
         )
@@ -129,7 +138,11 @@ impl Store {
     }
 
     /// Counts a wrong code; at the threshold the technician is locked.
-    pub async fn record_otp_failure(&self, vendor: &str, technician: &str) -> Result<OtpFailure, StoreError> {
+    pub async fn record_otp_failure(
+        &self,
+        vendor: &str,
+        technician: &str,
+    ) -> Result<OtpFailure, StoreError> {
         let row = sqlx::query(
             "UPDATE technicians SET otp_failures = otp_failures + 1, locked = CASE WHEN otp_failures + 1 >= $3 THEN 1 ELSE locked END WHERE vendor = $1 AND technician = $2 RETURNING otp_failures, locked",
         )
@@ -146,7 +159,11 @@ impl Store {
     }
 
     /// Unlocks a technician locked by wrong codes. `NotFound` if unknown.
-    pub async fn unlock_technician(&self, vendor: &str, technician: &str) -> Result<(), StoreError> {
+    pub async fn unlock_technician(
+        &self,
+        vendor: &str,
+        technician: &str,
+    ) -> Result<(), StoreError> {
         let updated = sqlx::query(
             "UPDATE technicians SET locked = 0, otp_failures = 0 WHERE vendor = $1 AND technician = $2",
         )

@@ -1,10 +1,11 @@
-//! A vendor's targets, resolved once and pinned for a session.
+//! A request's targets, resolved once and pinned for its session.
 //!
-//! Each target name of the vendor's policy is resolved when the session starts. Every
-//! address it resolves to is checked (no loopback, link-local, unspecified, multicast or
-//! broadcast unless the target allows it; never one of the broker's own listening addresses),
-//! and the target is pinned to the addresses that pass. A forward dials only pinned
-//! addresses, so a DNS change during a session cannot redirect it.
+//! The targets of a request are resolved when the request is approved. Every address a name
+//! resolves to is checked (no loopback, link-local, unspecified, multicast or broadcast unless
+//! the target allows it), and the target is pinned to the addresses that pass; the pinned
+//! addresses are stored with the request and travel with the session. A forward dials only
+//! pinned addresses, so a DNS change after approval cannot redirect it, and the broker drops
+//! its own listening addresses from them at dial time (only it knows them).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,25 +50,89 @@ pub struct PinnedTargets {
 }
 
 impl PinnedTargets {
-    /// Resolves and checks every target of `vendor`.
-    pub async fn resolve(vendor: &VendorPolicy, own_addresses: &[SocketAddr]) -> PinnedTargets {
+    /// Resolves and checks the targets `names` of `vendor` (names the vendor does not have
+    /// are left out; the caller has refused them already).
+    pub async fn resolve(vendor: &VendorPolicy, names: &[String]) -> PinnedTargets {
         let mut targets = HashMap::new();
-        for target in &vendor.targets {
+        for target in vendor.targets.iter().filter(|t| names.contains(&t.name)) {
             let pinned = match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
-                Ok(addresses) => pin(target, addresses.collect(), own_addresses),
+                Ok(addresses) => pin(target, addresses.collect(), &[]),
                 Err(e) => Err(TargetProblem::Unresolvable(e.to_string())),
             };
             if let Err(problem) = &pinned {
-                tracing::warn!(vendor = %vendor.id, target = %target.name, ?problem, "target not usable this session");
+                tracing::warn!(vendor = %vendor.id, target = %target.name, ?problem, "target cannot be pinned");
             }
             targets.insert(target.name.clone(), pinned);
         }
         PinnedTargets { targets }
     }
 
-    /// The pinned addresses of `name`: `None` if the vendor has no such target.
+    /// The first target that could not be pinned, with its problem.
+    pub fn first_problem(&self) -> Option<(&str, &TargetProblem)> {
+        let mut names: Vec<&String> = self.targets.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .find_map(|name| match &self.targets[name] {
+                Err(problem) => Some((name.as_str(), problem)),
+                Ok(_) => None,
+            })
+    }
+
+    /// The pinned addresses of `name`: `None` if the session has no such target.
     pub fn get(&self, name: &str) -> Option<&Result<Vec<SocketAddr>, TargetProblem>> {
         self.targets.get(name)
+    }
+
+    /// The addresses of `name` the broker may dial: pinned, and not one of its own.
+    pub fn dialable(
+        &self,
+        name: &str,
+        own_addresses: &[SocketAddr],
+    ) -> Option<Result<Vec<SocketAddr>, TargetProblem>> {
+        Some(self.get(name)?.clone().and_then(|addresses| {
+            let allowed: Vec<SocketAddr> = addresses
+                .into_iter()
+                .filter(|address| !is_own_address(*address, own_addresses))
+                .collect();
+            if allowed.is_empty() {
+                Err(TargetProblem::Forbidden("the broker itself".to_owned()))
+            } else {
+                Ok(allowed)
+            }
+        }))
+    }
+
+    /// The stored form: one line per target, `name<TAB>addr,addr`. Only pinned targets are
+    /// stored; an approval with a target that could not be pinned is refused.
+    pub fn encode(&self) -> String {
+        let mut lines: Vec<String> = self
+            .targets
+            .iter()
+            .filter_map(|(name, pinned)| {
+                let addresses = pinned.as_ref().ok()?;
+                let joined: Vec<String> = addresses.iter().map(SocketAddr::to_string).collect();
+                Some(format!("{name}\t{}", joined.join(",")))
+            })
+            .collect();
+        lines.sort();
+        lines.join("\n")
+    }
+
+    /// Reads the stored form; lines that do not parse are left out (and so are not dialled).
+    pub fn decode(text: &str) -> PinnedTargets {
+        let targets = text
+            .lines()
+            .filter_map(|line| {
+                let (name, addresses) = line.split_once('\t')?;
+                let addresses: Vec<SocketAddr> = addresses
+                    .split(',')
+                    .filter_map(|address| address.parse().ok())
+                    .collect();
+                (!addresses.is_empty()).then(|| (name.to_owned(), Ok(addresses)))
+            })
+            .collect();
+        PinnedTargets { targets }
     }
 }
 
@@ -151,6 +216,25 @@ mod tests {
             pin(&target(true), vec![addr([127, 0, 0, 1], 8080)], &own),
             Err(TargetProblem::Forbidden("the broker itself".into()))
         );
+    }
+
+    #[test]
+    fn pinned_targets_survive_the_stored_form_and_never_dial_the_broker() {
+        let mut targets = HashMap::new();
+        targets.insert(
+            "db".to_owned(),
+            Ok(vec![addr([10, 0, 0, 5], 5432), addr([10, 0, 0, 6], 5432)]),
+        );
+        targets.insert("self".to_owned(), Ok(vec![addr([127, 0, 0, 1], 4433)]));
+        let pinned = PinnedTargets { targets };
+        let back = PinnedTargets::decode(&pinned.encode());
+        assert_eq!(back.get("db"), pinned.get("db"));
+        let own = [addr([0, 0, 0, 0], 4433)];
+        assert_eq!(
+            back.dialable("self", &own),
+            Some(Err(TargetProblem::Forbidden("the broker itself".into())))
+        );
+        assert_eq!(back.dialable("nope", &own), None);
     }
 
     #[test]

@@ -1,0 +1,292 @@
+//! The hospital's side of a session: approve, deny, revoke, change the end time, lockdown.
+//!
+//! [`Desk`] joins the lifecycle rules ([`crate::session`]), the policies, the clock and the
+//! store. The admin CLI uses it against the same database the broker uses; a running broker
+//! learns of each change by watching the store (see [`crate::hub`]), so a revocation reaches
+//! the live session within a second whichever process made it. The desk never talks to
+//! clients.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::clock::Clock;
+use crate::policy::PolicySet;
+use crate::session::{
+    self, ApprovalRecord, EndReason, HospitalZone, Refusal, RequestId, RequestRecord, Stage,
+};
+use crate::store::{LockdownState, RequestFilter, Store, StoreError};
+use crate::targets::PinnedTargets;
+
+/// An end time as an approver gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// This long from now.
+    For(Duration),
+    /// At this time.
+    At(SystemTime),
+}
+
+impl Until {
+    fn resolve(self, now: SystemTime) -> SystemTime {
+        match self {
+            Until::For(duration) => now + duration,
+            Until::At(time) => time,
+        }
+    }
+}
+
+/// Why a desk action did not happen; `Display` is one sentence for the person who asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DeskError {
+    /// No such request.
+    #[error("There is no request {0}; list them with `sekisho-broker request list`.")]
+    NotFound(RequestId),
+    /// The rules refuse it.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// Someone else acted on the request first.
+    #[error(
+        "Request {0} changed while you were acting on it (another approver, an expiry, or the technician); look at it again with `sekisho-broker request list`."
+    )]
+    Stale(RequestId),
+    /// The database cannot be used; nothing was changed.
+    #[error("Nothing was changed: {0}. Check the broker's database and try again.")]
+    Store(StoreError),
+}
+
+impl DeskError {
+    fn from_store(id: &RequestId, error: StoreError) -> DeskError {
+        match error {
+            StoreError::NotFound => DeskError::NotFound(id.clone()),
+            StoreError::Stale => DeskError::Stale(id.clone()),
+            other => DeskError::Store(other),
+        }
+    }
+}
+
+/// What an approval did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approved {
+    /// The request is approved and may be opened until `end_at`.
+    Complete {
+        /// The session's end time.
+        end_at: SystemTime,
+    },
+    /// More approvers are needed.
+    Partial {
+        /// Approvals so far.
+        have: usize,
+        /// Approvals needed.
+        need: usize,
+    },
+}
+
+/// The hospital's actions on requests and sessions.
+#[derive(Clone)]
+pub struct Desk {
+    store: Store,
+    policies: Arc<PolicySet>,
+    zone: HospitalZone,
+    clock: Arc<dyn Clock>,
+}
+
+impl Desk {
+    /// A desk over `store`, judging by `policies` in `zone`.
+    pub fn new(
+        store: Store,
+        policies: Arc<PolicySet>,
+        zone: HospitalZone,
+        clock: Arc<dyn Clock>,
+    ) -> Desk {
+        Desk {
+            store,
+            policies,
+            zone,
+            clock,
+        }
+    }
+
+    /// The hospital's time zone.
+    pub fn zone(&self) -> &HospitalZone {
+        &self.zone
+    }
+
+    /// The store the desk acts on.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Requests matching `filter`.
+    pub async fn requests(&self, filter: &RequestFilter) -> Result<Vec<RequestRecord>, DeskError> {
+        self.store.requests(filter).await.map_err(DeskError::Store)
+    }
+
+    async fn load(&self, id: &RequestId) -> Result<RequestRecord, DeskError> {
+        self.store
+            .request(id)
+            .await
+            .map_err(|e| DeskError::from_store(id, e))
+    }
+
+    async fn lockdown_active(&self) -> Result<bool, DeskError> {
+        Ok(self
+            .store
+            .lockdown()
+            .await
+            .map_err(DeskError::Store)?
+            .active)
+    }
+
+    /// `approver` approves request `id` until `until`. The last approval needed resolves and
+    /// pins the request's targets.
+    pub async fn approve(
+        &self,
+        id: &RequestId,
+        approver: &str,
+        until: Until,
+    ) -> Result<Approved, DeskError> {
+        let now = self.clock.now();
+        let record = self.load(id).await?;
+        let vendor = self.policies.vendor(&record.vendor);
+        let lockdown = self.lockdown_active().await?;
+        let decision = session::decide_approval(
+            &record,
+            approver,
+            until.resolve(now),
+            vendor,
+            &self.zone,
+            lockdown,
+            now,
+        )
+        .map_err(DeskError::Refused)?;
+        let pinned = match (decision.completes, vendor) {
+            (true, Some(vendor)) => {
+                let pinned = PinnedTargets::resolve(vendor, &record.targets).await;
+                if let Some((name, problem)) = pinned.first_problem() {
+                    return Err(DeskError::Refused(Refusal {
+                        code: proto::ErrorCode::TargetUnreachable,
+                        message: format!(
+                            "{} Deny the request or fix the policy.",
+                            problem.to_refusal(name).message
+                        ),
+                    }));
+                }
+                Some(pinned.encode())
+            }
+            _ => None,
+        };
+        let approval = ApprovalRecord {
+            approver: approver.to_owned(),
+            approved_at: now,
+            until: decision.until,
+        };
+        self.store
+            .add_approval(
+                id,
+                &approval,
+                pinned.as_deref().map(|p| (decision.until, p)),
+                now,
+            )
+            .await
+            .map_err(|e| DeskError::from_store(id, e))?;
+        let after = self.load(id).await?;
+        Ok(match (after.stage, after.end_at) {
+            (Stage::Approved, Some(end_at)) => Approved::Complete { end_at },
+            _ => Approved::Partial {
+                have: after.approvals.len(),
+                need: usize::from(after.approvals_needed),
+            },
+        })
+    }
+
+    /// `approver` denies request `id`, telling the technician `reason`.
+    pub async fn deny(
+        &self,
+        id: &RequestId,
+        approver: &str,
+        reason: &str,
+    ) -> Result<(), DeskError> {
+        let now = self.clock.now();
+        let record = self.load(id).await?;
+        session::decide_denial(&record, approver, reason, now).map_err(DeskError::Refused)?;
+        self.store
+            .end_request(
+                id,
+                &[Stage::Requested],
+                EndReason::Denied,
+                Some(approver),
+                Some(reason.trim()),
+                now,
+            )
+            .await
+            .map_err(|e| DeskError::from_store(id, e))
+    }
+
+    /// `by` cuts live session `id` (or withdraws an approved one before it opens).
+    pub async fn revoke(&self, id: &RequestId, by: &str, reason: &str) -> Result<(), DeskError> {
+        let now = self.clock.now();
+        let record = self.load(id).await?;
+        if !matches!(record.stage, Stage::Active | Stage::Approved) {
+            return Err(DeskError::Refused(Refusal {
+                code: proto::ErrorCode::RequestNotOpenable,
+                message: format!(
+                    "{id} is {}; only approved or live sessions can be revoked.",
+                    record.stage.state_word()
+                ),
+            }));
+        }
+        self.store
+            .end_request(
+                id,
+                &[Stage::Active, Stage::Approved],
+                EndReason::Revoked,
+                Some(by),
+                Some(reason.trim()),
+                now,
+            )
+            .await
+            .map_err(|e| DeskError::from_store(id, e))
+    }
+
+    /// `by` moves live session `id`'s end time (later or earlier); returns the new end time.
+    pub async fn extend(
+        &self,
+        id: &RequestId,
+        by: &str,
+        until: Until,
+    ) -> Result<SystemTime, DeskError> {
+        let now = self.clock.now();
+        let record = self.load(id).await?;
+        let new_end = match until {
+            // "--for 30m" on a live session means thirty more minutes.
+            Until::For(more) => record.end_at.unwrap_or(now) + more,
+            Until::At(at) => at,
+        };
+        let vendor = self.policies.vendor(&record.vendor);
+        let new_end = session::decide_extension(&record, new_end, vendor, &self.zone, now)
+            .map_err(DeskError::Refused)?;
+        self.store
+            .set_session_end(id, new_end, by, now)
+            .await
+            .map_err(|e| DeskError::from_store(id, e))?;
+        Ok(new_end)
+    }
+
+    /// Stops (or resumes) all remote access. Returns how many live sessions were cut.
+    pub async fn set_lockdown(
+        &self,
+        active: bool,
+        reason: &str,
+        by: &str,
+    ) -> Result<u64, DeskError> {
+        self.store
+            .set_lockdown(active, reason, by, self.clock.now())
+            .await
+            .map_err(DeskError::Store)
+    }
+
+    /// The lockdown state.
+    pub async fn lockdown(&self) -> Result<LockdownState, DeskError> {
+        self.store.lockdown().await.map_err(DeskError::Store)
+    }
+}

@@ -1,0 +1,274 @@
+//! The technician's requests on the control stream: ask, list, open with a one-time password.
+//!
+//! Each handler checks, decides with [`crate::session`], writes through the store, and answers
+//! with a message or a refusal. Nothing here holds a connection open or waits on time; that
+//! is the connection driver's job.
+
+use std::time::{Duration, SystemTime};
+
+use proto::{ErrorCode, ErrorMessage, RequestAccess};
+
+use super::Shared;
+use crate::otp;
+use crate::pki::TechnicianIdentity;
+use crate::session::{self, NewRequest, Refusal, RequestId, RequestRecord, Stage};
+use crate::store::{RequestFilter, StoreError};
+use crate::targets::PinnedTargets;
+
+/// How many requests a status query lists.
+const STATUS_LIMIT: i64 = 20;
+
+/// A session the technician just opened.
+pub(super) struct OpenedSession {
+    pub(super) record: RequestRecord,
+    pub(super) end_at: SystemTime,
+    pub(super) pinned: PinnedTargets,
+}
+
+fn store_refusal(error: &StoreError) -> ErrorMessage {
+    tracing::error!(%error, "store failure while serving a technician");
+    ErrorMessage::new(
+        ErrorCode::StoreUnavailable,
+        "The broker cannot record this right now, so it will not do it; try again in a minute, and tell the hospital's IT if it keeps happening.",
+    )
+}
+
+fn not_found(id: &str) -> ErrorMessage {
+    ErrorMessage::new(
+        ErrorCode::RequestNotFound,
+        format!("You have no request {id}; check the id with `sekisho status`."),
+    )
+}
+
+/// A new request from `identity`.
+pub(super) async fn request_access(
+    shared: &Shared,
+    identity: &TechnicianIdentity,
+    ask: RequestAccess,
+) -> Result<RequestRecord, ErrorMessage> {
+    let vendor = shared
+        .policies
+        .vendor(identity.vendor())
+        .ok_or_else(|| not_enrolled(identity))?;
+    match shared
+        .store
+        .technician(identity.vendor(), identity.technician())
+        .await
+    {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(not_enrolled(identity)),
+        Err(e) => return Err(store_refusal(&e)),
+    }
+    let now = shared.clock.now();
+    let input = NewRequest {
+        targets: ask.targets,
+        purpose: ask.purpose.trim().to_owned(),
+        ticket: ask.ticket.trim().to_owned(),
+        wanted: Duration::from_secs(u64::from(ask.duration_secs)),
+    };
+    let answer_by = session::check_new_request(
+        &input,
+        vendor,
+        shared.hub.lockdown_active(),
+        now,
+        shared.answer_within,
+    )
+    .map_err(|refusal| refusal.to_wire())?;
+    let id =
+        RequestId::generate().map_err(|e| ErrorMessage::new(ErrorCode::Internal, e.to_string()))?;
+    let record = RequestRecord {
+        id,
+        vendor: identity.vendor().to_owned(),
+        technician: identity.technician().to_owned(),
+        targets: input.targets,
+        purpose: input.purpose,
+        ticket: input.ticket,
+        wanted: input.wanted,
+        created_at: now,
+        answer_by,
+        approvals_needed: vendor.access.approvals,
+        approvals: Vec::new(),
+        stage: Stage::Requested,
+        end_at: None,
+        pinned: None,
+        opened_at: None,
+        broker_id: None,
+        ended_at: None,
+        ended_by: None,
+        note: None,
+    };
+    shared
+        .store
+        .insert_request(&record, now)
+        .await
+        .map_err(|e| store_refusal(&e))?;
+    tracing::info!(
+        request = %record.id,
+        %identity,
+        targets = %record.targets.join(","),
+        purpose = %record.purpose,
+        ticket = %record.ticket,
+        wanted = %session::human_duration(record.wanted),
+        "new request waiting for approval"
+    );
+    Ok(record)
+}
+
+fn not_enrolled(identity: &TechnicianIdentity) -> ErrorMessage {
+    ErrorMessage::new(
+        ErrorCode::UnknownIdentity,
+        format!(
+            "{identity} has no one-time password set up at this hospital; ask the hospital's IT to enroll you."
+        ),
+    )
+}
+
+/// `identity`'s own request `id`.
+pub(super) async fn own_request(
+    shared: &Shared,
+    identity: &TechnicianIdentity,
+    id: &str,
+) -> Result<RequestRecord, ErrorMessage> {
+    let request_id = RequestId::parse(id).ok_or_else(|| not_found(id))?;
+    match shared.store.request(&request_id).await {
+        // Another technician's request is "not found" too: ids are not secrets, but nothing
+        // about other people's work is shown.
+        Ok(record)
+            if record.vendor == identity.vendor() && record.technician == identity.technician() =>
+        {
+            Ok(record)
+        }
+        Ok(_) | Err(StoreError::NotFound) => Err(not_found(id)),
+        Err(e) => Err(store_refusal(&e)),
+    }
+}
+
+/// `identity`'s recent requests, newest first.
+pub(super) async fn status(
+    shared: &Shared,
+    identity: &TechnicianIdentity,
+) -> Result<Vec<RequestRecord>, ErrorMessage> {
+    shared
+        .store
+        .requests(&RequestFilter {
+            vendor: Some(identity.vendor().to_owned()),
+            technician: Some(identity.technician().to_owned()),
+            states: Vec::new(),
+            limit: STATUS_LIMIT,
+        })
+        .await
+        .map_err(|e| store_refusal(&e))
+}
+
+/// Opens `id` as a session after checking the request, the policy again, and the OTP.
+pub(super) async fn open(
+    shared: &Shared,
+    identity: &TechnicianIdentity,
+    id: &str,
+    code: &str,
+) -> Result<OpenedSession, ErrorMessage> {
+    let record = own_request(shared, identity, id).await?;
+    let (vendor_id, technician) = (identity.vendor(), identity.technician());
+    let technician_row = match shared.store.technician(vendor_id, technician).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(not_enrolled(identity)),
+        Err(e) => return Err(store_refusal(&e)),
+    };
+    if technician_row.locked {
+        return Err(locked());
+    }
+    // The request and the policy first: a code is not spent on a request that cannot open.
+    let now = shared.clock.now();
+    let end_at = session::decide_opening(
+        &record,
+        shared.policies.vendor(vendor_id),
+        &shared.zone,
+        shared.hub.lockdown_active(),
+        now,
+    )
+    .map_err(|refusal: Refusal| refusal.to_wire())?;
+
+    let binding = identity.to_string();
+    let secret = shared
+        .sealing_key
+        .open(&binding, &technician_row.sealed_totp_secret)
+        .map_err(|e| {
+            tracing::error!(%identity, error = %e, "cannot open a TOTP secret");
+            ErrorMessage::new(
+                ErrorCode::Internal,
+                "The broker cannot check your one-time password; tell the hospital's IT.",
+            )
+        })?;
+    let step = otp::matching_step(&secret, code, now)
+        .map_err(|e| ErrorMessage::new(ErrorCode::Internal, e.to_string()))?;
+    let accepted = match step {
+        Some(step) => match shared
+            .store
+            .accept_otp_step(vendor_id, technician, step)
+            .await
+        {
+            Ok(()) => true,
+            Err(StoreError::Stale) => false,
+            Err(e) => return Err(store_refusal(&e)),
+        },
+        None => false,
+    };
+    if !accepted {
+        let failure = shared
+            .store
+            .record_otp_failure(vendor_id, technician)
+            .await
+            .map_err(|e| store_refusal(&e))?;
+        tracing::warn!(%identity, request = %record.id, failures = failure.failures, locked = failure.locked, "one-time password refused");
+        if failure.locked {
+            return Err(locked());
+        }
+        let left = crate::store::OTP_LOCKOUT_THRESHOLD - failure.failures;
+        let why = if step.is_some() {
+            "was already used; wait for the next code (at most 30 seconds) and type that"
+        } else {
+            "is not right; type the current code from your authenticator app"
+        };
+        return Err(ErrorMessage::new(
+            ErrorCode::OtpRejected,
+            format!(
+                "That one-time password {why} ({left} attempt(s) left before you are locked out)."
+            ),
+        ));
+    }
+
+    match shared
+        .store
+        .activate(&record.id, end_at, &shared.broker_id, now)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Stale) => {
+            return Err(ErrorMessage::new(
+                ErrorCode::RequestNotOpenable,
+                format!(
+                    "{} changed just now (revoked, expired or opened elsewhere); check it with `sekisho status`.",
+                    record.id
+                ),
+            ));
+        }
+        Err(e) => return Err(store_refusal(&e)),
+    }
+    let pinned = PinnedTargets::decode(record.pinned.as_deref().unwrap_or_default());
+    tracing::info!(%identity, request = %record.id, end_at = %shared.zone.format(end_at), "session opened");
+    Ok(OpenedSession {
+        record,
+        end_at,
+        pinned,
+    })
+}
+
+fn locked() -> ErrorMessage {
+    ErrorMessage::new(
+        ErrorCode::TechnicianLocked,
+        format!(
+            "You are locked out after {} wrong one-time passwords; ask the hospital's IT to unlock you.",
+            crate::store::OTP_LOCKOUT_THRESHOLD
+        ),
+    )
+}
