@@ -71,3 +71,17 @@ pub enum ForwardError {
     )]
     Protocol(String),
 }
+
+/// Why a request, a status query, a watch or an open failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The broker refused, with its reason (printed as it is).
+    #[error("{0}")]
+    Refused(ErrorMessage),
+    /// The connection is gone.
+    #[error("{0}")]
+    SessionEnded(String),
+    /// The broker answered with something the protocol does not allow here.
+    #[error("The broker answered with something unexpected ({0}); tell the hospital's IT.")]
+    Protocol(String),
+}

@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use tunnel::splice::{SpliceOutcome, splice};
 
 use crate::error::ForwardError;
-use crate::session::Session;
+use crate::session::Forwarder;
 
 /// `-L [BIND:]LOCAL_PORT:TARGET`: listen on `bind`, carry each connection to `target`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +87,7 @@ pub type EventSink = Arc<dyn Fn(ForwardEvent) + Send + Sync>;
 /// A connection the broker refuses is closed at once (the local program sees the connection
 /// drop) and the refusal is reported to `events`.
 pub async fn serve_local_forward(
-    session: Arc<Session>,
+    session: Forwarder,
     listener: TcpListener,
     target: String,
     events: EventSink,
@@ -126,7 +126,7 @@ pub async fn serve_local_forward(
 }
 
 async fn carry(
-    session: &Session,
+    session: &Forwarder,
     tcp: TcpStream,
     peer: SocketAddr,
     target: String,

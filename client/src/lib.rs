@@ -12,7 +12,8 @@
 //! # Layout
 //!
 //! - [`config`]: the broker address and the PEM files (CA to pin, certificate, key).
-//! - [`session`]: connect, the `Hello`/`Welcome` exchange, opening forwards, the end.
+//! - [`session`]: connect, the `Hello`/`Welcome` exchange, requests, opening a session with a
+//!   one-time password, the session's events, opening forwards.
 //! - [`forward`]: local listeners (`-L [BIND:]PORT:TARGET`) and their accept loops.
 //! - [`error`]: what can fail, and the sentence for each.
 
@@ -22,6 +23,6 @@ pub mod forward;
 pub mod session;
 
 pub use config::ClientConfig;
-pub use error::{ConnectError, ForwardError};
+pub use error::{ConnectError, ControlError, ForwardError};
 pub use forward::{ForwardEvent, LocalForward};
-pub use session::{Session, SessionEnd};
+pub use session::{Forwarder, Session, SessionEnd, SessionEvent};

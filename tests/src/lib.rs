@@ -1,8 +1,11 @@
 //! The end-to-end harness: a real broker, real TCP targets and real clients, in one process,
 //! every socket on `127.0.0.1:0`.
 //!
-//! - [`TestBroker`]: a broker with its own data directory and policy files written from a
-//!   [`Vendor`] list; it issues client certificates from its real CA.
+//! - [`TestBroker`]: a broker with its own data directory, database ([`stores`]: SQLite, or
+//!   PostgreSQL with `SEKISHO_TEST_STORE=postgres`), a clock the test moves, and policy files
+//!   written from a [`Vendor`] list; it issues client certificates from its real CA, gives
+//!   technicians TOTP secrets, approves as [`APPROVER`], and can run the whole
+//!   request → approve → one-time password → open flow ([`TestBroker::open_session`]).
 //! - [`EchoServer`], [`pattern`]: targets and data whose correctness a test can check.
 //! - [`LocalForward`]: a client-side `-L` listener on an open session, with its events.
 //!
@@ -12,24 +15,33 @@
 
 pub mod pattern;
 pub mod servers;
+pub mod stores;
 /// Real third-party servers (Python's http.server, sshd) and client programs, bounded in time.
 pub mod third_party;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use proto::RequestAccess;
+use sekisho_broker::approval::{Desk, Until};
+use sekisho_broker::clock::{Clock, ManualClock};
+use sekisho_broker::otp;
 use sekisho_broker::pki::{BrokerPki, IssuedCertificate, TechnicianIdentity};
-use sekisho_broker::{Broker, BrokerConfig};
+use sekisho_broker::secret::Secret;
+use sekisho_broker::session::RequestId;
+use sekisho_broker::{Broker, BrokerConfig, Hospital};
 use sekisho_client::forward::{EventSink, serve_local_forward};
-use sekisho_client::{ClientConfig, ConnectError, ForwardEvent, Session};
+use sekisho_client::{ClientConfig, ConnectError, ForwardEvent, Forwarder, Session};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use servers::EchoServer;
+pub use stores::env_postgres;
 
 /// Installs a log subscriber once, so `SEKISHO_LOG=debug cargo test` shows what happened.
 pub fn init_logging() {
@@ -43,12 +55,13 @@ pub fn init_logging() {
 }
 
 /// A vendor of the test policy and its targets (all with `allow_loopback = true`, since test
-/// targets listen on 127.0.0.1).
+/// targets listen on 127.0.0.1, except targets given as `localhost:PORT`).
 #[derive(Debug, Clone)]
 pub struct Vendor {
     pub id: String,
     pub targets: Vec<(String, String)>,
-    pub source_networks: Option<Vec<String>>,
+    /// Lines of the `[access]` table.
+    pub access: Vec<String>,
 }
 
 impl Vendor {
@@ -56,14 +69,8 @@ impl Vendor {
         Vendor {
             id: id.to_owned(),
             targets: Vec::new(),
-            source_networks: None,
+            access: Vec::new(),
         }
-    }
-
-    /// Allows connections only from these networks (CIDR).
-    pub fn source_networks(mut self, networks: &[&str]) -> Vendor {
-        self.source_networks = Some(networks.iter().map(|n| (*n).to_owned()).collect());
-        self
     }
 
     /// Adds a target at a socket address (allowed on loopback).
@@ -78,6 +85,31 @@ impl Vendor {
         self
     }
 
+    /// Allows connections only from these networks (CIDR).
+    pub fn source_networks(mut self, networks: &[&str]) -> Vendor {
+        let quoted: Vec<String> = networks.iter().map(|n| format!("\"{n}\"")).collect();
+        self.access.push(format!("source_networks = [{}]", quoted.join(", ")));
+        self
+    }
+
+    /// Sets `max_session` (e.g. "2h").
+    pub fn max_session(mut self, duration: &str) -> Vendor {
+        self.access.push(format!("max_session = \"{duration}\""));
+        self
+    }
+
+    /// Sets how many approvers must approve.
+    pub fn approvals(mut self, count: u8) -> Vendor {
+        self.access.push(format!("approvals = {count}"));
+        self
+    }
+
+    /// Sets the allowed hours (e.g. "Mon-Fri 08:00-20:00").
+    pub fn hours(mut self, hours: &str) -> Vendor {
+        self.access.push(format!("hours = \"{hours}\""));
+        self
+    }
+
     fn to_toml(&self) -> String {
         let mut toml = format!(
             "[vendor]\nid = \"{0}\"\nname = \"{0} Co., Ltd.\"\n\n",
@@ -89,12 +121,8 @@ impl Vendor {
                 "[[target]]\nname = \"{name}\"\naddress = \"{address}\"\nallow_loopback = {allow_loopback}\n\n"
             ));
         }
-        if let Some(networks) = &self.source_networks {
-            let quoted: Vec<String> = networks.iter().map(|n| format!("\"{n}\"")).collect();
-            toml.push_str(&format!(
-                "[access]\nsource_networks = [{}]\n",
-                quoted.join(", ")
-            ));
+        if !self.access.is_empty() {
+            toml.push_str(&format!("[access]\n{}\n", self.access.join("\n")));
         }
         toml
     }
@@ -109,9 +137,13 @@ pub fn write_policies(dir: &Path, vendors: &[Vendor]) -> PathBuf {
         "[hospital]\nname = \"Test Hospital\"\ntimezone = \"Asia/Tokyo\"\n",
     )
     .unwrap();
+    let vendor_dir = policies.join("vendors");
+    for entry in std::fs::read_dir(&vendor_dir).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
     for vendor in vendors {
         std::fs::write(
-            policies.join("vendors").join(format!("{}.toml", vendor.id)),
+            vendor_dir.join(format!("{}.toml", vendor.id)),
             vendor.to_toml(),
         )
         .unwrap();
@@ -119,30 +151,66 @@ pub fn write_policies(dir: &Path, vendors: &[Vendor]) -> PathBuf {
     policies
 }
 
-/// A running broker on `127.0.0.1:0`, stopped when dropped.
+/// The approver the harness approves as.
+pub const APPROVER: &str = "suzuki";
+
+/// A running broker on `127.0.0.1:0` with a clock the test moves, stopped when dropped.
 pub struct TestBroker {
     addr: SocketAddr,
     pki: BrokerPki,
     shutdown: CancellationToken,
     stopped: Arc<Notify>,
+    config: BrokerConfig,
+    clock: ManualClock,
+    hospital: Hospital,
+    secrets: Mutex<HashMap<String, Secret<Vec<u8>>>>,
     dir: TempDir,
 }
 
 impl TestBroker {
     /// Starts a broker whose policies name `vendors`.
     pub async fn start(vendors: &[Vendor]) -> TestBroker {
+        TestBroker::start_with(vendors, |_| {}).await
+    }
+
+    /// Starts a broker whose policies name `vendors`, after `adjust` has changed its
+    /// configuration.
+    pub async fn start_with(vendors: &[Vendor], adjust: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
         init_logging();
         let dir = tempfile::tempdir().unwrap();
         let policies = write_policies(dir.path(), vendors);
-        TestBroker::start_in(dir, policies).await
-    }
-
-    async fn start_in(dir: TempDir, policies: PathBuf) -> TestBroker {
         let mut config = BrokerConfig::new(dir.path().join("data"), policies);
         config.listen = "127.0.0.1:0".parse().unwrap();
-        let broker = Broker::bind(config).await.expect("the test broker binds");
+        config.database = Some(stores::fresh_store(dir.path()).await);
+        let clock = ManualClock::new(SystemTime::now());
+        config.clock = Arc::new(clock.clone());
+        adjust(&mut config);
+        TestBroker::run(dir, config, clock, HashMap::new()).await
+    }
+
+    async fn run(
+        dir: TempDir,
+        config: BrokerConfig,
+        clock: ManualClock,
+        secrets: HashMap<String, Secret<Vec<u8>>>,
+    ) -> TestBroker {
+        let (addr, shutdown, stopped) = TestBroker::launch(&config).await;
+        TestBroker {
+            addr,
+            pki: BrokerPki::load_or_create(&config.data_dir).unwrap(),
+            shutdown,
+            stopped,
+            hospital: Hospital::open(&config).await.unwrap(),
+            config,
+            clock,
+            secrets: Mutex::new(secrets),
+            dir,
+        }
+    }
+
+    async fn launch(config: &BrokerConfig) -> (SocketAddr, CancellationToken, Arc<Notify>) {
+        let broker = Broker::bind(config.clone()).await.expect("the test broker binds");
         let addr = broker.local_addr();
-        let pki = BrokerPki::load_or_create(&dir.path().join("data")).unwrap();
         let shutdown = CancellationToken::new();
         let stopped = Arc::new(Notify::new());
         let (run_shutdown, run_stopped) = (shutdown.clone(), stopped.clone());
@@ -150,13 +218,19 @@ impl TestBroker {
             broker.run(run_shutdown).await;
             run_stopped.notify_one();
         });
-        TestBroker {
-            addr,
-            pki,
-            shutdown,
-            stopped,
-            dir,
-        }
+        (addr, shutdown, stopped)
+    }
+
+    /// Stops the broker (as a shutdown does) and starts it again on the same data directory,
+    /// database and policy files (rewritten ones are read anew). The address changes.
+    pub async fn restart(&mut self) {
+        self.shutdown.cancel();
+        self.stopped.notified().await;
+        let (addr, shutdown, stopped) = TestBroker::launch(&self.config).await;
+        self.addr = addr;
+        self.shutdown = shutdown;
+        self.stopped = stopped;
+        self.hospital = Hospital::open(&self.config).await.unwrap();
     }
 
     /// The broker's UDP address.
@@ -172,6 +246,50 @@ impl TestBroker {
     /// A working directory that lives as long as the broker.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The clock the broker reads; move it to reach end times.
+    pub fn clock(&self) -> &ManualClock {
+        &self.clock
+    }
+
+    /// The hospital's desk on this broker's database and clock.
+    pub fn desk(&self) -> Desk {
+        self.hospital.desk(Arc::new(self.clock.clone()))
+    }
+
+    /// The broker's configuration.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Rewrites the policy files (the broker reads them at start; see [`restart`]).
+    pub fn rewrite_policies(&self, vendors: &[Vendor]) {
+        write_policies(self.dir.path(), vendors);
+    }
+
+    /// Gives `vendor`/`technician` a TOTP secret (once) and returns it.
+    pub async fn enroll(&self, vendor: &str, technician: &str) -> Secret<Vec<u8>> {
+        let key = format!("{vendor}/{technician}");
+        if let Some(secret) = self.secrets.lock().unwrap().get(&key) {
+            return secret.clone();
+        }
+        let identity = TechnicianIdentity::new(vendor, technician).unwrap();
+        let secret = self
+            .hospital
+            .set_technician_secret(&identity, self.clock.now())
+            .await
+            .unwrap();
+        self.secrets.lock().unwrap().insert(key, secret.clone());
+        secret
+    }
+
+    /// The code `vendor`/`technician`'s authenticator shows now, after moving the clock to
+    /// the next 30-second step (so each call gives a code not used before).
+    pub async fn next_otp(&self, vendor: &str, technician: &str) -> String {
+        let secret = self.enroll(vendor, technician).await;
+        self.clock.advance(Duration::from_secs(30));
+        otp::code_at(&secret, self.clock.now()).unwrap()
     }
 
     /// A client certificate and key for `vendor`/`technician` from this broker's CA.
@@ -199,18 +317,50 @@ impl TestBroker {
     pub fn client_files(&self, vendor: &str, technician: &str) -> [PathBuf; 3] {
         self.issue(vendor, technician)
             .write_to(
-                &self
-                    .dir
-                    .path()
-                    .join(format!("client-{vendor}-{technician}")),
+                &self.dir.path().join(format!("client-{vendor}-{technician}")),
                 self.ca_pem(),
             )
             .unwrap()
     }
 
-    /// Opens a session as `vendor`/`technician`.
+    /// Connects as `vendor`/`technician` (authenticated, no session yet).
     pub async fn connect(&self, vendor: &str, technician: &str) -> Result<Session, ConnectError> {
         Session::connect(&self.client_config(vendor, technician)).await
+    }
+
+    /// Asks for `targets` for an hour as `vendor`/`technician`; returns the request id.
+    pub async fn request(&self, session: &mut Session, targets: &[&str]) -> String {
+        let vendor = session.welcome().vendor.clone();
+        let technician = session.welcome().technician.clone();
+        self.enroll(&vendor, &technician).await;
+        session
+            .request(RequestAccess {
+                targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+                purpose: "end-to-end test".into(),
+                ticket: "TEST-1".into(),
+                duration_secs: 3600,
+            })
+            .await
+            .unwrap()
+            .id
+    }
+
+    /// Approves request `id` as [`APPROVER`] for an hour.
+    pub async fn approve(&self, id: &str) {
+        self.desk()
+            .approve(&RequestId::parse(id).unwrap(), APPROVER, Until::For(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+    }
+
+    /// The whole flow: connect, request `targets`, approve, open with a fresh code.
+    pub async fn open_session(&self, vendor: &str, technician: &str, targets: &[&str]) -> Session {
+        let mut session = self.connect(vendor, technician).await.unwrap();
+        let id = self.request(&mut session, targets).await;
+        self.approve(&id).await;
+        let code = self.next_otp(vendor, technician).await;
+        session.open(&id, &code).await.unwrap();
+        session
     }
 
     /// Stops the broker and waits until its run loop has returned.
@@ -235,7 +385,7 @@ pub struct LocalForward {
 }
 
 impl LocalForward {
-    pub async fn start(session: Arc<Session>, target: &str) -> LocalForward {
+    pub async fn start(session: Forwarder, target: &str) -> LocalForward {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -287,12 +437,4 @@ impl Drop for LocalForward {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-/// Where PostgreSQL runs for tests, from `SEKISHO_TEST_POSTGRES` (`host:port`), if set.
-/// `.ci/run` sets it, so in CI these tests always run.
-pub fn env_postgres() -> Option<String> {
-    std::env::var("SEKISHO_TEST_POSTGRES")
-        .ok()
-        .filter(|s| !s.is_empty())
 }

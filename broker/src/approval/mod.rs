@@ -163,12 +163,10 @@ impl Desk {
             (true, Some(vendor)) => {
                 let pinned = PinnedTargets::resolve(vendor, &record.targets).await;
                 if let Some((name, problem)) = pinned.first_problem() {
+                    let refusal = problem.to_refusal(name);
                     return Err(DeskError::Refused(Refusal {
-                        code: proto::ErrorCode::TargetUnreachable,
-                        message: format!(
-                            "{} Deny the request or fix the policy.",
-                            problem.to_refusal(name).message
-                        ),
+                        code: refusal.code,
+                        message: format!("{} Deny the request or fix the policy.", refusal.message),
                     }));
                 }
                 Some(pinned.encode())

@@ -3,7 +3,11 @@ use std::sync::Arc;
 use proto::{ErrorCode, Hello, Message};
 use quinn::ConnectionError;
 use sekisho_client::{ClientConfig, ConnectError, ForwardError, Session};
-use sekisho_e2e::{EchoServer, TestBroker, Vendor};
+use std::time::Duration;
+
+use sekisho_broker::approval::{DeskError, Until};
+use sekisho_broker::session::RequestId;
+use sekisho_e2e::{APPROVER, EchoServer, TestBroker, Vendor};
 use tokio::net::TcpListener;
 use tunnel::frames::{MessageReader, write_message};
 
@@ -31,7 +35,7 @@ async fn two_vendors() -> (TestBroker, EchoServer, EchoServer) {
 #[tokio::test]
 async fn an_unknown_target_name_is_refused_with_a_sentence_that_says_what_to_do() {
     let (broker, _ours, _theirs) = two_vendors().await;
-    let session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let session = broker.open_session("acme-ehr", "tanaka", &["ehr-db"]).await;
     let refused = refusal(session.open_forward("no-such-target").await);
     assert_eq!(refused.code, ErrorCode::TargetRefused);
     assert_eq!(
@@ -45,7 +49,7 @@ async fn an_unknown_target_name_is_refused_with_a_sentence_that_says_what_to_do(
 #[tokio::test]
 async fn another_vendors_target_gets_exactly_the_answer_a_made_up_name_gets() {
     let (broker, _ours, _theirs) = two_vendors().await;
-    let session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let session = broker.open_session("acme-ehr", "tanaka", &["ehr-db"]).await;
     let theirs = refusal(session.open_forward("pacs").await);
     let made_up = refusal(session.open_forward("zzzz").await);
     assert_eq!(theirs.code, made_up.code);
@@ -55,7 +59,7 @@ async fn another_vendors_target_gets_exactly_the_answer_a_made_up_name_gets() {
 #[tokio::test]
 async fn an_address_instead_of_a_target_name_is_refused() {
     let (broker, ours, _theirs) = two_vendors().await;
-    let session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let session = broker.open_session("acme-ehr", "tanaka", &["ehr-db"]).await;
     let refused = refusal(session.open_forward(&ours.addr().to_string()).await);
     assert_eq!(refused.code, ErrorCode::TargetRefused);
 }
@@ -67,10 +71,21 @@ async fn a_target_name_that_resolves_to_loopback_is_refused_unless_the_policy_al
         TestBroker::start(&[Vendor::new("acme-ehr")
             .target_at("sneaky", &format!("localhost:{}", echo.addr().port()))])
         .await;
-    let session = broker.connect("acme-ehr", "tanaka").await.unwrap();
-    let refused = refusal(session.open_forward("sneaky").await);
-    assert_eq!(refused.code, ErrorCode::TargetAddressForbidden);
-    assert!(refused.message.contains("loopback"), "{}", refused.message);
+    // Names resolve when the request is approved: the approval is refused, and says why.
+    let mut session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let id = broker.request(&mut session, &["sneaky"]).await;
+    let refused = broker
+        .desk()
+        .approve(&RequestId::parse(&id).unwrap(), APPROVER, Until::For(Duration::from_secs(600)))
+        .await
+        .expect_err("a target that resolves to loopback is never pinned");
+    match refused {
+        DeskError::Refused(refusal) => {
+            assert_eq!(refusal.code, ErrorCode::TargetAddressForbidden);
+            assert!(refusal.message.contains("loopback"), "{}", refusal.message);
+        }
+        other => panic!("expected a refusal, got {other}"),
+    }
 }
 
 #[tokio::test]
@@ -80,7 +95,7 @@ async fn a_target_that_does_not_answer_is_reported_as_unreachable() {
         listener.local_addr().unwrap()
     };
     let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("down", closed_port)]).await;
-    let session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let session = broker.open_session("acme-ehr", "tanaka", &["down"]).await;
     let refused = refusal(session.open_forward("down").await);
     assert_eq!(refused.code, ErrorCode::TargetUnreachable);
     assert!(
@@ -237,7 +252,7 @@ async fn a_client_of_another_protocol_version_is_told_to_install_the_right_clien
 #[tokio::test]
 async fn a_forward_that_does_not_start_with_connect_is_refused_as_a_protocol_violation() {
     let (broker, _ours, _theirs) = two_vendors().await;
-    let session = Arc::new(broker.connect("acme-ehr", "tanaka").await.unwrap());
+    let session = broker.open_session("acme-ehr", "tanaka", &["ehr-db"]).await;
     let (mut send, mut recv) = session.connection().open_bi().await.unwrap();
     send.write_all(&[0x10, 0, 0, 0, 3, 0, 9, b'x'])
         .await
@@ -270,6 +285,39 @@ async fn a_vendor_limited_to_its_own_networks_is_refused_from_elsewhere() {
         Err(other) => panic!("expected the broker's refusal, got: {other}"),
         Ok(_) => panic!("a connection from outside the vendor's networks was accepted"),
     }
-    let allowed = broker.connect("local-vendor", "sato").await.unwrap();
+    let allowed = broker.open_session("local-vendor", "sato", &["echo"]).await;
     assert!(allowed.open_forward("echo").await.is_ok());
+}
+
+#[tokio::test]
+async fn a_forward_before_any_session_is_open_is_refused() {
+    let (broker, _ours, _theirs) = two_vendors().await;
+    let session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let refused = refusal(session.open_forward("ehr-db").await);
+    assert_eq!(refused.code, ErrorCode::NoSession);
+    assert!(refused.message.contains("sekisho connect"), "{}", refused.message);
+}
+
+#[tokio::test]
+async fn a_session_reaches_only_the_targets_it_was_approved_for() {
+    let one = EchoServer::start().await;
+    let two = EchoServer::start().await;
+    let broker = TestBroker::start(&[Vendor::new("acme-ehr")
+        .target("ehr-db", one.addr())
+        .target("ehr-web", two.addr())])
+    .await;
+    let session = broker.open_session("acme-ehr", "tanaka", &["ehr-db"]).await;
+    assert!(session.open_forward("ehr-db").await.is_ok());
+    // The vendor may reach ehr-web, but this session was not approved for it: the answer is
+    // the one any unknown name gets.
+    assert_eq!(
+        refusal(session.open_forward("ehr-web").await),
+        refusal(session.open_forward("no-such-target").await.map_err(|e| match e {
+            ForwardError::Refused(mut refusal) => {
+                refusal.message = refusal.message.replace("no-such-target", "ehr-web");
+                ForwardError::Refused(refusal)
+            }
+            other => other,
+        }))
+    );
 }

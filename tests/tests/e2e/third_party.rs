@@ -1,5 +1,4 @@
 use std::path::Path;
-use std::sync::Arc;
 
 use sekisho_client::ForwardEvent;
 use sekisho_e2e::pattern::Pattern;
@@ -52,8 +51,8 @@ async fn curl_fetches_pages_through_a_forward_and_fails_on_a_target_the_vendor_l
     std::fs::write(root.path().join("big.bin"), &big).unwrap();
     let http = HttpServer::start(root.path()).await;
     let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("web", http.addr())]).await;
-    let session = Arc::new(broker.connect("acme-ehr", "tanaka").await.unwrap());
-    let web = LocalForward::start(session.clone(), "web").await;
+    let session = broker.open_session("acme-ehr", "tanaka", &["web"]).await;
+    let web = LocalForward::start(session.forwarder(), "web").await;
 
     let mut command = Command::new(&curl);
     command
@@ -73,7 +72,7 @@ async fn curl_fetches_pages_through_a_forward_and_fails_on_a_target_the_vendor_l
     wait_for_carried(&web, "the forward reporting the download", true, 5 * MIB).await;
 
     // `db` is not in acme-ehr's policy: the broker refuses, the client resets the connection.
-    let db = LocalForward::start(session, "db").await;
+    let db = LocalForward::start(session.forwarder(), "db").await;
     let mut command = Command::new(&curl);
     command
         .args(["-sS", "--fail"])
@@ -125,8 +124,8 @@ async fn psql_runs_queries_against_a_real_postgresql_through_a_forward() {
         .next()
         .unwrap_or_else(|| panic!("SEKISHO_TEST_POSTGRES={postgres} has no address"));
     let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("ehr-db", database)]).await;
-    let session = Arc::new(broker.connect("acme-ehr", "tanaka").await.unwrap());
-    let forward = LocalForward::start(session, "ehr-db").await;
+    let session = broker.open_session("acme-ehr", "tanaka", &["ehr-db"]).await;
+    let forward = LocalForward::start(session.forwarder(), "ehr-db").await;
 
     let answer = run_ok(psql(
         &psql_path,
@@ -187,8 +186,8 @@ async fn ssh_runs_a_command_and_scp_copies_eight_mebibytes_both_ways_through_a_f
     let sshd = Sshd::start().await;
     let broker =
         TestBroker::start(&[Vendor::new("acme-ehr").target("maint-ssh", sshd.addr())]).await;
-    let session = Arc::new(broker.connect("acme-ehr", "tanaka").await.unwrap());
-    let forward = LocalForward::start(session, "maint-ssh").await;
+    let session = broker.open_session("acme-ehr", "tanaka", &["maint-ssh"]).await;
+    let forward = LocalForward::start(session.forwarder(), "maint-ssh").await;
     let port = forward.addr().port().to_string();
     let login = format!("{}@127.0.0.1", sshd.user());
 

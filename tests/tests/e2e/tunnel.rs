@@ -1,4 +1,3 @@
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sekisho_client::{ForwardEvent, Session};
@@ -12,10 +11,10 @@ use tunnel::splice::SpliceEnd;
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 
-async fn echo_session() -> (TestBroker, EchoServer, Arc<Session>) {
+async fn echo_session() -> (TestBroker, EchoServer, Session) {
     let echo = EchoServer::start().await;
     let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("echo", echo.addr())]).await;
-    let session = Arc::new(broker.connect("acme-ehr", "tanaka").await.unwrap());
+    let session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
     (broker, echo, session)
 }
 
@@ -58,7 +57,7 @@ async fn echo_through(addr: std::net::SocketAddr, len: usize, seed: u64) -> Dura
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mebibyte_comes_back_byte_identical() {
     let (_broker, echo, session) = echo_session().await;
-    let forward = LocalForward::start(session, "echo").await;
+    let forward = LocalForward::start(session.forwarder(), "echo").await;
     echo_through(forward.addr(), MIB, 1).await;
     let _ = echo;
 }
@@ -66,7 +65,7 @@ async fn one_mebibyte_comes_back_byte_identical() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_mebibytes_come_back_byte_identical() {
     let (_broker, echo, session) = echo_session().await;
-    let forward = LocalForward::start(session, "echo").await;
+    let forward = LocalForward::start(session.forwarder(), "echo").await;
     let direct = echo_through(echo.addr(), 100 * MIB, 2).await;
     let tunnelled = echo_through(forward.addr(), 100 * MIB, 3).await;
     eprintln!("100 MiB echoed: direct {direct:?}, through the tunnel {tunnelled:?}");
@@ -75,7 +74,7 @@ async fn a_hundred_mebibytes_come_back_byte_identical() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_forwards_on_one_session_all_arrive_intact() {
     let (_broker, _echo, session) = echo_session().await;
-    let forward = LocalForward::start(session.clone(), "echo").await;
+    let forward = LocalForward::start(session.forwarder(), "echo").await;
     let transfers: Vec<_> = (0..50)
         .map(|i| {
             tokio::spawn(echo_through(
@@ -96,8 +95,8 @@ async fn fifty_concurrent_forwards_on_one_session_all_arrive_intact() {
 async fn a_half_closed_request_still_gets_its_whole_answer() {
     let mut server = ManualServer::start().await;
     let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("web", server.addr())]).await;
-    let session = Arc::new(broker.connect("acme-ehr", "tanaka").await.unwrap());
-    let forward = LocalForward::start(session, "web").await;
+    let session = broker.open_session("acme-ehr", "tanaka", &["web"]).await;
+    let forward = LocalForward::start(session.forwarder(), "web").await;
 
     let mut client = TcpStream::connect(forward.addr()).await.unwrap();
     client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
@@ -125,8 +124,8 @@ async fn a_half_closed_request_still_gets_its_whole_answer() {
 async fn a_target_that_stops_reading_stalls_the_sender_and_loses_nothing() {
     let mut server = ManualServer::start().await;
     let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("slow", server.addr())]).await;
-    let session = Arc::new(broker.connect("acme-ehr", "tanaka").await.unwrap());
-    let forward = LocalForward::start(session, "slow").await;
+    let session = broker.open_session("acme-ehr", "tanaka", &["slow"]).await;
+    let forward = LocalForward::start(session.forwarder(), "slow").await;
 
     let client = TcpStream::connect(forward.addr()).await.unwrap();
     let mut target = server.accept().await;
@@ -186,8 +185,8 @@ async fn a_target_that_stops_reading_stalls_the_sender_and_loses_nothing() {
 async fn a_target_reset_reaches_the_local_program_as_a_reset() {
     let mut server = ManualServer::start().await;
     let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("flaky", server.addr())]).await;
-    let session = Arc::new(broker.connect("acme-ehr", "tanaka").await.unwrap());
-    let forward = LocalForward::start(session, "flaky").await;
+    let session = broker.open_session("acme-ehr", "tanaka", &["flaky"]).await;
+    let forward = LocalForward::start(session.forwarder(), "flaky").await;
 
     let mut client = TcpStream::connect(forward.addr()).await.unwrap();
     client.write_all(b"hello").await.unwrap();
@@ -216,7 +215,7 @@ async fn a_target_reset_reaches_the_local_program_as_a_reset() {
 async fn closing_the_session_cuts_its_forwards_at_the_target() {
     let mut server = ManualServer::start().await;
     let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("db", server.addr())]).await;
-    let session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let session = broker.open_session("acme-ehr", "tanaka", &["db"]).await;
     let (mut send, _recv) = session.open_forward("db").await.unwrap();
     send.write_all(b"x").await.unwrap();
     let mut target = server.accept().await;
