@@ -151,6 +151,13 @@ pub fn write_policies(dir: &Path, vendors: &[Vendor]) -> PathBuf {
     policies
 }
 
+/// Where every test broker's clock starts: Monday 2026-11-23 10:00 in Asia/Tokyo (01:00 UTC),
+/// so tests of allowed hours know the weekday and time. (TLS certificates are still checked
+/// against the real time.)
+pub fn clock_start() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_395_600)
+}
+
 /// The approver the harness approves as.
 pub const APPROVER: &str = "suzuki";
 
@@ -182,7 +189,7 @@ impl TestBroker {
         let mut config = BrokerConfig::new(dir.path().join("data"), policies);
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.database = Some(stores::fresh_store(dir.path()).await);
-        let clock = ManualClock::new(SystemTime::now());
+        let clock = ManualClock::new(clock_start());
         config.clock = Arc::new(clock.clone());
         adjust(&mut config);
         TestBroker::run(dir, config, clock, HashMap::new()).await

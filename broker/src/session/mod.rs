@@ -576,6 +576,14 @@ fn expect_pending(record: &RequestRecord, now: SystemTime) -> Result<(), Refusal
                 record.id
             ),
         )),
+        Stage::Ended(reason) => Err(Refusal::new(
+            ErrorCode::RequestNotOpenable,
+            format!(
+                "{} is already over ({}); only pending requests can be answered.",
+                record.id,
+                reason.as_str()
+            ),
+        )),
         other => Err(Refusal::new(
             ErrorCode::RequestNotOpenable,
             format!(

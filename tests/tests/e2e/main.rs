@@ -4,6 +4,8 @@
 
 /// What the broker and the client refuse, and the sentence each refusal carries.
 mod refusals;
+/// Sessions: request, approval, one-time password, end time, revocation, lockdown, restart.
+mod sessions;
 /// Real programs through a forward: curl, psql, ssh and scp against real servers.
 mod third_party;
 /// The data path: transfers, concurrency, half-close, backpressure, resets.
