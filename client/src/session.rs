@@ -87,10 +87,11 @@ impl Session {
         } else {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ConnectError::Unreachable {
-            broker: config.broker.clone(),
-            reason: format!("cannot open a UDP socket: {e}"),
-        })?;
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| ConnectError::Unreachable {
+                broker: config.broker.clone(),
+                reason: format!("cannot open a UDP socket: {e}"),
+            })?;
         endpoint.set_default_client_config(config.quic_config()?);
 
         let handshake = async {
@@ -106,10 +107,12 @@ impl Session {
                 version: proto::PROTOCOL_VERSION,
                 client_software: concat!("sekisho/", env!("CARGO_PKG_VERSION")).to_owned(),
             });
-            write_message(&mut send, &hello).await.map_err(|e| match e {
-                quinn::WriteError::ConnectionLost(e) => classify(&config.broker, e),
-                other => ConnectError::Connection(other.to_string()),
-            })?;
+            write_message(&mut send, &hello)
+                .await
+                .map_err(|e| match e {
+                    quinn::WriteError::ConnectionLost(e) => classify(&config.broker, e),
+                    other => ConnectError::Connection(other.to_string()),
+                })?;
             let mut reader = MessageReader::new();
             match reader.expect(&mut recv).await {
                 Ok(Message::Welcome(welcome)) => Ok((connection, send, recv, reader, welcome)),
@@ -165,7 +168,9 @@ impl Session {
         write_message(&mut self.control_send, message)
             .await
             .map_err(|e| match e {
-                quinn::WriteError::ConnectionLost(e) => ControlError::SessionEnded(describe_end(&e).reason),
+                quinn::WriteError::ConnectionLost(e) => {
+                    ControlError::SessionEnded(describe_end(&e).reason)
+                }
                 other => ControlError::Protocol(other.to_string()),
             })
     }
@@ -187,7 +192,10 @@ impl Session {
         match self.receive().await? {
             Message::RequestStatus(view) => Ok(view),
             Message::Error(refusal) => Err(ControlError::Refused(refusal)),
-            other => Err(ControlError::Protocol(format!("got {} for a request", other.name()))),
+            other => Err(ControlError::Protocol(format!(
+                "got {} for a request",
+                other.name()
+            ))),
         }
     }
 
@@ -200,7 +208,12 @@ impl Session {
                 Message::RequestStatus(view) => views.push(view),
                 Message::StatusDone(_) => return Ok(views),
                 Message::Error(refusal) => return Err(ControlError::Refused(refusal)),
-                other => return Err(ControlError::Protocol(format!("got {} in a status listing", other.name()))),
+                other => {
+                    return Err(ControlError::Protocol(format!(
+                        "got {} in a status listing",
+                        other.name()
+                    )));
+                }
             }
         }
     }
@@ -215,7 +228,10 @@ impl Session {
         match self.receive().await? {
             Message::RequestStatus(view) => Ok(view),
             Message::Error(refusal) => Err(ControlError::Refused(refusal)),
-            other => Err(ControlError::Protocol(format!("got {} for a watch", other.name()))),
+            other => Err(ControlError::Protocol(format!(
+                "got {} for a watch",
+                other.name()
+            ))),
         }
     }
 
@@ -233,7 +249,12 @@ impl Session {
                 Message::Error(refusal) => return Err(ControlError::Refused(refusal)),
                 // A status push for a watched request may cross the answer; it is stale now.
                 Message::RequestStatus(_) => continue,
-                other => return Err(ControlError::Protocol(format!("got {} for Open", other.name()))),
+                other => {
+                    return Err(ControlError::Protocol(format!(
+                        "got {} for Open",
+                        other.name()
+                    )));
+                }
             }
         }
     }
@@ -256,7 +277,10 @@ impl Session {
             },
             Ok(other) => SessionEvent::Lost(SessionEnd {
                 by_technician: false,
-                reason: format!("The broker sent something unexpected ({}); tell the hospital's IT.", other.name()),
+                reason: format!(
+                    "The broker sent something unexpected ({}); tell the hospital's IT.",
+                    other.name()
+                ),
             }),
             Err(ControlError::SessionEnded(reason)) => SessionEvent::Lost(SessionEnd {
                 by_technician: false,
@@ -270,7 +294,10 @@ impl Session {
     }
 
     /// Opens a forward to `target` (see [`Forwarder::open_forward`]).
-    pub async fn open_forward(&self, target: &str) -> Result<(quinn::SendStream, quinn::RecvStream), ForwardError> {
+    pub async fn open_forward(
+        &self,
+        target: &str,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), ForwardError> {
         self.forwarder().open_forward(target).await
     }
 
@@ -280,23 +307,29 @@ impl Session {
         let _ = self.control_send.finish();
         self.connection
             .close(close_code::SESSION_CLOSED, b"closed by the technician");
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle())
+            .await;
     }
 }
 
 impl Forwarder {
     /// Opens a forward to `target` and waits for the broker's answer. On `Ok`, bytes written
     /// to the send stream reach the target and its answers arrive on the receive stream.
-    pub async fn open_forward(&self, target: &str) -> Result<(quinn::SendStream, quinn::RecvStream), ForwardError> {
+    pub async fn open_forward(
+        &self,
+        target: &str,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), ForwardError> {
         let ended = |e: ConnectionError| ForwardError::SessionEnded(describe_end(&e).reason);
         let (mut send, mut recv) = self.connection.open_bi().await.map_err(ended)?;
         let connect = Message::Connect(Connect {
             target: target.to_owned(),
         });
-        write_message(&mut send, &connect).await.map_err(|e| match e {
-            quinn::WriteError::ConnectionLost(e) => ended(e),
-            other => ForwardError::Protocol(other.to_string()),
-        })?;
+        write_message(&mut send, &connect)
+            .await
+            .map_err(|e| match e {
+                quinn::WriteError::ConnectionLost(e) => ended(e),
+                other => ForwardError::Protocol(other.to_string()),
+            })?;
         match MessageReader::new().expect(&mut recv).await {
             Ok(Message::Connected(_)) => Ok((send, recv)),
             Ok(Message::Error(refusal)) => Err(ForwardError::Refused(refusal)),
@@ -353,7 +386,8 @@ fn classify(broker: &str, error: ConnectionError) -> ConnectError {
             ConnectError::Refused(proto::ErrorMessage::new(
                 proto::ErrorCode::Unknown(0),
                 if reason.is_empty() {
-                    "The broker closed the connection without saying why; tell the hospital's IT.".to_owned()
+                    "The broker closed the connection without saying why; tell the hospital's IT."
+                        .to_owned()
                 } else {
                     reason
                 },

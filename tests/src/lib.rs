@@ -88,7 +88,8 @@ impl Vendor {
     /// Allows connections only from these networks (CIDR).
     pub fn source_networks(mut self, networks: &[&str]) -> Vendor {
         let quoted: Vec<String> = networks.iter().map(|n| format!("\"{n}\"")).collect();
-        self.access.push(format!("source_networks = [{}]", quoted.join(", ")));
+        self.access
+            .push(format!("source_networks = [{}]", quoted.join(", ")));
         self
     }
 
@@ -182,7 +183,10 @@ impl TestBroker {
 
     /// Starts a broker whose policies name `vendors`, after `adjust` has changed its
     /// configuration.
-    pub async fn start_with(vendors: &[Vendor], adjust: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
+    pub async fn start_with(
+        vendors: &[Vendor],
+        adjust: impl FnOnce(&mut BrokerConfig),
+    ) -> TestBroker {
         init_logging();
         let dir = tempfile::tempdir().unwrap();
         let policies = write_policies(dir.path(), vendors);
@@ -216,7 +220,9 @@ impl TestBroker {
     }
 
     async fn launch(config: &BrokerConfig) -> (SocketAddr, CancellationToken, Arc<Notify>) {
-        let broker = Broker::bind(config.clone()).await.expect("the test broker binds");
+        let broker = Broker::bind(config.clone())
+            .await
+            .expect("the test broker binds");
         let addr = broker.local_addr();
         let shutdown = CancellationToken::new();
         let stopped = Arc::new(Notify::new());
@@ -231,8 +237,15 @@ impl TestBroker {
     /// Stops the broker (as a shutdown does) and starts it again on the same data directory,
     /// database and policy files (rewritten ones are read anew). The address changes.
     pub async fn restart(&mut self) {
+        self.restart_after(async {}).await;
+    }
+
+    /// Like [`restart`](TestBroker::restart), running `between` while the broker is down
+    /// (to leave the store as a crash would).
+    pub async fn restart_after(&mut self, between: impl std::future::Future<Output = ()>) {
         self.shutdown.cancel();
         self.stopped.notified().await;
+        between.await;
         let (addr, shutdown, stopped) = TestBroker::launch(&self.config).await;
         self.addr = addr;
         self.shutdown = shutdown;
@@ -324,7 +337,10 @@ impl TestBroker {
     pub fn client_files(&self, vendor: &str, technician: &str) -> [PathBuf; 3] {
         self.issue(vendor, technician)
             .write_to(
-                &self.dir.path().join(format!("client-{vendor}-{technician}")),
+                &self
+                    .dir
+                    .path()
+                    .join(format!("client-{vendor}-{technician}")),
                 self.ca_pem(),
             )
             .unwrap()
@@ -355,7 +371,11 @@ impl TestBroker {
     /// Approves request `id` as [`APPROVER`] for an hour.
     pub async fn approve(&self, id: &str) {
         self.desk()
-            .approve(&RequestId::parse(id).unwrap(), APPROVER, Until::For(Duration::from_secs(3600)))
+            .approve(
+                &RequestId::parse(id).unwrap(),
+                APPROVER,
+                Until::For(Duration::from_secs(3600)),
+            )
             .await
             .unwrap();
     }

@@ -29,7 +29,8 @@ pub async fn fresh_store(dir: &Path) -> StoreLocation {
     if !postgres_selected() {
         return StoreLocation::Sqlite(dir.join("data").join("sekisho.db"));
     }
-    let host = env_postgres().expect("SEKISHO_TEST_STORE=postgres needs SEKISHO_TEST_POSTGRES=host:port");
+    let host =
+        env_postgres().expect("SEKISHO_TEST_STORE=postgres needs SEKISHO_TEST_POSTGRES=host:port");
     let admin_url = format!("postgres://postgres@{host}/postgres");
     sqlx::any::install_default_drivers();
     let mut admin = AnyConnection::connect(&admin_url)
@@ -39,7 +40,11 @@ pub async fn fresh_store(dir: &Path) -> StoreLocation {
     let name = format!(
         "sekisho_t_{}_{}",
         std::process::id(),
-        dir.file_name().and_then(|n| n.to_str()).unwrap_or("x").to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        dir.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("x")
+            .to_ascii_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "")
     );
     admin
         .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -60,10 +65,14 @@ async fn drop_stale_databases(admin: &mut AnyConnection) {
         .await
         .unwrap_or_default();
     for row in rows {
-        let Ok(name) = row.try_get::<String, _>(0) else { continue };
+        let Ok(name) = row.try_get::<String, _>(0) else {
+            continue;
+        };
         if !name.starts_with(&ours) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             let _ = admin
-                .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
                 .await;
         }
     }

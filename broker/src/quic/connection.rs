@@ -474,7 +474,8 @@ impl Driver {
                 let _ = self.control_send.finish();
                 // Closing the connection drops unsent stream data: wait (briefly) until the
                 // client has the `Ended` message, so it learns the reason, not just a close.
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.control_send.stopped()).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), self.control_send.stopped()).await;
             }
             tracing::info!(identity = %self.identity, request = %session.id, reason = reason.as_str(), "session ended");
         }

@@ -76,7 +76,11 @@ async fn a_target_name_that_resolves_to_loopback_is_refused_unless_the_policy_al
     let id = broker.request(&mut session, &["sneaky"]).await;
     let refused = broker
         .desk()
-        .approve(&RequestId::parse(&id).unwrap(), APPROVER, Until::For(Duration::from_secs(600)))
+        .approve(
+            &RequestId::parse(&id).unwrap(),
+            APPROVER,
+            Until::For(Duration::from_secs(600)),
+        )
         .await
         .expect_err("a target that resolves to loopback is never pinned");
     match refused {
@@ -295,7 +299,11 @@ async fn a_forward_before_any_session_is_open_is_refused() {
     let session = broker.connect("acme-ehr", "tanaka").await.unwrap();
     let refused = refusal(session.open_forward("ehr-db").await);
     assert_eq!(refused.code, ErrorCode::NoSession);
-    assert!(refused.message.contains("sekisho connect"), "{}", refused.message);
+    assert!(
+        refused.message.contains("sekisho connect"),
+        "{}",
+        refused.message
+    );
 }
 
 #[tokio::test]
@@ -312,12 +320,17 @@ async fn a_session_reaches_only_the_targets_it_was_approved_for() {
     // the one any unknown name gets.
     assert_eq!(
         refusal(session.open_forward("ehr-web").await),
-        refusal(session.open_forward("no-such-target").await.map_err(|e| match e {
-            ForwardError::Refused(mut refusal) => {
-                refusal.message = refusal.message.replace("no-such-target", "ehr-web");
-                ForwardError::Refused(refusal)
-            }
-            other => other,
-        }))
+        refusal(
+            session
+                .open_forward("no-such-target")
+                .await
+                .map_err(|e| match e {
+                    ForwardError::Refused(mut refusal) => {
+                        refusal.message = refusal.message.replace("no-such-target", "ehr-web");
+                        ForwardError::Refused(refusal)
+                    }
+                    other => other,
+                })
+        )
     );
 }

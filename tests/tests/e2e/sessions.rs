@@ -61,7 +61,12 @@ async fn the_whole_flow_with_a_real_totp_carries_bytes_only_after_approval_and_c
 
     // Nothing flows before approval: no session yet, and opening is refused.
     assert_eq!(
-        refused(session.open(&request, &broker.next_otp("acme-ehr", "tanaka").await).await).code,
+        refused(
+            session
+                .open(&request, &broker.next_otp("acme-ehr", "tanaka").await)
+                .await
+        )
+        .code,
         ErrorCode::RequestNotOpenable
     );
     let view = session.watch(&request).await.unwrap();
@@ -84,7 +89,11 @@ async fn the_whole_flow_with_a_real_totp_carries_bytes_only_after_approval_and_c
     assert_eq!(opened.targets, vec!["echo".to_owned()]);
     let one_hour = broker.clock().now() + Duration::from_secs(3600);
     let expected_end = one_hour.duration_since(UNIX_EPOCH).unwrap().as_secs();
-    assert!(opened.end_at.abs_diff(expected_end) <= 31, "end {} vs {expected_end}", opened.end_at);
+    assert!(
+        opened.end_at.abs_diff(expected_end) <= 31,
+        "end {} vs {expected_end}",
+        opened.end_at
+    );
     echo_once(&session).await;
 }
 
@@ -94,7 +103,11 @@ async fn a_denied_request_tells_the_technician_who_and_why_and_never_opens() {
     let mut session = broker.connect("acme-ehr", "tanaka").await.unwrap();
     let request = broker.request(&mut session, &["echo"]).await;
     session.watch(&request).await.unwrap();
-    broker.desk().deny(&id(&request), "yamada", "no maintenance during the audit").await.unwrap();
+    broker
+        .desk()
+        .deny(&id(&request), "yamada", "no maintenance during the audit")
+        .await
+        .unwrap();
     match next_event(&mut session, PATIENCE).await {
         SessionEvent::Status(view) => {
             assert_eq!(view.state, RequestState::Ended);
@@ -104,7 +117,11 @@ async fn a_denied_request_tells_the_technician_who_and_why_and_never_opens() {
         }
         other => panic!("expected the denial, got {other:?}"),
     }
-    let refusal = refused(session.open(&request, &broker.next_otp("acme-ehr", "tanaka").await).await);
+    let refusal = refused(
+        session
+            .open(&request, &broker.next_otp("acme-ehr", "tanaka").await)
+            .await,
+    );
     assert_eq!(refusal.code, ErrorCode::RequestNotOpenable);
     assert!(refusal.message.contains("denied"), "{}", refusal.message);
 }
@@ -119,7 +136,10 @@ async fn a_request_nobody_answers_expires_after_thirty_minutes() {
     broker.clock().advance(MIN);
     match next_event(&mut session, PATIENCE).await {
         SessionEvent::Status(view) => {
-            assert_eq!((view.state, view.end_reason.as_str()), (RequestState::Ended, "expired"));
+            assert_eq!(
+                (view.state, view.end_reason.as_str()),
+                (RequestState::Ended, "expired")
+            );
         }
         other => panic!("expected the expiry, got {other:?}"),
     }
@@ -150,25 +170,52 @@ async fn wrong_replayed_earlier_and_foreign_codes_are_refused_and_five_failures_
     broker.approve(&second_request).await;
     let replayed = refused(second.open(&second_request, &code).await);
     assert_eq!(replayed.code, ErrorCode::OtpRejected);
-    assert!(replayed.message.contains("already used"), "{}", replayed.message);
+    assert!(
+        replayed.message.contains("already used"),
+        "{}",
+        replayed.message
+    );
 
     // The code of the step before, still inside the skew window, is refused too.
     let earlier = otp::code_at(&tanaka, now - Duration::from_secs(30)).unwrap();
-    assert_eq!(refused(second.open(&second_request, &earlier).await).code, ErrorCode::OtpRejected);
+    assert_eq!(
+        refused(second.open(&second_request, &earlier).await).code,
+        ErrorCode::OtpRejected
+    );
     // Another technician's code never opens tanaka's session.
     let foreign = otp::code_at(&sato, now).unwrap();
-    assert_eq!(refused(second.open(&second_request, &foreign).await).code, ErrorCode::OtpRejected);
+    assert_eq!(
+        refused(second.open(&second_request, &foreign).await).code,
+        ErrorCode::OtpRejected
+    );
     // Two more wrong codes make five in a row: locked.
-    assert_eq!(refused(second.open(&second_request, "000000").await).code, ErrorCode::OtpRejected);
+    assert_eq!(
+        refused(second.open(&second_request, "000000").await).code,
+        ErrorCode::OtpRejected
+    );
     let locked = refused(second.open(&second_request, "111111").await);
     assert_eq!(locked.code, ErrorCode::TechnicianLocked);
-    assert!(locked.message.contains("ask the hospital's IT to unlock you"), "{}", locked.message);
+    assert!(
+        locked
+            .message
+            .contains("ask the hospital's IT to unlock you"),
+        "{}",
+        locked.message
+    );
     // Locked means locked: even the right code is refused now.
     broker.clock().advance(Duration::from_secs(30));
     let right = otp::code_at(&tanaka, broker.clock().now()).unwrap();
-    assert_eq!(refused(second.open(&second_request, &right).await).code, ErrorCode::TechnicianLocked);
+    assert_eq!(
+        refused(second.open(&second_request, &right).await).code,
+        ErrorCode::TechnicianLocked
+    );
 
-    broker.desk().store().unlock_technician("acme-ehr", "tanaka").await.unwrap();
+    broker
+        .desk()
+        .store()
+        .unlock_technician("acme-ehr", "tanaka")
+        .await
+        .unwrap();
     broker.clock().advance(Duration::from_secs(30));
     let fresh = otp::code_at(&tanaka, broker.clock().now()).unwrap();
     second.open(&second_request, &fresh).await.unwrap();
@@ -186,12 +233,16 @@ async fn the_broker_warns_at_ten_and_two_minutes_and_cuts_the_session_at_its_end
 
     broker.clock().advance(50 * MIN);
     match next_event(&mut session, PATIENCE).await {
-        SessionEvent::Warning { seconds_left } => assert!((570..=600).contains(&seconds_left), "{seconds_left}"),
+        SessionEvent::Warning { seconds_left } => {
+            assert!((570..=600).contains(&seconds_left), "{seconds_left}")
+        }
         other => panic!("expected the ten-minute warning, got {other:?}"),
     }
     broker.clock().advance(8 * MIN);
     match next_event(&mut session, PATIENCE).await {
-        SessionEvent::Warning { seconds_left } => assert!((90..=120).contains(&seconds_left), "{seconds_left}"),
+        SessionEvent::Warning { seconds_left } => {
+            assert!((90..=120).contains(&seconds_left), "{seconds_left}")
+        }
         other => panic!("expected the two-minute warning, got {other:?}"),
     }
     // The client does nothing about it; the broker cuts the session regardless.
@@ -210,7 +261,12 @@ async fn the_broker_warns_at_ten_and_two_minutes_and_cuts_the_session_at_its_end
         recv.read_exact(&mut after).await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     };
-    assert!(tokio::time::timeout(PATIENCE, carried).await.unwrap().is_err());
+    assert!(
+        tokio::time::timeout(PATIENCE, carried)
+            .await
+            .unwrap()
+            .is_err()
+    );
     assert!(session.open_forward("echo").await.is_err());
 }
 
@@ -219,11 +275,18 @@ async fn a_revocation_reaches_the_live_session_within_a_second() {
     let (broker, _echo) = broker_with(Vendor::new("acme-ehr")).await;
     let mut session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
     let live = broker.desk().requests(&Default::default()).await.unwrap();
-    broker.desk().revoke(&live[0].id, "yamada", "wrong server").await.unwrap();
+    broker
+        .desk()
+        .revoke(&live[0].id, "yamada", "wrong server")
+        .await
+        .unwrap();
     match next_event(&mut session, REACH).await {
         SessionEvent::Ended { reason, message } => {
             assert_eq!(reason, "revoked");
-            assert_eq!(message, "The hospital ended the session by yamada: wrong server.");
+            assert_eq!(
+                message,
+                "The hospital ended the session by yamada: wrong server."
+            );
         }
         other => panic!("expected the revocation, got {other:?}"),
     }
@@ -238,7 +301,11 @@ async fn lockdown_cuts_live_sessions_within_a_second_and_refuses_new_ones_until_
     let approved = broker.request(&mut waiting, &["echo"]).await;
     broker.approve(&approved).await;
 
-    let cut = broker.desk().set_lockdown(true, "ransomware suspected", "it-oncall").await.unwrap();
+    let cut = broker
+        .desk()
+        .set_lockdown(true, "ransomware suspected", "it-oncall")
+        .await
+        .unwrap();
     assert_eq!(cut, 1);
     match next_event(&mut live, REACH).await {
         SessionEvent::Ended { reason, message } => {
@@ -258,11 +325,22 @@ async fn lockdown_cuts_live_sessions_within_a_second_and_refuses_new_ones_until_
     };
     let refusal = refused(session.request(ask.clone()).await);
     assert_eq!(refusal.code, ErrorCode::Lockdown);
-    assert!(refusal.message.contains("stopped all remote access"), "{}", refusal.message);
+    assert!(
+        refusal.message.contains("stopped all remote access"),
+        "{}",
+        refusal.message
+    );
     let code = broker.next_otp("acme-ehr", "sato").await;
-    assert_eq!(refused(waiting.open(&approved, &code).await).code, ErrorCode::Lockdown);
+    assert_eq!(
+        refused(waiting.open(&approved, &code).await).code,
+        ErrorCode::Lockdown
+    );
 
-    broker.desk().set_lockdown(false, "all clear", "it-oncall").await.unwrap();
+    broker
+        .desk()
+        .set_lockdown(false, "all clear", "it-oncall")
+        .await
+        .unwrap();
     let reopened = tokio::time::timeout(PATIENCE, async {
         loop {
             match session.request(ask.clone()).await {
@@ -287,11 +365,18 @@ async fn extending_a_live_session_moves_its_end_without_reconnecting() {
     let mut session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
     let live = broker.desk().requests(&Default::default()).await.unwrap();
     let old_end = live[0].end_at.unwrap();
-    let new_end = broker.desk().extend(&live[0].id, "yamada", Until::For(30 * MIN)).await.unwrap();
+    let new_end = broker
+        .desk()
+        .extend(&live[0].id, "yamada", Until::For(30 * MIN))
+        .await
+        .unwrap();
     assert_eq!(new_end, old_end + 30 * MIN);
     match next_event(&mut session, REACH).await {
         SessionEvent::Extended { end_at, by } => {
-            assert_eq!(end_at, new_end.duration_since(UNIX_EPOCH).unwrap().as_secs());
+            assert_eq!(
+                end_at,
+                new_end.duration_since(UNIX_EPOCH).unwrap().as_secs()
+            );
             assert_eq!(by, "yamada");
         }
         other => panic!("expected the extension, got {other:?}"),
@@ -300,7 +385,10 @@ async fn extending_a_live_session_moves_its_end_without_reconnecting() {
     broker.clock().advance(61 * MIN);
     echo_once(&session).await;
     // An extension past max_session (2h by default) is refused.
-    let too_far = broker.desk().extend(&live[0].id, "yamada", Until::For(120 * MIN)).await;
+    let too_far = broker
+        .desk()
+        .extend(&live[0].id, "yamada", Until::For(120 * MIN))
+        .await;
     assert!(desk_refusal(too_far).contains("at most 2h"));
 }
 
@@ -312,10 +400,15 @@ async fn two_approvers_clicking_at_once_make_exactly_one_approval() {
         let request = id(&broker.request(&mut session, &["echo"]).await);
         let (desk_a, desk_b) = (broker.desk(), broker.desk());
         let (a, b) = (request.clone(), request.clone());
-        let first = tokio::spawn(async move { desk_a.approve(&a, "suzuki", Until::For(MIN * 30)).await });
-        let second = tokio::spawn(async move { desk_b.approve(&b, "yamada", Until::For(MIN * 45)).await });
+        let first =
+            tokio::spawn(async move { desk_a.approve(&a, "suzuki", Until::For(MIN * 30)).await });
+        let second =
+            tokio::spawn(async move { desk_b.approve(&b, "yamada", Until::For(MIN * 45)).await });
         let results = [first.await.unwrap(), second.await.unwrap()];
-        let wins = results.iter().filter(|r| matches!(r, Ok(Approved::Complete { .. }))).count();
+        let wins = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Approved::Complete { .. })))
+            .count();
         assert_eq!(wins, 1, "{results:?}");
         let record = broker.desk().store().request(&request).await.unwrap();
         assert_eq!(record.approvals.len(), 1, "one approval recorded, not two");
@@ -351,7 +444,10 @@ async fn an_approval_racing_the_expiry_either_wins_or_loses_but_never_both() {
     .unwrap();
     match (&approval, record.stage) {
         (Ok(_), sekisho_broker::session::Stage::Approved) => {}
-        (Err(_), sekisho_broker::session::Stage::Ended(sekisho_broker::session::EndReason::Expired)) => {}
+        (
+            Err(_),
+            sekisho_broker::session::Stage::Ended(sekisho_broker::session::EndReason::Expired),
+        ) => {}
         (approval, stage) => panic!("inconsistent: approval {approval:?}, request {stage:?}"),
     }
 }
@@ -363,15 +459,29 @@ async fn the_policy_limits_every_approval() {
     let request = id(&broker.request(&mut session, &["echo"]).await);
     let desk = broker.desk();
     // Beyond max_session.
-    assert!(desk_refusal(desk.approve(&request, "suzuki", Until::For(MIN * 121)).await).contains("at most 2h"));
+    assert!(
+        desk_refusal(
+            desk.approve(&request, "suzuki", Until::For(MIN * 121))
+                .await
+        )
+        .contains("at most 2h")
+    );
     // Nobody approves their own request.
-    assert!(desk_refusal(desk.approve(&request, "tanaka", Until::For(MIN * 60)).await).contains("cannot answer it"));
+    assert!(
+        desk_refusal(desk.approve(&request, "tanaka", Until::For(MIN * 60)).await)
+            .contains("cannot answer it")
+    );
     // Two approvals from two different people.
     assert_eq!(
-        desk.approve(&request, "suzuki", Until::For(MIN * 60)).await.unwrap(),
+        desk.approve(&request, "suzuki", Until::For(MIN * 60))
+            .await
+            .unwrap(),
         Approved::Partial { have: 1, need: 2 }
     );
-    assert!(desk_refusal(desk.approve(&request, "suzuki", Until::For(MIN * 60)).await).contains("already approved"));
+    assert!(
+        desk_refusal(desk.approve(&request, "suzuki", Until::For(MIN * 60)).await)
+            .contains("already approved")
+    );
     // A request for more than max_session is refused when asked.
     let too_long = session
         .request(RequestAccess {
@@ -382,7 +492,11 @@ async fn the_policy_limits_every_approval() {
         })
         .await;
     assert_eq!(refused(too_long).code, ErrorCode::PolicyRefused);
-    match desk.approve(&request, "yamada", Until::For(MIN * 45)).await.unwrap() {
+    match desk
+        .approve(&request, "yamada", Until::For(MIN * 45))
+        .await
+        .unwrap()
+    {
         // The earliest end any approver gave wins.
         Approved::Complete { end_at } => assert_eq!(end_at, broker.clock().now() + MIN * 45),
         other => panic!("{other:?}"),
@@ -392,19 +506,40 @@ async fn the_policy_limits_every_approval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_outside_the_vendors_hours_is_refused() {
     // The test clock stands at Monday 10:00 in Asia/Tokyo.
-    let (broker, _echo) = broker_with(Vendor::new("weekend-only").hours("Sat-Sun 00:00-24:00")).await;
+    let (broker, _echo) =
+        broker_with(Vendor::new("weekend-only").hours("Sat-Sun 00:00-24:00")).await;
     let mut session = broker.connect("weekend-only", "tanaka").await.unwrap();
     let request = id(&broker.request(&mut session, &["echo"]).await);
-    let message = desk_refusal(broker.desk().approve(&request, APPROVER, Until::For(MIN * 30)).await);
-    assert!(message.contains("agreed hours are Sat-Sun 00:00-24:00 (Asia/Tokyo)"), "{message}");
+    let message = desk_refusal(
+        broker
+            .desk()
+            .approve(&request, APPROVER, Until::For(MIN * 30))
+            .await,
+    );
+    assert!(
+        message.contains("agreed hours are Sat-Sun 00:00-24:00 (Asia/Tokyo)"),
+        "{message}"
+    );
 
-    let (broker, _echo) = broker_with(Vendor::new("office-hours").hours("Mon-Fri 08:00-11:00")).await;
+    let (broker, _echo) =
+        broker_with(Vendor::new("office-hours").hours("Mon-Fri 08:00-11:00")).await;
     let mut session = broker.connect("office-hours", "tanaka").await.unwrap();
     let request = id(&broker.request(&mut session, &["echo"]).await);
     // Until 10:30 is inside; until 11:30 crosses the end of the window.
-    let message = desk_refusal(broker.desk().approve(&request, APPROVER, Until::For(MIN * 90)).await);
+    let message = desk_refusal(
+        broker
+            .desk()
+            .approve(&request, APPROVER, Until::For(MIN * 90))
+            .await,
+    );
     assert!(message.contains("11:00"), "{message}");
-    assert!(broker.desk().approve(&request, APPROVER, Until::For(MIN * 30)).await.is_ok());
+    assert!(
+        broker
+            .desk()
+            .approve(&request, APPROVER, Until::For(MIN * 30))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,7 +576,10 @@ async fn a_restart_keeps_pending_and_approved_requests_and_ends_live_sessions_as
     use sekisho_broker::session::{EndReason, Stage};
     assert_eq!(stage(&pending).await, Stage::Requested);
     assert_eq!(stage(&approved).await, Stage::Approved);
-    assert_eq!(stage(live_id.as_str()).await, Stage::Ended(EndReason::BrokerShutdown));
+    assert_eq!(
+        stage(live_id.as_str()).await,
+        Stage::Ended(EndReason::BrokerShutdown)
+    );
 
     // The approved request still opens on the restarted broker.
     let mut again = broker.connect("acme-ehr", "tanaka").await.unwrap();
@@ -450,5 +588,34 @@ async fn a_restart_keeps_pending_and_approved_requests_and_ends_live_sessions_as
     echo_once(&again).await;
     // And the technician sees the whole story in their status.
     let status = again.status().await.unwrap();
-    assert!(status.iter().any(|view| view.id == pending && view.state == RequestState::Requested));
+    assert!(
+        status
+            .iter()
+            .any(|view| view.id == pending && view.state == RequestState::Requested)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_a_crashed_broker_left_active_are_ended_as_broker_shutdown_at_its_next_start() {
+    let (mut broker, _echo) = broker_with(Vendor::new("acme-ehr")).await;
+    let mut asking = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let request = id(&broker.request(&mut asking, &["echo"]).await);
+    broker.approve(request.as_str()).await;
+    // What a crash leaves behind: the row says active on this broker, and no connection
+    // task is alive to end it.
+    let broker_id = std::fs::read_to_string(broker.config().data_dir.join("broker-id")).unwrap();
+    let (desk, now) = (broker.desk(), broker.clock().now());
+    broker
+        .restart_after(async {
+            desk.store()
+                .activate(&request, now + MIN * 30, broker_id.trim(), now)
+                .await
+                .unwrap();
+        })
+        .await;
+    let record = broker.desk().store().request(&request).await.unwrap();
+    assert_eq!(
+        record.stage,
+        sekisho_broker::session::Stage::Ended(sekisho_broker::session::EndReason::BrokerShutdown)
+    );
 }

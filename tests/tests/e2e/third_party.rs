@@ -186,7 +186,9 @@ async fn ssh_runs_a_command_and_scp_copies_eight_mebibytes_both_ways_through_a_f
     let sshd = Sshd::start().await;
     let broker =
         TestBroker::start(&[Vendor::new("acme-ehr").target("maint-ssh", sshd.addr())]).await;
-    let session = broker.open_session("acme-ehr", "tanaka", &["maint-ssh"]).await;
+    let session = broker
+        .open_session("acme-ehr", "tanaka", &["maint-ssh"])
+        .await;
     let forward = LocalForward::start(session.forwarder(), "maint-ssh").await;
     let port = forward.addr().port().to_string();
     let login = format!("{}@127.0.0.1", sshd.user());
