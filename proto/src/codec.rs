@@ -14,6 +14,10 @@ pub const HEADER_LEN: usize = 5;
 
 /// What [`decode`] found at the start of a buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a short-lived return value, never stored; boxing would allocate per frame"
+)]
 pub enum Decoded {
     /// A whole message, and how many bytes of the buffer it took.
     Message(Message, usize),

@@ -74,7 +74,7 @@ pub fn check_hours(
             return Err(if at == start {
                 format!("now, {},", zone.format(at))
             } else {
-                format!("{}", zone.format(at))
+                zone.format(at)
             });
         }
         // Step a minute at a time (at most 1,440 steps for the longest session), and check
