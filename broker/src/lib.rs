@@ -32,6 +32,7 @@
 //! not issue.
 
 pub mod approval;
+pub mod cli;
 pub mod clock;
 pub mod hub;
 pub mod otp;

@@ -1,14 +1,18 @@
-//! `sekisho-broker`: the hospital's command line. Parses arguments and calls the library.
+//! `sekisho-broker`: the hospital's command line. Parses arguments, calls the library
+//! (`sekisho_broker::cli` holds the commands), prints.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
-use sekisho_broker::pki::{BrokerPki, TechnicianIdentity};
+use clap::{Args, Parser, Subcommand};
+use sekisho_broker::approval::Desk;
+use sekisho_broker::cli::{self, CommandClock, DevIssue};
 use sekisho_broker::policy::PolicySet;
-use sekisho_broker::{Broker, BrokerConfig, DEFAULT_PORT};
+use sekisho_broker::store::StoreLocation;
+use sekisho_broker::{Broker, BrokerConfig, DEFAULT_PORT, Hospital};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -34,6 +38,16 @@ struct Cli {
         env = "SEKISHO_POLICIES"
     )]
     policies: PathBuf,
+    /// The database: postgres://user@host:port/db, or a SQLite file path [default:
+    /// DATA_DIR/sekisho.db].
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "SEKISHO_DATABASE",
+        hide_env_values = true
+    )]
+    database: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,8 +65,28 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Technicians' requests: list, approve, deny.
+    Request {
+        #[command(subcommand)]
+        command: RequestCommand,
+    },
+    /// Live sessions: list, revoke, move the end time.
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
+    /// The emergency stop: cut every session and refuse new ones.
+    Lockdown {
+        #[command(subcommand)]
+        command: LockdownCommand,
+    },
+    /// Technicians: list, unlock after wrong one-time passwords.
+    Technician {
+        #[command(subcommand)]
+        command: TechnicianCommand,
+    },
     /// Development only, until enrollment exists: write a client certificate and key for a
-    /// technician, with the broker CA to pin, into a directory.
+    /// technician, with the broker CA to pin, into a directory, and make their TOTP secret.
     DevIssue {
         /// The vendor id (a file in policies/vendors/).
         #[arg(long)]
@@ -66,6 +100,10 @@ enum Command {
         /// How many days the certificate is valid (at most 365).
         #[arg(long, default_value_t = 30)]
         days: u64,
+        /// Also write the raw TOTP secret, as lowercase hex, to this file (mode 0600), for
+        /// scripts and tests that compute codes.
+        #[arg(long, value_name = "FILE")]
+        totp_secret_out: Option<PathBuf>,
     },
 }
 
@@ -78,8 +116,119 @@ enum PolicyCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum RequestCommand {
+    /// Requests waiting for an answer, approved or live.
+    List {
+        /// Also requests that ended (newest first, at most 100).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a request until an end time.
+    Approve {
+        /// The request id (r-…).
+        id: String,
+        #[command(flatten)]
+        end: EndArgs,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Deny a request, telling the technician why.
+    Deny {
+        /// The request id (r-…).
+        id: String,
+        /// Why; the technician is told.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionCommand {
+    /// Live sessions, with their end time and time left.
+    List,
+    /// End a live session now (or withdraw an approval not yet used).
+    Revoke {
+        /// The request id (r-…).
+        id: String,
+        /// Why; the technician is told.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Move a live session's end time (--for adds to the current end).
+    Extend {
+        /// The request id (r-…).
+        id: String,
+        #[command(flatten)]
+        end: EndArgs,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum LockdownCommand {
+    /// Stop all remote access now: every live session is cut, no new ones start.
+    On {
+        /// Why; recorded and shown to technicians.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Allow remote access again.
+    Off {
+        /// Why (optional; recorded).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Whether remote access is stopped, since when and by whom.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum TechnicianCommand {
+    /// Every technician, locked or not, with their count of wrong one-time passwords.
+    List,
+    /// Unlock a technician locked after too many wrong one-time passwords.
+    Unlock {
+        /// The vendor id.
+        vendor: String,
+        /// The technician id.
+        technician: String,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct EndArgs {
+    /// How long: 30m, 1h30m, 2h (approve: from now; extend: added to the current end).
+    #[arg(long = "for", value_name = "DURATION")]
+    for_duration: Option<String>,
+    /// The end time, in the hospital's time zone: HH:MM (today), "YYYY-MM-DD HH:MM", or RFC
+    /// 3339 with an offset.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+}
+
+#[derive(Args)]
+struct StaffArg {
+    /// Who you are; recorded with the action.
+    #[arg(long = "as", value_name = "STAFF", env = "USER")]
+    name: Option<String>,
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return argument_error(e),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SEKISHO_LOG")
@@ -88,39 +237,88 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(cli) {
+    let result = tokio::runtime::Runtime::new()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sekisho-broker: {e:#}");
+            eprintln!("sekisho-broker: {}", one_message(&e));
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Serve { listen } => {
-            let runtime =
-                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(serve(BrokerConfig {
-                listen,
-                ..BrokerConfig::new(cli.data_dir, cli.policies)
-            }))
+/// Help and version are printed as asked; a mistake in the arguments is one sentence and
+/// exit code 1, like every other failure.
+fn argument_error(error: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            std::process::ExitCode::SUCCESS
         }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            std::process::ExitCode::FAILURE
+        }
+        _ => {
+            // The first paragraph says what is wrong (its indented lines belong to it); a
+            // "tip:" paragraph may follow the usage.
+            let text = error.render().to_string();
+            let mut paragraphs = text.split("\n\n").map(|paragraph| {
+                paragraph
+                    .lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+            let first = paragraphs.next().unwrap_or_default();
+            let mut sentence = first.strip_prefix("error: ").unwrap_or(&first).to_owned();
+            for tip in paragraphs.filter(|paragraph| paragraph.starts_with("tip: ")) {
+                sentence.push_str("; ");
+                sentence.push_str(&tip);
+            }
+            eprintln!("sekisho-broker: {sentence}; see --help.");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, leaving out a cause whose text the message already holds
+/// (many errors here print their source in their own message).
+fn one_message(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = BrokerConfig {
+        database: cli.database.as_deref().map(StoreLocation::parse),
+        ..BrokerConfig::new(cli.data_dir, cli.policies)
+    };
+    let now = SystemTime::now();
+    let output = match cli.command {
+        Command::Serve { listen } => return serve(BrokerConfig { listen, ..config }).await,
         Command::Policy {
             command: PolicyCommand::Check { dir },
         } => {
-            let dir = dir.unwrap_or(cli.policies);
+            let dir = dir.unwrap_or(config.policies_dir);
             match PolicySet::load(&dir) {
-                Ok(policies) => {
-                    println!(
-                        "{}: {} vendor(s), {} file(s), all good.",
-                        dir.display(),
-                        policies.vendors().count(),
-                        policies.files().len()
-                    );
-                    Ok(())
-                }
+                Ok(policies) => format!(
+                    "{}: {} vendor(s), {} file(s), all good.",
+                    dir.display(),
+                    policies.vendors().count(),
+                    policies.files().len()
+                ),
                 Err(errors) => {
                     println!("{errors}");
                     bail!("{} problem(s) in {}", errors.0.len(), dir.display())
@@ -132,38 +330,135 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             technician,
             out,
             days,
+            totp_secret_out,
         } => {
-            let policies = PolicySet::load(&cli.policies)
-                .map_err(|errors| anyhow::anyhow!("the policies have problems:\n{errors}"))?;
-            if policies.vendor(&vendor).is_none() {
-                bail!(
-                    "no vendor `{vendor}` in {}; add policies/vendors/{vendor}.toml first",
-                    cli.policies.display()
-                );
-            }
-            let identity = TechnicianIdentity::new(&vendor, &technician)?;
-            let pki = BrokerPki::load_or_create(&cli.data_dir)?;
-            let issued =
-                pki.issue_client_certificate(&identity, Duration::from_secs(days * 24 * 3600))?;
-            let [ca, cert, key] = issued.write_to(&out, pki.ca_pem())?;
-            println!("Issued a development certificate for {identity}, valid {days} days:");
-            println!("  broker CA:   {}", ca.display());
-            println!("  certificate: {}", cert.display());
-            println!("  key:         {}", key.display());
-            println!(
-                "Connect with: sekisho connect --broker HOST:{DEFAULT_PORT} --ca {} --cert {} --key {} -L LOCAL_PORT:TARGET",
-                ca.display(),
-                cert.display(),
-                key.display()
-            );
-            Ok(())
+            let issue = DevIssue {
+                vendor,
+                technician,
+                out,
+                days,
+                totp_secret_out,
+            };
+            cli::dev_issue(&config, &issue, now).await?
+        }
+        Command::Request { command } => {
+            let desk = open_desk(&config, now).await?;
+            let result = request(&desk, command, now).await;
+            desk.store().close().await;
+            result?
+        }
+        Command::Session { command } => {
+            let desk = open_desk(&config, now).await?;
+            let result = session(&desk, command, now).await;
+            desk.store().close().await;
+            result?
+        }
+        Command::Lockdown { command } => {
+            let desk = open_desk(&config, now).await?;
+            let result = lockdown(&desk, command).await;
+            desk.store().close().await;
+            result?
+        }
+        Command::Technician { command } => {
+            let desk = open_desk(&config, now).await?;
+            let result = technician(&desk, command).await;
+            desk.store().close().await;
+            result?
+        }
+    };
+    println!("{output}");
+    Ok(())
+}
+
+async fn request(
+    desk: &Desk,
+    command: RequestCommand,
+    now: SystemTime,
+) -> Result<String, cli::CliError> {
+    match command {
+        RequestCommand::List { all } => cli::request_list(desk, all, now).await,
+        RequestCommand::Approve { id, end, staff } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            let until = end.until(desk, now)?;
+            cli::request_approve(desk, &id, until, &staff).await
+        }
+        RequestCommand::Deny { id, reason, staff } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::request_deny(desk, &id, &reason, &staff).await
         }
     }
+}
+
+async fn session(
+    desk: &Desk,
+    command: SessionCommand,
+    now: SystemTime,
+) -> Result<String, cli::CliError> {
+    match command {
+        SessionCommand::List => cli::session_list(desk, now).await,
+        SessionCommand::Revoke { id, reason, staff } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::session_revoke(desk, &id, &reason, &staff).await
+        }
+        SessionCommand::Extend { id, end, staff } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            let until = end.until(desk, now)?;
+            cli::session_extend(desk, &id, until, &staff, now).await
+        }
+    }
+}
+
+async fn lockdown(desk: &Desk, command: LockdownCommand) -> Result<String, cli::CliError> {
+    match command {
+        LockdownCommand::On { reason, staff } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::lockdown_on(desk, &reason, &staff).await
+        }
+        LockdownCommand::Off { reason, staff } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::lockdown_off(desk, &reason, &staff).await
+        }
+        LockdownCommand::Status => cli::lockdown_status(desk).await,
+    }
+}
+
+async fn technician(desk: &Desk, command: TechnicianCommand) -> Result<String, cli::CliError> {
+    match command {
+        TechnicianCommand::List => cli::technician_list(desk).await,
+        TechnicianCommand::Unlock { vendor, technician } => {
+            cli::technician_unlock(desk, &vendor, &technician).await
+        }
+    }
+}
+
+impl EndArgs {
+    fn until(
+        &self,
+        desk: &Desk,
+        now: SystemTime,
+    ) -> Result<sekisho_broker::approval::Until, cli::CliError> {
+        cli::end_time(
+            self.for_duration.as_deref(),
+            self.until.as_deref(),
+            desk.zone(),
+            now,
+        )
+    }
+}
+
+/// The hospital's desk over an existing database, with the time the command started.
+async fn open_desk(config: &BrokerConfig, now: SystemTime) -> Result<Desk, cli::CliError> {
+    cli::expect_existing_database(config)?;
+    let hospital = Hospital::open(config).await?;
+    Ok(hospital.desk(Arc::new(CommandClock(now))))
 }
 
 async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let broker = Broker::bind(config).await?;
+    // Watch for the stop signals before saying that the broker listens: a SIGTERM that
+    // follows at once must stop it cleanly, not kill it.
+    let stop = StopSignals::install()?;
     eprintln!(
         "sekisho-broker for {} listening on UDP {}",
         broker.policies().hospital().name,
@@ -176,7 +471,7 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_stop_signal().await;
+        stop.wait().await;
         eprintln!("Stopping: closing every session.");
         signal.cancel();
     });
@@ -184,17 +479,25 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM (what systemd sends).
-async fn wait_for_stop_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match terminate.as_mut() {
-                Some(signal) => { signal.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
+/// Ctrl-C (SIGINT) or SIGTERM (what systemd sends).
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }

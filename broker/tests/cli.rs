@@ -1,14 +1,26 @@
-//! The `sekisho-broker` binary as an admin runs it: policy check, serve, dev-issue.
+//! The `sekisho-broker` binary as an admin runs it: policy check, serve, dev-issue, and the
+//! desk commands (request, session, lockdown, technician) against a real SQLite file.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, SystemTime};
+
+use sekisho_broker::secret::{SealingKey, Secret};
+use sekisho_broker::session::{HospitalZone, RequestId, RequestRecord, Stage};
+use sekisho_broker::store::{Store, StoreLocation};
 
 fn broker(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sekisho-broker"));
-    command.args(args).env("SEKISHO_LOG", "warn");
+    command
+        .args(args)
+        .env("SEKISHO_LOG", "warn")
+        .env_remove("USER")
+        .env_remove("SEKISHO_DATABASE")
+        .env_remove("SEKISHO_DATA_DIR")
+        .env_remove("SEKISHO_POLICIES");
     command
 }
 
@@ -178,4 +190,952 @@ fn dev_issue_writes_a_private_key_and_refuses_unknown_vendors() {
         );
     assert!(!output.status.success());
     assert!(text.contains("no vendor `nobody`"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The desk commands. Requests are made by technicians over QUIC, which these tests do not
+// run: they put requests into the database through the library, then drive the binary.
+
+/// A hospital: the example policies and a data directory whose SQLite database the test
+/// holds open too.
+struct Hospital {
+    dir: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+    store: Store,
+}
+
+impl Hospital {
+    fn new() -> Hospital {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let location = StoreLocation::default_in(&dir.path().join("data"));
+        let store = runtime.block_on(Store::open(&location)).unwrap();
+        Hospital {
+            dir,
+            runtime,
+            store,
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The binary with this hospital's data directory and policies.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = broker(args);
+        command
+            .arg("--data-dir")
+            .arg(self.data())
+            .arg("--policies")
+            .arg(repo_policies());
+        command
+    }
+
+    /// Runs the binary; asserts it succeeded and returns its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        succeeded(self.command(args).output().unwrap())
+    }
+
+    /// Runs the binary; asserts it failed as the CLI fails, and returns the sentence.
+    fn refused(&self, args: &[&str]) -> String {
+        refused(self.command(args).output().unwrap())
+    }
+
+    /// A request of acme-ehr's technician `technician` for ehr-web, waiting for `approvals`.
+    fn request_needing(&self, technician: &str, approvals: u8) -> RequestId {
+        let now = SystemTime::now();
+        let record = RequestRecord {
+            id: RequestId::generate().unwrap(),
+            vendor: "acme-ehr".into(),
+            technician: technician.into(),
+            targets: vec!["ehr-web".into()],
+            purpose: "apply patch 5.2.1".into(),
+            ticket: "INC-1234".into(),
+            wanted: Duration::from_secs(3600),
+            created_at: now,
+            answer_by: now + Duration::from_secs(30 * 60),
+            approvals_needed: approvals,
+            approvals: Vec::new(),
+            extensions: Vec::new(),
+            stage: Stage::Requested,
+            end_at: None,
+            pinned: None,
+            opened_at: None,
+            broker_id: None,
+            ended_at: None,
+            ended_by: None,
+            note: None,
+        };
+        self.runtime
+            .block_on(self.store.insert_request(&record, now))
+            .unwrap();
+        record.id
+    }
+
+    fn request(&self, technician: &str) -> RequestId {
+        self.request_needing(technician, 1)
+    }
+
+    fn record(&self, id: &RequestId) -> RequestRecord {
+        self.runtime.block_on(self.store.request(id)).unwrap()
+    }
+
+    /// An approved request, opened as a live session (as a broker would on the right OTP).
+    fn live_session(&self, technician: &str) -> RequestId {
+        let id = self.request(technician);
+        self.ok(&[
+            "request",
+            "approve",
+            id.as_str(),
+            "--for",
+            "1h",
+            "--as",
+            "suzuki",
+        ]);
+        let end_at = self.record(&id).end_at.unwrap();
+        self.runtime
+            .block_on(
+                self.store
+                    .activate(&id, end_at, "test-broker", SystemTime::now()),
+            )
+            .unwrap();
+        id
+    }
+}
+
+fn succeeded(output: Output) -> String {
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "expected success: {}\n{stdout}{stderr}",
+        output.status
+    );
+    stdout
+}
+
+/// Every failure is one sentence on standard error, prefixed, with exit code 1.
+fn refused(output: Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "expected a refusal: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.is_empty(),
+        "nothing on stdout when refused: {stdout}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    let sentence = stderr
+        .strip_prefix("sekisho-broker: ")
+        .unwrap_or_else(|| panic!("prefixed: {stderr}"));
+    assert!(
+        sentence.trim_end().ends_with(['.', ')']),
+        "a sentence: {stderr}"
+    );
+    sentence.trim_end().to_owned()
+}
+
+fn tokyo() -> HospitalZone {
+    HospitalZone::resolve("Asia/Tokyo").unwrap()
+}
+
+/// `time` in the hospital zone as typed: `YYYY-MM-DD HH:MM` or `HH:MM`.
+fn typed(time: SystemTime, format: &str) -> String {
+    jiff::Timestamp::try_from(time)
+        .unwrap()
+        .to_zoned(tokyo().zone().clone())
+        .strftime(format)
+        .to_string()
+}
+
+fn between(value: SystemTime, low: SystemTime, high: SystemTime) -> bool {
+    low <= value && value <= high
+}
+
+#[test]
+fn request_list_shows_a_pending_request_with_who_what_and_how_long() {
+    let hospital = Hospital::new();
+    assert_eq!(hospital.ok(&["request", "list"]), "No pending requests.\n");
+    let id = hospital.request("tanaka");
+
+    let list = hospital.ok(&["request", "list"]);
+    let mut lines = list.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "Requests waiting for an answer, approved or live (times in Asia/Tokyo):"
+    );
+    let header = lines.next().unwrap();
+    for column in [
+        "ID",
+        "STATE",
+        "TECHNICIAN",
+        "TARGETS",
+        "PURPOSE",
+        "TICKET",
+        "WANTS",
+        "APPROVALS",
+        "WHEN",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row = lines.next().unwrap();
+    assert!(lines.next().is_none(), "one request, one row: {list}");
+    for cell in [
+        id.as_str(),
+        "requested",
+        "acme-ehr/tanaka",
+        "ehr-web",
+        "apply patch 5.2.1",
+        "INC-1234",
+        "1h",
+        "0 of 1",
+        "waiting <1m, ",
+        "m left to answer",
+    ] {
+        assert!(row.contains(cell), "{cell:?} in {row}");
+    }
+    assert_eq!(
+        row.find("requested"),
+        header.find("STATE"),
+        "cells line up under their headers:\n{list}"
+    );
+}
+
+#[test]
+fn approving_for_an_hour_approves_pins_and_the_list_shows_the_end_time() {
+    let hospital = Hospital::new();
+    let id = hospital.request("tanaka");
+    let before = SystemTime::now();
+    let out = hospital.ok(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--for",
+        "1h",
+        "--as",
+        "suzuki",
+    ]);
+    let after = SystemTime::now();
+
+    let record = hospital.record(&id);
+    assert_eq!(record.stage, Stage::Approved);
+    let end = record.end_at.unwrap();
+    let hour = Duration::from_secs(3600);
+    assert!(
+        between(end, before + hour, after + hour),
+        "ends an hour later"
+    );
+    assert_eq!(record.approvals[0].approver, "suzuki");
+    assert!(
+        record.pinned.as_deref().unwrap().contains("127.0.0.1:8080"),
+        "{:?}",
+        record.pinned
+    );
+    assert_eq!(
+        out,
+        format!("Approved {id} until {} Asia/Tokyo.\n", tokyo().format(end))
+    );
+
+    let list = hospital.ok(&["request", "list"]);
+    let row = list
+        .lines()
+        .find(|line| line.contains(id.as_str()))
+        .unwrap();
+    assert!(row.contains("approved"), "{row}");
+    assert!(row.contains("1 of 1: suzuki"), "{row}");
+    assert!(
+        row.contains(&format!("until {}", tokyo().format(end))),
+        "{row}"
+    );
+}
+
+#[test]
+fn approving_until_a_time_typed_in_the_hospital_zone_ends_then() {
+    let hospital = Hospital::new();
+    let id = hospital.request("tanaka");
+    let wanted = SystemTime::now() + Duration::from_secs(90 * 60);
+    let until = typed(wanted, "%Y-%m-%d %H:%M");
+    let out = hospital.ok(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--until",
+        &until,
+        "--as",
+        "suzuki",
+    ]);
+    let end = hospital.record(&id).end_at.unwrap();
+    assert_eq!(typed(end, "%Y-%m-%d %H:%M:%S"), format!("{until}:00"));
+    assert!(out.contains(&format!("until {until} (")), "{out}");
+    assert!(out.trim_end().ends_with("Asia/Tokyo."), "{out}");
+}
+
+#[test]
+fn an_end_time_that_has_already_passed_today_is_refused() {
+    let hospital = Hospital::new();
+    let id = hospital.request("tanaka");
+    // This minute, today, began at most a minute ago.
+    let now = typed(SystemTime::now(), "%H:%M");
+    let sentence = hospital.refused(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--until",
+        &now,
+        "--as",
+        "suzuki",
+    ]);
+    assert!(sentence.contains("has already passed"), "{sentence}");
+    assert_eq!(hospital.record(&id).stage, Stage::Requested);
+
+    let sentence = hospital.refused(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--until",
+        "tomorrow",
+        "--as",
+        "suzuki",
+    ]);
+    assert!(sentence.contains("is not a time"), "{sentence}");
+    let sentence = hospital.refused(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--for",
+        "3 hours",
+        "--as",
+        "suzuki",
+    ]);
+    assert!(sentence.contains("is not a duration"), "{sentence}");
+}
+
+#[test]
+fn a_technician_cannot_approve_their_own_request() {
+    let hospital = Hospital::new();
+    let id = hospital.request("tanaka");
+    let sentence = hospital.refused(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--for",
+        "1h",
+        "--as",
+        "tanaka",
+    ]);
+    assert_eq!(
+        sentence,
+        format!("tanaka made request {id} and cannot answer it; ask another approver.")
+    );
+    let sentence = hospital.refused(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--for",
+        "1h",
+        "--as",
+        "acme-ehr/tanaka",
+    ]);
+    assert!(sentence.contains("not a staff name"), "{sentence}");
+    assert!(hospital.record(&id).approvals.is_empty());
+}
+
+#[test]
+fn approving_longer_than_the_vendors_longest_session_is_refused() {
+    let hospital = Hospital::new();
+    let id = hospital.request("tanaka");
+    let sentence = hospital.refused(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--for",
+        "3h",
+        "--as",
+        "suzuki",
+    ]);
+    assert_eq!(
+        sentence,
+        "Acme EHR Co., Ltd.'s agreement allows sessions of at most 2h; choose an earlier end time."
+    );
+    assert_eq!(hospital.record(&id).stage, Stage::Requested);
+    hospital.ok(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--for",
+        "2h",
+        "--as",
+        "suzuki",
+    ]);
+}
+
+#[test]
+fn a_request_needing_two_approvers_is_approved_by_the_second_different_one() {
+    let hospital = Hospital::new();
+    let id = hospital.request_needing("tanaka", 2);
+    let out = hospital.ok(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--for",
+        "1h",
+        "--as",
+        "suzuki",
+    ]);
+    assert_eq!(
+        out,
+        format!("Recorded suzuki's approval of {id} (1 of 2); it needs one more approver.\n")
+    );
+    let list = hospital.ok(&["request", "list"]);
+    assert!(list.contains("1 of 2: suzuki"), "{list}");
+    let sentence = hospital.refused(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--for",
+        "1h",
+        "--as",
+        "suzuki",
+    ]);
+    assert!(sentence.contains("already approved"), "{sentence}");
+
+    let out = hospital.ok(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--for",
+        "1h",
+        "--as",
+        "sato",
+    ]);
+    assert!(out.starts_with(&format!("Approved {id} until ")), "{out}");
+    assert_eq!(hospital.record(&id).stage, Stage::Approved);
+}
+
+#[test]
+fn the_approver_is_user_unless_given_and_an_action_without_a_name_is_refused() {
+    let hospital = Hospital::new();
+    let id = hospital.request("tanaka");
+    let sentence = hospital.refused(&["request", "approve", id.as_str(), "--for", "1h"]);
+    assert!(sentence.contains("--as"), "{sentence}");
+    let sentence = refused(
+        hospital
+            .command(&["request", "approve", id.as_str(), "--for", "1h"])
+            .env("USER", "root")
+            .output()
+            .unwrap(),
+    );
+    assert!(sentence.contains("your own name"), "{sentence}");
+
+    succeeded(
+        hospital
+            .command(&["request", "approve", id.as_str(), "--for", "1h"])
+            .env("USER", "suzuki")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(hospital.record(&id).approvals[0].approver, "suzuki");
+}
+
+#[test]
+fn denying_takes_a_reason_ends_the_request_and_the_full_list_shows_why() {
+    let hospital = Hospital::new();
+    let id = hospital.request("tanaka");
+    let sentence = hospital.refused(&[
+        "request",
+        "deny",
+        id.as_str(),
+        "--reason",
+        " ",
+        "--as",
+        "suzuki",
+    ]);
+    assert!(sentence.contains("--reason"), "{sentence}");
+
+    let out = hospital.ok(&[
+        "request",
+        "deny",
+        id.as_str(),
+        "--reason",
+        "not during surgery hours",
+        "--as",
+        "suzuki",
+    ]);
+    assert_eq!(
+        out,
+        format!("Denied {id}; the technician is told: not during surgery hours\n")
+    );
+    let record = hospital.record(&id);
+    assert_eq!(
+        record.stage,
+        Stage::Ended(sekisho_broker::session::EndReason::Denied)
+    );
+    assert_eq!(record.ended_by.as_deref(), Some("suzuki"));
+
+    assert_eq!(hospital.ok(&["request", "list"]), "No pending requests.\n");
+    let all = hospital.ok(&["request", "list", "--all"]);
+    let row = all.lines().find(|line| line.contains(id.as_str())).unwrap();
+    assert!(row.contains("ended"), "{row}");
+    let ended = tokyo().format(record.ended_at.unwrap());
+    assert!(
+        row.ends_with(&format!(
+            "denied {ended} by suzuki: not during surgery hours"
+        )),
+        "{row}"
+    );
+    let sentence = hospital.refused(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--for",
+        "1h",
+        "--as",
+        "sato",
+    ]);
+    assert!(
+        sentence.contains("only pending requests can be answered"),
+        "{sentence}"
+    );
+}
+
+#[test]
+fn revoking_an_approved_request_ends_it_with_the_reason() {
+    let hospital = Hospital::new();
+    let id = hospital.request("tanaka");
+    hospital.ok(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--for",
+        "1h",
+        "--as",
+        "suzuki",
+    ]);
+    let out = hospital.ok(&[
+        "session",
+        "revoke",
+        id.as_str(),
+        "--reason",
+        "wrong target",
+        "--as",
+        "sato",
+    ]);
+    assert!(out.starts_with(&format!("Revoked {id};")), "{out}");
+    let record = hospital.record(&id);
+    assert_eq!(
+        record.stage,
+        Stage::Ended(sekisho_broker::session::EndReason::Revoked)
+    );
+    assert_eq!(record.ended_by.as_deref(), Some("sato"));
+    assert_eq!(record.note.as_deref(), Some("wrong target"));
+
+    let sentence = hospital.refused(&[
+        "session",
+        "revoke",
+        id.as_str(),
+        "--reason",
+        "again",
+        "--as",
+        "sato",
+    ]);
+    assert!(
+        sentence.contains("only approved or live sessions"),
+        "{sentence}"
+    );
+}
+
+#[test]
+fn session_list_shows_live_sessions_and_extend_moves_the_end() {
+    let hospital = Hospital::new();
+    assert_eq!(hospital.ok(&["session", "list"]), "No live sessions.\n");
+    let pending = hospital.request("sato");
+    let id = hospital.live_session("tanaka");
+    let record = hospital.record(&id);
+    let (opened, end) = (record.opened_at.unwrap(), record.end_at.unwrap());
+
+    let list = hospital.ok(&["session", "list"]);
+    assert!(
+        list.starts_with("Live sessions (times in Asia/Tokyo):\n"),
+        "{list}"
+    );
+    assert!(
+        !list.contains(pending.as_str()),
+        "only live sessions: {list}"
+    );
+    let row = list
+        .lines()
+        .find(|line| line.contains(id.as_str()))
+        .unwrap();
+    for cell in [
+        "acme-ehr/tanaka",
+        "ehr-web",
+        &tokyo().format(opened),
+        &tokyo().format(end),
+        "59m",
+    ] {
+        assert!(row.contains(cell), "{cell:?} in {row}");
+    }
+
+    let out = hospital.ok(&[
+        "session",
+        "extend",
+        id.as_str(),
+        "--for",
+        "30m",
+        "--as",
+        "suzuki",
+    ]);
+    let new_end = hospital.record(&id).end_at.unwrap();
+    assert_eq!(new_end, end + Duration::from_secs(30 * 60));
+    assert!(
+        out.starts_with(&format!(
+            "{id} now ends at {} Asia/Tokyo (1h29m from now).",
+            tokyo().format(new_end)
+        )),
+        "{out}"
+    );
+    let sentence = hospital.refused(&[
+        "session",
+        "extend",
+        id.as_str(),
+        "--for",
+        "1h",
+        "--as",
+        "sato",
+    ]);
+    assert!(sentence.contains("at most 2h"), "{sentence}");
+    let sentence = hospital.refused(&[
+        "session",
+        "extend",
+        pending.as_str(),
+        "--for",
+        "10m",
+        "--as",
+        "sato",
+    ]);
+    assert!(sentence.contains("not a live session"), "{sentence}");
+
+    hospital.ok(&[
+        "session",
+        "revoke",
+        id.as_str(),
+        "--reason",
+        "done",
+        "--as",
+        "suzuki",
+    ]);
+    assert_eq!(hospital.ok(&["session", "list"]), "No live sessions.\n");
+}
+
+#[test]
+fn lockdown_cuts_live_sessions_refuses_approvals_and_lifts() {
+    let hospital = Hospital::new();
+    assert_eq!(hospital.ok(&["lockdown", "status"]), "Lockdown is off.\n");
+    let live = hospital.live_session("tanaka");
+    let pending = hospital.request("kato");
+
+    let sentence = hospital.refused(&["lockdown", "on", "--reason", "", "--as", "suzuki"]);
+    assert!(sentence.contains("--reason"), "{sentence}");
+    let out = hospital.ok(&[
+        "lockdown",
+        "on",
+        "--reason",
+        "ransomware suspected",
+        "--as",
+        "suzuki",
+    ]);
+    assert!(out.starts_with("Lockdown is on:"), "{out}");
+    assert!(out.contains("1 live session was cut"), "{out}");
+    assert_eq!(
+        hospital.record(&live).stage,
+        Stage::Ended(sekisho_broker::session::EndReason::Lockdown)
+    );
+    let status = hospital.ok(&["lockdown", "status"]);
+    assert!(status.starts_with("Lockdown is ON since "), "{status}");
+    assert!(
+        status.contains("Asia/Tokyo, set by suzuki: ransomware suspected"),
+        "{status}"
+    );
+    let sentence = hospital.refused(&[
+        "request",
+        "approve",
+        pending.as_str(),
+        "--for",
+        "1h",
+        "--as",
+        "sato",
+    ]);
+    assert!(sentence.contains("lockdown"), "{sentence}");
+
+    let out = hospital.ok(&["lockdown", "off", "--as", "suzuki"]);
+    assert_eq!(
+        out,
+        "Lockdown lifted: technicians may ask for sessions again.\n"
+    );
+    let status = hospital.ok(&["lockdown", "status"]);
+    assert!(status.starts_with("Lockdown is off (lifted "), "{status}");
+    assert!(status.contains("by suzuki"), "{status}");
+    assert_eq!(
+        hospital.ok(&["lockdown", "off", "--as", "suzuki"]),
+        "Lockdown is not on; nothing changed.\n"
+    );
+    hospital.ok(&[
+        "request",
+        "approve",
+        pending.as_str(),
+        "--for",
+        "1h",
+        "--as",
+        "sato",
+    ]);
+}
+
+#[test]
+fn technicians_are_listed_and_unlocked_and_an_unknown_one_is_named() {
+    let hospital = Hospital::new();
+    assert_eq!(
+        hospital.ok(&["technician", "list"]),
+        "No technicians yet.\n"
+    );
+    let sentence = hospital.refused(&["technician", "unlock", "acme-ehr", "nobody"]);
+    assert_eq!(
+        sentence,
+        "There is no technician acme-ehr/nobody; list them with `sekisho-broker technician list`."
+    );
+
+    hospital
+        .runtime
+        .block_on(async {
+            hospital
+                .store
+                .put_technician("acme-ehr", "tanaka", "sealed", 0)
+                .await?;
+            for _ in 0..5 {
+                hospital
+                    .store
+                    .record_otp_failure("acme-ehr", "tanaka")
+                    .await?;
+            }
+            Ok::<_, sekisho_broker::store::StoreError>(())
+        })
+        .unwrap();
+    let list = hospital.ok(&["technician", "list"]);
+    let row = list.lines().find(|line| line.contains("tanaka")).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells, ["acme-ehr", "tanaka", "yes", "5"], "{list}");
+    assert!(list.contains("technician unlock"), "{list}");
+
+    let out = hospital.ok(&["technician", "unlock", "acme-ehr", "tanaka"]);
+    assert!(out.starts_with("Unlocked acme-ehr/tanaka;"), "{out}");
+    let list = hospital.ok(&["technician", "list"]);
+    let row = list.lines().find(|line| line.contains("tanaka")).unwrap();
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["acme-ehr", "tanaka", "no", "0"]
+    );
+}
+
+#[test]
+fn approving_an_unknown_request_says_there_is_no_such_request() {
+    let hospital = Hospital::new();
+    let sentence = hospital.refused(&[
+        "request", "approve", "r-nope", "--for", "1h", "--as", "suzuki",
+    ]);
+    assert_eq!(
+        sentence,
+        "There is no request r-nope; list them with `sekisho-broker request list`."
+    );
+    let sentence = hospital.refused(&[
+        "session", "revoke", "r-nope", "--reason", "x", "--as", "suzuki",
+    ]);
+    assert!(
+        sentence.starts_with("There is no request r-nope"),
+        "{sentence}"
+    );
+}
+
+#[test]
+fn desk_commands_refuse_a_data_directory_without_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("typo");
+    let sentence = refused(
+        broker(&["request", "list"])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--policies")
+            .arg(repo_policies())
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        sentence.starts_with(&format!(
+            "There is no sekisho database at {}",
+            data.join("sekisho.db").display()
+        )),
+        "{sentence}"
+    );
+    assert!(!data.exists(), "a mistyped data directory is not created");
+}
+
+#[test]
+fn dev_issue_shows_the_otp_uri_once_and_writes_the_secret_readable_by_the_owner_only() {
+    let hospital = Hospital::new();
+    let dir = hospital.dir.path();
+    let secret_file = dir.join("tanaka.totp");
+    // A file that was there before, readable by others, is narrowed before the secret goes in.
+    std::fs::write(&secret_file, "old").unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = hospital.ok(&[
+        "dev-issue",
+        "--vendor",
+        "acme-ehr",
+        "--technician",
+        "tanaka",
+    ]
+    .into_iter()
+    .chain(["--out", dir.join("creds").to_str().unwrap()])
+    .chain(["--totp-secret-out", secret_file.to_str().unwrap()])
+    .collect::<Vec<_>>());
+
+    let uri_line = out
+        .lines()
+        .find(|line| line.trim_start().starts_with("otpauth://totp/"))
+        .unwrap_or_else(|| panic!("an otpauth URI: {out}"));
+    assert!(uri_line.contains("tanaka"), "{uri_line}");
+    assert!(uri_line.contains("Demo%20General%20Hospital"), "{uri_line}");
+    assert!(out.contains("shown once"), "{out}");
+    assert!(out.contains("authenticator app"), "{out}");
+
+    let mode = std::fs::metadata(&secret_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let hex = std::fs::read_to_string(&secret_file).unwrap();
+    let hex = hex.trim_end();
+    assert_eq!(hex.len(), 40, "160 bits: {hex}");
+    assert!(
+        hex.chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    );
+
+    // The file holds the secret the broker sealed for this technician.
+    let row = hospital
+        .runtime
+        .block_on(hospital.store.technician("acme-ehr", "tanaka"))
+        .unwrap()
+        .unwrap();
+    let sealed = SealingKey::load_or_create(&hospital.data())
+        .unwrap()
+        .open("acme-ehr/tanaka", &row.sealed_totp_secret)
+        .unwrap();
+    let from_file: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(Secret::new(from_file), sealed);
+    assert!(uri_line.contains(&format!("secret={}", base32(sealed.expose_secret()))));
+}
+
+/// RFC 4648 base32 without padding, as otpauth URIs carry secrets.
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::new();
+    let (mut buffer, mut bits) = (0u32, 0);
+    for byte in bytes {
+        buffer = (buffer << 8) | u32::from(*byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+#[test]
+fn the_database_option_and_its_environment_variable_point_every_command_at_one_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("elsewhere/shared.db");
+    let data = dir.path().join("data");
+    let with = |args: &[&str]| {
+        let mut command = broker(args);
+        command
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--policies")
+            .arg(repo_policies())
+            .arg("--database")
+            .arg(&database);
+        command
+    };
+    let creds = dir.path().join("creds");
+    succeeded(
+        with(&[
+            "dev-issue",
+            "--vendor",
+            "acme-ehr",
+            "--technician",
+            "tanaka",
+            "--out",
+            creds.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap(),
+    );
+    assert!(
+        database.exists(),
+        "dev-issue made the technician in --database"
+    );
+    assert!(
+        !data.join("sekisho.db").exists(),
+        "and not in the data directory"
+    );
+
+    let list = succeeded(with(&["technician", "list"]).output().unwrap());
+    assert!(list.contains("tanaka"), "{list}");
+    let list = succeeded(
+        broker(&["technician", "list"])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--policies")
+            .arg(repo_policies())
+            .env("SEKISHO_DATABASE", &database)
+            .output()
+            .unwrap(),
+    );
+    assert!(list.contains("tanaka"), "SEKISHO_DATABASE: {list}");
+}
+
+#[test]
+fn a_mistake_in_the_arguments_is_one_sentence_and_exit_code_1() {
+    let hospital = Hospital::new();
+    let sentence = hospital.refused(&[
+        "request", "approve", "r-x", "--for", "1h", "--until", "10:00", "--as", "suzuki",
+    ]);
+    assert!(sentence.contains("cannot be used with"), "{sentence}");
+    let sentence = hospital.refused(&["request", "approve", "r-x", "--as", "suzuki"]);
+    assert!(sentence.contains("--for"), "{sentence}");
+    let sentence = hospital.refused(&["lockdwon", "status"]);
+    assert!(
+        sentence.contains("lockdown"),
+        "the tip names the command: {sentence}"
+    );
+    let help = succeeded(
+        hospital
+            .command(&["request", "approve", "--help"])
+            .output()
+            .unwrap(),
+    );
+    assert!(help.contains("--until <TIME>"), "{help}");
 }

@@ -10,6 +10,7 @@
 //! - [`codec`]: framing (`tag`, `length`, `body`), [`decode`], [`FrameReader`].
 //! - [`message`]: every message the protocol knows and its body layout.
 //! - [`code`]: the stable refusal codes carried by [`ErrorMessage`].
+//! - [`duration`]: durations as people write them (`1h30m`), the same on both ends.
 //!
 //! # The protocol
 //!
@@ -107,6 +108,7 @@
 
 pub mod code;
 pub mod codec;
+pub mod duration;
 pub mod message;
 
 pub use code::ErrorCode;

@@ -5,34 +5,7 @@ use std::time::Duration;
 pub(super) const DEFAULT_MAX_SESSION: Duration = Duration::from_secs(2 * 60 * 60);
 pub(super) const MAX_SESSION_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Parses one or more `<digits><unit>` parts with units `h`, `m`, `s`, each at most once and
-/// in that order. `None` when the text is not of that form (including overflow); zero is
-/// accepted here and refused by the caller with its own message.
-pub(super) fn parse_duration(text: &str) -> Option<Duration> {
-    const UNITS: [(char, u64); 3] = [('h', 3600), ('m', 60), ('s', 1)];
-    let mut rest = text;
-    let mut next_unit = 0;
-    let mut total: u64 = 0;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let number: u64 = rest[..digits].parse().ok()?;
-        let unit = rest[digits..].chars().next()?;
-        let position = UNITS[next_unit..]
-            .iter()
-            .position(|&(symbol, _)| symbol == unit)?;
-        let (_, seconds) = UNITS[next_unit + position];
-        next_unit += position + 1;
-        total = total.checked_add(number.checked_mul(seconds)?)?;
-        rest = &rest[digits + unit.len_utf8()..];
-    }
-    Some(Duration::from_secs(total))
-}
+pub(super) use proto::duration::parse_duration;
 
 /// Renders a duration in the syntax [`parse_duration`] accepts (whole seconds).
 #[cfg(test)]

@@ -392,14 +392,9 @@ impl Driver {
                         .warned
                         .retain(|left| end_at.checked_sub(*left).is_none_or(|at| at <= now));
                     let by = record
-                        .approvals
+                        .extensions
                         .last()
-                        .map(|approval| {
-                            approval
-                                .approver
-                                .trim_end_matches(" (end time changed)")
-                                .to_owned()
-                        })
+                        .map(|extension| extension.by.clone())
                         .unwrap_or_default();
                     tracing::info!(identity = %self.identity, request = %record.id, end_at = %self.shared.zone.format(end_at), %by, "session end time changed");
                     self.send(&Message::Extended(Extended {

@@ -88,6 +88,7 @@ pub(super) async fn request_access(
         answer_by,
         approvals_needed: vendor.access.approvals,
         approvals: Vec::new(),
+        extensions: Vec::new(),
         stage: Stage::Requested,
         end_at: None,
         pinned: None,

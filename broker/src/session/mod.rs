@@ -184,6 +184,17 @@ pub struct ApprovalRecord {
     pub until: SystemTime,
 }
 
+/// A change of a live session's end time, by a person: an approval of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    /// Who changed it.
+    pub by: String,
+    /// When.
+    pub at: SystemTime,
+    /// The new end time.
+    pub end_at: SystemTime,
+}
+
 /// A request as stored: its whole life in one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestRecord {
@@ -209,6 +220,8 @@ pub struct RequestRecord {
     pub approvals_needed: u8,
     /// The yeses so far.
     pub approvals: Vec<ApprovalRecord>,
+    /// Changes of the end time while live, oldest first.
+    pub extensions: Vec<Extension>,
     /// Where it is.
     pub stage: Stage,
     /// The end time, once approved.
@@ -666,19 +679,7 @@ fn check_span(
 
 /// `1h30m`, `45m`, `2h`, `30s`.
 pub fn human_duration(duration: Duration) -> String {
-    let secs = duration.as_secs();
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
-    }
-    out
+    proto::duration::format_duration(duration)
 }
 
 #[cfg(test)]

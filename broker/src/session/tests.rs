@@ -55,6 +55,7 @@ fn record(stage: Stage, approvals_needed: u8) -> RequestRecord {
         answer_by: now + 30 * MIN,
         approvals_needed,
         approvals: vec![],
+        extensions: vec![],
         stage,
         end_at: None,
         pinned: None,

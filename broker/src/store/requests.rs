@@ -10,7 +10,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{Store, StoreError};
 use crate::clock::{from_unix_ms, to_unix_ms};
-use crate::session::{ApprovalRecord, EndReason, RequestId, RequestRecord, Stage};
+use crate::session::{ApprovalRecord, EndReason, Extension, RequestId, RequestRecord, Stage};
 
 const REQUEST_COLUMNS: &str = "id, vendor, technician, targets, purpose, ticket, wanted_ms, state, created_at, answer_by, approvals_needed, end_at, pinned, opened_at, broker_id, ended_at, end_reason, ended_by, note";
 
@@ -83,7 +83,18 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         let mut approvals = group_approvals(approvals)?;
-        record_from_row(&row, approvals.remove(id.as_str()).unwrap_or_default())
+        let extensions = sqlx::query(
+            "SELECT request_id, changed_by, changed_at, end_at FROM extensions WHERE request_id = $1 ORDER BY changed_at",
+        )
+        .bind(id.as_str())
+        .fetch_all(self.pool())
+        .await?;
+        let mut extensions = group_extensions(extensions)?;
+        record_from_row(
+            &row,
+            approvals.remove(id.as_str()).unwrap_or_default(),
+            extensions.remove(id.as_str()).unwrap_or_default(),
+        )
     }
 
     /// Requests matching `filter`, newest first.
@@ -157,9 +168,24 @@ impl Store {
             query = query.bind(id.as_str());
         }
         let mut approvals = group_approvals(query.fetch_all(self.pool()).await?)?;
+        let sql = format!(
+            "SELECT request_id, changed_by, changed_at, end_at FROM extensions WHERE request_id IN ({}) ORDER BY changed_at",
+            slots.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql.as_str()));
+        for id in &ids {
+            query = query.bind(id.as_str());
+        }
+        let mut extensions = group_extensions(query.fetch_all(self.pool()).await?)?;
         rows.iter()
             .zip(ids)
-            .map(|(row, id)| record_from_row(row, approvals.remove(&id).unwrap_or_default()))
+            .map(|(row, id)| {
+                record_from_row(
+                    row,
+                    approvals.remove(&id).unwrap_or_default(),
+                    extensions.remove(&id).unwrap_or_default(),
+                )
+            })
             .collect()
     }
 
@@ -288,12 +314,13 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         expect_one(updated.rows_affected())?;
-        // An extension is an approval of its own: it is kept with the others.
+        // An extension is an approval of its own, kept apart from the approvals that opened
+        // the request.
         sqlx::query(
-            "INSERT INTO approvals (request_id, approver, approved_at, until_at) SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM approvals WHERE request_id = $1 AND approver = $2 AND approved_at = $3)",
+            "INSERT INTO extensions (request_id, changed_by, changed_at, end_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(id.as_str())
-        .bind(format!("{by} (end time changed)"))
+        .bind(by)
         .bind(to_unix_ms(now))
         .bind(to_unix_ms(end_at))
         .execute(&mut *tx)
@@ -407,9 +434,23 @@ fn group_approvals(rows: Vec<AnyRow>) -> Result<HashMap<String, Vec<ApprovalReco
     Ok(grouped)
 }
 
+fn group_extensions(rows: Vec<AnyRow>) -> Result<HashMap<String, Vec<Extension>>, StoreError> {
+    let mut grouped: HashMap<String, Vec<Extension>> = HashMap::new();
+    for row in rows {
+        let id: String = row.try_get(0)?;
+        grouped.entry(id).or_default().push(Extension {
+            by: row.try_get(1)?,
+            at: from_unix_ms(row.try_get(2)?),
+            end_at: from_unix_ms(row.try_get(3)?),
+        });
+    }
+    Ok(grouped)
+}
+
 fn record_from_row(
     row: &AnyRow,
     approvals: Vec<ApprovalRecord>,
+    extensions: Vec<Extension>,
 ) -> Result<RequestRecord, StoreError> {
     let id: String = row.try_get(0)?;
     let state: String = row.try_get(7)?;
@@ -449,6 +490,7 @@ fn record_from_row(
         answer_by: from_unix_ms(row.try_get(9)?),
         approvals_needed: u8::try_from(row.try_get::<i64, _>(10)?).unwrap_or(u8::MAX),
         approvals,
+        extensions,
         stage,
         end_at: optional_time(11)?,
         pinned: row.try_get(12)?,

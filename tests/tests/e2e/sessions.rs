@@ -384,6 +384,19 @@ async fn extending_a_live_session_moves_its_end_without_reconnecting() {
     // The old end passes and the session lives on.
     broker.clock().advance(61 * MIN);
     echo_once(&session).await;
+    // The same person may move the end again; each change is kept.
+    broker
+        .desk()
+        .extend(&live[0].id, "yamada", Until::For(10 * MIN))
+        .await
+        .unwrap();
+    let record = broker.desk().store().request(&live[0].id).await.unwrap();
+    assert_eq!(record.extensions.len(), 2);
+    assert_eq!(
+        record.approvals.len(),
+        1,
+        "extensions are not approvals of the request"
+    );
     // An extension past max_session (2h by default) is refused.
     let too_far = broker
         .desk()

@@ -1,0 +1,195 @@
+//! The admin command line's commands, as functions the `sekisho-broker` binary calls.
+//!
+//! Each command takes what it acts on (a [`Desk`](crate::approval::Desk), a configuration)
+//! and the time, read once by the caller, and returns the text to print or a [`CliError`]
+//! whose `Display` is one sentence for the person at the terminal. The binary only parses
+//! arguments, opens the hospital and prints.
+//!
+//! Everything shown comes from the database, and much of it was typed by a vendor's
+//! technician (purpose, ticket): [`clean`] strips control characters from it, so a request
+//! cannot move the cursor or recolour an approver's terminal.
+//!
+//! # Layout
+//!
+//! - `when`: `--for 1h30m` and `--until 14:30` as approvers type them.
+//! - `table`: plain-text tables and the cleaning of untrusted text.
+//! - `requests`: `request list|approve|deny` and `session list|revoke|extend`.
+//! - `admin`: `lockdown`, `technician list|unlock`, `dev-issue`.
+
+mod admin;
+mod requests;
+mod table;
+mod when;
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+pub use admin::{
+    DevIssue, dev_issue, lockdown_off, lockdown_on, lockdown_status, technician_list,
+    technician_unlock,
+};
+pub use requests::{
+    request_approve, request_deny, request_list, session_extend, session_list, session_revoke,
+};
+pub use table::clean;
+pub use when::{end_time, parse_duration, parse_end_time};
+
+use crate::approval::DeskError;
+use crate::clock::{Clock, Sleep};
+use crate::store::{StoreError, StoreLocation};
+use crate::{BindError, BrokerConfig};
+
+/// Why a command did not do what was asked; `Display` is one sentence.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// What was typed cannot be used; the person can correct it.
+    #[error("{0}")]
+    Input(String),
+    /// The desk refused, or could not act.
+    #[error(transparent)]
+    Desk(#[from] DeskError),
+    /// The database could not be read or written; nothing was changed.
+    #[error("Nothing was changed: {0}. Check the broker's database and try again.")]
+    Store(StoreError),
+    /// No such technician.
+    #[error(
+        "There is no technician {vendor}/{technician}; list them with `sekisho-broker technician list`."
+    )]
+    NoSuchTechnician {
+        /// The vendor typed.
+        vendor: String,
+        /// The technician typed.
+        technician: String,
+    },
+    /// The SQLite database the command would act on does not exist.
+    #[error(
+        "There is no sekisho database at {}; check --data-dir or --database (`sekisho-broker serve` creates it on its first start).",
+        .0.display()
+    )]
+    NoDatabase(PathBuf),
+    /// The policies, time zone, database or sealing key could not be opened.
+    #[error(transparent)]
+    Open(#[from] BindError),
+    /// The certificate authority could not issue or write.
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    /// A technician's TOTP secret could not be made or stored.
+    #[error(transparent)]
+    SetSecret(#[from] crate::SetSecretError),
+    /// A TOTP secret could not be turned into an `otpauth://` URI.
+    #[error(transparent)]
+    Otp(#[from] crate::otp::OtpError),
+    /// A file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+}
+
+/// Refuses to act on a SQLite database that does not exist yet: an admin command pointed at
+/// the wrong `--data-dir` would otherwise create an empty one and report that nothing is
+/// pending. (A PostgreSQL database is always taken as given.)
+pub fn expect_existing_database(config: &BrokerConfig) -> Result<(), CliError> {
+    match config.store_location() {
+        StoreLocation::Sqlite(path) if !path.exists() => Err(CliError::NoDatabase(path)),
+        _ => Ok(()),
+    }
+}
+
+/// The name a staff member acts under (`--as`, else `$USER`), checked.
+///
+/// Every action is recorded with this name, so it must name one person: not `root`, and
+/// not a `vendor/technician` identity (a vendor never approves).
+pub fn staff_name(given: Option<&str>) -> Result<String, CliError> {
+    let name = given.map(str::trim).unwrap_or_default();
+    if name.is_empty() {
+        return Err(CliError::Input(
+            "Say who you are with --as NAME (or set USER); every action is recorded with the name of the person who took it.".to_owned(),
+        ));
+    }
+    if name == "root" {
+        return Err(CliError::Input(
+            "`root` does not say which person acted; give your own name with --as NAME.".to_owned(),
+        ));
+    }
+    let valid = name.chars().count() <= 64
+        && name
+            .chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && c != '/');
+    if !valid {
+        return Err(CliError::Input(format!(
+            "`{}` is not a staff name; use up to 64 characters without spaces or '/'.",
+            clean(name)
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+/// A reason the person must give (`--reason`), trimmed and checked.
+pub fn required_reason(reason: &str, what: &str) -> Result<String, CliError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(CliError::Input(format!(
+            "Give a reason with --reason; it is {what}."
+        )));
+    }
+    if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+        return Err(CliError::Input(
+            "A reason is one line of at most 500 characters.".to_owned(),
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
+/// A clock that stands at the moment a command started: one command reads the time once,
+/// so everything it records and prints agrees.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandClock(pub SystemTime);
+
+impl Clock for CommandClock {
+    fn now(&self) -> SystemTime {
+        self.0
+    }
+
+    fn sleep_until(&self, deadline: SystemTime) -> Sleep {
+        // A command never waits on its own clock; if asked, wait on the real one.
+        crate::clock::SystemClock.sleep_until(deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staff_names_name_one_person() {
+        assert_eq!(staff_name(Some(" suzuki ")).unwrap(), "suzuki");
+        for refused in [
+            None,
+            Some(""),
+            Some("  "),
+            Some("root"),
+            Some("acme-ehr/tanaka"),
+        ] {
+            assert!(
+                matches!(staff_name(refused), Err(CliError::Input(_))),
+                "{refused:?}"
+            );
+        }
+        assert!(staff_name(Some("a b")).is_err());
+        assert!(staff_name(Some("a\u{1b}[31m")).is_err());
+    }
+
+    #[test]
+    fn reasons_are_required_and_one_line() {
+        assert_eq!(
+            required_reason("  wrong target ", "told").unwrap(),
+            "wrong target"
+        );
+        assert!(required_reason(" ", "told").is_err());
+        assert!(required_reason("a\nb", "told").is_err());
+    }
+}
