@@ -1,10 +1,12 @@
 //! sekisho-broker: the hospital's side of remote maintenance.
 //!
-//! A broker holds the hospital's policies, its own certificate authority and one UDP port on
-//! which technicians' clients connect over QUIC. For each connection it checks the client
-//! certificate, learns which vendor and technician it is, and carries that technician's TCP
-//! forwards to the targets their vendor's policy names, at addresses pinned when the session
-//! started, and to nothing else.
+//! A broker holds the hospital's policies, its own certificate authority, a database and one
+//! UDP port on which technicians' clients connect over QUIC. For each connection it checks the
+//! client certificate and learns which vendor and technician it is. A technician asks for
+//! access; hospital approvers answer (with an end time, or a reason); the technician opens
+//! the approved request with a one-time password; the broker then carries their TCP forwards
+//! to the approved targets, at the addresses pinned at approval and to nothing else, and cuts
+//! the session at its end time.
 //!
 //! Start it in two phases, so the caller (a test, or `main`) knows the bound address before
 //! anything runs:
@@ -23,9 +25,18 @@
 //! # Layout
 //!
 //! - [`policy`]: parse and check the policy files (pure).
+//! - [`session`]: the lifecycle rules `requested → approved → active → ended` (pure: the time
+//!   is an argument).
+//! - [`approval`]: the hospital's desk: approve, deny, revoke, move the end time, lockdown.
+//! - [`store`]: SQLite or PostgreSQL through sqlx; every transition a conditional update.
+//! - [`hub`]: watches the store so changes made anywhere reach live sessions within a second.
+//! - [`otp`], [`secret`]: TOTP codes; secrets sealed at rest and never printed.
 //! - [`pki`]: the broker's CA, server certificate and client certificates.
+//! - [`targets`]: target names resolved at approval and pinned for the session.
 //! - [`quic`]: the QUIC endpoint, one task per connection and one per forward; the only place
-//!   that does network I/O.
+//!   that does network I/O with technicians.
+//! - [`clock`]: the time, as an argument (tests move a manual clock).
+//! - [`cli`]: the admin command line's commands.
 //!
 //! The broker never dials an address a policy did not name, never dials a name it did not
 //! resolve and check when the session started, and never trusts a certificate its own CA did
