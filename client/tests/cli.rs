@@ -1,24 +1,45 @@
-//! The `sekisho` binary as a technician runs it, against a real broker started in-process.
+//! The `sekisho` binary as a technician runs it, against a real broker started in-process:
+//! `request`, `status`, and `connect` through approval, the one-time password, forwarding and
+//! the end of the session; and every way connecting can fail, as one sentence.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use sekisho_broker::approval::{Desk, Until};
+use sekisho_broker::clock::{Clock, ManualClock};
+use sekisho_broker::otp;
 use sekisho_broker::pki::TechnicianIdentity;
-use sekisho_broker::{Broker, BrokerConfig};
+use sekisho_broker::secret::Secret;
+use sekisho_broker::session::RequestId;
+use sekisho_broker::{Broker, BrokerConfig, Hospital};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, ChildStderr, Command};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::process::{Child, ChildStderr, ChildStdin, Command};
 use tokio_util::sync::CancellationToken;
 
+/// The longest any one step may take before the test fails.
 const WAIT: Duration = Duration::from_secs(30);
+/// How soon a revoked session must be over on the technician's side (the broker cuts live
+/// sessions within a second of the hospital's decision).
+const CUT_WITHIN: Duration = Duration::from_secs(10);
+const APPROVER: &str = "suzuki";
 
+/// A broker whose vendor `acme-ehr` may reach `echo` (a TCP echo server) and `closed` (a port
+/// nobody listens on), the hospital's desk on it, and `acme-ehr/tanaka` with credentials on
+/// disk and a TOTP secret. The broker's clock starts at the real time and moves only when a
+/// test moves it (to reach end times); the client reads the real clock.
 struct Fixture {
     dir: tempfile::TempDir,
     broker: SocketAddr,
     credentials: [PathBuf; 3],
+    desk: Desk,
+    secret: Secret<Vec<u8>>,
+    clock: ManualClock,
+    /// Holds the `closed` target's port (bound, never listening) for the test's life.
+    _closed: TcpSocket,
     shutdown: CancellationToken,
 }
 
@@ -28,8 +49,6 @@ impl Drop for Fixture {
     }
 }
 
-/// A broker whose vendor `acme-ehr` may reach `echo` (a TCP echo server), and credentials
-/// for `acme-ehr/tanaka` on disk.
 async fn start_broker() -> Fixture {
     let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let echo_addr = echo.local_addr().unwrap();
@@ -42,6 +61,10 @@ async fn start_broker() -> Fixture {
             });
         }
     });
+    let closed = TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     std::fs::create_dir_all(policies.join("vendors")).unwrap();
@@ -53,39 +76,140 @@ async fn start_broker() -> Fixture {
     std::fs::write(
         policies.join("vendors/acme-ehr.toml"),
         format!(
-            "[vendor]\nid = \"acme-ehr\"\nname = \"Acme\"\n\n[[target]]\nname = \"echo\"\naddress = \"{echo_addr}\"\nallow_loopback = true\n"
+            "[vendor]\nid = \"acme-ehr\"\nname = \"Acme\"\n\n\
+             [[target]]\nname = \"echo\"\naddress = \"{echo_addr}\"\nallow_loopback = true\n\n\
+             [[target]]\nname = \"closed\"\naddress = \"{closed_addr}\"\nallow_loopback = true\n"
         ),
     )
     .unwrap();
     let mut config = BrokerConfig::new(dir.path().join("data"), policies);
     config.listen = "127.0.0.1:0".parse().unwrap();
-    let broker = Broker::bind(config).await.unwrap();
+    let clock = ManualClock::new(SystemTime::now());
+    config.clock = std::sync::Arc::new(clock.clone());
+    let broker = Broker::bind(config.clone()).await.unwrap();
     let addr = broker.local_addr();
-    let credentials = issue(&broker, dir.path(), "tanaka");
+    let desk = broker.desk();
+    let identity = TechnicianIdentity::new("acme-ehr", "tanaka").unwrap();
+    let credentials = broker
+        .pki()
+        .issue_client_certificate(&identity, Duration::from_secs(3600))
+        .unwrap()
+        .write_to(&dir.path().join("tanaka"), broker.pki().ca_pem())
+        .unwrap();
+    let secret = Hospital::open(&config)
+        .await
+        .unwrap()
+        .set_technician_secret(&identity, clock.now())
+        .await
+        .unwrap();
     let shutdown = CancellationToken::new();
     tokio::spawn(broker.run(shutdown.clone()));
     Fixture {
         dir,
         broker: addr,
         credentials,
+        desk,
+        secret,
+        clock,
+        _closed: closed,
         shutdown,
     }
 }
 
-fn issue(broker: &Broker, dir: &Path, technician: &str) -> [PathBuf; 3] {
-    let identity = TechnicianIdentity::new("acme-ehr", technician).unwrap();
-    broker
-        .pki()
-        .issue_client_certificate(&identity, Duration::from_secs(3600))
-        .unwrap()
-        .write_to(&dir.join(technician), broker.pki().ca_pem())
-        .unwrap()
+impl Fixture {
+    /// `sekisho ARGS` with this broker and tanaka's credentials; nothing from the
+    /// environment, stdin closed, stdout and stderr captured.
+    fn sekisho(&self, args: &[&str]) -> Command {
+        sekisho_with(&self.broker.to_string(), &self.credentials, args)
+    }
+
+    /// Runs `sekisho request` for `targets` and returns the id it printed.
+    async fn request(&self, targets: &[&str]) -> String {
+        let mut args = vec!["request", "--purpose", "apply patch 5.2.1", "--for", "1h"];
+        for target in targets {
+            args.extend(["--target", target]);
+        }
+        let (status, stdout, stderr) = finish(self.sekisho(&args).spawn().unwrap()).await;
+        assert!(status.success(), "{status}: {stderr}");
+        stdout.trim().to_owned()
+    }
+
+    async fn approve(&self, id: &str) {
+        self.desk
+            .approve(
+                &RequestId::parse(id).unwrap(),
+                APPROVER,
+                Until::For(Duration::from_secs(3600)),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The code tanaka's authenticator shows now (by the broker's clock).
+    fn code(&self) -> String {
+        otp::code_at(&self.secret, self.clock.now()).unwrap()
+    }
+
+    /// Six digits that no step near now would accept.
+    fn wrong_code(&self) -> String {
+        let now = self.clock.now();
+        let near: Vec<String> = [-60i64, -30, 0, 30, 60]
+            .iter()
+            .map(|offset| {
+                let at = if *offset < 0 {
+                    now - Duration::from_secs(offset.unsigned_abs())
+                } else {
+                    now + Duration::from_secs(offset.unsigned_abs())
+                };
+                otp::code_at(&self.secret, at).unwrap()
+            })
+            .collect();
+        (0..)
+            .map(|n: u32| format!("{:06}", (123_456 + n * 7919) % 1_000_000))
+            .find(|code| !near.contains(code))
+            .unwrap()
+    }
+
+    /// Starts `sekisho connect ID -L 0:TARGET …` with stdin piped for the one-time password.
+    fn connect(&self, id: &str, targets: &[&str]) -> Connect {
+        let specs: Vec<String> = targets.iter().map(|t| format!("0:{t}")).collect();
+        let mut args = vec!["connect", id];
+        for spec in &specs {
+            args.extend(["-L", spec]);
+        }
+        let mut child = self.sekisho(&args).stdin(Stdio::piped()).spawn().unwrap();
+        Connect {
+            stdin: child.stdin.take().unwrap(),
+            stderr: BufReader::new(child.stderr.take().unwrap()),
+            seen: Vec::new(),
+            child,
+        }
+    }
+
+    /// Request, approve, connect and type the right code: a session forwarding `targets`.
+    async fn open_session(&self, targets: &[&str]) -> (String, Connect) {
+        let id = self.request(targets).await;
+        self.approve(&id).await;
+        let mut connect = self.connect(&id, targets);
+        connect.until("One-time password for acme-ehr/tanaka").await;
+        connect.type_line(&self.code()).await;
+        connect.until("Press Ctrl-C to end the session.").await;
+        (id, connect)
+    }
 }
 
-fn sekisho(broker: &str, [ca, cert, key]: &[PathBuf; 3], extra: &[&str]) -> Command {
+fn sekisho_with(broker: &str, [ca, cert, key]: &[PathBuf; 3], args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sekisho"));
+    for variable in [
+        "SEKISHO_BROKER",
+        "SEKISHO_CA",
+        "SEKISHO_CERT",
+        "SEKISHO_KEY",
+    ] {
+        command.env_remove(variable);
+    }
     command
-        .arg("connect")
+        .args(args)
         .args(["--broker", broker])
         .arg("--ca")
         .arg(ca)
@@ -93,117 +217,443 @@ fn sekisho(broker: &str, [ca, cert, key]: &[PathBuf; 3], extra: &[&str]) -> Comm
         .arg(cert)
         .arg("--key")
         .arg(key)
-        .args(extra)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     command
 }
 
-/// Reads stderr lines until one contains `marker`; returns every line read.
-async fn read_until(stderr: &mut BufReader<ChildStderr>, marker: &str) -> Vec<String> {
-    let mut seen = Vec::new();
-    tokio::time::timeout(WAIT, async {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let read = stderr.read_line(&mut line).await.unwrap();
-            assert!(read > 0, "stderr ended before `{marker}`: {seen:#?}");
-            seen.push(line.trim_end().to_owned());
-            if line.contains(marker) {
-                return;
-            }
-        }
+/// Waits (bounded) for the process to exit; returns its status, stdout and stderr.
+async fn finish(mut child: Child) -> (ExitStatus, String, String) {
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    tokio::time::timeout(WAIT, async move {
+        let (mut out, mut err) = (String::new(), String::new());
+        let (read_out, read_err) = tokio::join!(
+            stdout.read_to_string(&mut out),
+            stderr.read_to_string(&mut err)
+        );
+        read_out.unwrap();
+        read_err.unwrap();
+        (child.wait().await.unwrap(), out, err)
     })
     .await
-    .unwrap_or_else(|_| panic!("no `{marker}` within {WAIT:?}; saw {seen:#?}"));
-    seen
+    .unwrap_or_else(|_| panic!("sekisho did not exit within {WAIT:?}"))
 }
 
-async fn exit_and_stderr(mut child: Child) -> (ExitStatus, String) {
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
+/// A running `sekisho connect`.
+struct Connect {
+    child: Child,
+    stdin: ChildStdin,
+    stderr: BufReader<ChildStderr>,
+    /// Every stderr line read so far.
+    seen: Vec<String>,
+}
+
+impl Connect {
+    /// Reads stderr until a line contains `marker` (bounded); returns that line.
+    async fn until(&mut self, marker: &str) -> String {
+        let Connect { stderr, seen, .. } = self;
+        tokio::time::timeout(WAIT, async {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                let read = stderr.read_line(&mut line).await.unwrap();
+                assert!(read > 0, "stderr ended before `{marker}`: {seen:#?}");
+                seen.push(line.trim_end().to_owned());
+                if line.contains(marker) {
+                    return line.trim_end().to_owned();
+                }
+            }
+        })
         .await
-        .unwrap();
-    let status = tokio::time::timeout(WAIT, child.wait())
+        .unwrap_or_else(|_| panic!("no `{marker}` within {WAIT:?}; saw {:#?}", self.seen))
+    }
+
+    async fn type_line(&mut self, text: &str) {
+        self.stdin
+            .write_all(format!("{text}\n").as_bytes())
+            .await
+            .unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// The local address forwarding to `target`, from `… 127.0.0.1:PORT -> TARGET`.
+    fn local_port_of(&self, target: &str) -> SocketAddr {
+        let suffix = format!(" -> {target}");
+        let line = self
+            .seen
+            .iter()
+            .find(|line| line.ends_with(&suffix))
+            .unwrap_or_else(|| panic!("no forward to {target} in {:#?}", self.seen));
+        line.trim_end_matches(&suffix)
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn interrupt(&self) {
+        let pid = self.child.id().unwrap().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+
+    /// Waits (within `limit`) for the exit; returns the status and the rest of stderr.
+    async fn exit(mut self, limit: Duration) -> (ExitStatus, String) {
+        drop(self.stdin);
+        let mut rest = String::new();
+        let status = tokio::time::timeout(limit, async {
+            self.stderr.read_to_string(&mut rest).await.unwrap();
+            self.child.wait().await.unwrap()
+        })
         .await
-        .unwrap()
+        .unwrap_or_else(|_| {
+            panic!(
+                "sekisho did not exit within {limit:?}; saw {:#?}",
+                self.seen
+            )
+        });
+        (status, rest)
+    }
+}
+
+async fn assert_echoes(addr: SocketAddr) {
+    tokio::time::timeout(WAIT, async {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"ping through sekisho").await.unwrap();
+        tcp.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, b"ping through sekisho");
+    })
+    .await
+    .unwrap();
+}
+
+// --- request and status ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_prints_the_id_alone_on_stdout_and_status_lists_it_as_requested() {
+    let fixture = start_broker().await;
+    let (status, stdout, stderr) = finish(fixture.sekisho(&["status"]).spawn().unwrap()).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout, "You have no requests.\n");
+
+    let child = fixture
+        .sekisho(&[
+            "request",
+            "--target",
+            "echo",
+            "--purpose",
+            "apply patch 5.2.1",
+            "--ticket",
+            "INC-1234",
+            "--for",
+            "1h30m",
+        ])
+        .spawn()
         .unwrap();
-    (status, stderr)
+    let (status, stdout, stderr) = finish(child).await;
+    assert!(status.success(), "{stderr}");
+    let id = stdout.trim_end_matches('\n');
+    assert!(
+        id.starts_with("r-") && !id.contains(char::is_whitespace),
+        "{stdout:?}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "Request {id} sent to CLI Test Hospital for echo (1h30m)."
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("Next: sekisho connect {id} -L LOCAL_PORT:echo")),
+        "{stderr}"
+    );
+
+    let (status, stdout, stderr) = finish(fixture.sekisho(&["status"]).spawn().unwrap()).await;
+    assert!(status.success(), "{stderr}");
+    let row = stdout
+        .lines()
+        .find(|line| line.starts_with(id))
+        .unwrap_or_else(|| panic!("{id} not listed: {stdout}"));
+    assert!(row.contains("requested (0 of 1)"), "{row}");
+    assert!(row.contains("apply patch 5.2.1"), "{row}");
+    assert!(row.contains("asked "), "{row}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_forwards_a_local_port_and_ctrl_c_closes_cleanly() {
+async fn a_request_for_a_target_outside_the_policy_is_the_brokers_sentence_and_a_failure_exit() {
     let fixture = start_broker().await;
-    let mut child = sekisho(
-        &fixture.broker.to_string(),
-        &fixture.credentials,
-        &["-L", "0:echo", "-L", "0:nope"],
-    )
-    .spawn()
-    .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let lines = read_until(&mut stderr, "Press Ctrl-C").await;
-    assert!(
-        lines.contains(&"Connected to CLI Test Hospital as acme-ehr/tanaka.".to_owned()),
-        "{lines:#?}"
-    );
-    let port_of = |target: &str| -> SocketAddr {
-        let line = lines
-            .iter()
-            .find(|line| line.ends_with(&format!("-> {target}")))
-            .unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
-
-    let mut tcp = TcpStream::connect(port_of("echo")).await.unwrap();
-    tcp.write_all(b"ping through sekisho").await.unwrap();
-    tcp.shutdown().await.unwrap();
-    let mut answer = Vec::new();
-    tcp.read_to_end(&mut answer).await.unwrap();
-    assert_eq!(answer, b"ping through sekisho");
-
-    // A refused target prints the broker's sentence and the session carries on.
-    let mut refused = TcpStream::connect(port_of("nope")).await.unwrap();
-    let mut buf = [0u8; 1];
-    assert!(!matches!(refused.read(&mut buf).await, Ok(n) if n > 0));
-    read_until(&mut stderr, "`nope` is not a target you may reach").await;
-
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
+    let child = fixture
+        .sekisho(&[
+            "request",
+            "--target",
+            "nope",
+            "--purpose",
+            "look around",
+            "--for",
+            "30m",
+        ])
+        .spawn()
         .unwrap();
-    assert!(killed.success());
-    child.stderr = Some(stderr.into_inner());
-    let (status, rest) = exit_and_stderr(child).await;
+    let (status, stdout, stderr) = finish(child).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(
+        stderr.trim_end(),
+        "sekisho: `nope` is not a target you may reach; check the name, or ask the hospital to add it to your vendor's agreement."
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_duration_is_a_usage_error() {
+    let fixture = start_broker().await;
+    let child = fixture
+        .sekisho(&[
+            "request",
+            "--target",
+            "echo",
+            "--purpose",
+            "x",
+            "--for",
+            "an hour",
+        ])
+        .spawn()
+        .unwrap();
+    let (status, _, stderr) = finish(child).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("write it like 30m, 1h, 1h30m or 90s"),
+        "{stderr}"
+    );
+}
+
+// --- connect: the whole flow ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_waits_for_approval_retries_a_wrong_code_forwards_and_ctrl_c_closes_cleanly() {
+    let fixture = start_broker().await;
+    let id = fixture.request(&["echo", "closed"]).await;
+    let mut connect = fixture.connect(&id, &["echo", "closed"]);
+
+    let waiting = connect.until("Waiting for approval of").await;
+    assert_eq!(
+        waiting.split(" (").next().unwrap(),
+        format!("Waiting for approval of {id}")
+    );
+    assert!(waiting.contains("(0 of 1 approvals; asked "), "{waiting}");
+    fixture.approve(&id).await;
+    let approved = connect.until("Approved by").await;
+    assert!(
+        approved.starts_with(&format!("Approved by {APPROVER} until ")),
+        "{approved}"
+    );
+
+    connect.until("One-time password for acme-ehr/tanaka").await;
+    connect.type_line(&fixture.wrong_code()).await;
+    let rejected = connect.until("That one-time password").await;
+    assert!(rejected.contains("is not right"), "{rejected}");
+    connect.until("One-time password for acme-ehr/tanaka").await;
+    connect.type_line(&fixture.code()).await;
+
+    let opened = connect.until("Session open until").await;
+    assert!(
+        opened.contains("(in 59m)") || opened.contains("(in 1h)"),
+        "{opened}"
+    );
+    connect.until("Press Ctrl-C to end the session.").await;
+    assert_echoes(connect.local_port_of("echo")).await;
+
+    // A forward the broker cannot carry prints its sentence; the session carries on.
+    // The local side is reset, perhaps before `connect` itself has returned.
+    if let Ok(mut refused) = TcpStream::connect(connect.local_port_of("closed")).await {
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(WAIT, refused.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(!matches!(read, Ok(n) if n > 0));
+    }
+    let sentence = connect.until("closed: ").await;
+    assert!(
+        sentence.contains("The hospital's `closed` did not accept the connection"),
+        "{sentence}"
+    );
+    assert_echoes(connect.local_port_of("echo")).await;
+
+    connect.interrupt();
+    let (status, rest) = connect.exit(WAIT).await;
     assert!(
         status.success(),
         "Ctrl-C must end the session cleanly: {status}, {rest}"
     );
     assert!(rest.contains("Session closed."), "{rest}");
+
+    let (_, stdout, _) = finish(fixture.sekisho(&["status"]).spawn().unwrap()).await;
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.starts_with(&id) && line.contains("ended (closed)")),
+        "{stdout}"
+    );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_request_names_the_approver_and_the_reason_and_exits_1() {
+    let fixture = start_broker().await;
+    let id = fixture.request(&["echo"]).await;
+    let mut connect = fixture.connect(&id, &["echo"]);
+    connect.until("Waiting for approval of").await;
+    fixture
+        .desk
+        .deny(
+            &RequestId::parse(&id).unwrap(),
+            APPROVER,
+            "not during the night shift",
+        )
+        .await
+        .unwrap();
+    connect
+        .until("Denied by suzuki: not during the night shift")
+        .await;
+    let (status, rest) = connect.exit(WAIT).await;
+    assert_eq!(status.code(), Some(1), "{rest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_hospital_revokes_ends_with_its_sentence_and_exit_1() {
+    let fixture = start_broker().await;
+    let (id, mut connect) = fixture.open_session(&["echo"]).await;
+    assert_echoes(connect.local_port_of("echo")).await;
+    fixture
+        .desk
+        .revoke(
+            &RequestId::parse(&id).unwrap(),
+            APPROVER,
+            "incident response",
+        )
+        .await
+        .unwrap();
+    let line = tokio::time::timeout(CUT_WITHIN, connect.until("The hospital ended the session"))
+        .await
+        .unwrap_or_else(|_| panic!("the session was not cut within {CUT_WITHIN:?}"));
+    assert_eq!(
+        line,
+        "The hospital ended the session by suzuki: incident response."
+    );
+    let (status, rest) = connect.exit(CUT_WITHIN).await;
+    assert_eq!(status.code(), Some(1), "{rest}");
+    assert!(!rest.contains("Session closed."), "{rest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_reaches_its_end_time_warns_then_exits_0_with_the_brokers_sentence() {
+    let fixture = start_broker().await;
+    let (_, mut connect) = fixture.open_session(&["echo"]).await;
+    const MIN: Duration = Duration::from_secs(60);
+    // Approved for an hour: move the broker's clock to each warning, then past the end.
+    fixture.clock.advance(50 * MIN + Duration::from_secs(1));
+    connect.until("The session ends in 10 minutes.").await;
+    fixture.clock.advance(8 * MIN);
+    connect.until("The session ends in 2 minutes.").await;
+    fixture.clock.advance(2 * MIN);
+    connect
+        .until("The session reached its end time and was closed by the broker")
+        .await;
+    let (status, rest) = connect.exit(WAIT).await;
+    assert!(status.success(), "{status}: {rest}");
+    assert!(!rest.contains("Session closed."), "{rest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_that_ends_at_the_prompt_is_one_sentence_and_a_failure_exit() {
+    let fixture = start_broker().await;
+    let id = fixture.request(&["echo"]).await;
+    fixture.approve(&id).await;
+    // Already approved: no waiting; stdin is closed, so no code comes.
+    let child = fixture
+        .sekisho(&["connect", &id, "-L", "0:echo"])
+        .spawn()
+        .unwrap();
+    let (status, _, stderr) = finish(child).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("One-time password for acme-ehr/tanaka"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.trim_end().ends_with(
+            "sekisho: No one-time password was given (standard input ended); run the command again and type the code from your authenticator app."
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_to_a_target_the_request_does_not_cover_fails_before_waiting() {
+    let fixture = start_broker().await;
+    let id = fixture.request(&["echo"]).await;
+    let child = fixture
+        .sekisho(&["connect", &id, "-L", "0:echo", "-L", "0:closed"])
+        .spawn()
+        .unwrap();
+    let (status, _, stderr) = finish(child).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("sekisho: {id} does not cover `closed`")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Waiting for approval"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_an_unknown_request_is_the_brokers_sentence() {
+    let fixture = start_broker().await;
+    let child = fixture
+        .sekisho(&["connect", "r-nosuchthing", "-L", "0:echo"])
+        .spawn()
+        .unwrap();
+    let (status, _, stderr) = finish(child).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "sekisho: You have no request r-nosuchthing; check the id with `sekisho status`."
+        ),
+        "{stderr}"
+    );
+}
+
+// --- failures before anything is asked ---
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_is_one_sentence_and_a_failure_exit() {
     let fixture = start_broker().await;
     // A UDP socket that never answers.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let child = sekisho(
+    let child = sekisho_with(
         &silent.local_addr().unwrap().to_string(),
         &fixture.credentials,
-        &["-L", "0:echo", "--connect-timeout", "1"],
+        &[
+            "connect",
+            "r-whatever",
+            "-L",
+            "0:echo",
+            "--connect-timeout",
+            "1",
+        ],
     )
     .spawn()
     .unwrap();
-    let (status, stderr) = exit_and_stderr(child).await;
-    assert!(!status.success());
+    let (status, _, stderr) = finish(child).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("sekisho: "), "{stderr}");
     assert!(stderr.contains("did not answer"), "{stderr}");
 }
 
@@ -217,11 +667,12 @@ async fn a_rejected_certificate_is_one_sentence_and_a_failure_exit() {
         other.credentials[1].clone(),
         other.credentials[2].clone(),
     ];
-    let child = sekisho(&fixture.broker.to_string(), &mixed, &["-L", "0:echo"])
+    let child = sekisho_with(&fixture.broker.to_string(), &mixed, &["status"])
         .spawn()
         .unwrap();
-    let (status, stderr) = exit_and_stderr(child).await;
-    assert!(!status.success());
+    let (status, _, stderr) = finish(child).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains(
             "The broker rejected your client certificate (unknown certificate authority)"
@@ -234,15 +685,24 @@ async fn a_rejected_certificate_is_one_sentence_and_a_failure_exit() {
 async fn an_impostor_broker_is_refused_by_the_client() {
     let fixture = start_broker().await;
     let impostor = start_broker().await;
-    let child = sekisho(
+    let child = sekisho_with(
         &impostor.broker.to_string(),
         &fixture.credentials,
-        &["-L", "0:echo"],
+        &[
+            "request",
+            "--target",
+            "echo",
+            "--purpose",
+            "patch",
+            "--for",
+            "1h",
+        ],
     )
     .spawn()
     .unwrap();
-    let (status, stderr) = exit_and_stderr(child).await;
-    assert!(!status.success());
+    let (status, stdout, stderr) = finish(child).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stdout, "");
     assert!(stderr.contains("is not the hospital's broker"), "{stderr}");
 }
 
@@ -255,26 +715,74 @@ async fn a_missing_key_file_says_which_file() {
         fixture.credentials[1].clone(),
         missing.clone(),
     ];
-    let child = sekisho(&fixture.broker.to_string(), &credentials, &["-L", "0:echo"])
+    let child = sekisho_with(&fixture.broker.to_string(), &credentials, &["status"])
         .spawn()
         .unwrap();
-    let (status, stderr) = exit_and_stderr(child).await;
-    assert!(!status.success());
+    let (status, _, stderr) = finish(child).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_credentials_name_every_option_and_variable() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sekisho"));
+    for variable in [
+        "SEKISHO_BROKER",
+        "SEKISHO_CA",
+        "SEKISHO_CERT",
+        "SEKISHO_KEY",
+    ] {
+        command.env_remove(variable);
+    }
+    let fixture = start_broker().await;
+    let child = command
+        .args(["status", "--broker", &fixture.broker.to_string()])
+        .env("SEKISHO_CA", &fixture.credentials[0])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (status, _, stderr) = finish(child).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .starts_with("sekisho: Missing --cert FILE (SEKISHO_CERT), --key FILE (SEKISHO_KEY);"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_can_come_from_the_environment() {
+    let fixture = start_broker().await;
+    let [ca, cert, key] = &fixture.credentials;
+    let child = Command::new(env!("CARGO_BIN_EXE_sekisho"))
+        .arg("status")
+        .env("SEKISHO_BROKER", fixture.broker.to_string())
+        .env("SEKISHO_CA", ca)
+        .env("SEKISHO_CERT", cert)
+        .env("SEKISHO_KEY", key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (status, stdout, stderr) = finish(child).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout, "You have no requests.\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_forward_says_what_is_expected() {
     let fixture = start_broker().await;
-    let child = sekisho(
-        &fixture.broker.to_string(),
-        &fixture.credentials,
-        &["-L", "echo"],
-    )
-    .spawn()
-    .unwrap();
-    let (status, stderr) = exit_and_stderr(child).await;
-    assert!(!status.success());
+    let child = fixture
+        .sekisho(&["connect", "r-whatever", "-L", "echo"])
+        .spawn()
+        .unwrap();
+    let (status, _, stderr) = finish(child).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("write LOCAL_PORT:TARGET"), "{stderr}");
 }
 
@@ -283,14 +791,16 @@ async fn a_local_port_in_use_fails_before_connecting() {
     let fixture = start_broker().await;
     let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let spec = format!("{}:echo", taken.local_addr().unwrap().port());
-    let child = sekisho(
-        &fixture.broker.to_string(),
+    // The broker address is a silent socket: the failure must come before any connection.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let child = sekisho_with(
+        &silent.local_addr().unwrap().to_string(),
         &fixture.credentials,
-        &["-L", &spec],
+        &["connect", "r-whatever", "-L", &spec],
     )
     .spawn()
     .unwrap();
-    let (status, stderr) = exit_and_stderr(child).await;
-    assert!(!status.success());
+    let (status, _, stderr) = finish(child).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("choose another local port"), "{stderr}");
 }

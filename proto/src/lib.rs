@@ -73,7 +73,7 @@
 //! | 0x10 | [`Connect`]       | client → broker  | target name string |
 //! | 0x11 | [`Connected`]     | broker → client  | (empty) |
 //! | 0x20 | [`RequestAccess`] | client → broker  | targets list, purpose string, ticket string, duration u32 (seconds) |
-//! | 0x21 | `RequestStatus` ([`RequestView`]) | broker → client | id, state u8 (1 requested, 2 approved, 3 active, 4 ended), targets list, purpose, ticket, wanted u32 (s), created u64 (Unix s), approvers list, approvals needed u8, end u64 (Unix s, 0 = none), end reason, ended by, note |
+//! | 0x21 | `RequestStatus` ([`RequestView`]) | broker → client | id, state u8 (1 requested, 2 approved, 3 active, 4 ended), targets list, purpose, ticket, wanted u32 (s), created u64 (Unix s), answer-by u64 (Unix s), approvers list, approvals needed u8, end u64 (Unix s, 0 = none), ended u64 (Unix s, 0 = not yet), end reason, ended by, note |
 //! | 0x22 | [`Watch`]         | client → broker  | request id string |
 //! | 0x23 | [`Open`]          | client → broker  | request id string, one-time password string |
 //! | 0x24 | [`Opened`]        | broker → client  | request id string, end u64 (Unix s), targets list |

@@ -100,12 +100,16 @@ pub struct RequestView {
     pub wanted_secs: u32,
     /// When it was made, Unix seconds.
     pub created_at: u64,
+    /// When it expires if nobody answers, Unix seconds.
+    pub answer_by: u64,
     /// The approvers who said yes so far.
     pub approvers: Vec<String>,
     /// How many distinct approvers the policy requires.
     pub approvals_needed: u8,
     /// The end time once approved, Unix seconds; 0 before.
     pub end_at: u64,
+    /// When it ended, Unix seconds; 0 while it has not.
+    pub ended_at: u64,
     /// Once ended, why: `denied`, `expired`, `closed`, `revoked`, `lockdown`, `idle`,
     /// `technician-disabled`, `broker-shutdown`; empty before.
     pub end_reason: String,
@@ -329,9 +333,11 @@ impl Message {
                 body.put_str(&view.ticket);
                 body.put_u32(view.wanted_secs);
                 body.put_u64(view.created_at);
+                body.put_u64(view.answer_by);
                 body.put_strs(&view.approvers);
                 body.put_u8(view.approvals_needed);
                 body.put_u64(view.end_at);
+                body.put_u64(view.ended_at);
                 body.put_str(&view.end_reason);
                 body.put_str(&view.ended_by);
                 body.put_str(&view.note);
@@ -404,9 +410,11 @@ impl Message {
                 ticket: reader.string("RequestStatus.ticket")?,
                 wanted_secs: reader.u32("RequestStatus.wanted_secs")?,
                 created_at: reader.u64("RequestStatus.created_at")?,
+                answer_by: reader.u64("RequestStatus.answer_by")?,
                 approvers: reader.strings("RequestStatus.approvers")?,
                 approvals_needed: reader.u8("RequestStatus.approvals_needed")?,
                 end_at: reader.u64("RequestStatus.end_at")?,
+                ended_at: reader.u64("RequestStatus.ended_at")?,
                 end_reason: reader.string("RequestStatus.end_reason")?,
                 ended_by: reader.string("RequestStatus.ended_by")?,
                 note: reader.string("RequestStatus.note")?,

@@ -257,9 +257,11 @@ impl RequestRecord {
             ticket: self.ticket.clone(),
             wanted_secs: u32::try_from(self.wanted.as_secs()).unwrap_or(u32::MAX),
             created_at: to_unix_secs(self.created_at),
+            answer_by: to_unix_secs(self.answer_by),
             approvers: self.approvals.iter().map(|a| a.approver.clone()).collect(),
             approvals_needed: self.approvals_needed,
             end_at: self.end_at.map(to_unix_secs).unwrap_or(0),
+            ended_at: self.ended_at.map(to_unix_secs).unwrap_or(0),
             end_reason: match self.stage {
                 Stage::Ended(reason) => reason.as_str().to_owned(),
                 _ => String::new(),

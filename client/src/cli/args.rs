@@ -1,0 +1,161 @@
+//! The commands and options of `sekisho`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use sekisho_client::{ClientConfig, LocalForward};
+
+use super::Stop;
+
+const CREDENTIALS_HELP: &str = "\
+The broker address and the three PEM files come from the hospital. Give them on every command \
+(--broker, --ca, --cert, --key) or once in the environment (SEKISHO_BROKER, SEKISHO_CA, \
+SEKISHO_CERT, SEKISHO_KEY). Enrollment (`sekisho enroll`, coming) will store them in a \
+configuration directory, so that none of them has to be given.
+
+The usual flow:
+  id=$(sekisho request --target ehr-db --purpose \"apply patch 5.2.1\" --ticket INC-1234 --for 1h)
+  sekisho connect \"$id\" -L 15432:ehr-db      # waits for approval, asks for the one-time password
+  psql -h 127.0.0.1 -p 15432 ...              # in another terminal, while the session is open";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sekisho",
+    version,
+    about = "Remote maintenance through a hospital's sekisho broker: ask for a session, wait for \
+             the hospital's approval, open it with your one-time password.",
+    after_help = CREDENTIALS_HELP
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) credentials: Credentials,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Where the broker is and who the technician is; global to every command.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Broker and credentials (from the hospital)")]
+pub(crate) struct Credentials {
+    /// The hospital's broker, as HOST:PORT.
+    #[arg(long, global = true, env = "SEKISHO_BROKER", value_name = "HOST:PORT")]
+    broker: Option<String>,
+    /// The broker's CA certificate (PEM), the only one this client trusts.
+    #[arg(long, global = true, env = "SEKISHO_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Your client certificate (PEM).
+    #[arg(long, global = true, env = "SEKISHO_CERT", value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// Your private key (PEM).
+    #[arg(long, global = true, env = "SEKISHO_KEY", value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Seconds to wait for the broker before saying it is unreachable.
+    #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS")]
+    connect_timeout: u64,
+}
+
+impl Credentials {
+    /// Reads the files and builds the client configuration; a missing option is one sentence
+    /// naming every missing option and its variable.
+    pub(crate) fn config(&self) -> Result<ClientConfig, Stop> {
+        let missing: Vec<&str> = [
+            (self.broker.is_none(), "--broker HOST:PORT (SEKISHO_BROKER)"),
+            (self.ca.is_none(), "--ca FILE (SEKISHO_CA)"),
+            (self.cert.is_none(), "--cert FILE (SEKISHO_CERT)"),
+            (self.key.is_none(), "--key FILE (SEKISHO_KEY)"),
+        ]
+        .into_iter()
+        .filter_map(|(absent, option)| absent.then_some(option))
+        .collect();
+        let (Some(broker), Some(ca), Some(cert), Some(key)) =
+            (&self.broker, &self.ca, &self.cert, &self.key)
+        else {
+            return Err(Stop::Error(format!(
+                "Missing {}; give the broker address and the files the hospital gave you as options or in those environment variables (see `sekisho --help`).",
+                missing.join(", ")
+            )));
+        };
+        let mut config = ClientConfig::from_files(broker, ca, cert, key).map_err(Stop::error)?;
+        config.connect_timeout = Duration::from_secs(self.connect_timeout);
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Ask the hospital for a session; prints the request's id on standard output.
+    Request {
+        /// A target to reach, by the name in your vendor's agreement (repeatable).
+        #[arg(long = "target", value_name = "NAME", required = true)]
+        targets: Vec<String>,
+        /// What the work is, for the approver.
+        #[arg(long, value_name = "TEXT")]
+        purpose: String,
+        /// Your ticket or incident reference.
+        #[arg(long, value_name = "REF", default_value = "")]
+        ticket: String,
+        /// How long the work needs: 30m, 1h, 1h30m, 90s.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        wanted: u32,
+    },
+    /// Wait for the hospital's approval, type the one-time password, and forward local ports
+    /// to the targets until the session ends.
+    Connect {
+        /// The request's id, as `sekisho request` printed it.
+        #[arg(value_name = "REQUEST_ID")]
+        request: String,
+        #[arg(
+            help = "A local forward, [BIND:]LOCAL_PORT:TARGET (repeatable). Binds 127.0.0.1 unless BIND is given; port 0 picks a free port.",
+            short = 'L',
+            long = "forward",
+            value_name = "[BIND:]PORT:TARGET",
+            required = true
+        )]
+        forwards: Vec<LocalForward>,
+    },
+    /// List your recent requests and sessions.
+    Status,
+}
+
+/// `30m`, `1h`, `1h30m`, `90s`, `2h15m30s` (the syntax policies use, see
+/// [`proto::duration`]; upper-case units are accepted too), as whole seconds, more than zero.
+pub(crate) fn parse_duration(text: &str) -> Result<u32, String> {
+    let bad = || format!("`{text}` is not a duration; write it like 30m, 1h, 1h30m or 90s");
+    proto::duration::parse_duration(&text.trim().to_ascii_lowercase())
+        .filter(|duration| !duration.is_zero())
+        .and_then(|duration| u32::try_from(duration.as_secs()).ok())
+        .ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(parse_duration("1h"), Ok(3600));
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("2h15m30s"), Ok(8130));
+        assert_eq!(parse_duration("1H"), Ok(3600));
+    }
+
+    #[test]
+    fn malformed_durations_say_what_is_expected() {
+        for bad in [
+            "", "1", "h", "30", "1x", "30m1h", "1h1h", "0m", "1h 30m", "-5m",
+        ] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains("write it like 30m"), "{bad}: {err}");
+        }
+        assert!(parse_duration("99999999999h").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
