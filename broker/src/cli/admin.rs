@@ -207,7 +207,7 @@ pub async fn dev_issue(
         ));
     }
     out.push_str(&format!(
-        "Connect with: sekisho connect --broker HOST:{DEFAULT_PORT} --ca {} --cert {} --key {} -L LOCAL_PORT:TARGET",
+        "The technician sets, once:\n  export SEKISHO_BROKER=HOST:{DEFAULT_PORT} SEKISHO_CA={} SEKISHO_CERT={} SEKISHO_KEY={}\nthen asks for a session with: sekisho request --target TARGET --purpose TEXT --for 1h",
         ca.display(),
         cert.display(),
         key.display()
