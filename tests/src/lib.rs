@@ -283,7 +283,7 @@ impl TestBroker {
         &self.config
     }
 
-    /// Rewrites the policy files (the broker reads them at start; see [`restart`]).
+    /// Rewrites the policy files (the broker reads them at start; see [`TestBroker::restart`]).
     pub fn rewrite_policies(&self, vendors: &[Vendor]) {
         write_policies(self.dir.path(), vendors);
     }

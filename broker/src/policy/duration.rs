@@ -7,23 +7,8 @@ pub(super) const MAX_SESSION_LIMIT: Duration = Duration::from_secs(24 * 60 * 60)
 
 pub(super) use proto::duration::parse_duration;
 
-/// Renders a duration in the syntax [`parse_duration`] accepts (whole seconds).
 #[cfg(test)]
-pub(super) fn format_duration(duration: Duration) -> String {
-    let total = duration.as_secs();
-    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
-    }
-    out
-}
+pub(super) use proto::duration::format_duration;
 
 #[cfg(test)]
 mod tests {

@@ -350,24 +350,7 @@ impl Driver {
             }
             Some(SessionDeadline::End { at }) if now >= at => {
                 let id = session.id.clone();
-                match self
-                    .shared
-                    .store
-                    .end_request(
-                        &id,
-                        &[session::Stage::Active],
-                        EndReason::Expired,
-                        None,
-                        None,
-                        now,
-                    )
-                    .await
-                {
-                    Ok(()) | Err(StoreError::Stale) => {}
-                    Err(e) => {
-                        tracing::error!(request = %id, error = %e, "cannot record the end of a session; cutting it anyway")
-                    }
-                }
+                record_session_end(&self.shared, &id, EndReason::Expired, now).await;
                 Err(Stop::SessionEnded(EndReason::Expired, None, None))
             }
             // Woken early (the clock was set, or the end time moved): recompute.
@@ -442,24 +425,7 @@ impl Driver {
         if let Some(session) = self.session.take() {
             if matches!(reason, EndReason::Closed | EndReason::BrokerShutdown) {
                 // Ours to record; a revocation or lockdown was recorded by whoever made it.
-                match self
-                    .shared
-                    .store
-                    .end_request(
-                        &session.id,
-                        &[session::Stage::Active],
-                        reason,
-                        None,
-                        None,
-                        now,
-                    )
-                    .await
-                {
-                    Ok(()) | Err(StoreError::Stale) => {}
-                    Err(e) => {
-                        tracing::error!(request = %session.id, error = %e, "cannot record the end of a session")
-                    }
-                }
+                record_session_end(&self.shared, &session.id, reason, now).await;
             }
             let ended = Message::Ended(Ended {
                 reason: reason.as_str().to_owned(),
@@ -484,6 +450,22 @@ impl Driver {
         self.forwards.close();
         self.forwards.wait().await;
         tracing::info!(identity = %self.identity, reason = %log, "connection closed");
+    }
+}
+
+/// Records that live session `id` ended for `reason`. A session someone else already ended
+/// (a revocation that crossed the end time) stays as they recorded it; a store that cannot
+/// be written is logged, and the session is cut all the same.
+async fn record_session_end(shared: &Shared, id: &RequestId, reason: EndReason, now: SystemTime) {
+    match shared
+        .store
+        .end_request(id, &[session::Stage::Active], reason, None, None, now)
+        .await
+    {
+        Ok(()) | Err(StoreError::Stale) => {}
+        Err(e) => {
+            tracing::error!(request = %id, error = %e, "cannot record the end of a session; cutting it anyway")
+        }
     }
 }
 

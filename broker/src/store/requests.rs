@@ -76,25 +76,10 @@ impl Store {
         .fetch_optional(self.pool())
         .await?
         .ok_or(StoreError::NotFound)?;
-        let approvals = sqlx::query(
-            "SELECT request_id, approver, approved_at, until_at FROM approvals WHERE request_id = $1 ORDER BY approved_at",
-        )
-        .bind(id.as_str())
-        .fetch_all(self.pool())
-        .await?;
-        let mut approvals = group_approvals(approvals)?;
-        let extensions = sqlx::query(
-            "SELECT request_id, changed_by, changed_at, end_at FROM extensions WHERE request_id = $1 ORDER BY changed_at",
-        )
-        .bind(id.as_str())
-        .fetch_all(self.pool())
-        .await?;
-        let mut extensions = group_extensions(extensions)?;
-        record_from_row(
-            &row,
-            approvals.remove(id.as_str()).unwrap_or_default(),
-            extensions.remove(id.as_str()).unwrap_or_default(),
-        )
+        self.with_approvals(vec![row])
+            .await?
+            .pop()
+            .ok_or(StoreError::NotFound)
     }
 
     /// Requests matching `filter`, newest first.
@@ -421,30 +406,37 @@ fn expect_one(rows: u64) -> Result<(), StoreError> {
     }
 }
 
-fn group_approvals(rows: Vec<AnyRow>) -> Result<HashMap<String, Vec<ApprovalRecord>>, StoreError> {
-    let mut grouped: HashMap<String, Vec<ApprovalRecord>> = HashMap::new();
+/// Groups rows whose first column is a request id, reading the rest of each with `read`.
+fn group_by_request<T>(
+    rows: Vec<AnyRow>,
+    read: impl Fn(&AnyRow) -> Result<T, sqlx::Error>,
+) -> Result<HashMap<String, Vec<T>>, StoreError> {
+    let mut grouped: HashMap<String, Vec<T>> = HashMap::new();
     for row in rows {
         let id: String = row.try_get(0)?;
-        grouped.entry(id).or_default().push(ApprovalRecord {
-            approver: row.try_get(1)?,
-            approved_at: from_unix_ms(row.try_get(2)?),
-            until: from_unix_ms(row.try_get(3)?),
-        });
+        grouped.entry(id).or_default().push(read(&row)?);
     }
     Ok(grouped)
 }
 
+fn group_approvals(rows: Vec<AnyRow>) -> Result<HashMap<String, Vec<ApprovalRecord>>, StoreError> {
+    group_by_request(rows, |row| {
+        Ok(ApprovalRecord {
+            approver: row.try_get(1)?,
+            approved_at: from_unix_ms(row.try_get(2)?),
+            until: from_unix_ms(row.try_get(3)?),
+        })
+    })
+}
+
 fn group_extensions(rows: Vec<AnyRow>) -> Result<HashMap<String, Vec<Extension>>, StoreError> {
-    let mut grouped: HashMap<String, Vec<Extension>> = HashMap::new();
-    for row in rows {
-        let id: String = row.try_get(0)?;
-        grouped.entry(id).or_default().push(Extension {
+    group_by_request(rows, |row| {
+        Ok(Extension {
             by: row.try_get(1)?,
             at: from_unix_ms(row.try_get(2)?),
             end_at: from_unix_ms(row.try_get(3)?),
-        });
-    }
-    Ok(grouped)
+        })
+    })
 }
 
 fn record_from_row(

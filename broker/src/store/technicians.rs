@@ -77,18 +77,10 @@ impl Store {
         .bind(technician)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|row| {
-            Ok(TechnicianRow {
-                vendor: row.try_get(0)?,
-                technician: row.try_get(1)?,
-                sealed_totp_secret: row.try_get(2)?,
-                totp_last_step: row.try_get(3)?,
-                otp_failures: row.try_get(4)?,
-                locked: row.try_get::<i64, _>(5)? != 0,
-            })
-        })
-        .transpose()
-        .map_err(|e: sqlx::Error| StoreError::from(e))
+        row.as_ref()
+            .map(technician_from_row)
+            .transpose()
+            .map_err(StoreError::from)
     }
 
     /// Every technician, by vendor then name.
@@ -98,17 +90,8 @@ impl Store {
         )
         .fetch_all(self.pool())
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(TechnicianRow {
-                    vendor: row.try_get(0)?,
-                    technician: row.try_get(1)?,
-                    sealed_totp_secret: row.try_get(2)?,
-                    totp_last_step: row.try_get(3)?,
-                    otp_failures: row.try_get(4)?,
-                    locked: row.try_get::<i64, _>(5)? != 0,
-                })
-            })
+        rows.iter()
+            .map(technician_from_row)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }
@@ -177,4 +160,16 @@ impl Store {
             Err(StoreError::NotFound)
         }
     }
+}
+
+/// Reads `vendor, technician, totp_secret, totp_last_step, otp_failures, locked`.
+fn technician_from_row(row: &sqlx::any::AnyRow) -> Result<TechnicianRow, sqlx::Error> {
+    Ok(TechnicianRow {
+        vendor: row.try_get(0)?,
+        technician: row.try_get(1)?,
+        sealed_totp_secret: row.try_get(2)?,
+        totp_last_step: row.try_get(3)?,
+        otp_failures: row.try_get(4)?,
+        locked: row.try_get::<i64, _>(5)? != 0,
+    })
 }

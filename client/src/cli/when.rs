@@ -75,18 +75,7 @@ pub(crate) fn coarse(seconds: u64) -> String {
 
 /// A length as asked for: `1h`, `1h30m`, `45m`, `90s` as `1m30s`.
 pub(crate) fn length(seconds: u64) -> String {
-    let (h, m, s) = (seconds / 3600, (seconds % 3600) / 60, seconds % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
-    }
-    out
+    proto::duration::format_duration(std::time::Duration::from_secs(seconds))
 }
 
 /// A countdown: `58:12`, `1:02:03`.
