@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{Actor, AuditEvent, EventKind};
 use crate::clock::Clock;
 use crate::session::{self, RequestId, RequestRecord, Stage};
 use crate::store::{LockdownState, Store};
@@ -92,7 +93,13 @@ fn replace_if_changed(current: &mut Option<RequestRecord>, record: RequestRecord
 }
 
 /// Reads the store every [`POLL_INTERVAL`] until `shutdown`.
-pub async fn run(store: Store, hub: Arc<Hub>, clock: Arc<dyn Clock>, shutdown: CancellationToken) {
+pub async fn run(
+    store: Store,
+    hub: Arc<Hub>,
+    clock: Arc<dyn Clock>,
+    broker_id: String,
+    shutdown: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(POLL_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -100,7 +107,7 @@ pub async fn run(store: Store, hub: Arc<Hub>, clock: Arc<dyn Clock>, shutdown: C
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        if let Err(e) = poll_once(&store, &hub, clock.as_ref()).await {
+        if let Err(e) = poll_once(&store, &hub, clock.as_ref(), &broker_id).await {
             tracing::warn!(error = %e, "cannot read the store; live state may be stale");
         }
     }
@@ -111,6 +118,7 @@ pub async fn poll_once(
     store: &Store,
     hub: &Hub,
     clock: &dyn Clock,
+    broker_id: &str,
 ) -> Result<(), crate::store::StoreError> {
     let now = clock.now();
     let lockdown = store.lockdown().await?;
@@ -133,8 +141,18 @@ pub async fn poll_once(
                 && record.end_at.is_some_and(|end| now >= end + ORPHAN_GRACE);
             if record.stage != Stage::Active || orphaned {
                 let from = [record.stage];
+                let kind = if record.stage == Stage::Active {
+                    EventKind::SessionEnded
+                } else {
+                    EventKind::RequestExpired
+                };
+                let event = AuditEvent::new(now, Actor::Broker(broker_id.to_owned()), kind)
+                    .request(&record.id)
+                    .technician(&record.vendor, &record.technician)
+                    .detail("reason", reason.as_str())
+                    .detail("was", record.stage.state_word());
                 if store
-                    .end_request(&record.id, &from, reason, None, None, now)
+                    .end_request(&record.id, &from, reason, None, None, now, &event)
                     .await
                     .is_ok()
                 {

@@ -43,6 +43,7 @@
 //! not issue.
 
 pub mod approval;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod hub;
@@ -266,6 +267,7 @@ impl Hospital {
         &self,
         identity: &pki::TechnicianIdentity,
         now: std::time::SystemTime,
+        by: &str,
     ) -> Result<secret::Secret<Vec<u8>>, SetSecretError> {
         let totp_secret = otp::new_secret().map_err(SetSecretError::Seal)?;
         let sealed = self
@@ -278,6 +280,12 @@ impl Hospital {
                 identity.technician(),
                 &sealed,
                 clock::to_unix_ms(now),
+                &audit::AuditEvent::new(
+                    now,
+                    audit::Actor::Staff(by.to_owned()),
+                    audit::EventKind::TechnicianSecretSet,
+                )
+                .technician(identity.vendor(), identity.technician()),
             )
             .await
             .map_err(SetSecretError::Store)?;
@@ -321,6 +329,19 @@ impl Broker {
             );
         }
         let lockdown = hospital.store.lockdown().await.map_err(store_error)?;
+        let policy_digest = policy_digest(&hospital.policies);
+        let broker_actor = audit::Actor::Broker(broker_id.clone());
+        for event in [
+            audit::AuditEvent::new(now, broker_actor.clone(), audit::EventKind::BrokerStarted)
+                .detail("listen", config.listen)
+                .detail("version", env!("CARGO_PKG_VERSION")),
+            audit::AuditEvent::new(now, broker_actor, audit::EventKind::PolicyLoaded)
+                .detail("sha256", &policy_digest)
+                .detail("files", hospital.policies.files().len())
+                .detail("vendors", hospital.policies.vendors().count()),
+        ] {
+            hospital.store.record(&event).await.map_err(store_error)?;
+        }
         let server_config = quic::server_config(&pki, &config.limits)?;
         let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
             BindError::Listen {
@@ -394,12 +415,43 @@ impl Broker {
             self.shared.store.clone(),
             self.shared.hub.clone(),
             self.shared.clock.clone(),
+            self.shared.broker_id.clone(),
             shutdown.clone(),
         ));
         quic::serve(self.endpoint, self.shared.clone(), shutdown).await;
         let _ = hub.await;
+        let stopped = audit::AuditEvent::new(
+            self.shared.clock.now(),
+            audit::Actor::Broker(self.shared.broker_id.clone()),
+            audit::EventKind::BrokerStopped,
+        );
+        if let Err(e) = self.shared.store.record(&stopped).await {
+            tracing::error!(error = %e, "cannot record the broker's stop");
+        }
         self.shared.store.close().await;
     }
+}
+
+/// SHA-256 over every policy file's name and contents, in load order: what `policy-loaded`
+/// records, so an auditor can tell which agreement was enforced.
+fn policy_digest(policies: &PolicySet) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for file in policies.files() {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // Files were read moments ago by the loader; one that vanished since hashes as empty.
+        let contents = std::fs::read(file).unwrap_or_default();
+        context.update(format!("{}:{name}\n{}:", name.len(), contents.len()).as_bytes());
+        context.update(&contents);
+    }
+    context
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// This broker's id, made on first start and kept in `DATA_DIR/broker-id`.

@@ -104,6 +104,8 @@ enum Command {
         /// scripts and tests that compute codes.
         #[arg(long, value_name = "FILE")]
         totp_secret_out: Option<PathBuf>,
+        #[command(flatten)]
+        staff: StaffArg,
     },
 }
 
@@ -202,6 +204,8 @@ enum TechnicianCommand {
         vendor: String,
         /// The technician id.
         technician: String,
+        #[command(flatten)]
+        staff: StaffArg,
     },
 }
 
@@ -331,6 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             days,
             totp_secret_out,
+            staff,
         } => {
             let issue = DevIssue {
                 vendor,
@@ -338,6 +343,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out,
                 days,
                 totp_secret_out,
+                // A development shortcut: recorded under the admin's name when given.
+                by: staff
+                    .name
+                    .as_deref()
+                    .and_then(|name| cli::staff_name(Some(name)).ok())
+                    .unwrap_or_else(|| "dev-issue".to_owned()),
             };
             cli::dev_issue(&config, &issue, now).await?
         }
@@ -425,8 +436,13 @@ async fn lockdown(desk: &Desk, command: LockdownCommand) -> Result<String, cli::
 async fn technician(desk: &Desk, command: TechnicianCommand) -> Result<String, cli::CliError> {
     match command {
         TechnicianCommand::List => cli::technician_list(desk).await,
-        TechnicianCommand::Unlock { vendor, technician } => {
-            cli::technician_unlock(desk, &vendor, &technician).await
+        TechnicianCommand::Unlock {
+            vendor,
+            technician,
+            staff,
+        } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::technician_unlock(desk, &vendor, &technician, &staff).await
         }
     }
 }

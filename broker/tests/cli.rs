@@ -271,7 +271,7 @@ impl Hospital {
             note: None,
         };
         self.runtime
-            .block_on(self.store.insert_request(&record, now))
+            .block_on(self.store.insert_request(&record, now, &test_event(now)))
             .unwrap();
         record.id
     }
@@ -298,10 +298,13 @@ impl Hospital {
         ]);
         let end_at = self.record(&id).end_at.unwrap();
         self.runtime
-            .block_on(
-                self.store
-                    .activate(&id, end_at, "test-broker", SystemTime::now()),
-            )
+            .block_on(self.store.activate(
+                &id,
+                end_at,
+                "test-broker",
+                SystemTime::now(),
+                &test_event(SystemTime::now()),
+            ))
             .unwrap();
         id
     }
@@ -904,7 +907,14 @@ fn technicians_are_listed_and_unlocked_and_an_unknown_one_is_named() {
         hospital.ok(&["technician", "list"]),
         "No technicians yet.\n"
     );
-    let sentence = hospital.refused(&["technician", "unlock", "acme-ehr", "nobody"]);
+    let sentence = hospital.refused(&[
+        "technician",
+        "unlock",
+        "acme-ehr",
+        "nobody",
+        "--as",
+        "suzuki",
+    ]);
     assert_eq!(
         sentence,
         "There is no technician acme-ehr/nobody; list them with `sekisho-broker technician list`."
@@ -915,12 +925,18 @@ fn technicians_are_listed_and_unlocked_and_an_unknown_one_is_named() {
         .block_on(async {
             hospital
                 .store
-                .put_technician("acme-ehr", "tanaka", "sealed", 0)
+                .put_technician(
+                    "acme-ehr",
+                    "tanaka",
+                    "sealed",
+                    0,
+                    &test_event(SystemTime::now()),
+                )
                 .await?;
             for _ in 0..5 {
                 hospital
                     .store
-                    .record_otp_failure("acme-ehr", "tanaka")
+                    .record_otp_failure("acme-ehr", "tanaka", "r-test", "wrong", SystemTime::now())
                     .await?;
             }
             Ok::<_, sekisho_broker::store::StoreError>(())
@@ -932,7 +948,14 @@ fn technicians_are_listed_and_unlocked_and_an_unknown_one_is_named() {
     assert_eq!(cells, ["acme-ehr", "tanaka", "yes", "5"], "{list}");
     assert!(list.contains("technician unlock"), "{list}");
 
-    let out = hospital.ok(&["technician", "unlock", "acme-ehr", "tanaka"]);
+    let out = hospital.ok(&[
+        "technician",
+        "unlock",
+        "acme-ehr",
+        "tanaka",
+        "--as",
+        "suzuki",
+    ]);
     assert!(out.starts_with("Unlocked acme-ehr/tanaka;"), "{out}");
     let list = hospital.ok(&["technician", "list"]);
     let row = list.lines().find(|line| line.contains("tanaka")).unwrap();
@@ -1138,4 +1161,13 @@ fn a_mistake_in_the_arguments_is_one_sentence_and_exit_code_1() {
             .unwrap(),
     );
     assert!(help.contains("--until <TIME>"), "{help}");
+}
+
+/// An audit event for rows the tests write directly.
+fn test_event(now: SystemTime) -> sekisho_broker::audit::AuditEvent {
+    sekisho_broker::audit::AuditEvent::new(
+        now,
+        sekisho_broker::audit::Actor::Staff("test".into()),
+        sekisho_broker::audit::EventKind::RequestMade,
+    )
 }

@@ -99,7 +99,7 @@ async fn start_broker() -> Fixture {
     let secret = Hospital::open(&config)
         .await
         .unwrap()
-        .set_technician_secret(&identity, clock.now())
+        .set_technician_secret(&identity, clock.now(), "test-admin")
         .await
         .unwrap();
     let shutdown = CancellationToken::new();

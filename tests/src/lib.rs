@@ -297,7 +297,7 @@ impl TestBroker {
         let identity = TechnicianIdentity::new(vendor, technician).unwrap();
         let secret = self
             .hospital
-            .set_technician_secret(&identity, self.clock.now())
+            .set_technician_secret(&identity, self.clock.now(), "test-admin")
             .await
             .unwrap();
         self.secrets.lock().unwrap().insert(key, secret.clone());

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::audit::{self, Actor, AuditEvent, EventKind};
 use crate::clock::Clock;
 use crate::policy::PolicySet;
 use crate::session::{
@@ -106,6 +107,11 @@ impl Desk {
         }
     }
 
+    /// The time now, from the desk's clock.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
     /// The hospital's time zone.
     pub fn zone(&self) -> &HospitalZone {
         &self.zone
@@ -178,12 +184,33 @@ impl Desk {
             approved_at: now,
             until: decision.until,
         };
+        let event = AuditEvent::new(
+            now,
+            Actor::Staff(approver.to_owned()),
+            EventKind::RequestApproved,
+        )
+        .request(id)
+        .technician(&record.vendor, &record.technician)
+        .detail("until", audit::timestamp(decision.until))
+        .detail(
+            "approval",
+            format!(
+                "{} of {}",
+                record.approvals.len() + 1,
+                record.approvals_needed
+            ),
+        )
+        .detail(
+            "pinned",
+            pinned.as_deref().unwrap_or("").replace('\n', "; "),
+        );
         self.store
             .add_approval(
                 id,
                 &approval,
                 pinned.as_deref().map(|p| (decision.until, p)),
                 now,
+                &event,
             )
             .await
             .map_err(|e| DeskError::from_store(id, e))?;
@@ -207,6 +234,14 @@ impl Desk {
         let now = self.clock.now();
         let record = self.load(id).await?;
         session::decide_denial(&record, approver, reason, now).map_err(DeskError::Refused)?;
+        let event = AuditEvent::new(
+            now,
+            Actor::Staff(approver.to_owned()),
+            EventKind::RequestDenied,
+        )
+        .request(id)
+        .technician(&record.vendor, &record.technician)
+        .detail("reason", reason.trim());
         self.store
             .end_request(
                 id,
@@ -215,6 +250,7 @@ impl Desk {
                 Some(approver),
                 Some(reason.trim()),
                 now,
+                &event,
             )
             .await
             .map_err(|e| DeskError::from_store(id, e))
@@ -233,6 +269,12 @@ impl Desk {
                 ),
             }));
         }
+        let event = AuditEvent::new(now, Actor::Staff(by.to_owned()), EventKind::SessionEnded)
+            .request(id)
+            .technician(&record.vendor, &record.technician)
+            .detail("reason", EndReason::Revoked.as_str())
+            .detail("was", record.stage.state_word())
+            .detail("note", reason.trim());
         self.store
             .end_request(
                 id,
@@ -241,6 +283,7 @@ impl Desk {
                 Some(by),
                 Some(reason.trim()),
                 now,
+                &event,
             )
             .await
             .map_err(|e| DeskError::from_store(id, e))
@@ -263,8 +306,16 @@ impl Desk {
         let vendor = self.policies.vendor(&record.vendor);
         let new_end = session::decide_extension(&record, new_end, vendor, &self.zone, now)
             .map_err(DeskError::Refused)?;
+        let event = AuditEvent::new(now, Actor::Staff(by.to_owned()), EventKind::SessionExtended)
+            .request(id)
+            .technician(&record.vendor, &record.technician)
+            .detail(
+                "from",
+                record.end_at.map(audit::timestamp).unwrap_or_default(),
+            )
+            .detail("to", audit::timestamp(new_end));
         self.store
-            .set_session_end(id, new_end, by, now)
+            .set_session_end(id, new_end, by, now, &event)
             .await
             .map_err(|e| DeskError::from_store(id, e))?;
         Ok(new_end)

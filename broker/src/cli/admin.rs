@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use super::table::{Table, clean};
 use super::{CliError, required_reason};
 use crate::approval::Desk;
+use crate::audit::{Actor, AuditEvent, EventKind};
 use crate::pki::{BrokerPki, MAX_CLIENT_VALIDITY, TechnicianIdentity};
 use crate::policy::PolicySet;
 use crate::secret::Secret;
@@ -114,8 +115,13 @@ pub async fn technician_unlock(
     desk: &Desk,
     vendor: &str,
     technician: &str,
+    by: &str,
 ) -> Result<String, CliError> {
-    match desk.store().unlock_technician(vendor, technician).await {
+    match desk
+        .store()
+        .unlock_technician(vendor, technician, by, desk.now())
+        .await
+    {
         Ok(()) => Ok(format!(
             "Unlocked {}/{}; their count of wrong one-time passwords is back to zero.",
             clean(vendor),
@@ -142,6 +148,8 @@ pub struct DevIssue {
     pub days: u64,
     /// Where to also write the raw TOTP secret (lowercase hex, 0600), for scripts and tests.
     pub totp_secret_out: Option<PathBuf>,
+    /// Who issues it, for the audit log.
+    pub by: String,
 }
 
 /// `dev-issue`: a client certificate and key for a technician, and a new TOTP secret, shown
@@ -179,7 +187,23 @@ pub async fn dev_issue(
     let pki = BrokerPki::load_or_create(&config.data_dir)?;
     let issued = pki.issue_client_certificate(&identity, validity)?;
     let [ca, cert, key] = issued.write_to(&issue.out, pki.ca_pem())?;
-    let secret = hospital.set_technician_secret(&identity, now).await?;
+    let secret = hospital
+        .set_technician_secret(&identity, now, &issue.by)
+        .await?;
+    let issued_event = AuditEvent::new(
+        now,
+        Actor::Staff(issue.by.clone()),
+        EventKind::CertificateIssued,
+    )
+    .technician(identity.vendor(), identity.technician())
+    .detail("valid_days", issue.days)
+    .detail("kind", "development (dev-issue)");
+    hospital.store.record(&issued_event).await.map_err(|e| {
+        CliError::Input(format!(
+            "The certificate was written but could not be recorded ({e}); remove {} and try again.",
+            issue.out.display()
+        ))
+    })?;
     let uri = crate::otp::otpauth_uri(
         &secret,
         &hospital.policies.hospital().name,

@@ -23,8 +23,9 @@ use tokio_util::task::TaskTracker;
 use tunnel::close_code;
 use tunnel::frames::{MessageReader, write_message};
 
-use super::forward::{self, SessionContext};
+use super::forward::{self, ForwardAudit, SessionContext};
 use super::{Shared, control};
+use crate::audit::{Actor, AuditEvent, EventKind};
 use crate::clock::to_unix_secs;
 use crate::pki::{TechnicianIdentity, identity_from_certificate};
 use crate::policy::IpNetwork;
@@ -122,6 +123,18 @@ pub(super) async fn serve_connection(
     };
     if let Some(refusal) = refusal {
         tracing::warn!(%peer, %identity, code = refusal.code.as_str(), "session refused");
+        let event = AuditEvent::new(
+            shared.clock.now(),
+            control::technician_actor(&identity),
+            EventKind::ConnectionRefused,
+        )
+        .technician(identity.vendor(), identity.technician())
+        .detail("peer", peer)
+        .detail("code", refusal.code.as_str())
+        .detail("reason", &refusal.message);
+        if let Err(e) = shared.store.record(&event).await {
+            tracing::error!(error = %e, "cannot record a refused connection");
+        }
         let _ = write_message(&mut control_send, &refusal.clone().into()).await;
         let _ = control_send.finish();
         // Wait (briefly) for the error frame to be acknowledged before closing, so the
@@ -291,6 +304,12 @@ impl Driver {
                                 pinned: opened.pinned,
                                 own_addresses: shared.own_addresses.clone(),
                                 limits: shared.limits.clone(),
+                                audit: ForwardAudit {
+                                    store: shared.store.clone(),
+                                    clock: shared.clock.clone(),
+                                    identity: self.identity.clone(),
+                                    request: Some(id.clone()),
+                                },
                             }),
                         });
                         self.send(&Message::Opened(Opened {
@@ -323,11 +342,14 @@ impl Driver {
                     .spawn(forward::serve_forward(send, recv, session.forwards.clone()));
             }
             None => {
-                self.forwards.spawn(forward::refuse_without_session(
-                    send,
-                    recv,
-                    self.identity.clone(),
-                ));
+                let audit = ForwardAudit {
+                    store: self.shared.store.clone(),
+                    clock: self.shared.clock.clone(),
+                    identity: self.identity.clone(),
+                    request: None,
+                };
+                self.forwards
+                    .spawn(forward::refuse_without_session(send, recv, audit));
             }
         }
     }
@@ -346,11 +368,23 @@ impl Driver {
                     .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
                     .unwrap_or(0);
                 tracing::info!(identity = %self.identity, request = %session.id, seconds_left, "end-of-session warning");
+                let event = AuditEvent::new(
+                    now,
+                    Actor::Broker(self.shared.broker_id.clone()),
+                    EventKind::SessionWarned,
+                )
+                .request(&session.id)
+                .technician(self.identity.vendor(), self.identity.technician())
+                .detail("seconds_left", seconds_left);
+                if let Err(e) = self.shared.store.record(&event).await {
+                    tracing::error!(error = %e, "cannot record an end-of-session warning");
+                }
                 self.send(&Message::Warning(Warning { seconds_left })).await
             }
             Some(SessionDeadline::End { at }) if now >= at => {
                 let id = session.id.clone();
-                record_session_end(&self.shared, &id, EndReason::Expired, now).await;
+                record_session_end(&self.shared, &self.identity, &id, EndReason::Expired, now)
+                    .await;
                 Err(Stop::SessionEnded(EndReason::Expired, None, None))
             }
             // Woken early (the clock was set, or the end time moved): recompute.
@@ -425,7 +459,7 @@ impl Driver {
         if let Some(session) = self.session.take() {
             if matches!(reason, EndReason::Closed | EndReason::BrokerShutdown) {
                 // Ours to record; a revocation or lockdown was recorded by whoever made it.
-                record_session_end(&self.shared, &session.id, reason, now).await;
+                record_session_end(&self.shared, &self.identity, &session.id, reason, now).await;
             }
             let ended = Message::Ended(Ended {
                 reason: reason.as_str().to_owned(),
@@ -456,10 +490,32 @@ impl Driver {
 /// Records that live session `id` ended for `reason`. A session someone else already ended
 /// (a revocation that crossed the end time) stays as they recorded it; a store that cannot
 /// be written is logged, and the session is cut all the same.
-async fn record_session_end(shared: &Shared, id: &RequestId, reason: EndReason, now: SystemTime) {
+async fn record_session_end(
+    shared: &Shared,
+    identity: &TechnicianIdentity,
+    id: &RequestId,
+    reason: EndReason,
+    now: SystemTime,
+) {
+    let actor = match reason {
+        EndReason::Closed => control::technician_actor(identity),
+        _ => Actor::Broker(shared.broker_id.clone()),
+    };
+    let event = AuditEvent::new(now, actor, EventKind::SessionEnded)
+        .request(id)
+        .technician(identity.vendor(), identity.technician())
+        .detail("reason", reason.as_str());
     match shared
         .store
-        .end_request(id, &[session::Stage::Active], reason, None, None, now)
+        .end_request(
+            id,
+            &[session::Stage::Active],
+            reason,
+            None,
+            None,
+            now,
+            &event,
+        )
         .await
     {
         Ok(()) | Err(StoreError::Stale) => {}

@@ -9,9 +9,10 @@ use std::time::{Duration, SystemTime};
 use proto::{ErrorCode, ErrorMessage, RequestAccess};
 
 use super::Shared;
+use crate::audit::{self, Actor, AuditEvent, EventKind};
 use crate::otp;
 use crate::pki::TechnicianIdentity;
-use crate::session::{self, NewRequest, Refusal, RequestId, RequestRecord, Stage};
+use crate::session::{self, NewRequest, RequestId, RequestRecord, Stage};
 use crate::store::{RequestFilter, StoreError};
 use crate::targets::PinnedTargets;
 
@@ -66,14 +67,28 @@ pub(super) async fn request_access(
         ticket: ask.ticket.trim().to_owned(),
         wanted: Duration::from_secs(u64::from(ask.duration_secs)),
     };
-    let answer_by = session::check_new_request(
+    let answer_by = match session::check_new_request(
         &input,
         vendor,
         shared.hub.lockdown_active(),
         now,
         shared.answer_within,
-    )
-    .map_err(|refusal| refusal.to_wire())?;
+    ) {
+        Ok(answer_by) => answer_by,
+        Err(refusal) => {
+            let event = AuditEvent::new(now, technician_actor(identity), EventKind::RequestRefused)
+                .technician(identity.vendor(), identity.technician())
+                .detail("targets", input.targets.join(","))
+                .detail("code", refusal.code.as_str())
+                .detail("reason", &refusal.message);
+            shared
+                .store
+                .record(&event)
+                .await
+                .map_err(|e| store_refusal(&e))?;
+            return Err(refusal.to_wire());
+        }
+    };
     let id =
         RequestId::generate().map_err(|e| ErrorMessage::new(ErrorCode::Internal, e.to_string()))?;
     let record = RequestRecord {
@@ -98,9 +113,17 @@ pub(super) async fn request_access(
         ended_by: None,
         note: None,
     };
+    let event = AuditEvent::new(now, technician_actor(identity), EventKind::RequestMade)
+        .request(&record.id)
+        .technician(identity.vendor(), identity.technician())
+        .detail("targets", record.targets.join(","))
+        .detail("purpose", &record.purpose)
+        .detail("ticket", &record.ticket)
+        .detail("wanted", session::human_duration(record.wanted))
+        .detail("answer_by", audit::timestamp(record.answer_by));
     shared
         .store
-        .insert_request(&record, now)
+        .insert_request(&record, now, &event)
         .await
         .map_err(|e| store_refusal(&e))?;
     tracing::info!(
@@ -180,14 +203,33 @@ pub(super) async fn open(
     }
     // The request and the policy first: a code is not spent on a request that cannot open.
     let now = shared.clock.now();
-    let end_at = session::decide_opening(
+    let decision = session::decide_opening(
         &record,
         shared.policies.vendor(vendor_id),
         &shared.zone,
         shared.hub.lockdown_active(),
         now,
-    )
-    .map_err(|refusal: Refusal| refusal.to_wire())?;
+    );
+    let end_at = match decision {
+        Ok(end_at) => end_at,
+        Err(refusal) => {
+            let event = AuditEvent::new(
+                now,
+                technician_actor(identity),
+                EventKind::SessionOpenRefused,
+            )
+            .request(&record.id)
+            .technician(vendor_id, technician)
+            .detail("code", refusal.code.as_str())
+            .detail("reason", &refusal.message);
+            shared
+                .store
+                .record(&event)
+                .await
+                .map_err(|e| store_refusal(&e))?;
+            return Err(refusal.to_wire());
+        }
+    };
 
     let binding = identity.to_string();
     let secret = shared
@@ -215,9 +257,10 @@ pub(super) async fn open(
         None => false,
     };
     if !accepted {
+        let why = if step.is_some() { "reused" } else { "wrong" };
         let failure = shared
             .store
-            .record_otp_failure(vendor_id, technician)
+            .record_otp_failure(vendor_id, technician, record.id.as_str(), why, now)
             .await
             .map_err(|e| store_refusal(&e))?;
         tracing::warn!(%identity, request = %record.id, failures = failure.failures, locked = failure.locked, "one-time password refused");
@@ -238,9 +281,15 @@ pub(super) async fn open(
         ));
     }
 
+    let event = AuditEvent::new(now, technician_actor(identity), EventKind::SessionOpened)
+        .request(&record.id)
+        .technician(vendor_id, technician)
+        .detail("targets", record.targets.join(","))
+        .detail("end_at", audit::timestamp(end_at))
+        .detail("broker", &shared.broker_id);
     match shared
         .store
-        .activate(&record.id, end_at, &shared.broker_id, now)
+        .activate(&record.id, end_at, &shared.broker_id, now, &event)
         .await
     {
         Ok(()) => {}
@@ -262,6 +311,14 @@ pub(super) async fn open(
         end_at,
         pinned,
     })
+}
+
+/// The technician as the audit log names them.
+pub(super) fn technician_actor(identity: &TechnicianIdentity) -> Actor {
+    Actor::Technician {
+        vendor: identity.vendor().to_owned(),
+        technician: identity.technician().to_owned(),
+    }
 }
 
 fn locked() -> ErrorMessage {

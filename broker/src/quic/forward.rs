@@ -9,8 +9,13 @@ use tokio::net::TcpStream;
 use tunnel::frames::{MessageReader, ReadFrameError, write_message};
 use tunnel::splice::splice;
 
+use super::control;
 use crate::Limits;
+use crate::audit::{AuditEvent, EventKind};
+use crate::clock::Clock;
 use crate::pki::TechnicianIdentity;
+use crate::session::RequestId;
+use crate::store::Store;
 use crate::targets::PinnedTargets;
 
 /// What the forwards of one session share.
@@ -23,19 +28,56 @@ pub(super) struct SessionContext {
     /// The broker's own listening addresses, never dialled.
     pub(super) own_addresses: Vec<SocketAddr>,
     pub(super) limits: Limits,
+    pub(super) audit: ForwardAudit,
+}
+
+/// Records what happens to forwards in the audit log.
+pub(super) struct ForwardAudit {
+    pub(super) store: Store,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) identity: TechnicianIdentity,
+    /// The session's request, when there is a session.
+    pub(super) request: Option<RequestId>,
+}
+
+impl ForwardAudit {
+    fn event(&self, kind: EventKind, target: &str) -> AuditEvent {
+        let mut event = AuditEvent::new(
+            self.clock.now(),
+            control::technician_actor(&self.identity),
+            kind,
+        )
+        .technician(self.identity.vendor(), self.identity.technician())
+        .target(target);
+        if let Some(request) = &self.request {
+            event = event.request(request);
+        }
+        event
+    }
+
+    /// Records `event`; `false` (and a log line) when the store cannot take it.
+    async fn record(&self, event: AuditEvent) -> bool {
+        match self.store.record(&event).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(identity = %self.identity, kind = event.kind.as_str(), error = %e, "cannot record a forward event");
+                false
+            }
+        }
+    }
 }
 
 /// A forward on a connection with no open session.
 pub(super) async fn refuse_without_session(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
-    identity: TechnicianIdentity,
+    audit: ForwardAudit,
 ) {
     let refusal = ErrorMessage::new(
         ErrorCode::NoSession,
         "No session is open on this connection; open one with `sekisho connect REQUEST_ID`.",
     );
-    refuse(send, recv, refusal, &identity, "?").await;
+    refuse(send, recv, refusal, &audit, "?").await;
 }
 
 pub(super) async fn serve_forward(
@@ -44,6 +86,7 @@ pub(super) async fn serve_forward(
     session: Arc<SessionContext>,
 ) {
     let identity = &session.identity;
+    let audit = &session.audit;
     let request = tokio::time::timeout(
         session.limits.connect_request_timeout,
         MessageReader::new().expect(&mut recv),
@@ -56,14 +99,14 @@ pub(super) async fn serve_forward(
                 ErrorCode::ProtocolViolation,
                 format!("A forward must start with Connect, not {}.", other.name()),
             );
-            return refuse(send, recv, refusal, identity, "?").await;
+            return refuse(send, recv, refusal, audit, "?").await;
         }
         Ok(Err(ReadFrameError::Invalid(e))) => {
             let refusal = ErrorMessage::new(
                 ErrorCode::ProtocolViolation,
                 format!("The forward did not start with a valid Connect frame ({e})."),
             );
-            return refuse(send, recv, refusal, identity, "?").await;
+            return refuse(send, recv, refusal, audit, "?").await;
         }
         Ok(Err(e)) => {
             tracing::info!(%identity, error = %e, "forward stream failed before Connect");
@@ -74,7 +117,7 @@ pub(super) async fn serve_forward(
                 ErrorCode::ProtocolViolation,
                 "The forward did not name its target in time.",
             );
-            return refuse(send, recv, refusal, identity, "?").await;
+            return refuse(send, recv, refusal, audit, "?").await;
         }
     };
 
@@ -87,13 +130,13 @@ pub(super) async fn serve_forward(
         Some(Ok(addresses)) => addresses,
         Some(Err(problem)) => {
             let refusal = problem.to_refusal(&target);
-            return refuse(send, recv, refusal, identity, &target).await;
+            return refuse(send, recv, refusal, audit, &target).await;
         }
         // Not in this session, unknown, or another vendor's: the same answer, so nothing is
         // learned about which targets exist.
         None => {
             let refusal = crate::session::Refusal::target_refused(&target).to_wire();
-            return refuse(send, recv, refusal, identity, &target).await;
+            return refuse(send, recv, refusal, audit, &target).await;
         }
     };
 
@@ -106,10 +149,26 @@ pub(super) async fn serve_forward(
                     "The hospital's `{target}` did not accept the connection ({reason}); try again, or tell the hospital's IT."
                 ),
             );
-            return refuse(send, recv, refusal, identity, &target).await;
+            return refuse(send, recv, refusal, audit, &target).await;
         }
     };
     let dialled = tcp.peer_addr().ok();
+    let dialled_text = dialled.map(|a| a.to_string()).unwrap_or_default();
+    // No bytes flow unless the forward is on the record.
+    if !audit
+        .record(
+            audit
+                .event(EventKind::ForwardOpened, &target)
+                .detail("address", &dialled_text),
+        )
+        .await
+    {
+        let refusal = ErrorMessage::new(
+            ErrorCode::StoreUnavailable,
+            "The broker cannot record this forward right now, so it will not open it; try again in a minute, and tell the hospital's IT if it keeps happening.",
+        );
+        return refuse(send, recv, refusal, audit, &target).await;
+    }
     if write_message(&mut send, &Message::Connected(Connected))
         .await
         .is_err()
@@ -119,6 +178,22 @@ pub(super) async fn serve_forward(
     let started = Instant::now();
     tracing::info!(%identity, %target, ?dialled, "forward opened");
     let outcome = splice(tcp, send, recv).await;
+    let end = match &outcome.end {
+        tunnel::splice::SpliceEnd::Finished => "finished".to_owned(),
+        tunnel::splice::SpliceEnd::TcpFailed(why) => format!("target side failed: {why}"),
+        tunnel::splice::SpliceEnd::QuicFailed(why) => format!("technician side failed: {why}"),
+    };
+    audit
+        .record(
+            audit
+                .event(EventKind::ForwardClosed, &target)
+                .detail("address", &dialled_text)
+                .detail("bytes_to_target", outcome.quic_to_tcp)
+                .detail("bytes_from_target", outcome.tcp_to_quic)
+                .detail("duration_ms", started.elapsed().as_millis())
+                .detail("end", end),
+        )
+        .await;
     tracing::info!(
         %identity,
         %target,
@@ -153,10 +228,20 @@ async fn refuse(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     refusal: ErrorMessage,
-    identity: &TechnicianIdentity,
+    audit: &ForwardAudit,
     target: &str,
 ) {
-    tracing::warn!(%identity, %target, code = refusal.code.as_str(), "forward refused");
+    tracing::warn!(identity = %audit.identity, %target, code = refusal.code.as_str(), "forward refused");
+    if refusal.code != ErrorCode::StoreUnavailable {
+        audit
+            .record(
+                audit
+                    .event(EventKind::ForwardRefused, target)
+                    .detail("code", refusal.code.as_str())
+                    .detail("reason", &refusal.message),
+            )
+            .await;
+    }
     let _ = recv.stop(tunnel::close_code::REFUSED);
     let _ = write_message(&mut send, &Message::Error(refusal)).await;
     let _ = send.finish();

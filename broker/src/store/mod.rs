@@ -11,8 +11,12 @@
 //! A transaction always starts with its write, so SQLite takes its write lock at once and
 //! concurrent writers wait (`busy_timeout`) rather than fail.
 //!
+//! Every change carries its audit event, appended in the same transaction: if the event
+//! cannot be written, the change does not happen (see [`crate::audit`]).
+//!
 //! This module decides nothing: the rules live in [`crate::session`].
 
+mod audit;
 mod requests;
 mod technicians;
 
@@ -23,6 +27,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use audit::AuditFilter;
 pub use requests::{LockdownState, RequestFilter};
 pub use technicians::TechnicianRow;
 

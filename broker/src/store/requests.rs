@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
+use super::audit::append;
 use super::{Store, StoreError};
+use crate::audit::{Actor, AuditEvent, EventKind};
 use crate::clock::{from_unix_ms, to_unix_ms};
 use crate::session::{ApprovalRecord, EndReason, Extension, RequestId, RequestRecord, Stage};
 
@@ -46,7 +48,9 @@ impl Store {
         &self,
         record: &RequestRecord,
         now: SystemTime,
+        event: &AuditEvent,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO requests (id, vendor, technician, targets, purpose, ticket, wanted_ms, state, created_at, answer_by, approvals_needed, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
@@ -62,8 +66,10 @@ impl Store {
         .bind(to_unix_ms(record.answer_by))
         .bind(i64::from(record.approvals_needed))
         .bind(to_unix_ms(now))
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        append(&mut tx, event).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -184,6 +190,7 @@ impl Store {
         approval: &ApprovalRecord,
         completes: Option<(SystemTime, &str)>,
         now: SystemTime,
+        event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         // The write comes first: it takes the row (PostgreSQL) or database (SQLite) lock, so
@@ -230,6 +237,7 @@ impl Store {
             }
             _ => {}
         }
+        append(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -241,7 +249,9 @@ impl Store {
         end_at: SystemTime,
         broker_id: &str,
         now: SystemTime,
+        event: &AuditEvent,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
         let updated = sqlx::query(
             "UPDATE requests SET state = 'active', end_at = $2, opened_at = $3, broker_id = $4, updated_at = $3 WHERE id = $1 AND state = 'approved' AND end_at > $3",
         )
@@ -249,9 +259,12 @@ impl Store {
         .bind(to_unix_ms(end_at))
         .bind(to_unix_ms(now))
         .bind(broker_id)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        expect_one(updated.rows_affected())
+        expect_one(updated.rows_affected())?;
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Ends a request that is in one of `from` states.
@@ -263,7 +276,9 @@ impl Store {
         by: Option<&str>,
         note: Option<&str>,
         now: SystemTime,
+        event: &AuditEvent,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
         let slots: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 6)).collect();
         let sql = format!(
             "UPDATE requests SET state = 'ended', end_reason = $2, ended_by = $3, note = $4, ended_at = $5, updated_at = $5 WHERE id = $1 AND state IN ({})",
@@ -278,7 +293,10 @@ impl Store {
         for stage in from {
             query = query.bind(stage.state_word());
         }
-        expect_one(query.execute(self.pool()).await?.rows_affected())
+        expect_one(query.execute(&mut *tx).await?.rows_affected())?;
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Moves a live session's end time.
@@ -288,6 +306,7 @@ impl Store {
         end_at: SystemTime,
         by: &str,
         now: SystemTime,
+        event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         let updated = sqlx::query(
@@ -310,26 +329,32 @@ impl Store {
         .bind(to_unix_ms(end_at))
         .execute(&mut *tx)
         .await?;
+        append(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Ends every live session held by `broker_id` (at start after a crash, or at shutdown).
+    /// Ends every live session held by `broker_id` (at start after a crash, or at shutdown),
+    /// recording each end; returns how many.
     pub async fn end_sessions_of_broker(
         &self,
         broker_id: &str,
         reason: EndReason,
         now: SystemTime,
     ) -> Result<u64, StoreError> {
-        let updated = sqlx::query(
-            "UPDATE requests SET state = 'ended', end_reason = $2, ended_at = $3, updated_at = $3 WHERE state = 'active' AND broker_id = $1",
+        let mut tx = self.pool().begin().await?;
+        let ended = sqlx::query(
+            "UPDATE requests SET state = 'ended', end_reason = $2, ended_at = $3, updated_at = $3 WHERE state = 'active' AND broker_id = $1 RETURNING id, vendor, technician",
         )
         .bind(broker_id)
         .bind(reason.as_str())
         .bind(to_unix_ms(now))
-        .execute(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(updated.rows_affected())
+        let actor = Actor::Broker(broker_id.to_owned());
+        record_ended_sessions(&mut tx, &ended, &actor, reason, now).await?;
+        tx.commit().await?;
+        Ok(ended.len() as u64)
     }
 
     /// The lockdown state (inactive if never set).
@@ -354,7 +379,7 @@ impl Store {
     }
 
     /// Sets or lifts the lockdown. Setting it ends every live session with reason
-    /// `lockdown` in the same transaction; returns how many were ended.
+    /// `lockdown` in the same transaction, each recorded; returns how many were ended.
     pub async fn set_lockdown(
         &self,
         active: bool,
@@ -381,21 +406,52 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let mut ended = 0;
+        let actor = Actor::Staff(by.to_owned());
+        let kind = if active {
+            EventKind::LockdownOn
+        } else {
+            EventKind::LockdownOff
+        };
+        append(
+            &mut tx,
+            &AuditEvent::new(now, actor.clone(), kind).detail("reason", reason),
+        )
+        .await?;
+        let mut ended = Vec::new();
         if active {
             ended = sqlx::query(
-                "UPDATE requests SET state = 'ended', end_reason = 'lockdown', ended_by = $1, note = $2, ended_at = $3, updated_at = $3 WHERE state = 'active'",
+                "UPDATE requests SET state = 'ended', end_reason = 'lockdown', ended_by = $1, note = $2, ended_at = $3, updated_at = $3 WHERE state = 'active' RETURNING id, vendor, technician",
             )
             .bind(by)
             .bind(reason)
             .bind(to_unix_ms(now))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .fetch_all(&mut *tx)
+            .await?;
+            record_ended_sessions(&mut tx, &ended, &actor, EndReason::Lockdown, now).await?;
         }
         tx.commit().await?;
-        Ok(ended)
+        Ok(ended.len() as u64)
     }
+}
+
+/// One `session-ended` event per `(id, vendor, technician)` row.
+async fn record_ended_sessions(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    rows: &[AnyRow],
+    actor: &Actor,
+    reason: EndReason,
+    now: SystemTime,
+) -> Result<(), StoreError> {
+    for row in rows {
+        let (id, vendor, technician): (String, String, String) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let event = AuditEvent::new(now, actor.clone(), EventKind::SessionEnded)
+            .request(id)
+            .technician(&vendor, &technician)
+            .detail("reason", reason.as_str());
+        append(tx, &event).await?;
+    }
+    Ok(())
 }
 
 fn expect_one(rows: u64) -> Result<(), StoreError> {

@@ -2,7 +2,11 @@
 
 use sqlx::Row;
 
+use std::time::SystemTime;
+
+use super::audit::append;
 use super::{OTP_LOCKOUT_THRESHOLD, Store, StoreError};
+use crate::audit::{Actor, AuditEvent, EventKind};
 
 /// A technician as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +43,7 @@ impl Store {
         technician: &str,
         sealed_totp_secret: &str,
         now_ms: i64,
+        event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         let updated = sqlx::query(
@@ -60,6 +65,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        append(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -120,45 +126,78 @@ impl Store {
         }
     }
 
-    /// Counts a wrong code; at the threshold the technician is locked.
+    /// Counts a wrong code, and records it (and a lockout at the threshold) in the audit log,
+    /// in one transaction.
     pub async fn record_otp_failure(
         &self,
         vendor: &str,
         technician: &str,
+        request: &str,
+        why: &str,
+        at: SystemTime,
     ) -> Result<OtpFailure, StoreError> {
+        let mut tx = self.pool().begin().await?;
         let row = sqlx::query(
             "UPDATE technicians SET otp_failures = otp_failures + 1, locked = CASE WHEN otp_failures + 1 >= $3 THEN 1 ELSE locked END WHERE vendor = $1 AND technician = $2 RETURNING otp_failures, locked",
         )
         .bind(vendor)
         .bind(technician)
         .bind(OTP_LOCKOUT_THRESHOLD)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
-        Ok(OtpFailure {
+        let failure = OtpFailure {
             failures: row.try_get(0)?,
             locked: row.try_get::<i64, _>(1)? != 0,
-        })
+        };
+        let actor = Actor::Technician {
+            vendor: vendor.to_owned(),
+            technician: technician.to_owned(),
+        };
+        let event = AuditEvent::new(at, actor.clone(), EventKind::OtpFailed)
+            .request(request)
+            .technician(vendor, technician)
+            .detail("why", why)
+            .detail("consecutive_failures", failure.failures);
+        append(&mut tx, &event).await?;
+        if failure.locked && failure.failures == OTP_LOCKOUT_THRESHOLD {
+            let locked = AuditEvent::new(at, actor, EventKind::TechnicianLocked)
+                .technician(vendor, technician)
+                .detail("consecutive_failures", failure.failures);
+            append(&mut tx, &locked).await?;
+        }
+        tx.commit().await?;
+        Ok(failure)
     }
 
-    /// Unlocks a technician locked by wrong codes. `NotFound` if unknown.
+    /// Unlocks a technician locked by wrong codes, recording who did. `NotFound` if unknown.
     pub async fn unlock_technician(
         &self,
         vendor: &str,
         technician: &str,
+        by: &str,
+        at: SystemTime,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
         let updated = sqlx::query(
             "UPDATE technicians SET locked = 0, otp_failures = 0 WHERE vendor = $1 AND technician = $2",
         )
         .bind(vendor)
         .bind(technician)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::NotFound);
         }
+        let event = AuditEvent::new(
+            at,
+            Actor::Staff(by.to_owned()),
+            EventKind::TechnicianUnlocked,
+        )
+        .technician(vendor, technician);
+        append(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 

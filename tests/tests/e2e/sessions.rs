@@ -2,6 +2,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proto::{ErrorCode, RequestAccess, RequestState};
 use sekisho_broker::approval::{Approved, DeskError, Until};
+use sekisho_broker::audit::{Actor, AuditEvent, EventKind};
 use sekisho_broker::clock::Clock;
 use sekisho_broker::otp;
 use sekisho_broker::session::RequestId;
@@ -213,7 +214,7 @@ async fn wrong_replayed_earlier_and_foreign_codes_are_refused_and_five_failures_
     broker
         .desk()
         .store()
-        .unlock_technician("acme-ehr", "tanaka")
+        .unlock_technician("acme-ehr", "tanaka", "yamada", broker.clock().now())
         .await
         .unwrap();
     broker.clock().advance(Duration::from_secs(30));
@@ -621,7 +622,17 @@ async fn sessions_a_crashed_broker_left_active_are_ended_as_broker_shutdown_at_i
     broker
         .restart_after(async {
             desk.store()
-                .activate(&request, now + MIN * 30, broker_id.trim(), now)
+                .activate(
+                    &request,
+                    now + MIN * 30,
+                    broker_id.trim(),
+                    now,
+                    &AuditEvent::new(
+                        now,
+                        Actor::Broker(broker_id.trim().into()),
+                        EventKind::SessionOpened,
+                    ),
+                )
                 .await
                 .unwrap();
         })

@@ -1,0 +1,181 @@
+//! Appending audit events (inside the transaction of the change they describe) and reading
+//! them back.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+
+use super::{Store, StoreError};
+use crate::audit::{Actor, AuditEvent, EventKind, StoredEvent, chain_hash};
+use crate::clock::{from_unix_ms, to_unix_ms};
+
+const EVENT_COLUMNS: &str =
+    "seq, at, actor, kind, request_id, vendor, technician, target, details, prev_hash, hash";
+
+/// Which events to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only events at or after this time.
+    pub since: Option<std::time::SystemTime>,
+    /// Only events before this time.
+    pub until: Option<std::time::SystemTime>,
+    /// Only this vendor's.
+    pub vendor: Option<String>,
+    /// Only this technician's (with or without `vendor`).
+    pub technician: Option<String>,
+    /// Only about this target.
+    pub target: Option<String>,
+    /// Only about this request or session.
+    pub request: Option<String>,
+    /// Only these kinds; empty means all.
+    pub kinds: Vec<EventKind>,
+    /// Events after this number (for paging and following); 0 for the start.
+    pub after_seq: i64,
+    /// At most this many (0: no limit).
+    pub limit: i64,
+}
+
+/// Appends `event` to the chain inside `tx`. The head update comes first, so concurrent
+/// appenders (connections, brokers) queue on it and each chains to the one before.
+pub(super) async fn append(
+    tx: &mut Transaction<'static, Any>,
+    event: &AuditEvent,
+) -> Result<i64, StoreError> {
+    let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
+        .fetch_one(&mut **tx)
+        .await?;
+    let seq: i64 = head.try_get(0)?;
+    let prev_hash: String = head.try_get(1)?;
+    let hash = chain_hash(seq, &prev_hash, event);
+    let details = serde_json::to_string(&event.details)
+        .map_err(|e| StoreError::Corrupt(format!("audit details: {e}")))?;
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, actor, kind, request_id, vendor, technician, target, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(seq)
+    .bind(to_unix_ms(event.at))
+    .bind(event.actor.encode())
+    .bind(event.kind.as_str())
+    .bind(event.request.as_deref())
+    .bind(event.vendor.as_deref())
+    .bind(event.technician.as_deref())
+    .bind(event.target.as_deref())
+    .bind(details)
+    .bind(&prev_hash)
+    .bind(&hash)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+    Ok(seq)
+}
+
+impl Store {
+    /// Records an event that goes with no state change (a forward, a refusal, a warning).
+    /// When this fails the caller must not go on as if it had been recorded.
+    pub async fn record(&self, event: &AuditEvent) -> Result<i64, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let seq = append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    /// The chain's head: how many events, and the last one's hash.
+    pub async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(self.pool())
+            .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    /// Events matching `filter`, oldest first.
+    pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<StoredEvent>, StoreError> {
+        // Built from fixed fragments and numbered placeholders; every value is bound.
+        let mut clauses = vec!["seq > $1".to_owned()];
+        let mut texts: Vec<String> = Vec::new();
+        let mut numbers: Vec<i64> = vec![filter.after_seq];
+        let mut next = 2;
+        let mut slot = || {
+            let placeholder = format!("${next}");
+            next += 1;
+            placeholder
+        };
+        // Numbers first (after $1), then texts, so the binding order is simple.
+        if let Some(since) = filter.since {
+            clauses.push(format!("at >= {}", slot()));
+            numbers.push(to_unix_ms(since));
+        }
+        if let Some(until) = filter.until {
+            clauses.push(format!("at < {}", slot()));
+            numbers.push(to_unix_ms(until));
+        }
+        for (column, value) in [
+            ("vendor", &filter.vendor),
+            ("technician", &filter.technician),
+            ("target", &filter.target),
+            ("request_id", &filter.request),
+        ] {
+            if let Some(value) = value {
+                clauses.push(format!("{column} = {}", slot()));
+                texts.push(value.clone());
+            }
+        }
+        if !filter.kinds.is_empty() {
+            let slots: Vec<String> = filter.kinds.iter().map(|_| slot()).collect();
+            clauses.push(format!("kind IN ({})", slots.join(", ")));
+            texts.extend(filter.kinds.iter().map(|kind| kind.as_str().to_owned()));
+        }
+        let limit = if filter.limit > 0 {
+            format!(" LIMIT {}", filter.limit)
+        } else {
+            String::new()
+        };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE {} ORDER BY seq{limit}",
+            clauses.join(" AND ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql.as_str()));
+        for number in numbers {
+            query = query.bind(number);
+        }
+        for text in &texts {
+            query = query.bind(text.as_str());
+        }
+        query
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+
+    /// Every event, in order, for verification.
+    pub async fn all_audit_events(&self) -> Result<Vec<StoredEvent>, StoreError> {
+        self.audit_events(&AuditFilter::default()).await
+    }
+}
+
+fn event_from_row(row: &AnyRow) -> Result<StoredEvent, StoreError> {
+    let seq: i64 = row.try_get(0)?;
+    let actor: String = row.try_get(2)?;
+    let kind: String = row.try_get(3)?;
+    let details: String = row.try_get(8)?;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("audit event {seq}: {what}"));
+    Ok(StoredEvent {
+        seq,
+        prev_hash: row.try_get(9)?,
+        hash: row.try_get(10)?,
+        event: AuditEvent {
+            at: from_unix_ms(row.try_get(1)?),
+            actor: Actor::decode(&actor).ok_or_else(|| corrupt("unknown actor"))?,
+            kind: EventKind::parse(&kind).ok_or_else(|| corrupt("unknown kind"))?,
+            request: row.try_get(4)?,
+            vendor: row.try_get(5)?,
+            technician: row.try_get(6)?,
+            target: row.try_get(7)?,
+            details: serde_json::from_str(&details)
+                .map_err(|_| corrupt("details are not a list of pairs"))?,
+        },
+    })
+}
