@@ -152,7 +152,7 @@ pub async fn poll_once(
                     .detail("reason", reason.as_str())
                     .detail("was", record.stage.state_word());
                 if store
-                    .end_request(&record.id, &from, reason, None, None, now, &event)
+                    .end_request(&record.id, &from, reason, None, None, &event)
                     .await
                     .is_ok()
                 {

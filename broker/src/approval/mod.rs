@@ -249,7 +249,6 @@ impl Desk {
                 EndReason::Denied,
                 Some(approver),
                 Some(reason.trim()),
-                now,
                 &event,
             )
             .await
@@ -282,7 +281,6 @@ impl Desk {
                 EndReason::Revoked,
                 Some(by),
                 Some(reason.trim()),
-                now,
                 &event,
             )
             .await

@@ -507,15 +507,7 @@ async fn record_session_end(
         .detail("reason", reason.as_str());
     match shared
         .store
-        .end_request(
-            id,
-            &[session::Stage::Active],
-            reason,
-            None,
-            None,
-            now,
-            &event,
-        )
+        .end_request(id, &[session::Stage::Active], reason, None, None, &event)
         .await
     {
         Ok(()) | Err(StoreError::Stale) => {}

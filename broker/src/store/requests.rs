@@ -267,7 +267,7 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a request that is in one of `from` states.
+    /// Ends a request that is in one of `from` states, at the time of its audit `event`.
     pub async fn end_request(
         &self,
         id: &RequestId,
@@ -275,9 +275,9 @@ impl Store {
         reason: EndReason,
         by: Option<&str>,
         note: Option<&str>,
-        now: SystemTime,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
+        let now = event.at;
         let mut tx = self.pool().begin().await?;
         let slots: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 6)).collect();
         let sql = format!(
