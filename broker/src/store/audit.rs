@@ -179,3 +179,88 @@ fn event_from_row(row: &AnyRow) -> Result<StoredEvent, StoreError> {
         },
     })
 }
+
+/// An auditor's review of an ended session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Review {
+    /// The session's request id.
+    pub request: String,
+    /// Who reviewed it.
+    pub reviewer: String,
+    /// When.
+    pub at: std::time::SystemTime,
+    /// What they wrote.
+    pub comment: String,
+}
+
+impl Store {
+    /// Marks ended session `request` reviewed by `reviewer`, with its audit event, in one
+    /// transaction. `NotFound` when there is no such session; `Stale` when it is not over yet
+    /// (a live session cannot be reviewed) or this reviewer already reviewed it.
+    pub async fn add_review(&self, review: &Review, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO reviews (request_id, reviewer, reviewed_at, comment) SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM requests WHERE id = $1 AND state = 'ended' AND opened_at IS NOT NULL) AND NOT EXISTS (SELECT 1 FROM reviews WHERE request_id = $1 AND reviewer = $2)",
+        )
+        .bind(&review.request)
+        .bind(&review.reviewer)
+        .bind(to_unix_ms(review.at))
+        .bind(&review.comment)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() != 1 {
+            let exists =
+                sqlx::query("SELECT 1 FROM requests WHERE id = $1 AND opened_at IS NOT NULL")
+                    .bind(&review.request)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+            tx.rollback().await?;
+            return Err(if exists {
+                StoreError::Stale
+            } else {
+                StoreError::NotFound
+            });
+        }
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The reviews of `request`, oldest first.
+    pub async fn reviews(&self, request: &str) -> Result<Vec<Review>, StoreError> {
+        sqlx::query("SELECT request_id, reviewer, reviewed_at, comment FROM reviews WHERE request_id = $1 ORDER BY reviewed_at")
+            .bind(request)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(Review {
+                    request: row.try_get(0)?,
+                    reviewer: row.try_get(1)?,
+                    at: from_unix_ms(row.try_get(2)?),
+                    comment: row.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Sessions (requests that were opened) that have ended and have no review, oldest end
+    /// first, with when each ended.
+    pub async fn unreviewed_sessions(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
+        let limit = if limit > 0 { limit } else { 1000 };
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, ended_at FROM requests r WHERE state = 'ended' AND opened_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM reviews v WHERE v.request_id = r.id) ORDER BY ended_at, id LIMIT {limit}"
+        )))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, from_unix_ms(row.try_get(1)?))))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+    }
+}

@@ -27,7 +27,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-pub use audit::AuditFilter;
+pub use audit::{AuditFilter, Review};
 pub use requests::{LockdownState, RequestFilter};
 pub use technicians::TechnicianRow;
 

@@ -2,6 +2,8 @@
 //! `127.0.0.1:0` and speaks QUIC to it.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+/// The audit log: every step on the record, in order, chained.
+mod audit;
 /// What the broker and the client refuse, and the sentence each refusal carries.
 mod refusals;
 /// Sessions: request, approval, one-time password, end time, revocation, lockdown, restart.

@@ -1,0 +1,270 @@
+use std::time::Duration;
+
+use proto::ErrorCode;
+use sekisho_broker::audit::{self, Actor, EventKind, StoredEvent, Verdict};
+use sekisho_broker::session::RequestId;
+use sekisho_broker::store::AuditFilter;
+use sekisho_client::{ControlError, ForwardError};
+use sekisho_e2e::{APPROVER, EchoServer, TestBroker, Vendor};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+async fn events_of(broker: &TestBroker, request: &str) -> Vec<StoredEvent> {
+    broker
+        .desk()
+        .store()
+        .audit_events(&AuditFilter {
+            request: Some(request.to_owned()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+fn detail<'a>(event: &'a StoredEvent, key: &str) -> &'a str {
+    event
+        .event
+        .details
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no detail {key} in {:?}", event.event))
+}
+
+/// Waits until `request` has an event of `kind` (events of a forward's end are written as it
+/// closes, a moment after the client sees the bytes).
+async fn wait_for_event(broker: &TestBroker, request: &str, kind: EventKind) -> StoredEvent {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(event) = events_of(broker, request)
+                .await
+                .into_iter()
+                .find(|e| e.event.kind == kind)
+            {
+                return event;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {} event for {request}", kind.as_str()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_whole_story_is_on_the_record_in_order_with_who_did_each_step() {
+    let echo = EchoServer::start().await;
+    let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("echo", echo.addr())]).await;
+    let mut session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let request = broker.request(&mut session, &["echo"]).await;
+    broker.approve(&request).await;
+    let code = broker.next_otp("acme-ehr", "tanaka").await;
+    session.open(&request, &code).await.unwrap();
+    {
+        let (mut send, mut recv) = session.open_forward("echo").await.unwrap();
+        send.write_all(&[7u8; 1000]).await.unwrap();
+        send.finish().unwrap();
+        let back = recv.read_to_end(4096).await.unwrap();
+        assert_eq!(back.len(), 1000);
+    }
+    let closed = wait_for_event(&broker, &request, EventKind::ForwardClosed).await;
+    assert_eq!(detail(&closed, "bytes_to_target"), "1000");
+    assert_eq!(detail(&closed, "bytes_from_target"), "1000");
+    assert_eq!(detail(&closed, "address"), echo.addr().to_string());
+    assert_eq!(closed.event.target.as_deref(), Some("echo"));
+
+    broker
+        .desk()
+        .revoke(&RequestId::parse(&request).unwrap(), "yamada", "work done")
+        .await
+        .unwrap();
+    let ended = wait_for_event(&broker, &request, EventKind::SessionEnded).await;
+    assert_eq!(ended.event.actor, Actor::Staff("yamada".into()));
+    assert_eq!(detail(&ended, "reason"), "revoked");
+    assert_eq!(detail(&ended, "note"), "work done");
+
+    let story = events_of(&broker, &request).await;
+    let kinds: Vec<EventKind> = story.iter().map(|e| e.event.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::RequestMade,
+            EventKind::RequestApproved,
+            EventKind::SessionOpened,
+            EventKind::ForwardOpened,
+            EventKind::ForwardClosed,
+            EventKind::SessionEnded,
+        ]
+    );
+    let tanaka = Actor::Technician {
+        vendor: "acme-ehr".into(),
+        technician: "tanaka".into(),
+    };
+    assert_eq!(story[0].event.actor, tanaka);
+    assert_eq!(detail(&story[0], "purpose"), "end-to-end test");
+    assert_eq!(story[1].event.actor, Actor::Staff(APPROVER.into()));
+    assert_eq!(story[2].event.actor, tanaka);
+    assert!(
+        story
+            .iter()
+            .all(|e| e.event.technician.as_deref() == Some("tanaka"))
+    );
+
+    // The chain over everything the broker wrote is intact, and its head is the store's head.
+    let all = broker.desk().store().all_audit_events().await.unwrap();
+    let (count, head) = broker.desk().store().audit_head().await.unwrap();
+    assert_eq!(audit::verify(all), Verdict::Intact { count, head });
+    assert!(
+        count >= 8,
+        "broker start and policy load come first: {count}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_recorded_with_their_code() {
+    let echo = EchoServer::start().await;
+    let broker = TestBroker::start(&[Vendor::new("acme-ehr")
+        .target("echo", echo.addr())
+        .max_session("1h")])
+    .await;
+    let store = broker.desk().store().clone();
+
+    // A forward to a target outside the session.
+    let session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    assert!(matches!(
+        session.open_forward("pacs").await,
+        Err(ForwardError::Refused(_))
+    ));
+    let refused = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let found = store
+                .audit_events(&AuditFilter {
+                    kinds: vec![EventKind::ForwardRefused],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if let Some(event) = found.into_iter().next() {
+                return event;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused.event.target.as_deref(), Some("pacs"));
+    assert_eq!(detail(&refused, "code"), ErrorCode::TargetRefused.as_str());
+
+    // A request longer than the agreement allows.
+    let mut asking = broker.connect("acme-ehr", "sato").await.unwrap();
+    broker.enroll("acme-ehr", "sato").await;
+    let too_long = asking
+        .request(proto::RequestAccess {
+            targets: vec!["echo".into()],
+            purpose: "long".into(),
+            ticket: String::new(),
+            duration_secs: 7200,
+        })
+        .await;
+    assert!(matches!(too_long, Err(ControlError::Refused(_))));
+    let by_kind = |kind| {
+        let store = store.clone();
+        async move {
+            store
+                .audit_events(&AuditFilter {
+                    kinds: vec![kind],
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let request_refused = by_kind(EventKind::RequestRefused).await;
+    assert_eq!(
+        detail(&request_refused[0], "code"),
+        ErrorCode::PolicyRefused.as_str()
+    );
+
+    // A wrong one-time password.
+    let request = broker.request(&mut asking, &["echo"]).await;
+    broker.approve(&request).await;
+    assert!(asking.open(&request, "000000").await.is_err());
+    let otp_failed = by_kind(EventKind::OtpFailed).await;
+    assert_eq!(
+        otp_failed[0].event.request.as_deref(),
+        Some(request.as_str())
+    );
+    assert_eq!(detail(&otp_failed[0], "consecutive_failures"), "1");
+
+    // A vendor the hospital has no agreement with.
+    assert!(broker.connect("ghost", "tanaka").await.is_err());
+    let connection_refused = by_kind(EventKind::ConnectionRefused).await;
+    assert_eq!(connection_refused[0].event.vendor.as_deref(), Some("ghost"));
+    assert_eq!(
+        detail(&connection_refused[0], "code"),
+        ErrorCode::UnknownIdentity.as_str()
+    );
+
+    let (count, head) = store.audit_head().await.unwrap();
+    assert_eq!(
+        audit::verify(store.all_audit_events().await.unwrap()),
+        Verdict::Intact { count, head }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_brokers_sharing_one_database_append_to_one_chain() {
+    let echo = EchoServer::start().await;
+    let vendors = [Vendor::new("acme-ehr").target("echo", echo.addr())];
+    let first = TestBroker::start(&vendors).await;
+    // A second broker of the same hospital: the same database, CA and sealing key, its own id.
+    let shared_dir = first.config().data_dir.clone();
+    let database = first.config().database.clone();
+    let second = TestBroker::start_with(&vendors, |config| {
+        config.database = database;
+        std::fs::create_dir_all(config.data_dir.join("pki")).unwrap();
+        for file in [
+            "pki/ca.pem",
+            "pki/ca.key",
+            "pki/broker.pem",
+            "pki/broker.key",
+            "secret.key",
+        ] {
+            std::fs::copy(shared_dir.join(file), config.data_dir.join(file)).unwrap();
+        }
+    })
+    .await;
+
+    // Work on both at once.
+    let (a, b) = tokio::join!(
+        first.open_session("acme-ehr", "tanaka", &["echo"]),
+        second.open_session("acme-ehr", "sato", &["echo"]),
+    );
+    // A revocation made through either desk reaches the session held by the other broker.
+    let live = first.desk().requests(&Default::default()).await.unwrap();
+    let sato = live.iter().find(|r| r.technician == "sato").unwrap();
+    first
+        .desk()
+        .revoke(&sato.id, "yamada", "moving to one broker")
+        .await
+        .unwrap();
+    let mut b = b;
+    match tokio::time::timeout(PATIENCE, b.next_event())
+        .await
+        .unwrap()
+    {
+        sekisho_client::SessionEvent::Ended { reason, .. } => assert_eq!(reason, "revoked"),
+        other => panic!("expected the revocation on the other broker, got {other:?}"),
+    }
+    drop(a);
+
+    let store = first.desk().store().clone();
+    let events = store.all_audit_events().await.unwrap();
+    let brokers: std::collections::HashSet<String> = events
+        .iter()
+        .filter(|e| e.event.kind == EventKind::BrokerStarted)
+        .map(|e| e.event.actor.encode())
+        .collect();
+    assert_eq!(brokers.len(), 2, "both brokers wrote to the one log");
+    let (count, head) = store.audit_head().await.unwrap();
+    assert_eq!(audit::verify(events), Verdict::Intact { count, head });
+}
