@@ -390,6 +390,51 @@ impl TestBroker {
         session
     }
 
+    /// Runs raw SQL against the broker's database (for injecting failures and tampering).
+    pub async fn execute_sql(&self, sql: &str) {
+        use sqlx::{Connection, Executor};
+        let url = match self.config.store_location() {
+            sekisho_broker::store::StoreLocation::Sqlite(path) => {
+                format!("sqlite://{}", path.display())
+            }
+            sekisho_broker::store::StoreLocation::Postgres(url) => url,
+        };
+        sqlx::any::install_default_drivers();
+        let mut connection = sqlx::AnyConnection::connect(&url).await.unwrap();
+        connection
+            .execute(sqlx::AssertSqlSafe(sql.to_owned()))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        connection.close().await.unwrap();
+    }
+
+    /// Makes every append to the audit log fail, as a full disk would, until
+    /// [`heal_audit_writes`](TestBroker::heal_audit_writes).
+    pub async fn break_audit_writes(&self) {
+        if stores::postgres_selected() {
+            self.execute_sql(
+                "CREATE FUNCTION refuse_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'; END $$ LANGUAGE plpgsql",
+            )
+            .await;
+            self.execute_sql("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_audit()")
+                .await;
+        } else {
+            self.execute_sql("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+                .await;
+        }
+    }
+
+    /// Undoes [`break_audit_writes`](TestBroker::break_audit_writes).
+    pub async fn heal_audit_writes(&self) {
+        if stores::postgres_selected() {
+            self.execute_sql("DROP TRIGGER refuse_audit ON audit_events")
+                .await;
+            self.execute_sql("DROP FUNCTION refuse_audit()").await;
+        } else {
+            self.execute_sql("DROP TRIGGER refuse_audit").await;
+        }
+    }
+
     /// Stops the broker and waits until its run loop has returned.
     pub async fn stop(self) {
         self.shutdown.cancel();

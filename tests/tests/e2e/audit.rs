@@ -268,3 +268,90 @@ async fn two_brokers_sharing_one_database_append_to_one_chain() {
     let (count, head) = store.audit_head().await.unwrap();
     assert_eq!(audit::verify(events), Verdict::Intact { count, head });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_log_cannot_be_written_nothing_happens_and_the_technician_is_told_why() {
+    let echo = EchoServer::start().await;
+    let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("echo", echo.addr())]).await;
+    let mut session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let approved = broker.request(&mut session, &["echo"]).await;
+    broker.approve(&approved).await;
+    let pending = broker.request(&mut session, &["echo"]).await;
+    let (count_before, _) = broker.desk().store().audit_head().await.unwrap();
+
+    broker.break_audit_writes().await;
+    // The hospital cannot approve either: nothing changes, and the approver is told.
+    let approval = broker
+        .desk()
+        .approve(
+            &RequestId::parse(&pending).unwrap(),
+            APPROVER,
+            sekisho_broker::approval::Until::For(Duration::from_secs(600)),
+        )
+        .await;
+    match approval {
+        Err(error @ sekisho_broker::approval::DeskError::Store(_)) => {
+            assert!(
+                error.to_string().starts_with("Nothing was changed"),
+                "{error}"
+            );
+        }
+        other => panic!("expected a store failure, got {other:?}"),
+    }
+    // No new request: refused with the reason, and no request row left behind.
+    let asked = session
+        .request(proto::RequestAccess {
+            targets: vec!["echo".into()],
+            purpose: "while the disk is full".into(),
+            ticket: String::new(),
+            duration_secs: 600,
+        })
+        .await;
+    match asked {
+        Err(ControlError::Refused(refusal)) => {
+            assert_eq!(refusal.code, ErrorCode::StoreUnavailable);
+            assert!(
+                refusal.message.contains("cannot record"),
+                "{}",
+                refusal.message
+            );
+        }
+        other => panic!("expected the broker to refuse, got {other:?}"),
+    }
+    let status = session.status().await.unwrap();
+    assert_eq!(status.len(), 2, "the refused request left nothing behind");
+    assert!(
+        status
+            .iter()
+            .any(|v| v.id == pending && v.state == proto::RequestState::Requested)
+    );
+    // No session either: the approved request stays approved, unopened.
+    let code = broker.next_otp("acme-ehr", "tanaka").await;
+    let opened = session.open(&approved, &code).await;
+    assert!(
+        matches!(&opened, Err(ControlError::Refused(r)) if r.code == ErrorCode::StoreUnavailable),
+        "{opened:?}"
+    );
+    let record = broker
+        .desk()
+        .store()
+        .request(&RequestId::parse(&approved).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(record.stage, sekisho_broker::session::Stage::Approved);
+
+    broker.heal_audit_writes().await;
+    let (count_after, head) = broker.desk().store().audit_head().await.unwrap();
+    assert_eq!(count_after, count_before, "no event was half-written");
+    let all = broker.desk().store().all_audit_events().await.unwrap();
+    assert_eq!(
+        audit::verify(all),
+        Verdict::Intact {
+            count: count_after,
+            head
+        }
+    );
+    // Once the log can be written again, the same request opens.
+    let code = broker.next_otp("acme-ehr", "tanaka").await;
+    session.open(&approved, &code).await.unwrap();
+}
