@@ -162,6 +162,7 @@ pub(super) async fn serve_connection(
         forwards: TaskTracker::new(),
         watching: None,
         session: None,
+        store_failed: CancellationToken::new(),
     };
     driver.run(control_recv, shutdown).await;
 }
@@ -185,6 +186,8 @@ struct Driver {
     forwards: TaskTracker,
     watching: Option<watch::Receiver<Option<RequestRecord>>>,
     session: Option<LiveSession>,
+    /// Cancelled by a forward whose events cannot be recorded.
+    store_failed: CancellationToken,
 }
 
 /// Why the driver stops.
@@ -235,6 +238,9 @@ impl Driver {
                     }
                 }
                 changed = changed(self.watching.as_mut()) => self.handle_watch_change(changed).await,
+                () = self.store_failed.cancelled(), if self.session.is_some() => {
+                    break Stop::SessionEnded(EndReason::StoreUnavailable, None, None);
+                }
                 () = shutdown.cancelled() => break Stop::Shutdown,
             }
         };
@@ -309,6 +315,7 @@ impl Driver {
                                     clock: shared.clock.clone(),
                                     identity: self.identity.clone(),
                                     request: Some(id.clone()),
+                                    failed: self.store_failed.clone(),
                                 },
                             }),
                         });
@@ -347,6 +354,7 @@ impl Driver {
                     clock: self.shared.clock.clone(),
                     identity: self.identity.clone(),
                     request: None,
+                    failed: self.store_failed.clone(),
                 };
                 self.forwards
                     .spawn(forward::refuse_without_session(send, recv, audit));
@@ -457,7 +465,10 @@ impl Driver {
             ),
         };
         if let Some(session) = self.session.take() {
-            if matches!(reason, EndReason::Closed | EndReason::BrokerShutdown) {
+            if matches!(
+                reason,
+                EndReason::Closed | EndReason::BrokerShutdown | EndReason::StoreUnavailable
+            ) {
                 // Ours to record; a revocation or lockdown was recorded by whoever made it.
                 record_session_end(&self.shared, &self.identity, &session.id, reason, now).await;
             }
@@ -512,7 +523,25 @@ async fn record_session_end(
     {
         Ok(()) | Err(StoreError::Stale) => {}
         Err(e) => {
-            tracing::error!(request = %id, error = %e, "cannot record the end of a session; cutting it anyway")
+            tracing::error!(request = %id, error = %e, "cannot record the end of a session; cutting it anyway and retrying the record");
+            // The session is cut now; its record catches up when the store is back, so it
+            // never shows as live longer than the store was unwritable (bounded: 10 minutes;
+            // after that the next start of this broker ends it).
+            let (store, id) = (shared.store.clone(), id.clone());
+            tokio::spawn(async move {
+                let mut retry = tokio::time::interval(Duration::from_secs(1));
+                for _ in 0..600 {
+                    retry.tick().await;
+                    match store
+                        .end_request(&id, &[session::Stage::Active], reason, None, None, &event)
+                        .await
+                    {
+                        Ok(()) | Err(StoreError::Stale) => return,
+                        Err(_) => continue,
+                    }
+                }
+                tracing::error!(request = %id, "gave up recording the end of a session");
+            });
         }
     }
 }

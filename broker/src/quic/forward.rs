@@ -16,6 +16,7 @@ use crate::clock::Clock;
 use crate::pki::TechnicianIdentity;
 use crate::session::RequestId;
 use crate::store::Store;
+use tokio_util::sync::CancellationToken;
 use crate::targets::PinnedTargets;
 
 /// What the forwards of one session share.
@@ -38,6 +39,8 @@ pub(super) struct ForwardAudit {
     pub(super) identity: TechnicianIdentity,
     /// The session's request, when there is a session.
     pub(super) request: Option<RequestId>,
+    /// Cancelled when an event cannot be recorded: the session must not go on unrecorded.
+    pub(super) failed: CancellationToken,
 }
 
 impl ForwardAudit {
@@ -60,7 +63,8 @@ impl ForwardAudit {
         match self.store.record(&event).await {
             Ok(_) => true,
             Err(e) => {
-                tracing::error!(identity = %self.identity, kind = event.kind.as_str(), error = %e, "cannot record a forward event");
+                tracing::error!(identity = %self.identity, kind = event.kind.as_str(), error = %e, "cannot record a forward event; ending the session");
+                self.failed.cancel();
                 false
             }
         }

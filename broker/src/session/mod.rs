@@ -90,6 +90,8 @@ pub enum EndReason {
     TechnicianDisabled,
     /// The broker holding the session stopped.
     BrokerShutdown,
+    /// The broker could not record the session's activity, so it stopped it.
+    StoreUnavailable,
 }
 
 impl EndReason {
@@ -104,6 +106,7 @@ impl EndReason {
             EndReason::Idle => "idle",
             EndReason::TechnicianDisabled => "technician-disabled",
             EndReason::BrokerShutdown => "broker-shutdown",
+            EndReason::StoreUnavailable => "store-unavailable",
         }
     }
 
@@ -118,6 +121,7 @@ impl EndReason {
             EndReason::Idle,
             EndReason::TechnicianDisabled,
             EndReason::BrokerShutdown,
+            EndReason::StoreUnavailable,
         ]
         .into_iter()
         .find(|reason| reason.as_str() == word)
@@ -139,6 +143,7 @@ impl EndReason {
             EndReason::TechnicianDisabled => "Your access has been disabled by the hospital; contact the hospital's IT.".to_owned(),
             EndReason::BrokerShutdown => "The broker shut down, so the session has ended; ask for a new session when it is back.".to_owned(),
             EndReason::Denied => format!("The request was denied{by}{note}."),
+            EndReason::StoreUnavailable => "The broker can no longer record what this session does, so it has ended it; tell the hospital's IT, and ask for a new session when they have fixed it.".to_owned(),
         }
     }
 }

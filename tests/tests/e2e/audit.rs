@@ -355,3 +355,49 @@ async fn when_the_log_cannot_be_written_nothing_happens_and_the_technician_is_to
     let code = broker.next_otp("acme-ehr", "tanaka").await;
     session.open(&approved, &code).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_session_whose_forwards_cannot_be_recorded_is_ended() {
+    let echo = EchoServer::start().await;
+    let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("echo", echo.addr())]).await;
+    let mut session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    let live = broker.desk().requests(&Default::default()).await.unwrap()[0]
+        .id
+        .clone();
+
+    broker.break_audit_writes().await;
+    match session.open_forward("echo").await {
+        Err(ForwardError::Refused(refusal)) => {
+            assert_eq!(refusal.code, ErrorCode::StoreUnavailable)
+        }
+        other => panic!("no bytes may flow unrecorded, got {:?}", other.map(|_| ())),
+    }
+    match tokio::time::timeout(PATIENCE, session.next_event())
+        .await
+        .unwrap()
+    {
+        sekisho_client::SessionEvent::Ended { reason, message } => {
+            assert_eq!(reason, "store-unavailable");
+            assert!(message.contains("can no longer record"), "{message}");
+        }
+        other => panic!("expected the session to end, got {other:?}"),
+    }
+
+    // Once the store can be written again, the record catches up.
+    broker.heal_audit_writes().await;
+    let record = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let record = broker.desk().store().request(&live).await.unwrap();
+            if record.stage != sekisho_broker::session::Stage::Active {
+                return record;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the end is recorded once the store is back");
+    assert_eq!(
+        record.stage,
+        sekisho_broker::session::Stage::Ended(sekisho_broker::session::EndReason::StoreUnavailable)
+    );
+}
