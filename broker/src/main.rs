@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use sekisho_broker::approval::Desk;
 use sekisho_broker::cli::{self, CommandClock, DevIssue};
 use sekisho_broker::policy::PolicySet;
@@ -84,6 +84,11 @@ enum Command {
     Technician {
         #[command(subcommand)]
         command: TechnicianCommand,
+    },
+    /// The audit log: prove it untouched, read it, export it, review ended sessions.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Development only, until enrollment exists: write a client certificate and key for a
     /// technician, with the broker CA to pin, into a directory, and make their TOTP secret.
@@ -207,6 +212,113 @@ enum TechnicianCommand {
         #[command(flatten)]
         staff: StaffArg,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// How many events, and the last one's hash: write it down or send it elsewhere, and
+    /// `audit verify --expect-head` later proves nothing was cut off the end.
+    Head,
+    /// Check that no event was edited, deleted, inserted or reordered.
+    Verify {
+        /// A head printed by `audit head` earlier: it must still be in the chain.
+        #[arg(long, value_name = "HASH")]
+        expect_head: Option<String>,
+        /// Check a JSON Lines export on its own, without the database.
+        #[arg(long, value_name = "EXPORT.jsonl")]
+        file: Option<PathBuf>,
+    },
+    /// Events as a table, oldest first (the newest 200 unless --limit says otherwise).
+    List {
+        #[command(flatten)]
+        filter: EventFilterArgs,
+    },
+    /// One session's whole story, event by event, with a summary and its reviews.
+    Show {
+        /// The session's request id (r-…).
+        session: String,
+    },
+    /// Write events as JSON Lines or CSV, to a file or standard output; the export is
+    /// itself recorded in the audit log.
+    Export {
+        /// jsonl (checkable with `audit verify --file`) or csv.
+        #[arg(long, value_enum)]
+        format: FormatArg,
+        #[command(flatten)]
+        filter: EventFilterArgs,
+        /// The file to write (readable by its owner only) [default: standard output].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Mark an ended session reviewed, with what you checked.
+    Review {
+        /// The session's request id (r-…).
+        session: String,
+        /// What you checked; kept with the review.
+        #[arg(long)]
+        comment: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Ended sessions nobody has reviewed yet, oldest first, with the overdue ones marked.
+    Unreviewed {
+        /// How long after its end a session may wait for review: 3d, 1d12h, 72h, 90m.
+        #[arg(long, value_name = "DURATION", default_value = "3d")]
+        within: String,
+    },
+}
+
+#[derive(Args)]
+struct EventFilterArgs {
+    /// Events at or after: YYYY-MM-DD, "YYYY-MM-DD HH:MM" (hospital time zone) or RFC 3339.
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Events before: same forms; a date alone takes in that whole day.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Only this vendor's events.
+    #[arg(long, value_name = "VENDOR")]
+    vendor: Option<String>,
+    /// Only this technician's events (TECHNICIAN or VENDOR/TECHNICIAN).
+    #[arg(long, value_name = "TECHNICIAN")]
+    technician: Option<String>,
+    /// Only events about this target.
+    #[arg(long, value_name = "NAME")]
+    target: Option<String>,
+    /// Only events of this session (request id r-…).
+    #[arg(long, value_name = "ID")]
+    session: Option<String>,
+    /// Only events of this kind (repeat, or separate with commas).
+    #[arg(long = "kind", value_name = "KIND", value_delimiter = ',')]
+    kinds: Vec<String>,
+    /// Only the newest N matching events.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+}
+
+impl EventFilterArgs {
+    fn query(self) -> cli::EventQuery {
+        cli::EventQuery {
+            since: self.since,
+            until: self.until,
+            vendor: self.vendor,
+            technician: self.technician,
+            target: self.target,
+            session: self.session,
+            kinds: self.kinds,
+            limit: self.limit,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    /// JSON Lines: one event per line, with its hashes.
+    Jsonl,
+    /// CSV with a header row (RFC 4180).
+    Csv,
 }
 
 #[derive(Args)]
@@ -376,6 +488,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             desk.store().close().await;
             result?
         }
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    expect_head,
+                    file: Some(file),
+                },
+        } => cli::audit_verify_file(&file, expect_head.as_deref())?,
+        Command::Audit { command } => {
+            let desk = open_desk(&config, now).await?;
+            let result = audit(&desk, command).await;
+            desk.store().close().await;
+            match result? {
+                Printed::Line(text) => text,
+                Printed::Raw(export) => {
+                    print!("{export}");
+                    return Ok(());
+                }
+            }
+        }
     };
     println!("{output}");
     Ok(())
@@ -445,6 +576,58 @@ async fn technician(desk: &Desk, command: TechnicianCommand) -> Result<String, c
             cli::technician_unlock(desk, &vendor, &technician, &staff).await
         }
     }
+}
+
+/// What an audit command prints: a sentence or a table, or an export exactly as it is.
+enum Printed {
+    Line(String),
+    Raw(String),
+}
+
+async fn audit(desk: &Desk, command: AuditCommand) -> Result<Printed, cli::AuditError> {
+    let text = match command {
+        AuditCommand::Head => cli::audit_head(desk).await?,
+        // `run` checks an export file without opening the database.
+        AuditCommand::Verify { expect_head, file } => match file {
+            Some(file) => cli::audit_verify_file(&file, expect_head.as_deref())?,
+            None => cli::audit_verify(desk, expect_head.as_deref()).await?,
+        },
+        AuditCommand::List { filter } => cli::audit_list(desk, &filter.query()).await?,
+        AuditCommand::Show { session } => cli::audit_show(desk, &session).await?,
+        AuditCommand::Export {
+            format,
+            filter,
+            out,
+            staff,
+        } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            let request = cli::ExportRequest {
+                format: match format {
+                    FormatArg::Jsonl => cli::ExportFormat::JsonLines,
+                    FormatArg::Csv => cli::ExportFormat::Csv,
+                },
+                query: filter.query(),
+                out,
+            };
+            return Ok(match cli::audit_export(desk, &request, &staff).await? {
+                cli::Exported::ToFile(sentence) => Printed::Line(sentence),
+                cli::Exported::ToStdout(export) => Printed::Raw(export),
+            });
+        }
+        AuditCommand::Review {
+            session,
+            comment,
+            staff,
+        } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::audit_review(desk, &session, &comment, &staff).await?
+        }
+        AuditCommand::Unreviewed { within } => {
+            let within = cli::parse_within(&within)?;
+            cli::audit_unreviewed(desk, within).await?
+        }
+    };
+    Ok(Printed::Line(text))
 }
 
 impl EndArgs {

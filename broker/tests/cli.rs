@@ -1,5 +1,6 @@
 //! The `sekisho-broker` binary as an admin runs it: policy check, serve, dev-issue, and the
-//! desk commands (request, session, lockdown, technician) against a real SQLite file.
+//! desk commands (request, session, lockdown, technician) and the audit commands against a
+//! real SQLite file.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
@@ -8,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
+use sekisho_broker::audit::{Actor, AuditEvent, EventKind, StoredEvent};
 use sekisho_broker::secret::{SealingKey, Secret};
-use sekisho_broker::session::{HospitalZone, RequestId, RequestRecord, Stage};
+use sekisho_broker::session::{EndReason, HospitalZone, RequestId, RequestRecord, Stage};
 use sekisho_broker::store::{Store, StoreLocation};
 
 fn broker(args: &[&str]) -> Command {
@@ -248,28 +250,7 @@ impl Hospital {
     /// A request of acme-ehr's technician `technician` for ehr-web, waiting for `approvals`.
     fn request_needing(&self, technician: &str, approvals: u8) -> RequestId {
         let now = SystemTime::now();
-        let record = RequestRecord {
-            id: RequestId::generate().unwrap(),
-            vendor: "acme-ehr".into(),
-            technician: technician.into(),
-            targets: vec!["ehr-web".into()],
-            purpose: "apply patch 5.2.1".into(),
-            ticket: "INC-1234".into(),
-            wanted: Duration::from_secs(3600),
-            created_at: now,
-            answer_by: now + Duration::from_secs(30 * 60),
-            approvals_needed: approvals,
-            approvals: Vec::new(),
-            extensions: Vec::new(),
-            stage: Stage::Requested,
-            end_at: None,
-            pinned: None,
-            opened_at: None,
-            broker_id: None,
-            ended_at: None,
-            ended_by: None,
-            note: None,
-        };
+        let record = new_request(technician, "apply patch 5.2.1", approvals, now);
         self.runtime
             .block_on(self.store.insert_request(&record, now, &test_event(now)))
             .unwrap();
@@ -307,6 +288,32 @@ impl Hospital {
             ))
             .unwrap();
         id
+    }
+}
+
+/// A request of acme-ehr's technician `technician` for ehr-web, made at `now`.
+fn new_request(technician: &str, purpose: &str, approvals: u8, now: SystemTime) -> RequestRecord {
+    RequestRecord {
+        id: RequestId::generate().unwrap(),
+        vendor: "acme-ehr".into(),
+        technician: technician.into(),
+        targets: vec!["ehr-web".into()],
+        purpose: purpose.into(),
+        ticket: "INC-1234".into(),
+        wanted: Duration::from_secs(3600),
+        created_at: now,
+        answer_by: now + Duration::from_secs(30 * 60),
+        approvals_needed: approvals,
+        approvals: Vec::new(),
+        extensions: Vec::new(),
+        stage: Stage::Requested,
+        end_at: None,
+        pinned: None,
+        opened_at: None,
+        broker_id: None,
+        ended_at: None,
+        ended_by: None,
+        note: None,
     }
 }
 
@@ -1170,4 +1177,863 @@ fn test_event(now: SystemTime) -> sekisho_broker::audit::AuditEvent {
         sekisho_broker::audit::Actor::Staff("test".into()),
         sekisho_broker::audit::EventKind::RequestMade,
     )
+}
+
+// ---------------------------------------------------------------------------------------
+// The audit commands, over a history made as the broker makes it: the technician's request
+// and session events through the library (they come over QUIC), the staff's steps through
+// the binary.
+
+fn technician_actor(technician: &str) -> Actor {
+    Actor::Technician {
+        vendor: "acme-ehr".into(),
+        technician: technician.into(),
+    }
+}
+
+/// The seven events of one story, after the request: approved (2), opened (3), a forward
+/// opened and closed (4, 5), another (6, 7), ended (8).
+const STORY_EVENTS: usize = 8;
+
+impl Hospital {
+    /// An event by technician acme-ehr/`technician` about session `id`, now.
+    fn technician_event(&self, id: &RequestId, technician: &str, kind: EventKind) -> AuditEvent {
+        AuditEvent::new(SystemTime::now(), technician_actor(technician), kind)
+            .request(id)
+            .technician("acme-ehr", technician)
+    }
+
+    /// A request as a broker stores it, with its request-made event.
+    fn ask(&self, technician: &str, purpose: &str) -> RequestId {
+        let now = SystemTime::now();
+        let record = new_request(technician, purpose, 1, now);
+        let made = self
+            .technician_event(&record.id, technician, EventKind::RequestMade)
+            .detail("targets", "ehr-web")
+            .detail("purpose", purpose)
+            .detail("ticket", "INC-1234")
+            .detail("wanted", "1h");
+        self.runtime
+            .block_on(self.store.insert_request(&record, now, &made))
+            .unwrap();
+        record.id
+    }
+
+    /// Approves `id` through the binary, then opens it as a broker would, `ago` before now.
+    fn approve_and_open(&self, id: &RequestId, technician: &str, ago: Duration) {
+        self.ok(&[
+            "request",
+            "approve",
+            id.as_str(),
+            "--for",
+            "1h",
+            "--as",
+            "suzuki",
+        ]);
+        let end_at = self.record(id).end_at.unwrap();
+        let opened = SystemTime::now() - ago;
+        let mut event = self
+            .technician_event(id, technician, EventKind::SessionOpened)
+            .detail("targets", "ehr-web")
+            .detail("end_at", sekisho_broker::audit::timestamp(end_at))
+            .detail("broker", "test-broker");
+        event.at = opened;
+        self.runtime
+            .block_on(
+                self.store
+                    .activate(id, end_at, "test-broker", opened, &event),
+            )
+            .unwrap();
+    }
+
+    /// One forward to ehr-web, opened and closed, with the bytes each way.
+    fn forward(&self, id: &RequestId, technician: &str, to_target: u64, from_target: u64) {
+        let opened = self
+            .technician_event(id, technician, EventKind::ForwardOpened)
+            .target("ehr-web")
+            .detail("address", "127.0.0.1:8080");
+        let closed = self
+            .technician_event(id, technician, EventKind::ForwardClosed)
+            .target("ehr-web")
+            .detail("address", "127.0.0.1:8080")
+            .detail("bytes_to_target", to_target)
+            .detail("bytes_from_target", from_target)
+            .detail("duration_ms", 61_000)
+            .detail("end", "finished");
+        self.runtime.block_on(self.store.record(&opened)).unwrap();
+        self.runtime.block_on(self.store.record(&closed)).unwrap();
+    }
+
+    /// A whole session: asked, approved by suzuki, opened, two forwards to ehr-web (1500 +
+    /// 500 bytes to it, 4200 + 800 back), revoked by sato with the reason "done".
+    fn story(&self, technician: &str, purpose: &str) -> RequestId {
+        let id = self.ask(technician, purpose);
+        self.approve_and_open(&id, technician, Duration::ZERO);
+        self.forward(&id, technician, 1500, 4200);
+        self.forward(&id, technician, 500, 800);
+        self.ok(&[
+            "session",
+            "revoke",
+            id.as_str(),
+            "--reason",
+            "done",
+            "--as",
+            "sato",
+        ]);
+        id
+    }
+
+    fn events(&self) -> Vec<StoredEvent> {
+        self.runtime
+            .block_on(self.store.all_audit_events())
+            .unwrap()
+    }
+
+    fn head(&self) -> (i64, String) {
+        self.runtime.block_on(self.store.audit_head()).unwrap()
+    }
+
+    /// Runs SQL on the database file directly, as someone with access to the disk could.
+    fn tamper(&self, statements: &[&'static str]) {
+        use sqlx::Connection;
+        self.runtime.block_on(async {
+            let options =
+                sqlx::sqlite::SqliteConnectOptions::new().filename(self.data().join("sekisho.db"));
+            let mut connection = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            for statement in statements {
+                sqlx::query(*statement)
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+            }
+            connection.close().await.unwrap();
+        });
+    }
+}
+
+/// The table rows (after the heading and header lines) of a list.
+fn rows(list: &str) -> Vec<&str> {
+    list.lines().skip(2).collect()
+}
+
+#[test]
+fn audit_head_and_verify_agree_on_an_untouched_log() {
+    let hospital = Hospital::new();
+    hospital.story("tanaka", "apply patch 5.2.1");
+    let (count, head) = hospital.head();
+    assert_eq!(count, STORY_EVENTS as i64);
+    assert_eq!(head.len(), 64);
+    assert_eq!(head, hospital.events().last().unwrap().hash);
+
+    assert_eq!(
+        hospital.ok(&["audit", "head"]),
+        format!("{count} events; head {head}\n")
+    );
+    assert_eq!(
+        hospital.ok(&["audit", "verify"]),
+        format!("Intact: {count} events, head {head}\n")
+    );
+    assert_eq!(
+        hospital.ok(&["audit", "verify", "--expect-head", &head]),
+        format!(
+            "Intact: {count} events, head {head}\nThe head you wrote down is the current head.\n"
+        )
+    );
+    let earlier = &hospital.events()[4].hash;
+    let out = hospital.ok(&["audit", "verify", "--expect-head", earlier]);
+    assert!(
+        out.ends_with("The head you wrote down is event 5; 3 events came after it.\n"),
+        "{out}"
+    );
+    let sentence = hospital.refused(&["audit", "verify", "--expect-head", "9f86"]);
+    assert!(sentence.contains("is not a head hash"), "{sentence}");
+}
+
+#[test]
+fn verify_finds_an_edited_event_where_it_is() {
+    let hospital = Hospital::new();
+    hospital.story("tanaka", "apply patch 5.2.1");
+    hospital
+        .tamper(&["UPDATE audit_events SET details = '[[\"targets\",\"ehr-db\"]]' WHERE seq = 3"]);
+    let sentence = hospital.refused(&["audit", "verify"]);
+    assert!(
+        sentence.starts_with("The audit log is broken at event 3: "),
+        "{sentence}"
+    );
+    assert!(sentence.contains("edited"), "{sentence}");
+}
+
+#[test]
+fn verify_finds_a_deleted_event_where_it_is() {
+    let hospital = Hospital::new();
+    hospital.story("tanaka", "apply patch 5.2.1");
+    hospital.tamper(&["DELETE FROM audit_events WHERE seq = 2"]);
+    let sentence = hospital.refused(&["audit", "verify"]);
+    assert!(
+        sentence.starts_with("The audit log is broken at event 2: "),
+        "{sentence}"
+    );
+    assert!(sentence.contains("deleted"), "{sentence}");
+}
+
+#[test]
+fn a_cut_tail_is_found_by_the_head_record_or_else_only_against_a_head_written_down() {
+    let hospital = Hospital::new();
+    hospital.story("tanaka", "apply patch 5.2.1");
+    let (count, written_down) = hospital.head();
+    let before_last = hospital.events()[STORY_EVENTS - 3].hash.clone();
+
+    // Cut the last event but leave the head record: the head record gives it away.
+    hospital.tamper(&["DELETE FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events)"]);
+    let sentence = hospital.refused(&["audit", "verify"]);
+    assert!(
+        sentence.starts_with(&format!("The audit log is broken at event {count}: ")),
+        "{sentence}"
+    );
+    assert!(sentence.contains("cut off the end"), "{sentence}");
+
+    // Set the head record back too: the chain alone looks whole…
+    hospital.tamper(&[
+        "UPDATE audit_head SET hash = (SELECT hash FROM audit_events WHERE seq = audit_head.seq - 1), seq = seq - 1 WHERE id = 1",
+    ]);
+    assert_eq!(
+        hospital.ok(&["audit", "verify"]),
+        format!(
+            "Intact: {} events, head {}\n",
+            count - 1,
+            hospital.events().last().unwrap().hash
+        )
+    );
+    // …but not against the head written down before.
+    let sentence = hospital.refused(&["audit", "verify", "--expect-head", &written_down]);
+    assert!(
+        sentence.contains("nothing matches the head you wrote down"),
+        "{sentence}"
+    );
+    assert!(sentence.contains("cut off the end"), "{sentence}");
+    // A head written down before the cut is still in the chain.
+    let out = hospital.ok(&["audit", "verify", "--expect-head", &before_last]);
+    assert!(out.contains("is event 6; 1 event came after it."), "{out}");
+}
+
+#[test]
+fn verify_calls_a_log_it_cannot_read_broken() {
+    let hospital = Hospital::new();
+    hospital.story("tanaka", "apply patch 5.2.1");
+    hospital.tamper(&["UPDATE audit_events SET kind = 'request-teleported' WHERE seq = 4"]);
+    let sentence = hospital.refused(&["audit", "verify"]);
+    assert!(
+        sentence.starts_with("The audit log is broken: audit event 4: unknown kind"),
+        "{sentence}"
+    );
+}
+
+#[test]
+fn audit_list_filters_by_session_and_kind() {
+    let hospital = Hospital::new();
+    let first = hospital.story("tanaka", "apply patch 5.2.1");
+    let second = hospital.story("kato", "rotate logs");
+
+    let list = hospital.ok(&["audit", "list", "--session", first.as_str()]);
+    assert_eq!(
+        list.lines().next().unwrap(),
+        "Audit events, oldest first (times in Asia/Tokyo):"
+    );
+    let header = list.lines().nth(1).unwrap();
+    for column in [
+        "SEQ", "TIME", "ACTOR", "KIND", "SESSION", "WHO", "TARGET", "DETAILS",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    let first_rows = rows(&list);
+    assert_eq!(first_rows.len(), STORY_EVENTS, "{list}");
+    for (row, seq) in first_rows.iter().zip(1..) {
+        assert!(row.starts_with(&format!("{seq} ")), "{row}");
+        assert!(row.contains(first.as_str()), "{row}");
+        assert!(!row.contains(second.as_str()), "{row}");
+    }
+    assert!(
+        first_rows[0].contains("technician:acme-ehr/tanaka"),
+        "{list}"
+    );
+    assert!(first_rows[0].contains("request-made"), "{list}");
+    assert!(
+        first_rows[0].contains("targets=ehr-web  purpose=apply patch 5.2.1  ticket=INC-1234"),
+        "{list}"
+    );
+    assert!(first_rows[7].contains("staff:sato"), "{list}");
+    assert!(first_rows[7].contains("reason=revoked"), "{list}");
+
+    let list = hospital.ok(&["audit", "list", "--kind", "forward-closed"]);
+    let closed = rows(&list);
+    assert_eq!(closed.len(), 4, "{list}");
+    for row in &closed {
+        assert!(row.contains("forward-closed"), "{row}");
+        assert!(row.contains("ehr-web"), "{row}");
+    }
+    assert!(
+        closed[0].contains("bytes_to_target=1500  bytes_from_target=4200"),
+        "{list}"
+    );
+
+    let list = hospital.ok(&[
+        "audit",
+        "list",
+        "--kind",
+        "forward-opened,forward-closed",
+        "--technician",
+        "acme-ehr/kato",
+    ]);
+    let kato = rows(&list);
+    assert_eq!(kato.len(), 4, "{list}");
+    assert!(
+        kato.iter().all(|row| row.contains(second.as_str())),
+        "{list}"
+    );
+
+    let list = hospital.ok(&["audit", "list", "--limit", "3"]);
+    let newest = rows(&list);
+    assert_eq!(newest.len(), 4, "three rows and a note: {list}");
+    assert!(
+        newest[2].starts_with(&format!("{} ", 2 * STORY_EVENTS)),
+        "{list}"
+    );
+    assert_eq!(
+        newest[3],
+        format!(
+            "Only the newest 3 of {} matching events are shown; raise --limit to see more.",
+            2 * STORY_EVENTS
+        )
+    );
+
+    let sentence = hospital.refused(&["audit", "list", "--kind", "session-open"]);
+    assert!(
+        sentence.starts_with("`session-open` is not an event kind; use one of: request-made,"),
+        "{sentence}"
+    );
+    assert!(sentence.contains("session-opened"), "{sentence}");
+    assert_eq!(
+        hospital.ok(&["audit", "list", "--session", "r-nothing"]),
+        "No audit events match.\n"
+    );
+}
+
+#[test]
+fn audit_list_reads_since_and_until_in_the_hospital_zone() {
+    let hospital = Hospital::new();
+    for (day, technician) in [(10, "first"), (11, "second"), (12, "third")] {
+        // 09:00 in Tokyo on 2026-01-DAY.
+        let at: jiff::Timestamp = format!("2026-01-{day}T00:00:00Z").parse().unwrap();
+        let event = AuditEvent::new(
+            at.into(),
+            technician_actor(technician),
+            EventKind::OtpFailed,
+        )
+        .technician("acme-ehr", technician)
+        .detail("why", "wrong");
+        hospital
+            .runtime
+            .block_on(hospital.store.record(&event))
+            .unwrap();
+    }
+    let list = hospital.ok(&[
+        "audit",
+        "list",
+        "--since",
+        "2026-01-11",
+        "--until",
+        "2026-01-11",
+    ]);
+    let day = rows(&list);
+    assert_eq!(day.len(), 1, "{list}");
+    assert!(day[0].contains("2026-01-11 09:00:00"), "{list}");
+    assert!(day[0].contains("acme-ehr/second"), "{list}");
+
+    let list = hospital.ok(&["audit", "list", "--since", "2026-01-11 09:00"]);
+    assert_eq!(rows(&list).len(), 2, "{list}");
+    let list = hospital.ok(&["audit", "list", "--until", "2026-01-11T00:00:00Z"]);
+    assert_eq!(rows(&list).len(), 1, "until is exclusive: {list}");
+    let sentence = hospital.refused(&["audit", "list", "--since", "last tuesday"]);
+    assert!(sentence.contains("is not a time"), "{sentence}");
+}
+
+#[test]
+fn audit_show_tells_a_sessions_story_with_its_byte_totals() {
+    let hospital = Hospital::new();
+    let id = hospital.story("tanaka", "apply patch 5.2.1");
+    hospital.story("kato", "rotate logs");
+    let out = hospital.ok(&["audit", "show", id.as_str()]);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("Session {id} of acme-ehr/tanaka, to ehr-web (times in Asia/Tokyo):")
+    );
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("TIME"), "{out}");
+    let timeline: Vec<&str> = lines.by_ref().take_while(|line| !line.is_empty()).collect();
+    let expected = [
+        (
+            "technician:acme-ehr/tanaka",
+            "asked for ehr-web for 1h: apply patch 5.2.1 (ticket INC-1234)",
+        ),
+        ("staff:suzuki", "approved until "),
+        ("technician:acme-ehr/tanaka", "opened the session until "),
+        (
+            "technician:acme-ehr/tanaka",
+            "opened a forward to ehr-web at 127.0.0.1:8080",
+        ),
+        (
+            "technician:acme-ehr/tanaka",
+            "closed the forward to ehr-web: 1500 bytes to it, 4200 bytes from it, after 1m1s (finished)",
+        ),
+        ("technician:acme-ehr/tanaka", "opened a forward to ehr-web"),
+        (
+            "technician:acme-ehr/tanaka",
+            "closed the forward to ehr-web: 500 bytes to it, 800 bytes from it",
+        ),
+        ("staff:sato", "ended the session (revoked): done"),
+    ];
+    assert_eq!(timeline.len(), expected.len(), "{out}");
+    for (line, (actor, what)) in timeline.iter().zip(expected) {
+        assert!(
+            line.contains(actor) && line.contains(what),
+            "{actor} {what:?} in {line}"
+        );
+    }
+    assert!(timeline[1].ends_with(", approval 1 of 1"), "{out}");
+    assert_eq!(lines.next(), Some("Summary:"), "{out}");
+    let summary: Vec<&str> = lines.collect();
+    let field = |label: &str| {
+        summary
+            .iter()
+            .find(|line| line.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("{label} in {out}"))
+            .trim_start()[label.len()..]
+            .trim()
+            .to_owned()
+    };
+    assert!(field("asked by:").starts_with("acme-ehr/tanaka, "), "{out}");
+    assert!(field("approved by:").starts_with("suzuki at "), "{out}");
+    assert!(
+        field("ended:").ends_with(", revoked by sato: done"),
+        "{out}"
+    );
+    assert_eq!(field("targets:"), "ehr-web");
+    assert_eq!(field("forwards:"), "2 opened, 2 closed");
+    assert_eq!(
+        field("bytes:"),
+        "2000 to the targets, 5000 from the targets"
+    );
+    assert_eq!(field("reviewed:"), "not yet");
+
+    let sentence = hospital.refused(&["audit", "show", "r-nope"]);
+    assert!(
+        sentence.starts_with("There is no session r-nope;"),
+        "{sentence}"
+    );
+}
+
+#[test]
+fn a_jsonl_export_round_trips_through_verify_file_and_a_tampered_line_is_found() {
+    let hospital = Hospital::new();
+    hospital.story("tanaka", "apply patch 5.2.1");
+    let (count, head) = hospital.head();
+    let file = hospital.dir.path().join("audit.jsonl");
+    let out = hospital.ok(&[
+        "audit",
+        "export",
+        "--format",
+        "jsonl",
+        "--out",
+        file.to_str().unwrap(),
+        "--as",
+        "auditor",
+    ]);
+    assert_eq!(
+        out,
+        format!(
+            "Exported {count} events as JSON Lines to {}; the export is recorded as event {}.\n",
+            file.display(),
+            count + 1
+        )
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        STORY_EVENTS,
+        "no header when unfiltered"
+    );
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["seq"], 1);
+    assert_eq!(first["kind"], "request-made");
+    assert_eq!(first["actor"], "technician:acme-ehr/tanaka");
+    assert_eq!(
+        first["details"][1],
+        serde_json::json!(["purpose", "apply patch 5.2.1"])
+    );
+    assert!(first["at"].as_str().unwrap().ends_with('Z'), "{first}");
+
+    // Checked on its own: no database where the binary looks.
+    let nowhere = hospital.dir.path().join("nowhere");
+    let check = |path: &Path, extra: &[&str]| {
+        let mut command = broker(&["audit", "verify", "--file"]);
+        command
+            .arg(path)
+            .args(extra)
+            .arg("--data-dir")
+            .arg(&nowhere)
+            .arg("--policies")
+            .arg(repo_policies());
+        command.output().unwrap()
+    };
+    assert_eq!(
+        succeeded(check(&file, &[])),
+        format!("Intact export: {count} events, head {head}\n")
+    );
+    assert!(
+        succeeded(check(&file, &["--expect-head", &head]))
+            .ends_with("The head you wrote down is the export's last event.\n")
+    );
+    assert!(!nowhere.exists());
+
+    // Bytes made smaller on line 5: that line's hash gives it away.
+    let tampered = hospital.dir.path().join("tampered.jsonl");
+    assert!(
+        text.lines()
+            .nth(4)
+            .unwrap()
+            .contains("[\"bytes_to_target\",\"1500\"]")
+    );
+    std::fs::write(
+        &tampered,
+        text.replacen(
+            "[\"bytes_to_target\",\"1500\"]",
+            "[\"bytes_to_target\",\"15\"]",
+            1,
+        ),
+    )
+    .unwrap();
+    let sentence = refused(check(&tampered, &[]));
+    assert!(
+        sentence.starts_with(&format!(
+            "The export {} is broken at line 5: ",
+            tampered.display()
+        )),
+        "{sentence}"
+    );
+    assert!(sentence.contains("edited"), "{sentence}");
+
+    // A line taken out of an unfiltered export is a gap.
+    let lines: Vec<&str> = text.lines().collect();
+    let without = [&lines[..3], &lines[4..]].concat().join("\n");
+    std::fs::write(&tampered, without).unwrap();
+    let sentence = refused(check(&tampered, &[]));
+    assert!(
+        sentence.contains("line 4: event 4 is missing"),
+        "{sentence}"
+    );
+
+    // A filtered export says so on its first line, and its gaps are accepted.
+    let filtered = hospital.dir.path().join("closed.jsonl");
+    hospital.ok(&[
+        "audit",
+        "export",
+        "--format",
+        "jsonl",
+        "--kind",
+        "forward-closed",
+        "--out",
+        filtered.to_str().unwrap(),
+        "--as",
+        "auditor",
+    ]);
+    let text = std::fs::read_to_string(&filtered).unwrap();
+    let header: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header["export"]["filtered"], true, "{header}");
+    assert_eq!(
+        header["export"]["kind"],
+        serde_json::json!(["forward-closed"])
+    );
+    assert_eq!(header["export"]["by"], "auditor");
+    assert_eq!(text.lines().count(), 3, "{text}");
+    let out = succeeded(check(&filtered, &[]));
+    assert!(
+        out.starts_with("Intact filtered export: 2 events from event 5 to event 7"),
+        "{out}"
+    );
+    assert!(out.contains("left events out in 1 place"), "{out}");
+    // Without its first line, the same export no longer says it was filtered.
+    std::fs::write(
+        &tampered,
+        text.lines().skip(1).collect::<Vec<_>>().join("\n"),
+    )
+    .unwrap();
+    let sentence = refused(check(&tampered, &[]));
+    assert!(
+        sentence.contains("does not say it was filtered"),
+        "{sentence}"
+    );
+}
+
+#[test]
+fn a_csv_export_has_its_header_and_quotes_fields_that_need_it() {
+    let hospital = Hospital::new();
+    let id = hospital.story("tanaka", "apply \"patch\", 5.2.1");
+    let csv = hospital.ok(&[
+        "audit",
+        "export",
+        "--format",
+        "csv",
+        "--session",
+        id.as_str(),
+        "--as",
+        "auditor",
+    ]);
+    assert!(
+        csv.starts_with(
+            "seq,at,at_ms,actor,kind,session,vendor,technician,target,details,prev_hash,hash\r\n"
+        ),
+        "{csv}"
+    );
+    let records: Vec<&str> = csv.split_terminator("\r\n").collect();
+    assert_eq!(records.len(), 1 + STORY_EVENTS, "{csv}");
+    assert!(
+        !csv.replace("\r\n", "").contains('\n'),
+        "every record ends with CRLF"
+    );
+    let made = records[1];
+    assert!(
+        made.contains(&format!(
+            ",technician:acme-ehr/tanaka,request-made,{id},acme-ehr,tanaka,,\"targets=ehr-web; purpose=apply \"\"patch\"\", 5.2.1; ticket=INC-1234; wanted=1h\",0000000000000000000000000000000000000000000000000000000000000000,"
+        )),
+        "{made}"
+    );
+    let events = hospital.events();
+    assert!(made.ends_with(&events[0].hash), "{made}");
+    assert!(records[5].contains(",forward-closed,"), "{csv}");
+    assert!(
+        records[5].contains(
+            ",ehr-web,address=127.0.0.1:8080; bytes_to_target=1500; bytes_from_target=4200;"
+        ),
+        "{csv}"
+    );
+}
+
+#[test]
+fn every_export_is_recorded_after_the_events_it_holds() {
+    let hospital = Hospital::new();
+    hospital.story("tanaka", "apply patch 5.2.1");
+    let (count, head) = hospital.head();
+    let sentence = hospital.refused(&["audit", "export", "--format", "jsonl"]);
+    assert!(sentence.starts_with("Say who you are"), "{sentence}");
+    assert_eq!(hospital.head().0, count, "a refused export records nothing");
+
+    let export = hospital.ok(&["audit", "export", "--format", "jsonl", "--as", "auditor"]);
+    let lines: Vec<&str> = export.lines().collect();
+    assert_eq!(
+        lines.len() as i64,
+        count,
+        "the export does not hold its own record"
+    );
+    let last: serde_json::Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+    assert_eq!(last["hash"], head.as_str());
+
+    let events = hospital.events();
+    assert_eq!(events.len() as i64, count + 1);
+    let recorded = &events.last().unwrap().event;
+    assert_eq!(recorded.kind, EventKind::AuditExported);
+    assert_eq!(recorded.actor, Actor::Staff("auditor".into()));
+    let details: Vec<(&str, &str)> = recorded
+        .details
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let count_text = count.to_string();
+    assert_eq!(
+        details,
+        [
+            ("format", "jsonl"),
+            ("filters", "none"),
+            ("count", count_text.as_str()),
+            ("to", "stdout")
+        ]
+    );
+
+    let id = hospital.events()[0].event.request.clone().unwrap();
+    hospital.ok(&[
+        "audit",
+        "export",
+        "--format",
+        "csv",
+        "--session",
+        &id,
+        "--kind",
+        "session-opened",
+        "--as",
+        "auditor",
+    ]);
+    let recorded = hospital.events().pop().unwrap().event;
+    assert_eq!(recorded.kind, EventKind::AuditExported);
+    assert_eq!(
+        recorded.details[1],
+        (
+            "filters".to_owned(),
+            format!("session={id}  kind=session-opened")
+        )
+    );
+    assert_eq!(recorded.details[2], ("count".to_owned(), "1".to_owned()));
+    assert!(
+        hospital
+            .ok(&["audit", "verify"])
+            .starts_with(&format!("Intact: {} events", count + 2))
+    );
+}
+
+#[test]
+fn a_session_is_reviewed_after_it_ends_once_per_reviewer_and_leaves_the_queue() {
+    let hospital = Hospital::new();
+    assert_eq!(
+        hospital.ok(&["audit", "unreviewed"]),
+        "Every ended session has been reviewed.\n"
+    );
+    let id = hospital.ask("tanaka", "apply patch 5.2.1");
+    hospital.approve_and_open(&id, "tanaka", Duration::ZERO);
+    let review = |who: &str| {
+        hospital.command(&[
+            "audit",
+            "review",
+            id.as_str(),
+            "--comment",
+            "checked the patch log",
+            "--as",
+            who,
+        ])
+    };
+    let sentence = refused(review("yamada").output().unwrap());
+    assert_eq!(
+        sentence,
+        format!("{id} is still live (or was never opened); review it after it ends.")
+    );
+    let sentence = hospital.refused(&[
+        "audit",
+        "review",
+        "r-nope",
+        "--comment",
+        "x",
+        "--as",
+        "yamada",
+    ]);
+    assert!(
+        sentence.starts_with("There is no session r-nope;"),
+        "{sentence}"
+    );
+
+    hospital.ok(&[
+        "session",
+        "revoke",
+        id.as_str(),
+        "--reason",
+        "done",
+        "--as",
+        "sato",
+    ]);
+    let queue = hospital.ok(&["audit", "unreviewed"]);
+    assert!(queue.contains(id.as_str()), "{queue}");
+    let (count, _) = hospital.head();
+
+    assert_eq!(
+        succeeded(review("yamada").output().unwrap()),
+        format!("Marked {id} reviewed by yamada.\n")
+    );
+    let recorded = hospital.events().pop().unwrap();
+    assert_eq!(recorded.seq, count + 1);
+    assert_eq!(recorded.event.kind, EventKind::ReviewMarked);
+    assert_eq!(recorded.event.actor, Actor::Staff("yamada".into()));
+    assert_eq!(recorded.event.request.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        recorded.event.details,
+        [("comment".to_owned(), "checked the patch log".to_owned())]
+    );
+
+    let sentence = refused(review("yamada").output().unwrap());
+    assert!(
+        sentence.starts_with(&format!("You (yamada) already reviewed {id} on ")),
+        "{sentence}"
+    );
+    let show = hospital.ok(&["audit", "show", id.as_str()]);
+    let reviewed = show
+        .lines()
+        .find(|line| line.trim_start().starts_with("reviewed:"))
+        .unwrap();
+    assert!(reviewed.contains("by yamada, "), "{show}");
+    assert!(reviewed.ends_with(": checked the patch log"), "{show}");
+    assert!(
+        show.contains("staff:yamada")
+            && show.contains("marked the session reviewed: checked the patch log"),
+        "{show}"
+    );
+    assert_eq!(
+        hospital.ok(&["audit", "unreviewed"]),
+        "Every ended session has been reviewed.\n"
+    );
+}
+
+#[test]
+fn unreviewed_marks_a_session_ended_longer_ago_than_the_limit_overdue() {
+    let hospital = Hospital::new();
+    let days = |n: u64| Duration::from_secs(n * 24 * 3600);
+    let old = hospital.ask("kato", "rotate logs");
+    let long_ago = SystemTime::now() - days(5);
+    hospital.approve_and_open(&old, "kato", days(5) + Duration::from_secs(3600));
+    let mut ended = hospital
+        .technician_event(&old, "kato", EventKind::SessionEnded)
+        .detail("reason", "closed");
+    ended.at = long_ago;
+    hospital
+        .runtime
+        .block_on(hospital.store.end_request(
+            &old,
+            &[Stage::Active],
+            EndReason::Closed,
+            None,
+            None,
+            &ended,
+        ))
+        .unwrap();
+    let recent = hospital.story("tanaka", "apply patch 5.2.1");
+
+    let queue = hospital.ok(&["audit", "unreviewed"]);
+    let mut lines = queue.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "Ended sessions not yet reviewed, oldest first (times in Asia/Tokyo; overdue 3d0h after the end):"
+    );
+    let header = lines.next().unwrap();
+    for column in ["ID", "TECHNICIAN", "ENDED", "AGO", "REVIEW"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let (first, second) = (lines.next().unwrap(), lines.next().unwrap());
+    assert!(first.starts_with(old.as_str()), "oldest first: {queue}");
+    assert!(first.contains("acme-ehr/kato"), "{first}");
+    assert!(first.contains(&tokyo().format(long_ago)), "{first}");
+    assert!(first.contains("5d0h ago"), "{first}");
+    assert!(first.ends_with("OVERDUE"), "{first}");
+    assert!(second.starts_with(recent.as_str()), "{queue}");
+    assert!(second.contains("<1m ago"), "{second}");
+    assert!(second.contains("due in 2d23h"), "{second}");
+    assert!(!second.contains("OVERDUE"), "{second}");
+    assert_eq!(
+        lines.next(),
+        Some("1 of 2 overdue; review each with `sekisho-broker audit review ID --comment TEXT`.")
+    );
+
+    let queue = hospital.ok(&["audit", "unreviewed", "--within", "6d"]);
+    assert!(!queue.contains("OVERDUE"), "{queue}");
+    assert!(queue.contains("due in 23h"), "{queue}");
+    let queue = hospital.ok(&["audit", "unreviewed", "--within", "72h"]);
+    assert!(queue.contains("OVERDUE"), "{queue}");
+    let sentence = hospital.refused(&["audit", "unreviewed", "--within", "3 days"]);
+    assert!(sentence.contains("is not a duration"), "{sentence}");
 }

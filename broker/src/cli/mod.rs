@@ -15,8 +15,10 @@
 //! - `table`: plain-text tables and the cleaning of untrusted text.
 //! - `requests`: `request list|approve|deny` and `session list|revoke|extend`.
 //! - `admin`: `lockdown`, `technician list|unlock`, `dev-issue`.
+//! - `audit`: `audit head|verify|list|show|export|review|unreviewed`.
 
 mod admin;
+mod audit;
 mod requests;
 mod table;
 mod when;
@@ -27,6 +29,11 @@ use std::time::SystemTime;
 pub use admin::{
     DevIssue, dev_issue, lockdown_off, lockdown_on, lockdown_status, technician_list,
     technician_unlock,
+};
+pub use audit::{
+    AuditError, EventQuery, ExportFormat, ExportRequest, Exported, audit_export, audit_head,
+    audit_list, audit_review, audit_show, audit_unreviewed, audit_verify, audit_verify_file,
+    parse_within,
 };
 pub use requests::{
     request_approve, request_deny, request_list, session_extend, session_list, session_revoke,

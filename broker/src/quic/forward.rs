@@ -16,8 +16,8 @@ use crate::clock::Clock;
 use crate::pki::TechnicianIdentity;
 use crate::session::RequestId;
 use crate::store::Store;
-use tokio_util::sync::CancellationToken;
 use crate::targets::PinnedTargets;
+use tokio_util::sync::CancellationToken;
 
 /// What the forwards of one session share.
 pub(super) struct SessionContext {
