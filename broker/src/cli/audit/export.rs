@@ -1,0 +1,374 @@
+//! `audit list` and `audit export`, and the line format of a JSON Lines export.
+
+#[allow(
+    unused_imports,
+    reason = "the parent's imports, shared by every part of the audit commands"
+)]
+use super::*;
+
+/// One line of a JSON Lines export: an event with its chain fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ExportLine {
+    seq: i64,
+    at: String,
+    at_ms: i64,
+    actor: String,
+    kind: String,
+    session: Option<String>,
+    vendor: Option<String>,
+    technician: Option<String>,
+    target: Option<String>,
+    details: Vec<(String, String)>,
+    prev_hash: String,
+    hash: String,
+}
+
+impl ExportLine {
+    fn of(stored: &StoredEvent) -> ExportLine {
+        let event = &stored.event;
+        ExportLine {
+            seq: stored.seq,
+            at: audit::timestamp(event.at),
+            at_ms: to_unix_ms(event.at),
+            actor: event.actor.encode(),
+            kind: event.kind.as_str().to_owned(),
+            session: event.request.clone(),
+            vendor: event.vendor.clone(),
+            technician: event.technician.clone(),
+            target: event.target.clone(),
+            details: event.details.clone(),
+            prev_hash: stored.prev_hash.clone(),
+            hash: stored.hash.clone(),
+        }
+    }
+
+    /// The stored event this line stands for; what in it cannot be an event, otherwise.
+    pub(super) fn to_stored(&self) -> Result<StoredEvent, String> {
+        let at = from_unix_ms(self.at_ms);
+        if audit::timestamp(at) != self.at {
+            return Err(format!(
+                "event {}'s time {} is not its at_ms {}: the time was edited",
+                self.seq,
+                clean(&self.at),
+                self.at_ms
+            ));
+        }
+        let actor = Actor::decode(&self.actor)
+            .ok_or_else(|| format!("event {} has an unknown actor", self.seq))?;
+        let kind = EventKind::parse(&self.kind)
+            .ok_or_else(|| format!("event {} has an unknown kind", self.seq))?;
+        Ok(StoredEvent {
+            seq: self.seq,
+            prev_hash: self.prev_hash.clone(),
+            hash: self.hash.clone(),
+            event: AuditEvent {
+                at,
+                actor,
+                kind,
+                request: self.session.clone(),
+                vendor: self.vendor.clone(),
+                technician: self.technician.clone(),
+                target: self.target.clone(),
+                details: self.details.clone(),
+            },
+        })
+    }
+}
+
+/// The first line of a filtered export.
+#[derive(Debug, Serialize)]
+struct ExportHeader<'a> {
+    export: ExportHeaderBody<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct ExportHeaderBody<'a> {
+    filtered: bool,
+    #[serde(flatten)]
+    filters: serde_json::Map<String, serde_json::Value>,
+    exported_at: String,
+    by: &'a str,
+}
+
+pub async fn audit_list(desk: &Desk, query: &EventQuery) -> Result<String, AuditError> {
+    let zone = desk.zone();
+    let mut selection = query.resolve(zone)?;
+    let defaulted = selection.limit.is_none();
+    selection.limit = selection.limit.or(Some(LIST_DEFAULT_LIMIT));
+    let (events, matched) = select(desk, &selection).await?;
+    if events.is_empty() {
+        return Ok(if selection.given.is_empty() {
+            "The audit log is empty.".to_owned()
+        } else {
+            "No audit events match.".to_owned()
+        });
+    }
+    let mut table = Table::new(&[
+        "SEQ", "TIME", "ACTOR", "KIND", "SESSION", "WHO", "TARGET", "DETAILS",
+    ]);
+    for stored in &events {
+        let event = &stored.event;
+        let details: Vec<String> = event
+            .details
+            .iter()
+            .map(|(key, value)| format!("{}={}", clean(key), cut(value, 80)))
+            .collect();
+        table.row(vec![
+            stored.seq.to_string(),
+            local_time(zone, event.at),
+            clean(&event.actor.encode()),
+            event.kind.as_str().to_owned(),
+            or_dash(&event.request),
+            who(event),
+            or_dash(&event.target),
+            details.join("  "),
+        ]);
+    }
+    let mut out = format!(
+        "Audit events, oldest first (times in {}):\n{}",
+        zone.name(),
+        table.render()
+    );
+    if matched > events.len() {
+        let hint = if defaulted {
+            "narrow with --since, --until or other filters, or raise --limit"
+        } else {
+            "raise --limit to see more"
+        };
+        out.push_str(&format!(
+            "\nOnly the newest {} of {matched} matching events are shown; {hint}.",
+            events.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// The formats `audit export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One JSON object per line, each with its chain fields; `audit verify --file` reads it.
+    JsonLines,
+    /// RFC 4180 CSV with a header row, for spreadsheets and reports.
+    Csv,
+}
+
+impl ExportFormat {
+    fn word(self) -> &'static str {
+        match self {
+            ExportFormat::JsonLines => "jsonl",
+            ExportFormat::Csv => "csv",
+        }
+    }
+}
+
+/// What `audit export` is asked for.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// The format.
+    pub format: ExportFormat,
+    /// The filters.
+    pub query: EventQuery,
+    /// The file to write; standard output when `None`.
+    pub out: Option<PathBuf>,
+}
+
+/// What `audit export` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exported {
+    /// The export was written to the file; a sentence saying so.
+    ToFile(String),
+    /// The export itself, to print as it is (it ends with its own line break).
+    ToStdout(String),
+}
+
+/// `audit export --format jsonl|csv [filters] [--out FILE] --as STAFF`.
+///
+/// The events are read first; the export is then recorded as an `audit-exported` event (so it
+/// does not hold its own record), and is handed out only once that record is written: a file
+/// whose record fails is removed again.
+pub async fn audit_export(
+    desk: &Desk,
+    request: &ExportRequest,
+    staff: &str,
+) -> Result<Exported, AuditError> {
+    let selection = request.query.resolve(desk.zone())?;
+    let (events, _) = select(desk, &selection).await?;
+    let now = desk.now();
+    let text = match request.format {
+        ExportFormat::JsonLines => jsonl(&events, &selection, now, staff)?,
+        ExportFormat::Csv => csv(&events),
+    };
+    let filters = if selection.given.is_empty() {
+        "none".to_owned()
+    } else {
+        selection
+            .given
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let destination = match &request.out {
+        Some(path) => path.display().to_string(),
+        None => "stdout".to_owned(),
+    };
+    let event = AuditEvent::new(
+        now,
+        Actor::Staff(staff.to_owned()),
+        EventKind::AuditExported,
+    )
+    .detail("format", request.format.word())
+    .detail("filters", filters)
+    .detail("count", events.len())
+    .detail("to", destination);
+    let events_word = if events.len() == 1 { "event" } else { "events" };
+    match &request.out {
+        None => {
+            desk.store()
+                .record(&event)
+                .await
+                .map_err(AuditError::NotRecorded)?;
+            Ok(Exported::ToStdout(text))
+        }
+        Some(path) => {
+            write_private(path, text.as_bytes())?;
+            match desk.store().record(&event).await {
+                Ok(seq) => Ok(Exported::ToFile(format!(
+                    "Exported {} {events_word} as {} to {}; the export is recorded as event {seq}.",
+                    events.len(),
+                    match request.format {
+                        ExportFormat::JsonLines => "JSON Lines",
+                        ExportFormat::Csv => "CSV",
+                    },
+                    path.display()
+                ))),
+                Err(error) => {
+                    // Best effort: the error below is what matters to the person.
+                    let _ = std::fs::remove_file(path);
+                    Err(AuditError::NotRecorded(error))
+                }
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to `path` (created readable by its owner only, or truncated), synced.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    let failed = |source| CliError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(failed)?;
+    file.write_all(bytes).map_err(failed)?;
+    file.sync_all().map_err(failed)
+}
+
+fn jsonl(
+    events: &[StoredEvent],
+    selection: &Selection,
+    now: SystemTime,
+    staff: &str,
+) -> Result<String, AuditError> {
+    let encode_failed =
+        |e: serde_json::Error| AuditError::Store(StoreError::Corrupt(format!("export: {e}")));
+    let mut out = String::new();
+    if !selection.given.is_empty() {
+        let filters = selection
+            .given
+            .iter()
+            .map(|(name, value)| {
+                let value = match (*name, selection.limit) {
+                    ("limit", Some(limit)) => serde_json::Value::from(limit),
+                    ("kind", _) => serde_json::Value::from(
+                        selection
+                            .filter
+                            .kinds
+                            .iter()
+                            .map(|kind| kind.as_str())
+                            .collect::<Vec<_>>(),
+                    ),
+                    _ => serde_json::Value::from(value.as_str()),
+                };
+                ((*name).to_owned(), value)
+            })
+            .collect();
+        let header = ExportHeader {
+            export: ExportHeaderBody {
+                filtered: true,
+                filters,
+                exported_at: audit::timestamp(now),
+                by: staff,
+            },
+        };
+        out.push_str(&serde_json::to_string(&header).map_err(encode_failed)?);
+        out.push('\n');
+    }
+    for stored in events {
+        out.push_str(&serde_json::to_string(&ExportLine::of(stored)).map_err(encode_failed)?);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// One CSV field, quoted as RFC 4180 asks when it holds a comma, a quote or a line break.
+pub(super) fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+const CSV_HEADER: [&str; 12] = [
+    "seq",
+    "at",
+    "at_ms",
+    "actor",
+    "kind",
+    "session",
+    "vendor",
+    "technician",
+    "target",
+    "details",
+    "prev_hash",
+    "hash",
+];
+
+fn csv(events: &[StoredEvent]) -> String {
+    // RFC 4180: records end with CRLF.
+    let mut out = CSV_HEADER.join(",");
+    out.push_str("\r\n");
+    for stored in events {
+        let event = &stored.event;
+        let details: Vec<String> = event
+            .details
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        let fields = [
+            stored.seq.to_string(),
+            audit::timestamp(event.at),
+            to_unix_ms(event.at).to_string(),
+            event.actor.encode(),
+            event.kind.as_str().to_owned(),
+            event.request.clone().unwrap_or_default(),
+            event.vendor.clone().unwrap_or_default(),
+            event.technician.clone().unwrap_or_default(),
+            event.target.clone().unwrap_or_default(),
+            details.join("; "),
+            stored.prev_hash.clone(),
+            stored.hash.clone(),
+        ];
+        let fields: Vec<String> = fields.iter().map(|field| csv_field(field)).collect();
+        out.push_str(&fields.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
