@@ -401,3 +401,105 @@ async fn a_live_session_whose_forwards_cannot_be_recorded_is_ended() {
         sekisho_broker::session::Stage::Ended(sekisho_broker::session::EndReason::StoreUnavailable)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_a_deletion_an_insertion_or_a_reordering_in_the_database_is_found_where_it_is() {
+    let echo = EchoServer::start().await;
+    let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("echo", echo.addr())]).await;
+    let _session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    let store = broker.desk().store().clone();
+    let count = assert_chain_intact(&store).await;
+    assert!(count >= 5, "{count}");
+    let verdict = || {
+        let store = store.clone();
+        async move { audit::verify(store.all_audit_events().await.unwrap()) }
+    };
+    let broken_at = |verdict: Verdict| match verdict {
+        Verdict::Broken { seq, problem } => (seq, problem),
+        intact => panic!("tampering went unnoticed: {intact:?}"),
+    };
+
+    // Edit: an approver's name changed after the fact.
+    broker
+        .execute_sql(
+            "UPDATE audit_events SET actor = 'staff:mallory' WHERE kind = 'request-approved'",
+        )
+        .await;
+    let approved_seq = store
+        .audit_events(&AuditFilter {
+            kinds: vec![EventKind::RequestApproved],
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0]
+        .seq;
+    let (seq, problem) = broken_at(verdict().await);
+    assert_eq!(seq, approved_seq);
+    assert!(problem.contains("edited"), "{problem}");
+    broker
+        .execute_sql(&format!(
+            "UPDATE audit_events SET actor = 'staff:{APPROVER}' WHERE seq = {approved_seq}"
+        ))
+        .await;
+    assert_chain_intact(&store).await;
+
+    // Deletion of event 3, then put back as an insertion out of place (a reordering): the
+    // copy goes in at the end as a new number.
+    broker
+        .execute_sql("CREATE TABLE held AS SELECT * FROM audit_events WHERE seq = 3")
+        .await;
+    broker
+        .execute_sql("DELETE FROM audit_events WHERE seq = 3")
+        .await;
+    let (seq, problem) = broken_at(verdict().await);
+    assert_eq!(seq, 3);
+    assert!(problem.contains("deleted"), "{problem}");
+    broker
+        .execute_sql("INSERT INTO audit_events SELECT seq + 1000, at, actor, kind, request_id, vendor, technician, target, details, prev_hash, hash FROM held")
+        .await;
+    let (seq, _) = broken_at(verdict().await);
+    assert_eq!(seq, 3, "still missing where it was taken from");
+    broker
+        .execute_sql("DELETE FROM audit_events WHERE seq > 1000")
+        .await;
+    broker
+        .execute_sql("INSERT INTO audit_events SELECT * FROM held")
+        .await;
+    assert_chain_intact(&store).await;
+
+    // Insertion: a forged event squeezed in by renumbering everything after it.
+    broker
+        .execute_sql("UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 4")
+        .await;
+    broker
+        .execute_sql("UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1004")
+        .await;
+    broker
+        .execute_sql("INSERT INTO audit_events SELECT 4, at, 'staff:mallory', kind, request_id, vendor, technician, target, details, hash, hash FROM held")
+        .await;
+    let (seq, _) = broken_at(verdict().await);
+    assert_eq!(seq, 4);
+    broker
+        .execute_sql("DELETE FROM audit_events WHERE seq = 4")
+        .await;
+    broker
+        .execute_sql("UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 5")
+        .await;
+    broker
+        .execute_sql("UPDATE audit_events SET seq = seq - 1001 WHERE seq >= 1005")
+        .await;
+    assert_chain_intact(&store).await;
+
+    // Reordering: two events swap numbers.
+    broker
+        .execute_sql("UPDATE audit_events SET seq = -2 WHERE seq = 2")
+        .await;
+    broker
+        .execute_sql("UPDATE audit_events SET seq = 2 WHERE seq = 3")
+        .await;
+    broker
+        .execute_sql("UPDATE audit_events SET seq = 3 WHERE seq = -2")
+        .await;
+    let (seq, _) = broken_at(verdict().await);
+    assert_eq!(seq, 2);
+}
