@@ -93,6 +93,9 @@ pub struct BrokerConfig {
     pub answer_within: Duration,
     /// Where the broker reads the time (tests pass a [`clock::ManualClock`]).
     pub clock: Arc<dyn Clock>,
+    /// A file to append every audit event to, as a JSON line, for a SIEM (see
+    /// [`audit::stream`]).
+    pub audit_stream: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for BrokerConfig {
@@ -104,6 +107,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("database", &self.database)
             .field("limits", &self.limits)
             .field("answer_within", &self.answer_within)
+            .field("audit_stream", &self.audit_stream)
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +124,7 @@ impl BrokerConfig {
             limits: Limits::default(),
             answer_within: session::DEFAULT_ANSWER_WITHIN,
             clock: Arc::new(SystemClock),
+            audit_stream: None,
         }
     }
 
@@ -220,6 +225,7 @@ pub struct Broker {
     local_addr: SocketAddr,
     shared: Arc<quic::Shared>,
     pki: BrokerPki,
+    audit_stream: Option<PathBuf>,
 }
 
 /// Everything the broker and the admin CLI open from a configuration: policies, time zone,
@@ -380,6 +386,7 @@ impl Broker {
             local_addr,
             shared,
             pki,
+            audit_stream: config.audit_stream,
         })
     }
 
@@ -418,6 +425,15 @@ impl Broker {
             self.shared.broker_id.clone(),
             shutdown.clone(),
         ));
+        let stream = self.audit_stream.clone().map(|path| {
+            tokio::spawn(audit::stream::run(
+                self.shared.store.clone(),
+                path,
+                self.shared.clock.clone(),
+                self.shared.broker_id.clone(),
+                shutdown.clone(),
+            ))
+        });
         quic::serve(self.endpoint, self.shared.clone(), shutdown).await;
         let _ = hub.await;
         let stopped = audit::AuditEvent::new(
@@ -427,6 +443,11 @@ impl Broker {
         );
         if let Err(e) = self.shared.store.record(&stopped).await {
             tracing::error!(error = %e, "cannot record the broker's stop");
+        }
+        if let Some(stream) = stream {
+            // It writes what it has on its way out; anything recorded after that (the stop)
+            // is written at the next start, which resumes after the file's last line.
+            let _ = stream.await;
         }
         self.shared.store.close().await;
     }

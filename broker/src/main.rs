@@ -59,6 +59,9 @@ enum Command {
         /// The UDP address technicians connect to.
         #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
         listen: SocketAddr,
+        /// Also append every audit event, as one JSON line, to this file for a SIEM to follow.
+        #[arg(long, value_name = "FILE", env = "SEKISHO_AUDIT_STREAM")]
+        audit_stream: Option<PathBuf>,
     },
     /// Check or show policies.
     Policy {
@@ -423,7 +426,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let now = SystemTime::now();
     let output = match cli.command {
-        Command::Serve { listen } => return serve(BrokerConfig { listen, ..config }).await,
+        Command::Serve {
+            listen,
+            audit_stream,
+        } => {
+            return serve(BrokerConfig {
+                listen,
+                audit_stream,
+                ..config
+            })
+            .await;
+        }
         Command::Policy {
             command: PolicyCommand::Check { dir },
         } => {

@@ -1,5 +1,6 @@
-//! A broker killed with SIGKILL right after it acknowledged a technician's request loses
-//! nothing: the request and its audit event are in the database, and the chain verifies.
+//! A broker killed with SIGKILL right after it acknowledged a request, an opening and a
+//! forward loses nothing: every acknowledged step and its audit event are in the database,
+//! and the chain verifies.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
@@ -19,7 +20,7 @@ fn broker() -> Command {
     command
 }
 
-fn write_policies(dir: &Path) {
+fn write_policies(dir: &Path, target: std::net::SocketAddr) {
     std::fs::create_dir_all(dir.join("vendors")).unwrap();
     std::fs::write(
         dir.join("hospital.toml"),
@@ -28,20 +29,29 @@ fn write_policies(dir: &Path) {
     .unwrap();
     std::fs::write(
         dir.join("vendors/acme-ehr.toml"),
-        "[vendor]\nid = \"acme-ehr\"\nname = \"Acme\"\n\n[[target]]\nname = \"web\"\naddress = \"10.0.0.5:443\"\n",
+        format!("[vendor]\nid = \"acme-ehr\"\nname = \"Acme\"\n\n[[target]]\nname = \"web\"\naddress = \"{target}\"\nallow_loopback = true\n"),
     )
     .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_acknowledged_just_before_sigkill_is_on_disk_with_its_event() {
+async fn steps_acknowledged_just_before_sigkill_are_on_disk_with_their_events() {
     let dir = tempfile::tempdir().unwrap();
     let (data, policies, creds) = (
         dir.path().join("data"),
         dir.path().join("policies"),
         dir.path().join("creds"),
     );
-    write_policies(&policies);
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    write_policies(&policies, echo.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut read, mut write) = tcp.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    });
     let issued = broker()
         .args([
             "dev-issue",
@@ -52,6 +62,8 @@ async fn a_request_acknowledged_just_before_sigkill_is_on_disk_with_its_event() 
             "--as",
             "suzuki",
         ])
+        .arg("--totp-secret-out")
+        .arg(dir.path().join("totp.hex"))
         .arg("--out")
         .arg(&creds)
         .arg("--data-dir")
@@ -105,7 +117,41 @@ async fn a_request_acknowledged_just_before_sigkill_is_on_disk_with_its_event() 
         })
         .await
         .unwrap();
-    // The broker has acknowledged the request. Kill it without any chance to flush.
+    // An approval, by another process, as an approver's CLI would.
+    let approved = broker()
+        .args([
+            "request", "approve", &view.id, "--for", "30m", "--as", "suzuki",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--policies")
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    // The technician opens it with the code of the moment, and carries bytes.
+    let hex = std::fs::read_to_string(dir.path().join("totp.hex")).unwrap();
+    let secret: Vec<u8> = (0..hex.trim().len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex.trim()[i..i + 2], 16).unwrap())
+        .collect();
+    let code = sekisho_broker::otp::code_at(
+        &sekisho_broker::secret::Secret::new(secret),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    session.open(&view.id, &code).await.unwrap();
+    let (mut send, mut recv) = session.open_forward("web").await.unwrap();
+    send.write_all(b"acknowledged").await.unwrap();
+    let mut back = [0u8; 12];
+    recv.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"acknowledged");
+
+    // Every step above was acknowledged. Kill the broker without any chance to flush.
     serving.kill().unwrap();
     let status = serving.wait().unwrap();
     assert!(!status.success(), "killed, not exited: {status}");
@@ -117,15 +163,30 @@ async fn a_request_acknowledged_just_before_sigkill_is_on_disk_with_its_event() 
     let id = sekisho_broker::session::RequestId::parse(&view.id).unwrap();
     let record = store.request(&id).await.unwrap();
     assert_eq!(record.purpose, "patch before the crash");
-    let events = store
+    assert_eq!(
+        record.stage,
+        sekisho_broker::session::Stage::Active,
+        "opened, and never ended: the broker died"
+    );
+    let kinds: Vec<EventKind> = store
         .audit_events(&AuditFilter {
             request: Some(view.id.clone()),
             ..Default::default()
         })
         .await
-        .unwrap();
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].event.kind, EventKind::RequestMade);
+        .unwrap()
+        .into_iter()
+        .map(|event| event.event.kind)
+        .collect();
+    assert_eq!(
+        kinds[..4],
+        [
+            EventKind::RequestMade,
+            EventKind::RequestApproved,
+            EventKind::SessionOpened,
+            EventKind::ForwardOpened
+        ]
+    );
     let (count, head) = store.audit_head().await.unwrap();
     assert_eq!(
         audit::verify(store.all_audit_events().await.unwrap()),

@@ -10,6 +10,11 @@
 //!
 //! This module computes and checks; it never reads or writes the database itself.
 
+mod line;
+pub mod stream;
+
+pub use line::ExportLine;
+
 use std::fmt;
 use std::time::SystemTime;
 
@@ -127,6 +132,8 @@ event_kinds! {
     BrokerStopped => "broker-stopped": "A broker stopped.",
     ReviewMarked => "review-marked": "An auditor marked an ended session reviewed.",
     AuditExported => "audit-exported": "Someone exported the audit log.",
+    AuditStreamFailed => "audit-stream-failed": "The live audit stream for a SIEM could not be written.",
+    AuditStreamRecovered => "audit-stream-recovered": "The live audit stream could be written again.",
 }
 
 /// One event, before it is numbered and chained.

@@ -503,3 +503,119 @@ async fn an_edit_a_deletion_an_insertion_or_a_reordering_in_the_database_is_foun
     let (seq, _) = broken_at(verdict().await);
     assert_eq!(seq, 2);
 }
+
+/// Waits until `path` holds a line for which `wanted` is true; returns every line parsed.
+async fn wait_for_stream(
+    path: &std::path::Path,
+    wanted: impl Fn(&StoredEvent) -> bool,
+) -> Vec<StoredEvent> {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
+            let events: Vec<StoredEvent> = text
+                .lines()
+                .map(|line| {
+                    serde_json::from_str::<audit::ExportLine>(line)
+                        .unwrap()
+                        .to_stored()
+                        .unwrap()
+                })
+                .collect();
+            if events.iter().any(&wanted) {
+                return events;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the stream at {} never got the line", path.display()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_siem_stream_carries_every_event_as_a_json_line_that_verifies_on_its_own() {
+    let echo = EchoServer::start().await;
+    let stream_dir = tempfile::tempdir().unwrap();
+    let path = stream_dir.path().join("audit.jsonl");
+    let broker = TestBroker::start_with(
+        &[Vendor::new("acme-ehr").target("echo", echo.addr())],
+        |config| {
+            config.audit_stream = Some(path.clone());
+        },
+    )
+    .await;
+    let _session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    let events = wait_for_stream(&path, |e| e.event.kind == EventKind::SessionOpened).await;
+    assert_eq!(events[0].seq, 1, "from the first event on");
+    let last = events.last().unwrap();
+    assert_eq!(
+        audit::verify(events.clone()),
+        Verdict::Intact {
+            count: last.seq,
+            head: last.hash.clone()
+        }
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the stream is readable by its owner only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_cannot_be_written_never_blocks_the_broker_is_reported_and_catches_up() {
+    let echo = EchoServer::start().await;
+    let stream_dir = tempfile::tempdir().unwrap();
+    // The directory does not exist yet: every write fails.
+    let path = stream_dir.path().join("not-yet").join("audit.jsonl");
+    let broker = TestBroker::start_with(
+        &[Vendor::new("acme-ehr").target("echo", echo.addr())],
+        |config| {
+            config.audit_stream = Some(path.clone());
+        },
+    )
+    .await;
+    // The broker works as usual.
+    let session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    assert!(session.open_forward("echo").await.is_ok());
+    // The failure is on the record.
+    let store = broker.desk().store().clone();
+    let failed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let found = store
+                .audit_events(&AuditFilter {
+                    kinds: vec![EventKind::AuditStreamFailed],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if let Some(event) = found.into_iter().next() {
+                return event;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the stream's failure is recorded");
+    assert!(
+        detail(&failed, "error").contains("No such file"),
+        "{:?}",
+        failed.event
+    );
+
+    // Once the file can be written, everything kept arrives, the failure included.
+    std::fs::create_dir(stream_dir.path().join("not-yet")).unwrap();
+    let events = wait_for_stream(&path, |e| e.event.kind == EventKind::AuditStreamRecovered).await;
+    assert_eq!(events[0].seq, 1);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event.kind == EventKind::AuditStreamFailed)
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event.kind == EventKind::SessionOpened)
+    );
+    let last = events.last().unwrap();
+    assert!(
+        matches!(audit::verify(events.clone()), Verdict::Intact { count, .. } if count == last.seq)
+    );
+}

@@ -5,76 +5,7 @@
     reason = "the parent's imports, shared by every part of the audit commands"
 )]
 use super::*;
-
-/// One line of a JSON Lines export: an event with its chain fields.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ExportLine {
-    seq: i64,
-    at: String,
-    at_ms: i64,
-    actor: String,
-    kind: String,
-    session: Option<String>,
-    vendor: Option<String>,
-    technician: Option<String>,
-    target: Option<String>,
-    details: Vec<(String, String)>,
-    prev_hash: String,
-    hash: String,
-}
-
-impl ExportLine {
-    fn of(stored: &StoredEvent) -> ExportLine {
-        let event = &stored.event;
-        ExportLine {
-            seq: stored.seq,
-            at: audit::timestamp(event.at),
-            at_ms: to_unix_ms(event.at),
-            actor: event.actor.encode(),
-            kind: event.kind.as_str().to_owned(),
-            session: event.request.clone(),
-            vendor: event.vendor.clone(),
-            technician: event.technician.clone(),
-            target: event.target.clone(),
-            details: event.details.clone(),
-            prev_hash: stored.prev_hash.clone(),
-            hash: stored.hash.clone(),
-        }
-    }
-
-    /// The stored event this line stands for; what in it cannot be an event, otherwise.
-    pub(super) fn to_stored(&self) -> Result<StoredEvent, String> {
-        let at = from_unix_ms(self.at_ms);
-        if audit::timestamp(at) != self.at {
-            return Err(format!(
-                "event {}'s time {} is not its at_ms {}: the time was edited",
-                self.seq,
-                clean(&self.at),
-                self.at_ms
-            ));
-        }
-        let actor = Actor::decode(&self.actor)
-            .ok_or_else(|| format!("event {} has an unknown actor", self.seq))?;
-        let kind = EventKind::parse(&self.kind)
-            .ok_or_else(|| format!("event {} has an unknown kind", self.seq))?;
-        Ok(StoredEvent {
-            seq: self.seq,
-            prev_hash: self.prev_hash.clone(),
-            hash: self.hash.clone(),
-            event: AuditEvent {
-                at,
-                actor,
-                kind,
-                request: self.session.clone(),
-                vendor: self.vendor.clone(),
-                technician: self.technician.clone(),
-                target: self.target.clone(),
-                details: self.details.clone(),
-            },
-        })
-    }
-}
+use crate::audit::ExportLine;
 
 /// The first line of a filtered export.
 #[derive(Debug, Serialize)]

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::table::{Table, clean, cut};
 use super::{CliError, parse_duration};
@@ -39,7 +39,7 @@ use crate::approval::Desk;
 use crate::audit::{
     self, Actor, AuditEvent, EventKind, GENESIS_HASH, StoredEvent, Verdict, chain_hash,
 };
-use crate::clock::{from_unix_ms, to_unix_ms};
+use crate::clock::to_unix_ms;
 use crate::session::{HospitalZone, RequestId, RequestRecord, Stage, human_duration};
 use crate::store::{AuditFilter, Review, StoreError};
 

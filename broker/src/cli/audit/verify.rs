@@ -1,11 +1,11 @@
 //! `audit head` and `audit verify`, over the database or an export file.
 
-use super::export::ExportLine;
 #[allow(
     unused_imports,
     reason = "the parent's imports, shared by every part of the audit commands"
 )]
 use super::*;
+use crate::audit::ExportLine;
 
 /// `audit head`: `1234 events; head 9f86…` (the full hash), to write down or send elsewhere.
 pub async fn audit_head(desk: &Desk) -> Result<String, AuditError> {
