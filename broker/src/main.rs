@@ -267,9 +267,10 @@ enum AuditCommand {
     },
     /// Ended sessions nobody has reviewed yet, oldest first, with the overdue ones marked.
     Unreviewed {
-        /// How long after its end a session may wait for review: 3d, 1d12h, 72h, 90m.
-        #[arg(long, value_name = "DURATION", default_value = "3d")]
-        within: String,
+        /// How long after its end a session may wait for review: 3d, 1d12h, 72h, 90m
+        /// (default: the hospital's `review_within`, 3 days unless hospital.toml says otherwise).
+        #[arg(long, value_name = "DURATION")]
+        within: Option<String>,
     },
 }
 
@@ -339,7 +340,7 @@ struct EndArgs {
 #[derive(Args)]
 struct StaffArg {
     /// Who you are; recorded with the action.
-    #[arg(long = "as", value_name = "STAFF", env = "USER")]
+    #[arg(long = "as", visible_alias = "by", value_name = "STAFF", env = "USER")]
     name: Option<String>,
 }
 
@@ -636,7 +637,10 @@ async fn audit(desk: &Desk, command: AuditCommand) -> Result<Printed, cli::Audit
             cli::audit_review(desk, &session, &comment, &staff).await?
         }
         AuditCommand::Unreviewed { within } => {
-            let within = cli::parse_within(&within)?;
+            let within = match within {
+                Some(within) => cli::parse_within(&within)?,
+                None => desk.policies().hospital().review_within,
+            };
             cli::audit_unreviewed(desk, within).await?
         }
     };

@@ -1907,7 +1907,8 @@ fn a_session_is_reviewed_after_it_ends_once_per_reviewer_and_leaves_the_queue() 
             id.as_str(),
             "--comment",
             "checked the patch log",
-            "--as",
+            // `--by` is the same as `--as`, and reads naturally for a review.
+            "--by",
             who,
         ])
     };

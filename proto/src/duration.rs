@@ -1,14 +1,14 @@
 //! Durations as people write them in policies and on command lines: `90m`, `2h`, `1h30m`,
-//! `45s`. Both ends parse them the same way, so a duration a technician types means what the
+//! `45s`, `3d`. Both ends parse them the same way, so a duration a technician types means what the
 //! hospital's policy means.
 
 use std::time::Duration;
 
-/// Parses one or more `<digits><unit>` parts with units `h`, `m`, `s`, each at most once and
-/// in that order. `None` when the text is not of that form (including overflow); zero is
+/// Parses one or more `<digits><unit>` parts with units `d`, `h`, `m`, `s`, each at most once
+/// and in that order. `None` when the text is not of that form (including overflow); zero is
 /// accepted here and refused by callers that need more, with their own message.
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    const UNITS: [(char, u64); 3] = [('h', 3600), ('m', 60), ('s', 1)];
+    const UNITS: [(char, u64); 4] = [('d', 86_400), ('h', 3600), ('m', 60), ('s', 1)];
     let mut rest = text;
     let mut next_unit = 0;
     let mut total: u64 = 0;
@@ -34,7 +34,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_secs(total))
 }
 
-/// Renders whole seconds in the same syntax: `1h30m`, `45m`, `2h`, `30s`, `0s`.
+/// Renders whole seconds in the same syntax: `1h30m`, `45m`, `2h`, `30s`, `0s` (hours are not
+/// folded into days: `72h`).
 pub fn format_duration(duration: Duration) -> String {
     let secs = duration.as_secs();
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
@@ -64,6 +65,8 @@ mod tests {
             ("45s", 45),
             ("1h2m3s", 3723),
             ("0m", 0),
+            ("3d", 259_200),
+            ("1d12h", 129_600),
         ] {
             assert_eq!(
                 parse_duration(text),
@@ -86,7 +89,7 @@ mod tests {
             "two hours",
             "30m1h",
             "1h1h",
-            "1d",
+            "1h1d",
             "-1h",
             "1.5h",
             "99999999999999999999h",

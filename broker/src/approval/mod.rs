@@ -107,6 +107,11 @@ impl Desk {
         }
     }
 
+    /// The policies the desk judges by.
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
     /// The time now, from the desk's clock.
     pub fn now(&self) -> SystemTime {
         self.clock.now()

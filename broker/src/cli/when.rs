@@ -122,7 +122,7 @@ mod tests {
             "1.5h",
             "2 h",
             "-1h",
-            "1d",
+            "1w",
             "9".repeat(30).as_str(),
         ] {
             assert_eq!(parse_duration(refused), None, "{refused:?}");

@@ -220,11 +220,16 @@ fn resolve_hospital(raw: RawHospitalFile, file: &mut FileErrors<'_>) -> Option<H
     let timezone = timezone(file, hospital.timezone);
     let emergency_contact =
         optional_non_empty(file, "emergency_contact", hospital.emergency_contact);
+    let review_within = match hospital.review_within {
+        None => Some(DEFAULT_REVIEW_WITHIN),
+        Some(value) => review_within(file, value),
+    };
     let responsibility = responsibilities(file, raw.responsibility);
     Some(HospitalPolicy {
         name: name?,
         timezone: timezone?,
         emergency_contact: emergency_contact?,
+        review_within: review_within?,
         responsibility: responsibility?,
     })
 }
@@ -483,6 +488,26 @@ fn access_table(file: &mut FileErrors<'_>, raw: RawAccess) -> Option<Access> {
         approvals: approvals?,
         source_networks: source_networks?,
     })
+}
+
+/// How long after a session ends it may wait for an auditor's review, unless the hospital
+/// says otherwise.
+const DEFAULT_REVIEW_WITHIN: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
+
+fn review_within(file: &mut FileErrors<'_>, value: Spanned<String>) -> Option<std::time::Duration> {
+    let text = value.get_ref();
+    match parse_duration(text) {
+        Some(duration) if !duration.is_zero() => return Some(duration),
+        _ => {}
+    }
+    file.at(
+        &value,
+        format!(
+            "`review_within` must be a duration longer than zero like \"3d\" or \"72h\", not {}",
+            quoted(text)
+        ),
+    );
+    None
 }
 
 fn max_session(file: &mut FileErrors<'_>, value: Spanned<String>) -> Option<std::time::Duration> {

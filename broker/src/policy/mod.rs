@@ -97,6 +97,9 @@ pub struct HospitalPolicy {
     /// An IANA name such as `Asia/Tokyo`; only its shape is checked here.
     pub timezone: String,
     pub emergency_contact: Option<String>,
+    /// How long after its end a session may wait for an auditor's review before it is
+    /// overdue (`review_within`, default 3 days).
+    pub review_within: Duration,
     /// The default responsibility items, shared by every vendor.
     pub responsibility: Vec<Responsibility>,
 }

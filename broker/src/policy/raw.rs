@@ -22,6 +22,7 @@ pub(super) struct RawHospital {
     pub(super) name: Spanned<String>,
     pub(super) timezone: Spanned<String>,
     pub(super) emergency_contact: Option<Spanned<String>>,
+    pub(super) review_within: Option<Spanned<String>>,
 }
 
 /// `vendors/<id>.toml`.

@@ -635,3 +635,28 @@ fn errors_display_with_and_without_a_line_one_per_line() {
          policies/hospital.toml: the file cannot be read"
     );
 }
+
+#[test]
+fn review_within_defaults_to_three_days_and_takes_days_or_hours() {
+    let dir = PolicyDir::new();
+    assert_eq!(
+        dir.load().unwrap().hospital().review_within,
+        Duration::from_secs(3 * 24 * 3600)
+    );
+    dir.write(
+        "hospital.toml",
+        &format!("{HOSPITAL}review_within = \"1d12h\"\n"),
+    );
+    assert_eq!(
+        dir.load().unwrap().hospital().review_within,
+        Duration::from_secs(36 * 3600)
+    );
+    dir.write(
+        "hospital.toml",
+        &format!("{HOSPITAL}review_within = \"0m\"\n"),
+    );
+    assert_eq!(
+        dir.error(),
+        "policies/hospital.toml:4: `review_within` must be a duration longer than zero like \"3d\" or \"72h\", not \"0m\""
+    );
+}

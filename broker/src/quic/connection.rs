@@ -52,6 +52,7 @@ pub(super) async fn serve_connection(
             // Certificates from another CA, expired ones and wrong ALPNs end here: rustls
             // has already sent the TLS alert that tells the client why.
             tracing::warn!(%peer, error = %e, "TLS handshake refused");
+            record_refused_handshake(&shared, peer, &e.to_string()).await;
             return;
         }
         Err(_) => {
@@ -63,6 +64,7 @@ pub(super) async fn serve_connection(
         Ok(identity) => identity,
         Err(refusal) => {
             tracing::warn!(%peer, reason = %refusal, "connection refused after handshake");
+            record_refused_handshake(&shared, peer, &refusal.message).await;
             connection.close(close_code::REFUSED, refusal.message.as_bytes());
             return;
         }
@@ -556,6 +558,24 @@ async fn changed(
             Err(_) => std::future::pending().await,
         },
         None => std::future::pending().await,
+    }
+}
+
+/// Records a connection refused before any technician was known (another CA's certificate,
+/// an expired one, another protocol): the broker is the actor, the peer's address the subject.
+/// Pre-authentication work stays bounded: one small append, and a store that cannot take it
+/// only costs a log line.
+async fn record_refused_handshake(shared: &Shared, peer: std::net::SocketAddr, why: &str) {
+    let event = AuditEvent::new(
+        shared.clock.now(),
+        Actor::Broker(shared.broker_id.clone()),
+        EventKind::ConnectionRefused,
+    )
+    .detail("peer", peer)
+    .detail("stage", "handshake")
+    .detail("reason", why);
+    if let Err(e) = shared.store.record(&event).await {
+        tracing::error!(error = %e, "cannot record a refused handshake");
     }
 }
 

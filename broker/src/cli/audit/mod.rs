@@ -294,37 +294,18 @@ fn parse_moment(text: &str, zone: &HospitalZone, edge: Edge) -> Result<SystemTim
 /// A review limit: `3d`, `1d12h`, `72h`, `90m`.
 pub fn parse_within(text: &str) -> Result<Duration, CliError> {
     let text = text.trim();
-    let not_a_duration = || {
+    let within = parse_duration(text).ok_or_else(|| {
         CliError::Input(format!(
             "`{}` is not a duration; write it like 3d, 1d12h, 72h or 90m.",
             clean(text)
         ))
-    };
-    let (days, rest) = match text.split_once('d') {
-        Some((digits, rest))
-            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            let days: u64 = digits.parse().map_err(|_| not_a_duration())?;
-            (days, rest)
-        }
-        Some(_) => return Err(not_a_duration()),
-        None => (0, text),
-    };
-    let rest = if rest.is_empty() && days > 0 {
-        Duration::ZERO
-    } else {
-        parse_duration(rest).ok_or_else(not_a_duration)?
-    };
-    let total = days
-        .checked_mul(24 * 3600)
-        .and_then(|secs| secs.checked_add(rest.as_secs()))
-        .ok_or_else(not_a_duration)?;
-    if total == 0 {
+    })?;
+    if within.is_zero() {
         return Err(CliError::Input(
             "--within must be longer than zero, e.g. 3d.".to_owned(),
         ));
     }
-    Ok(Duration::from_secs(total))
+    Ok(within)
 }
 
 /// A head hash as typed: 64 hexadecimal characters.
