@@ -27,11 +27,13 @@ use std::time::{Duration, SystemTime};
 
 use proto::RequestAccess;
 use sekisho_broker::approval::{Desk, Until};
+use sekisho_broker::audit::{EventKind, StoredEvent};
 use sekisho_broker::clock::{Clock, ManualClock};
 use sekisho_broker::otp;
 use sekisho_broker::pki::{BrokerPki, IssuedCertificate, TechnicianIdentity};
 use sekisho_broker::secret::Secret;
 use sekisho_broker::session::RequestId;
+use sekisho_broker::store::AuditFilter;
 use sekisho_broker::{Broker, BrokerConfig, Hospital};
 use sekisho_client::forward::{EventSink, serve_local_forward};
 use sekisho_client::{ClientConfig, ConnectError, ForwardEvent, Forwarder, Session};
@@ -388,6 +390,29 @@ impl TestBroker {
         let code = self.next_otp(vendor, technician).await;
         session.open(&id, &code).await.unwrap();
         session
+    }
+
+    /// The first audit event of `kind`, waiting (up to 10 s) for it to be written: some events
+    /// land a moment after what the test can observe (a forward's refusal, a sink's failure).
+    pub async fn first_event(&self, kind: EventKind) -> StoredEvent {
+        let store = self.desk().store().clone();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let found = store
+                    .audit_events(&AuditFilter {
+                        kinds: vec![kind],
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                if let Some(event) = found.into_iter().next() {
+                    return event;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {} event was recorded", kind.as_str()))
     }
 
     /// Runs raw SQL against the broker's database (for injecting failures and tampering).

@@ -147,23 +147,7 @@ async fn refusals_are_recorded_with_their_code() {
         session.open_forward("pacs").await,
         Err(ForwardError::Refused(_))
     ));
-    let refused = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let found = store
-                .audit_events(&AuditFilter {
-                    kinds: vec![EventKind::ForwardRefused],
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            if let Some(event) = found.into_iter().next() {
-                return event;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap();
+    let refused = broker.first_event(EventKind::ForwardRefused).await;
     assert_eq!(refused.event.target.as_deref(), Some("pacs"));
     assert_eq!(detail(&refused, "code"), ErrorCode::TargetRefused.as_str());
 
@@ -576,24 +560,7 @@ async fn a_stream_that_cannot_be_written_never_blocks_the_broker_is_reported_and
     let session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
     assert!(session.open_forward("echo").await.is_ok());
     // The failure is on the record.
-    let store = broker.desk().store().clone();
-    let failed = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let found = store
-                .audit_events(&AuditFilter {
-                    kinds: vec![EventKind::AuditStreamFailed],
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            if let Some(event) = found.into_iter().next() {
-                return event;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the stream's failure is recorded");
+    let failed = broker.first_event(EventKind::AuditStreamFailed).await;
     assert!(
         detail(&failed, "error").contains("No such file"),
         "{:?}",

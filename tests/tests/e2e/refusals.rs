@@ -129,24 +129,9 @@ async fn a_client_certificate_from_another_ca_is_rejected_at_the_handshake() {
         Ok(_) => panic!("a foreign certificate was accepted"),
     }
     // The refusal is on the record, with the peer's address and the stage.
-    let store = broker.desk().store().clone();
-    let refused = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        loop {
-            let found = store
-                .audit_events(&sekisho_broker::store::AuditFilter {
-                    kinds: vec![sekisho_broker::audit::EventKind::ConnectionRefused],
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            if let Some(event) = found.into_iter().next() {
-                return event;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the refused handshake is recorded");
+    let refused = broker
+        .first_event(sekisho_broker::audit::EventKind::ConnectionRefused)
+        .await;
     let details: std::collections::HashMap<_, _> = refused.event.details.into_iter().collect();
     assert_eq!(details["stage"], "handshake");
     assert!(details["peer"].starts_with("127.0.0.1:"), "{details:?}");
