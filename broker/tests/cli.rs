@@ -293,28 +293,21 @@ impl Hospital {
 
 /// A request of acme-ehr's technician `technician` for ehr-web, made at `now`.
 fn new_request(technician: &str, purpose: &str, approvals: u8, now: SystemTime) -> RequestRecord {
-    RequestRecord {
-        id: RequestId::generate().unwrap(),
-        vendor: "acme-ehr".into(),
-        technician: technician.into(),
+    let ask = sekisho_broker::session::NewRequest {
         targets: vec!["ehr-web".into()],
         purpose: purpose.into(),
         ticket: "INC-1234".into(),
         wanted: Duration::from_secs(3600),
-        created_at: now,
-        answer_by: now + Duration::from_secs(30 * 60),
-        approvals_needed: approvals,
-        approvals: Vec::new(),
-        extensions: Vec::new(),
-        stage: Stage::Requested,
-        end_at: None,
-        pinned: None,
-        opened_at: None,
-        broker_id: None,
-        ended_at: None,
-        ended_by: None,
-        note: None,
-    }
+    };
+    RequestRecord::new(
+        RequestId::generate().unwrap(),
+        "acme-ehr",
+        technician,
+        ask,
+        now,
+        now + Duration::from_secs(30 * 60),
+        approvals,
+    )
 }
 
 fn succeeded(output: Output) -> String {

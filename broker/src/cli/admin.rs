@@ -1,7 +1,5 @@
 //! `lockdown on|off|status`, `technician list|unlock` and `dev-issue`.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -239,28 +237,14 @@ pub async fn dev_issue(
     Ok(out)
 }
 
-/// Writes `secret` as lowercase hex and a newline to `path`, readable by its owner only
-/// (also when the file existed with wider permissions: they are narrowed before writing).
+/// Writes `secret` as lowercase hex and a newline to `path`, readable by its owner only (a
+/// new file replaces any old one atomically, so wider permissions never carry over).
 fn write_secret_hex(path: &Path, secret: &Secret<Vec<u8>>) -> Result<(), CliError> {
-    let write_error = |source| CliError::Write {
-        path: path.to_owned(),
-        source,
-    };
     let mut hex: String = secret
         .expose_secret()
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect();
     hex.push('\n');
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(write_error)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(write_error)?;
-    file.write_all(hex.as_bytes()).map_err(write_error)?;
-    file.sync_all().map_err(write_error)
+    Ok(crate::pki::files::write_private(path, hex.as_bytes())?)
 }

@@ -86,14 +86,6 @@ pub enum CliError {
     /// A TOTP secret could not be turned into an `otpauth://` URI.
     #[error(transparent)]
     Otp(#[from] crate::otp::OtpError),
-    /// A file could not be written.
-    #[error("cannot write {}: {source}", path.display())]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// What the system said.
-        source: std::io::Error,
-    },
 }
 
 /// Refuses to act on a SQLite database that does not exist yet: an admin command pointed at

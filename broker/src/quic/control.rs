@@ -12,7 +12,7 @@ use super::Shared;
 use crate::audit::{self, Actor, AuditEvent, EventKind};
 use crate::otp;
 use crate::pki::TechnicianIdentity;
-use crate::session::{self, NewRequest, RequestId, RequestRecord, Stage};
+use crate::session::{self, NewRequest, RequestId, RequestRecord};
 use crate::store::{RequestFilter, StoreError};
 use crate::targets::PinnedTargets;
 
@@ -91,28 +91,15 @@ pub(super) async fn request_access(
     };
     let id =
         RequestId::generate().map_err(|e| ErrorMessage::new(ErrorCode::Internal, e.to_string()))?;
-    let record = RequestRecord {
+    let record = RequestRecord::new(
         id,
-        vendor: identity.vendor().to_owned(),
-        technician: identity.technician().to_owned(),
-        targets: input.targets,
-        purpose: input.purpose,
-        ticket: input.ticket,
-        wanted: input.wanted,
-        created_at: now,
+        identity.vendor(),
+        identity.technician(),
+        input,
+        now,
         answer_by,
-        approvals_needed: vendor.access.approvals,
-        approvals: Vec::new(),
-        extensions: Vec::new(),
-        stage: Stage::Requested,
-        end_at: None,
-        pinned: None,
-        opened_at: None,
-        broker_id: None,
-        ended_at: None,
-        ended_by: None,
-        note: None,
-    };
+        vendor.access.approvals,
+    );
     let event = AuditEvent::new(now, technician_actor(identity), EventKind::RequestMade)
         .request(&record.id)
         .technician(identity.vendor(), identity.technician())

@@ -246,6 +246,40 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// A request just made: `requested`, with no approvals and nothing after yet.
+    pub fn new(
+        id: RequestId,
+        vendor: &str,
+        technician: &str,
+        ask: NewRequest,
+        created_at: SystemTime,
+        answer_by: SystemTime,
+        approvals_needed: u8,
+    ) -> RequestRecord {
+        RequestRecord {
+            id,
+            vendor: vendor.to_owned(),
+            technician: technician.to_owned(),
+            targets: ask.targets,
+            purpose: ask.purpose,
+            ticket: ask.ticket,
+            wanted: ask.wanted,
+            created_at,
+            answer_by,
+            approvals_needed,
+            approvals: Vec::new(),
+            extensions: Vec::new(),
+            stage: Stage::Requested,
+            end_at: None,
+            pinned: None,
+            opened_at: None,
+            broker_id: None,
+            ended_at: None,
+            ended_by: None,
+            note: None,
+        }
+    }
+
     /// The identity that asked, as `vendor/technician`.
     pub fn requester(&self) -> String {
         format!("{}/{}", self.vendor, self.technician)

@@ -43,28 +43,24 @@ fn vendor(hours: Option<&str>, max_session: Duration) -> VendorPolicy {
 
 fn record(stage: Stage, approvals_needed: u8) -> RequestRecord {
     let now = saturday_10am();
-    RequestRecord {
-        id: RequestId::parse("r-test").unwrap(),
-        vendor: "acme-ehr".into(),
-        technician: "tanaka".into(),
+    let ask = NewRequest {
         targets: vec!["ehr-db".into()],
         purpose: "patch".into(),
         ticket: String::new(),
         wanted: HOUR,
-        created_at: now,
-        answer_by: now + 30 * MIN,
+    };
+    let id = RequestId::parse("r-test").unwrap();
+    let mut record = RequestRecord::new(
+        id,
+        "acme-ehr",
+        "tanaka",
+        ask,
+        now,
+        now + 30 * MIN,
         approvals_needed,
-        approvals: vec![],
-        extensions: vec![],
-        stage,
-        end_at: None,
-        pinned: None,
-        opened_at: None,
-        broker_id: None,
-        ended_at: None,
-        ended_by: None,
-        note: None,
-    }
+    );
+    record.stage = stage;
+    record
 }
 
 #[test]

@@ -163,7 +163,7 @@ pub async fn audit_export(
             Ok(Exported::ToStdout(text))
         }
         Some(path) => {
-            write_private(path, text.as_bytes())?;
+            crate::pki::files::write_private(path, text.as_bytes()).map_err(CliError::from)?;
             match desk.store().record(&event).await {
                 Ok(seq) => Ok(Exported::ToFile(format!(
                     "Exported {} {events_word} as {} to {}; the export is recorded as event {seq}.",
@@ -185,22 +185,6 @@ pub async fn audit_export(
 }
 
 /// Writes `bytes` to `path` (created readable by its owner only, or truncated), synced.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    let failed = |source| CliError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(failed)?;
-    file.write_all(bytes).map_err(failed)?;
-    file.sync_all().map_err(failed)
-}
-
 fn jsonl(
     events: &[StoredEvent],
     selection: &Selection,

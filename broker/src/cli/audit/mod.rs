@@ -24,8 +24,6 @@ pub use review::{audit_review, audit_unreviewed};
 pub use show::audit_show;
 pub use verify::{audit_head, audit_verify, audit_verify_file};
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
