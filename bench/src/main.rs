@@ -1,0 +1,400 @@
+//! `sekisho-bench`: sekisho against direct TCP and `ssh -L`, measured on this machine.
+//!
+//! `sekisho-bench all` sets everything up itself (a broker with its own data directory and
+//! policies, technicians, approved sessions, a target, an `sshd` with generated keys, and a
+//! network namespace behind an MTU-1500 veth pair when it runs as root), runs each path in
+//! turn for several rounds, prints a table with medians, ranges and sekisho's ratio to each
+//! baseline measured in the same run, checks the goals, and writes a JSON file.
+//! `--smoke` runs every figure with tiny sizes in seconds, for CI: it proves the benchmark
+//! works and asserts nothing about speed.
+//!
+//! # Layout
+//!
+//! - `roles`: the child processes (broker, client, target): this binary with a hidden
+//!   subcommand, so each role's CPU and memory are a process's own.
+//! - `procs`: starting children, reading their CPU and memory from `/proc`.
+//! - `netns`: loopback, or a namespace behind a veth pair.
+//! - `lab`: the hospital: policies, data directory, broker process, technicians, approvals.
+//! - `paths`: direct, `ssh -L` (two ciphers), sekisho, on one network.
+//! - `load`: the load generator (bulk transfers, 64-byte round trips).
+//! - `fleet`: figures 4–7 (connect time, forward opens, memory, session rate).
+//! - `report`: medians, the table, goals, JSON.
+//!
+//! The benchmark never runs in the unit tests: figures depend on the machine, and goals are
+//! read from its output.
+
+mod fleet;
+mod lab;
+mod load;
+mod netns;
+mod paths;
+mod procs;
+mod report;
+mod roles;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::fleet::FleetSize;
+use crate::netns::Network;
+use crate::paths::Setup;
+use crate::procs::{cpu_seconds, cpu_snapshot};
+use crate::report::{Results, metric, percentile};
+
+#[derive(Parser)]
+#[command(
+    name = "sekisho-bench",
+    about = "Benchmarks sekisho against direct TCP and ssh -L on this machine."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every figure: paths on loopback and veth, connect time, forward opens, memory, session rate.
+    All(AllArgs),
+    #[command(hide = true)]
+    Broker {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        policies: PathBuf,
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    #[command(hide = true)]
+    Client {
+        #[arg(long)]
+        broker: String,
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        request: String,
+        #[arg(long = "target")]
+        targets: Vec<String>,
+    },
+    #[command(hide = true)]
+    Target {
+        #[arg(long)]
+        ip: IpAddr,
+    },
+}
+
+#[derive(clap::Args)]
+struct AllArgs {
+    /// Tiny sizes and one round: seconds, for CI. Figures are not meaningful.
+    #[arg(long)]
+    smoke: bool,
+    /// Rounds; each runs every path once, in turn.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// MiB per bulk transfer.
+    #[arg(long)]
+    mib: Option<u64>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/sekisho-bench.json")]
+    json: PathBuf,
+    /// Skip the veth namespace even when it could be made.
+    #[arg(long)]
+    no_veth: bool,
+    /// Idle sessions for figures 6 and 7.
+    #[arg(long)]
+    sessions: Option<usize>,
+}
+
+/// Sizes of one run.
+struct Plan {
+    rounds: usize,
+    bulk_bytes: u64,
+    round_trips: usize,
+    fleet: FleetSize,
+}
+
+impl Plan {
+    fn from(args: &AllArgs) -> Plan {
+        let (rounds, mib, round_trips, fleet) = if args.smoke {
+            (
+                1,
+                16,
+                100,
+                FleetSize {
+                    connect_samples: 2,
+                    forward_opens_for: Duration::from_secs(1),
+                    idle_sessions: 10,
+                    busy_sessions: 2,
+                    busy_for: Duration::from_secs(1),
+                },
+            )
+        } else {
+            (
+                5,
+                1024,
+                2000,
+                FleetSize {
+                    connect_samples: 20,
+                    forward_opens_for: Duration::from_secs(5),
+                    idle_sessions: 1000,
+                    busy_sessions: 200,
+                    busy_for: Duration::from_secs(5),
+                },
+            )
+        };
+        let mut fleet = fleet;
+        if let Some(sessions) = args.sessions {
+            fleet.idle_sessions = sessions;
+            fleet.busy_sessions = fleet.busy_sessions.min(sessions);
+        }
+        Plan {
+            rounds: args.rounds.unwrap_or(rounds),
+            bulk_bytes: args.mib.unwrap_or(mib) * 1024 * 1024,
+            round_trips,
+            fleet,
+        }
+    }
+}
+
+/// One line on stderr about what runs now.
+pub(crate) fn progress(what: &str) {
+    eprintln!("[sekisho-bench] {what}");
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SEKISHO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("sekisho-bench: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::All(args) => all(args).await,
+            Command::Broker {
+                data_dir,
+                policies,
+                listen,
+            } => roles::broker(data_dir, policies, listen).await,
+            Command::Client {
+                broker,
+                ca,
+                cert,
+                key,
+                request,
+                targets,
+            } => {
+                let config = sekisho_client::ClientConfig::from_files(&broker, &ca, &cert, &key)?;
+                roles::client(config, request, targets).await
+            }
+            Command::Target { ip } => roles::target(ip).await,
+        }
+    });
+    // Children and tasks still running are dropped with the runtime (children are killed).
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sekisho-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn all(args: AllArgs) -> anyhow::Result<()> {
+    let plan = Plan::from(&args);
+    let mut results = Results::default();
+    for (program, package) in [
+        ("/usr/sbin/sshd", "openssh-server"),
+        ("/usr/bin/ssh", "openssh-client"),
+    ] {
+        anyhow::ensure!(
+            std::path::Path::new(program).is_file(),
+            "{program} is missing; install {package} (the `ssh -L` baseline needs it)"
+        );
+    }
+
+    let mut networks = vec![Network::loopback()];
+    if args.no_veth {
+        results.skipped.push("veth: --no-veth".into());
+    } else {
+        match Network::veth() {
+            Ok(veth) => networks.push(veth),
+            Err(e) => {
+                let why = format!(
+                    "veth rows: the namespace cannot be made ({e:#}); run as root to measure them"
+                );
+                progress(&why);
+                results.skipped.push(why);
+            }
+        }
+    }
+    let mut setups = Vec::new();
+    for network in networks {
+        progress(&format!(
+            "starting target, sshd, ssh -L and sekisho on {}",
+            network.name
+        ));
+        setups.push(Setup::start(network).await?);
+    }
+
+    for round in 1..=plan.rounds {
+        for setup in &setups {
+            for route in &setup.paths {
+                progress(&format!(
+                    "round {round}/{}: {} on {}",
+                    plan.rounds, route.name, setup.network.name
+                ));
+                measure_route(setup, route, &plan, &mut results).await?;
+            }
+        }
+    }
+
+    let Some(loopback) = setups.first() else {
+        anyhow::bail!("no network to measure on");
+    };
+    progress("figure 4: connect to first byte");
+    fleet::connect_to_first_byte(&loopback.lab, plan.fleet.connect_samples, &mut results).await?;
+    progress("figure 5: audited forward opens");
+    fleet::forward_opens(&loopback.lab, plan.fleet.forward_opens_for, &mut results).await?;
+    let fleet_lab =
+        lab::Lab::start(&Network::loopback(), &[("sink", loopback.paths[0].sink)]).await?;
+    fleet::sessions(Arc::new(fleet_lab), plan.fleet, &mut results).await?;
+
+    let table = results.table();
+    println!("{table}");
+    println!("Goals:");
+    for goal in results.goals() {
+        println!("{}", goal.line());
+    }
+    let settings = json!({
+        "rounds": plan.rounds,
+        "bulk_bytes": plan.bulk_bytes,
+        "round_trips_per_round": plan.round_trips,
+        "connect_samples": plan.fleet.connect_samples,
+        "forward_opens_seconds": plan.fleet.forward_opens_for.as_secs_f64(),
+        "idle_sessions": plan.fleet.idle_sessions,
+        "busy_sessions": plan.fleet.busy_sessions,
+        "busy_forwards_per_session": 5,
+        "smoke": args.smoke,
+    });
+    let document = results.json(&machine(), &settings);
+    if let Some(parent) = args.json.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&document)?)?;
+    println!("\nJSON: {}", args.json.display());
+    Ok(())
+}
+
+/// Figures 1–3 for one path: bulk with 1 and 8 forwards (CPU measured on the first), then
+/// 64-byte round trips.
+async fn measure_route(
+    setup: &Setup,
+    route: &paths::Route,
+    plan: &Plan,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let network = setup.network.name;
+    let mut everyone = route.relays.clone();
+    everyone.push(setup.target.pid);
+    everyone.push(std::process::id());
+    let (relays_before, all_before) = (cpu_snapshot(&route.relays), cpu_snapshot(&everyone));
+    let took = load::bulk(route.sink, plan.bulk_bytes, 1).await?;
+    let (relays_after, all_after) = (cpu_snapshot(&route.relays), cpu_snapshot(&everyone));
+    let gigabytes = plan.bulk_bytes as f64 / 1e9;
+    results.add(
+        network,
+        route.name,
+        metric::BULK_1,
+        "Gbit/s",
+        gigabytes * 8.0 / took.as_secs_f64(),
+    );
+    results.add(
+        network,
+        route.name,
+        metric::CPU_RELAY,
+        "CPU-s/GB",
+        cpu_seconds(&relays_before, &relays_after) / gigabytes,
+    );
+    results.add(
+        network,
+        route.name,
+        metric::CPU_ALL,
+        "CPU-s/GB",
+        cpu_seconds(&all_before, &all_after) / gigabytes,
+    );
+
+    let took = load::bulk(route.sink, plan.bulk_bytes, 8).await?;
+    results.add(
+        network,
+        route.name,
+        metric::BULK_8,
+        "Gbit/s",
+        gigabytes * 8.0 / took.as_secs_f64(),
+    );
+
+    let times: Vec<f64> = load::round_trips(route.echo, plan.round_trips)
+        .await?
+        .iter()
+        .map(|t| t.as_secs_f64() * 1e6)
+        .collect();
+    results.add(
+        network,
+        route.name,
+        metric::RTT_P50,
+        "µs",
+        percentile(&times, 50.0),
+    );
+    results.add(
+        network,
+        route.name,
+        metric::RTT_P99,
+        "µs",
+        percentile(&times, 99.0),
+    );
+    Ok(())
+}
+
+/// What the run ran on.
+fn machine() -> serde_json::Value {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("model name")
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let memory_kib = read("/proc/meminfo")
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("MemTotal:")
+                .map(|rest| rest.trim().trim_end_matches("kB").trim().to_owned())
+        })
+        .unwrap_or_default();
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu,
+        "memory_kib": memory_kib,
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+    })
+}

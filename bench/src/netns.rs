@@ -1,0 +1,122 @@
+//! Where the server side of each path runs: on loopback, or in a network namespace of its own
+//! behind a veth pair with MTU 1500, which is closer to a real link than loopback's 64 KiB
+//! segments.
+//!
+//! The namespace and the veth pair are made with `ip` and removed when the [`Network`] is
+//! dropped, also when the benchmark fails half-way.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command as StdCommand;
+
+use anyhow::{Context, bail};
+use tokio::process::Command;
+
+const NAMESPACE: &str = "sekisho-bench";
+const HOST_LINK: &str = "skbench0";
+const SERVER_LINK: &str = "skbench1";
+const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+
+/// The network between the load generator and the servers.
+pub(crate) struct Network {
+    /// `loopback` or `veth`.
+    pub(crate) name: &'static str,
+    /// The servers' address as seen from the load generator and the clients.
+    pub(crate) server_ip: IpAddr,
+    namespace: bool,
+}
+
+impl Network {
+    /// Loopback: everything on 127.0.0.1.
+    pub(crate) fn loopback() -> Network {
+        Network {
+            name: "loopback",
+            server_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            namespace: false,
+        }
+    }
+
+    /// A namespace behind an MTU-1500 veth pair; `Err` says why it cannot be made (not root,
+    /// no `ip`, no namespace support).
+    pub(crate) fn veth() -> anyhow::Result<Network> {
+        // A namespace left by a benchmark that was killed goes first.
+        let _ = ip(&["netns", "del", NAMESPACE]);
+        ip(&["netns", "add", NAMESPACE])?;
+        // From here on, dropping the value cleans up.
+        let network = Network {
+            name: "veth",
+            server_ip: IpAddr::V4(SERVER_IP),
+            namespace: true,
+        };
+        let host = format!("{HOST_IP}/24");
+        let server = format!("{SERVER_IP}/24");
+        ip(&[
+            "link",
+            "add",
+            HOST_LINK,
+            "mtu",
+            "1500",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SERVER_LINK,
+            "mtu",
+            "1500",
+        ])?;
+        ip(&["link", "set", SERVER_LINK, "netns", NAMESPACE])?;
+        ip(&["addr", "add", &host, "dev", HOST_LINK])?;
+        ip(&["link", "set", HOST_LINK, "up"])?;
+        for args in [
+            vec!["addr", "add", &server, "dev", SERVER_LINK],
+            vec!["link", "set", SERVER_LINK, "up"],
+            vec!["link", "set", "lo", "up"],
+        ] {
+            let mut full = vec!["netns", "exec", NAMESPACE, "ip"];
+            full.extend(args);
+            ip(&full)?;
+        }
+        Ok(network)
+    }
+
+    /// A command that runs `program` on the server side.
+    pub(crate) fn server_command(&self, program: &std::path::Path) -> Command {
+        if self.namespace {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", NAMESPACE]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+
+    /// Whether the servers are in a namespace of their own (fresh, so every port is free).
+    pub(crate) fn is_namespace(&self) -> bool {
+        self.namespace
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        if self.namespace {
+            // Deleting the namespace deletes its end of the pair, and with it the host's end.
+            let _ = ip(&["netns", "del", NAMESPACE]);
+            let _ = ip(&["link", "del", HOST_LINK]);
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let output = StdCommand::new("ip")
+        .args(args)
+        .output()
+        .context("cannot run `ip` (install iproute2)")?;
+    if !output.status.success() {
+        bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,373 @@
+//! Samples, their medians and ranges, the printed table with sekisho's ratios to each
+//! baseline, the goals, and the JSON file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+/// Every sample of one figure, on one network, for one path.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Series {
+    pub(crate) unit: &'static str,
+    pub(crate) samples: Vec<f64>,
+}
+
+impl Series {
+    pub(crate) fn median(&self) -> Option<f64> {
+        let mut sorted = self.samples.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        match n {
+            0 => None,
+            _ if n % 2 == 1 => Some(sorted[n / 2]),
+            _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+        }
+    }
+
+    fn min(&self) -> Option<f64> {
+        self.samples.iter().copied().min_by(f64::total_cmp)
+    }
+
+    fn max(&self) -> Option<f64> {
+        self.samples.iter().copied().max_by(f64::total_cmp)
+    }
+
+    /// `median (min–max)`, with `digits` decimals.
+    fn show(&self, digits: usize) -> String {
+        match (self.median(), self.min(), self.max()) {
+            (Some(median), Some(min), Some(max)) if self.samples.len() > 1 => {
+                format!("{median:.digits$} ({min:.digits$}–{max:.digits$})")
+            }
+            (Some(median), _, _) => format!("{median:.digits$}"),
+            _ => "—".to_owned(),
+        }
+    }
+}
+
+/// The p-th percentile (0–100) of `values` (nearest rank).
+pub(crate) fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Metrics of the path comparison (figures 1–3).
+pub(crate) mod metric {
+    pub(crate) const BULK_1: &str = "bulk_1_forward_gbit_s";
+    pub(crate) const BULK_8: &str = "bulk_8_forwards_gbit_s";
+    pub(crate) const CPU_RELAY: &str = "cpu_s_per_gb_relays";
+    pub(crate) const CPU_ALL: &str = "cpu_s_per_gb_all";
+    pub(crate) const RTT_P50: &str = "rtt_p50_us";
+    pub(crate) const RTT_P99: &str = "rtt_p99_us";
+}
+
+/// Everything measured in one run.
+#[derive(Default)]
+pub(crate) struct Results {
+    /// (network, path, metric) → samples.
+    pub(crate) paths: BTreeMap<(String, String, String), Series>,
+    /// Figures 4–7: name → samples.
+    pub(crate) figures: BTreeMap<String, Series>,
+    /// Networks that were skipped, and why.
+    pub(crate) skipped: Vec<String>,
+}
+
+impl Results {
+    pub(crate) fn add(
+        &mut self,
+        network: &str,
+        path: &str,
+        metric: &str,
+        unit: &'static str,
+        value: f64,
+    ) {
+        let series = self
+            .paths
+            .entry((network.to_owned(), path.to_owned(), metric.to_owned()))
+            .or_default();
+        series.unit = unit;
+        series.samples.push(value);
+    }
+
+    pub(crate) fn add_figure(&mut self, name: &str, unit: &'static str, value: f64) {
+        let series = self.figures.entry(name.to_owned()).or_default();
+        series.unit = unit;
+        series.samples.push(value);
+    }
+
+    fn median(&self, network: &str, path: &str, metric: &str) -> Option<f64> {
+        self.paths
+            .get(&(network.to_owned(), path.to_owned(), metric.to_owned()))
+            .and_then(Series::median)
+    }
+
+    fn networks(&self) -> Vec<String> {
+        let mut networks: Vec<String> = self.paths.keys().map(|k| k.0.clone()).collect();
+        networks.dedup();
+        networks
+    }
+
+    fn path_names(&self, network: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for (net, path, _) in self.paths.keys() {
+            if net == network && !names.contains(path) {
+                names.push(path.clone());
+            }
+        }
+        // The table reads best with the baselines first and sekisho last.
+        names.sort_by_key(|name| match name.as_str() {
+            "direct" => 0,
+            "sekisho" => 9,
+            _ => 1,
+        });
+        names
+    }
+
+    /// The printed report: one table per network, ratios, figures 4–7, goals.
+    pub(crate) fn table(&self) -> String {
+        let mut out = String::new();
+        for network in self.networks() {
+            let _ = writeln!(out, "\n### {network}\n");
+            let _ = writeln!(
+                out,
+                "| path | 1 forward Gbit/s | 8 forwards Gbit/s | CPU-s/GB relays | CPU-s/GB all | RTT p50 µs | RTT p99 µs | added p50 µs |"
+            );
+            let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+            let direct_p50 = self.median(&network, "direct", metric::RTT_P50);
+            for path in self.path_names(&network) {
+                let cell = |metric: &str, digits| {
+                    self.paths
+                        .get(&(network.clone(), path.clone(), metric.to_owned()))
+                        .map(|s| s.show(digits))
+                        .unwrap_or_else(|| "—".to_owned())
+                };
+                let added = match (self.median(&network, &path, metric::RTT_P50), direct_p50) {
+                    (Some(p50), Some(direct)) if path != "direct" => {
+                        format!("+{:.0}", p50 - direct)
+                    }
+                    _ => "—".to_owned(),
+                };
+                let relay_cpu = if path == "direct" {
+                    "—".to_owned()
+                } else {
+                    cell(metric::CPU_RELAY, 2)
+                };
+                let _ = writeln!(
+                    out,
+                    "| {path} | {} | {} | {relay_cpu} | {} | {} | {} | {added} |",
+                    cell(metric::BULK_1, 2),
+                    cell(metric::BULK_8, 2),
+                    cell(metric::CPU_ALL, 2),
+                    cell(metric::RTT_P50, 0),
+                    cell(metric::RTT_P99, 0),
+                );
+            }
+            let _ = writeln!(out);
+            for path in self.path_names(&network) {
+                if path == "sekisho" {
+                    continue;
+                }
+                let ratio = |metric: &str| match (
+                    self.median(&network, "sekisho", metric),
+                    self.median(&network, &path, metric),
+                ) {
+                    (Some(ours), Some(theirs)) if theirs > 0.0 => format!("{:.2}×", ours / theirs),
+                    _ => "—".to_owned(),
+                };
+                let _ = writeln!(
+                    out,
+                    "sekisho / {path}: throughput 1 forward {}, 8 forwards {}, CPU per GB (all) {}",
+                    ratio(metric::BULK_1),
+                    ratio(metric::BULK_8),
+                    ratio(metric::CPU_ALL),
+                );
+            }
+        }
+        if !self.figures.is_empty() {
+            let _ = writeln!(out, "\n| figure | median (min–max) | unit |\n|---|---|---|");
+            for (name, series) in &self.figures {
+                let _ = writeln!(out, "| {name} | {} | {} |", series.show(1), series.unit);
+            }
+        }
+        for skipped in &self.skipped {
+            let _ = writeln!(out, "\nSkipped: {skipped}");
+        }
+        out
+    }
+
+    /// The goals of issue #8, each with the measured value and whether it is met.
+    pub(crate) fn goals(&self) -> Vec<Goal> {
+        let mut goals = Vec::new();
+        for network in self.networks() {
+            let ssh = "ssh -L aes128-gcm";
+            if let (Some(ours), Some(theirs)) = (
+                self.median(&network, "sekisho", metric::BULK_1),
+                self.median(&network, ssh, metric::BULK_1),
+            ) {
+                goals.push(Goal::at_least(
+                    format!("{network}: 1-forward throughput ≥ 1.2 × ssh -L aes128-gcm"),
+                    ours / theirs,
+                    1.2,
+                    "×",
+                ));
+            }
+            if let (Some(ours), Some(theirs)) = (
+                self.median(&network, "sekisho", metric::CPU_ALL),
+                self.median(&network, ssh, metric::CPU_ALL),
+            ) {
+                goals.push(Goal::at_most(
+                    format!("{network}: CPU per GB below ssh -L aes128-gcm ({theirs:.2} s)"),
+                    ours,
+                    theirs,
+                    "s/GB",
+                ));
+            }
+            if let (Some(ours), Some(theirs), Some(direct)) = (
+                self.median(&network, "sekisho", metric::RTT_P50),
+                self.median(&network, ssh, metric::RTT_P50),
+                self.median(&network, "direct", metric::RTT_P50),
+            ) {
+                goals.push(Goal::at_most(
+                    format!(
+                        "{network}: added round trip p50 ≤ ssh -L aes128-gcm's (+{:.0} µs)",
+                        theirs - direct
+                    ),
+                    ours - direct,
+                    theirs - direct,
+                    "µs",
+                ));
+            }
+        }
+        let figure = |name: &str| self.figures.get(name).and_then(Series::median);
+        if let Some(p50) = figure(crate::fleet::CONNECT_P50) {
+            goals.push(Goal::at_most(
+                "connect to first byte p50 ≤ 20 ms".into(),
+                p50,
+                20.0,
+                "ms",
+            ));
+        }
+        if let Some(rate) = figure(crate::fleet::FORWARD_OPENS) {
+            goals.push(Goal::at_least(
+                "≥ 2,000 audited forward opens per second".into(),
+                rate,
+                2000.0,
+                "/s",
+            ));
+        }
+        if let Some(mib) = figure(crate::fleet::IDLE_MEMORY) {
+            goals.push(Goal::at_most(
+                "broker memory ≤ 256 MiB with 1,000 idle sessions".into(),
+                mib,
+                256.0,
+                "MiB",
+            ));
+        }
+        if let Some(rate) = figure(crate::fleet::SESSION_RATE) {
+            goals.push(Goal::at_least(
+                "≥ 300 new sessions per second".into(),
+                rate,
+                300.0,
+                "/s",
+            ));
+        }
+        goals
+    }
+
+    /// The JSON document: the machine, every series with its samples and summary, the goals.
+    pub(crate) fn json(&self, machine: &Value, settings: &Value) -> Value {
+        let summary = |series: &Series| {
+            json!({
+                "unit": series.unit,
+                "samples": series.samples,
+                "median": series.median(),
+                "min": series.min(),
+                "max": series.max(),
+            })
+        };
+        let paths: Vec<Value> = self
+            .paths
+            .iter()
+            .map(|((network, path, metric), series)| {
+                let mut value = summary(series);
+                value["network"] = json!(network);
+                value["path"] = json!(path);
+                value["metric"] = json!(metric);
+                value
+            })
+            .collect();
+        let figures: serde_json::Map<String, Value> = self
+            .figures
+            .iter()
+            .map(|(name, series)| (name.clone(), summary(series)))
+            .collect();
+        let goals: Vec<Value> = self
+            .goals()
+            .iter()
+            .map(|goal| {
+                json!({"goal": goal.what, "measured": goal.measured, "limit": goal.limit, "unit": goal.unit, "met": goal.met})
+            })
+            .collect();
+        json!({
+            "machine": machine,
+            "settings": settings,
+            "paths": paths,
+            "figures": figures,
+            "goals": goals,
+            "skipped": self.skipped,
+        })
+    }
+}
+
+/// One goal and how the run fared.
+pub(crate) struct Goal {
+    pub(crate) what: String,
+    pub(crate) measured: f64,
+    pub(crate) limit: f64,
+    pub(crate) unit: &'static str,
+    pub(crate) met: bool,
+}
+
+impl Goal {
+    fn at_least(what: String, measured: f64, limit: f64, unit: &'static str) -> Goal {
+        Goal {
+            what,
+            measured,
+            limit,
+            unit,
+            met: measured >= limit,
+        }
+    }
+
+    fn at_most(what: String, measured: f64, limit: f64, unit: &'static str) -> Goal {
+        Goal {
+            what,
+            measured,
+            limit,
+            unit,
+            met: measured <= limit,
+        }
+    }
+
+    /// `met` / `NOT met`, the value, and how far it is from the limit.
+    pub(crate) fn line(&self) -> String {
+        let verdict = if self.met { "met" } else { "NOT met" };
+        let gap = if self.limit != 0.0 {
+            format!(
+                " ({:+.0}% of the limit)",
+                (self.measured / self.limit - 1.0) * 100.0
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "- {verdict}: {}: {:.2} {} against {:.2}{gap}",
+            self.what, self.measured, self.unit, self.limit
+        )
+    }
+}
