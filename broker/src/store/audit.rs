@@ -3,6 +3,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+use tokio::sync::oneshot;
 
 use super::{Store, StoreError};
 use crate::audit::{Actor, AuditEvent, EventKind, StoredEvent, chain_hash};
@@ -71,14 +72,88 @@ pub(super) async fn append(
     Ok(seq)
 }
 
+/// Events that go with no state change, waiting to be committed together.
+///
+/// Many forwards open at once, and each must be on the record before the broker answers it.
+/// One transaction (one sync to disk) per event would bound a session to a few hundred
+/// forwards a second; instead, whoever holds the committer's turn commits every event waiting
+/// at that moment in one transaction, while the next ones gather behind it (a group commit).
+/// Each caller still returns only once its own event is durable.
+#[derive(Default)]
+pub(super) struct GroupCommit {
+    waiting: std::sync::Mutex<Vec<Waiting>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+struct Waiting {
+    event: AuditEvent,
+    answer: oneshot::Sender<Result<i64, StoreError>>,
+}
+
 impl Store {
-    /// Records an event that goes with no state change (a forward, a refusal, a warning).
-    /// When this fails the caller must not go on as if it had been recorded.
+    /// Records an event that goes with no state change (a forward, a refusal, a warning),
+    /// committed together with the events other tasks record at the same moment; returns
+    /// once it is durable. When this fails the caller must not go on as if it had been
+    /// recorded.
     pub async fn record(&self, event: &AuditEvent) -> Result<i64, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let seq = append(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(seq)
+        let (answer, mut answered) = oneshot::channel();
+        self.group()
+            .waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Waiting {
+                event: event.clone(),
+                answer,
+            });
+        let _turn = self.group().turn.lock().await;
+        // The previous turn may have committed this event along with its own.
+        if let Ok(result) = answered.try_recv() {
+            return result;
+        }
+        let group = std::mem::take(
+            &mut *self
+                .group()
+                .waiting
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        // A task of its own, so a caller that goes away mid-commit leaves no one unanswered.
+        let store = self.clone();
+        let _ = tokio::spawn(async move { store.commit_group(group).await }).await;
+        answered.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the audit commit was interrupted".into(),
+            ))
+        })
+    }
+
+    /// Appends `group` in one transaction and answers each waiting caller.
+    async fn commit_group(&self, group: Vec<Waiting>) {
+        if group.is_empty() {
+            return;
+        }
+        let committed = async {
+            let mut tx = self.pool().begin().await?;
+            let mut numbers = Vec::with_capacity(group.len());
+            for waiting in &group {
+                numbers.push(append(&mut tx, &waiting.event).await?);
+            }
+            tx.commit().await?;
+            Ok::<_, StoreError>(numbers)
+        }
+        .await;
+        match committed {
+            Ok(numbers) => {
+                for (waiting, seq) in group.into_iter().zip(numbers) {
+                    let _ = waiting.answer.send(Ok(seq));
+                }
+            }
+            Err(error) => {
+                for waiting in group {
+                    let _ = waiting.answer.send(Err(error.clone()));
+                }
+            }
+        }
     }
 
     /// The chain's head: how many events, and the last one's hash.

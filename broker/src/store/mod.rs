@@ -35,7 +35,7 @@ pub use technicians::TechnicianRow;
 pub const OTP_LOCKOUT_THRESHOLD: i64 = 5;
 
 /// Why the store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached or written (disk full, connection lost, …).
     #[error("the database cannot be used right now ({0})")]
@@ -109,6 +109,7 @@ impl std::fmt::Display for StoreLocation {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    group: std::sync::Arc<audit::GroupCommit>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -153,7 +154,10 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            group: std::sync::Arc::default(),
+        })
     }
 
     /// Closes every connection.
@@ -163,5 +167,9 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    fn group(&self) -> &audit::GroupCommit {
+        &self.group
     }
 }
