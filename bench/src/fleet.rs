@@ -25,6 +25,7 @@ use crate::{load, progress};
 pub(crate) const CONNECT_P50: &str = "4. connect to first byte, p50";
 pub(crate) const CONNECT_P99: &str = "4. connect to first byte, p99";
 pub(crate) const FORWARD_OPENS: &str = "5. audited forward opens per second, one session";
+pub(crate) const PATH_MTU: &str = "5. QUIC packet size reached on loopback (MTU probing)";
 pub(crate) const BASE_MEMORY: &str = "6. broker VmRSS, no session";
 pub(crate) const IDLE_MEMORY: &str = "6. broker VmRSS, idle sessions";
 pub(crate) const BUSY_MEMORY: &str = "6. broker peak VmRSS, sessions × 5 busy forwards";
@@ -106,6 +107,11 @@ pub(crate) async fn forward_opens(
     }
     let elapsed = started.elapsed();
     let opened = opened.load(Ordering::Relaxed);
+    results.add_figure(
+        PATH_MTU,
+        "bytes",
+        f64::from(session.connection().stats().path.current_mtu),
+    );
     let on_record = lab.forwards_on_record(&request).await?;
     if (on_record as u64) < opened {
         bail!("{opened} forwards were opened but only {on_record} are on the record");

@@ -349,12 +349,13 @@ impl Broker {
             hospital.store.record(&event).await.map_err(store_error)?;
         }
         let server_config = quic::server_config(&pki, &config.limits)?;
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            BindError::Listen {
-                addr: config.listen,
-                source,
-            }
-        })?;
+        let endpoint =
+            tunnel::udp::endpoint(config.listen, Some(server_config)).map_err(|source| {
+                BindError::Listen {
+                    addr: config.listen,
+                    source,
+                }
+            })?;
         let local_addr = endpoint.local_addr().map_err(|source| BindError::Listen {
             addr: config.listen,
             source,

@@ -88,7 +88,7 @@ impl Session {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         };
         let mut endpoint =
-            quinn::Endpoint::client(bind).map_err(|e| ConnectError::Unreachable {
+            tunnel::udp::endpoint(bind, None).map_err(|e| ConnectError::Unreachable {
                 broker: config.broker.clone(),
                 reason: format!("cannot open a UDP socket: {e}"),
             })?;

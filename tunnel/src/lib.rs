@@ -10,10 +10,12 @@
 //!
 //! - [`frames`]: read and write [`proto::Message`]s on quinn streams.
 //! - [`splice`]: copy between a QUIC bidirectional stream and a TCP connection.
+//! - [`udp`]: the UDP socket under each QUIC endpoint, with buffers sized for a tunnel.
 //! - [`crypto_provider`]: the one rustls crypto provider of the workspace.
 
 pub mod frames;
 pub mod splice;
+pub mod udp;
 
 use std::sync::Arc;
 
