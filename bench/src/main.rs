@@ -179,7 +179,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The client role runs as `sekisho` does: one thread; the others on a multi-threaded runtime.
+    let runtime = match &cli.command {
+        Command::Client { .. } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("sekisho-bench: cannot start: {e}");
