@@ -114,6 +114,7 @@ impl ClientConfig {
             .map_err(|e| ConnectError::Credentials(e.to_string()))?;
 
         let mut transport = TransportConfig::default();
+        tunnel::udp::tune_transport(&mut transport);
         transport.keep_alive_interval(Some(KEEP_ALIVE));
         transport.max_concurrent_uni_streams(VarInt::from_u32(0));
         // The broker never opens streams towards the client.

@@ -79,6 +79,7 @@ pub(crate) fn server_config(
     let quic_tls = QuicServerConfig::try_from(tls).map_err(|e| BindError::Tls(e.to_string()))?;
 
     let mut transport = TransportConfig::default();
+    tunnel::udp::tune_transport(&mut transport);
     // +1 for the control stream.
     transport.max_concurrent_bidi_streams(VarInt::from_u32(
         limits.max_forwards_per_session.saturating_add(1),
