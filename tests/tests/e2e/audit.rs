@@ -586,3 +586,61 @@ async fn a_stream_that_cannot_be_written_never_blocks_the_broker_is_reported_and
         matches!(audit::verify(events.clone()), Verdict::Intact { count, .. } if count == last.seq)
     );
 }
+
+/// Forward events are committed in groups (one transaction for every event waiting); each
+/// forward must still be on the record, once, before the broker answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_opened_at_once_are_each_on_the_record_before_they_are_answered() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let echo = EchoServer::start().await;
+    let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("echo", echo.addr())]).await;
+    let session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    let request = broker
+        .first_event(EventKind::SessionOpened)
+        .await
+        .event
+        .request
+        .unwrap();
+    let store = broker.desk().store().clone();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (forwarder, store, request, answered) = (
+            session.forwarder(),
+            store.clone(),
+            request.clone(),
+            answered.clone(),
+        );
+        opening.spawn(async move {
+            let streams = forwarder.open_forward("echo").await.unwrap();
+            let answered_so_far = answered.fetch_add(1, Ordering::SeqCst) + 1;
+            let on_record = store
+                .audit_events(&AuditFilter {
+                    request: Some(request),
+                    kinds: vec![EventKind::ForwardOpened],
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .len();
+            assert!(
+                on_record >= answered_so_far,
+                "{answered_so_far} forwards answered but {on_record} on the record"
+            );
+            streams
+        });
+    }
+    let mut streams = Vec::new();
+    while let Some(opened) = opening.join_next().await {
+        streams.push(opened.unwrap());
+    }
+    let opened = events_of(&broker, &request)
+        .await
+        .into_iter()
+        .filter(|e| e.event.kind == EventKind::ForwardOpened)
+        .count();
+    assert_eq!(opened, 64, "each forward is recorded once");
+    assert_chain_intact(&store).await;
+}
