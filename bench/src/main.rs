@@ -288,7 +288,16 @@ async fn all(args: AllArgs) -> anyhow::Result<()> {
 
     let table = results.table();
     println!("{table}");
-    println!("Goals:");
+    if args.smoke {
+        println!("Goals (smoke mode: the sizes are too small for these to say anything):");
+    } else if plan.fleet.idle_sessions != 1000 || plan.rounds < 3 {
+        println!(
+            "Goals ({} rounds, {} sessions: the goals are stated for the default run):",
+            plan.rounds, plan.fleet.idle_sessions
+        );
+    } else {
+        println!("Goals:");
+    }
     for goal in results.goals() {
         println!("{}", goal.line());
     }
