@@ -181,7 +181,7 @@ impl Results {
                 };
                 let _ = writeln!(
                     out,
-                    "sekisho / {path}: throughput 1 forward {}, 8 forwards {}, CPU per GB (all) {}",
+                    "- sekisho / {path}: throughput 1 forward {}, 8 forwards {}, CPU per GB (all) {}",
                     ratio(metric::BULK_1),
                     ratio(metric::BULK_8),
                     ratio(metric::CPU_ALL),
