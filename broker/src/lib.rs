@@ -30,6 +30,8 @@
 //! - [`approval`]: the hospital's desk: approve, deny, revoke, move the end time, lockdown.
 //! - [`store`]: SQLite or PostgreSQL through sqlx; every transition a conditional update.
 //! - [`hub`]: watches the store so changes made anywhere reach live sessions within a second.
+//! - [`identity`]: vendors and technicians, enrollment tokens, enrollment, and the registry
+//!   of issued certificates every connection is checked against.
 //! - [`otp`], [`secret`]: TOTP codes; secrets sealed at rest and never printed.
 //! - [`pki`]: the broker's CA, server certificate and client certificates.
 //! - [`targets`]: target names resolved at approval and pinned for the session.
@@ -47,6 +49,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod hub;
+pub mod identity;
 pub mod otp;
 pub mod pki;
 pub mod policy;
@@ -208,23 +211,12 @@ pub enum BindError {
     },
 }
 
-/// Why a technician's TOTP secret could not be set.
-#[derive(Debug, thiserror::Error)]
-pub enum SetSecretError {
-    /// No random bytes, or sealing failed.
-    #[error(transparent)]
-    Seal(secret::SealError),
-    /// The database refused.
-    #[error("the database cannot be written ({0})")]
-    Store(StoreError),
-}
-
 /// A broker bound to its port, ready to [`run`](Broker::run).
 pub struct Broker {
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
     shared: Arc<quic::Shared>,
-    pki: BrokerPki,
+    pki: Arc<BrokerPki>,
     audit_stream: Option<PathBuf>,
 }
 
@@ -266,38 +258,6 @@ impl Hospital {
         })
     }
 
-    /// Gives `identity` a new TOTP secret (sealed in the database) and returns it, to be
-    /// shown to the technician once. Replaces any earlier secret and clears the used-code
-    /// memory and lockout that belonged to it.
-    pub async fn set_technician_secret(
-        &self,
-        identity: &pki::TechnicianIdentity,
-        now: std::time::SystemTime,
-        by: &str,
-    ) -> Result<secret::Secret<Vec<u8>>, SetSecretError> {
-        let totp_secret = otp::new_secret().map_err(SetSecretError::Seal)?;
-        let sealed = self
-            .sealing_key
-            .seal(&identity.to_string(), totp_secret.expose_secret())
-            .map_err(SetSecretError::Seal)?;
-        self.store
-            .put_technician(
-                identity.vendor(),
-                identity.technician(),
-                &sealed,
-                clock::to_unix_ms(now),
-                &audit::AuditEvent::new(
-                    now,
-                    audit::Actor::Staff(by.to_owned()),
-                    audit::EventKind::TechnicianSecretSet,
-                )
-                .technician(identity.vendor(), identity.technician()),
-            )
-            .await
-            .map_err(SetSecretError::Store)?;
-        Ok(totp_secret)
-    }
-
     /// The hospital's desk for approvals, over this database.
     pub fn desk(&self, clock: Arc<dyn Clock>) -> Desk {
         Desk::new(
@@ -314,7 +274,7 @@ impl Broker {
     /// Nothing is served until [`run`](Broker::run).
     pub async fn bind(config: BrokerConfig) -> Result<Broker, BindError> {
         let hospital = Hospital::open(&config).await?;
-        let pki = BrokerPki::load_or_create(&config.data_dir)?;
+        let pki = Arc::new(BrokerPki::load_or_create(&config.data_dir)?);
         let broker_id = broker_id(&config.data_dir)?;
         let now = config.clock.now();
         let store_error = |source| BindError::Store {
@@ -371,6 +331,7 @@ impl Broker {
                 config.limits.max_pending_handshakes,
             )),
             policies: hospital.policies,
+            pki: pki.clone(),
             limits: config.limits,
             own_addresses: vec![local_addr],
             store: hospital.store,

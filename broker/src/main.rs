@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sekisho_broker::approval::Desk;
-use sekisho_broker::cli::{self, CommandClock, DevIssue};
+use sekisho_broker::cli::{self, CommandClock};
 use sekisho_broker::policy::PolicySet;
 use sekisho_broker::store::StoreLocation;
 use sekisho_broker::{Broker, BrokerConfig, DEFAULT_PORT, Hospital};
@@ -83,7 +83,8 @@ enum Command {
         #[command(subcommand)]
         command: LockdownCommand,
     },
-    /// Technicians: list, unlock after wrong one-time passwords.
+    /// Technicians: add (prints their enrollment command), list, disable, enable, unlock,
+    /// reset.
     Technician {
         #[command(subcommand)]
         command: TechnicianCommand,
@@ -93,27 +94,10 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Development only, until enrollment exists: write a client certificate and key for a
-    /// technician, with the broker CA to pin, into a directory, and make their TOTP secret.
-    DevIssue {
-        /// The vendor id (a file in policies/vendors/).
-        #[arg(long)]
-        vendor: String,
-        /// The technician id.
-        #[arg(long)]
-        technician: String,
-        /// The directory to write ca.pem, client.pem and client.key into.
-        #[arg(long)]
-        out: PathBuf,
-        /// How many days the certificate is valid (at most 365).
-        #[arg(long, default_value_t = 30)]
-        days: u64,
-        /// Also write the raw TOTP secret, as lowercase hex, to this file (mode 0600), for
-        /// scripts and tests that compute codes.
-        #[arg(long, value_name = "FILE")]
-        totp_secret_out: Option<PathBuf>,
-        #[command(flatten)]
-        staff: StaffArg,
+    /// Vendors: take one on (it needs a policy file), list, disable, enable.
+    Vendor {
+        #[command(subcommand)]
+        command: VendorCommand,
     },
 }
 
@@ -203,15 +187,106 @@ enum LockdownCommand {
 }
 
 #[derive(Subcommand)]
-enum TechnicianCommand {
-    /// Every technician, locked or not, with their count of wrong one-time passwords.
+enum VendorCommand {
+    /// Take on a vendor that has a policy file (policies/vendors/VENDOR.toml).
+    Add {
+        /// The vendor id, as its policy file names it.
+        vendor: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Every vendor with a policy file or a record, and whether it is enabled.
     List,
+    /// Refuse every technician of the vendor and end their sessions now.
+    Disable {
+        /// The vendor id.
+        vendor: String,
+        /// Why; recorded and shown to the vendor's technicians.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Let the vendor's technicians connect again.
+    Enable {
+        /// The vendor id.
+        vendor: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+}
+
+/// Where technicians reach the broker and how long a token works, for the printed command.
+#[derive(Args)]
+struct EnrollmentArgs {
+    /// HOST:PORT technicians reach this broker at, printed in their enrollment command.
+    #[arg(long, value_name = "HOST:PORT", env = "SEKISHO_PUBLIC_ADDRESS")]
+    broker_address: Option<String>,
+    /// How long the enrollment token works: 24h (default), 2d, 30m; at most 7 days.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    valid_for: String,
+}
+
+#[derive(Subcommand)]
+enum TechnicianCommand {
+    /// Add a technician of a vendor and print the one-time enrollment command for them.
+    Add {
+        /// The vendor id.
+        vendor: String,
+        /// The technician's id: lowercase letters, digits, '.', '_' or '-'.
+        technician: String,
+        /// Their full name, as on their ID.
+        #[arg(long = "name", id = "full_name", value_name = "TEXT")]
+        full_name: String,
+        /// How to reach them.
+        #[arg(long, value_name = "ADDRESS", default_value = "")]
+        email: String,
+        #[command(flatten)]
+        enrollment: EnrollmentArgs,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Every technician: enrolled or not, disabled, locked, certificate expiry.
+    List,
+    /// Refuse the technician at their next connection and end their sessions now.
+    Disable {
+        /// The vendor id.
+        vendor: String,
+        /// The technician id.
+        technician: String,
+        /// Why; recorded and shown to the technician.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Let a disabled technician connect again.
+    Enable {
+        /// The vendor id.
+        vendor: String,
+        /// The technician id.
+        technician: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
     /// Unlock a technician locked after too many wrong one-time passwords.
     Unlock {
         /// The vendor id.
         vendor: String,
         /// The technician id.
         technician: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Revoke the technician's certificate and one-time-password secret, end their sessions,
+    /// and print a new enrollment command (a lost phone or laptop, a leaked secret).
+    Reset {
+        /// The vendor id.
+        vendor: String,
+        /// The technician id.
+        technician: String,
+        #[command(flatten)]
+        enrollment: EnrollmentArgs,
         #[command(flatten)]
         staff: StaffArg,
     },
@@ -455,28 +530,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::DevIssue {
-            vendor,
-            technician,
-            out,
-            days,
-            totp_secret_out,
-            staff,
-        } => {
-            let issue = DevIssue {
-                vendor,
-                technician,
-                out,
-                days,
-                totp_secret_out,
-                // A development shortcut: recorded under the admin's name when given.
-                by: staff
-                    .name
-                    .as_deref()
-                    .and_then(|name| cli::staff_name(Some(name)).ok())
-                    .unwrap_or_else(|| "dev-issue".to_owned()),
-            };
-            cli::dev_issue(&config, &issue, now).await?
+        Command::Vendor { command } => {
+            let desk = open_desk(&config, now).await?;
+            let result = vendor(&desk, command).await;
+            desk.store().close().await;
+            result?
         }
         Command::Request { command } => {
             let desk = open_desk(&config, now).await?;
@@ -498,7 +556,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Technician { command } => {
             let desk = open_desk(&config, now).await?;
-            let result = technician(&desk, command).await;
+            let result = technician(&desk, &config, command).await;
             desk.store().close().await;
             result?
         }
@@ -578,9 +636,96 @@ async fn lockdown(desk: &Desk, command: LockdownCommand) -> Result<String, cli::
     }
 }
 
-async fn technician(desk: &Desk, command: TechnicianCommand) -> Result<String, cli::CliError> {
+async fn vendor(desk: &Desk, command: VendorCommand) -> Result<String, cli::CliError> {
     match command {
+        VendorCommand::Add { vendor, staff } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::vendor_add(desk, &vendor, &staff).await
+        }
+        VendorCommand::List => cli::vendor_list(desk).await,
+        VendorCommand::Disable {
+            vendor,
+            reason,
+            staff,
+        } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::vendor_set_enabled(desk, &vendor, false, &reason, &staff).await
+        }
+        VendorCommand::Enable { vendor, staff } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::vendor_set_enabled(desk, &vendor, true, "", &staff).await
+        }
+    }
+}
+
+impl EnrollmentArgs {
+    /// The token's validity and what the printed command says about this broker.
+    fn resolve(
+        &self,
+        config: &BrokerConfig,
+    ) -> Result<(std::time::Duration, cli::EnrollmentHints), cli::CliError> {
+        let valid_for = cli::parse_duration(self.valid_for.trim())
+            .filter(|duration| !duration.is_zero())
+            .ok_or_else(|| {
+                cli::CliError::Input(format!(
+                    "--valid-for `{}` is not a duration; write it like 24h, 2d or 30m.",
+                    cli::clean(&self.valid_for)
+                ))
+            })?;
+        let pki = sekisho_broker::pki::BrokerPki::load_or_create(&config.data_dir)?;
+        Ok((
+            valid_for,
+            cli::EnrollmentHints {
+                broker_address: self.broker_address.clone(),
+                ca_fingerprint: pki.ca_fingerprint(),
+            },
+        ))
+    }
+}
+
+async fn technician(
+    desk: &Desk,
+    config: &BrokerConfig,
+    command: TechnicianCommand,
+) -> Result<String, cli::CliError> {
+    match command {
+        TechnicianCommand::Add {
+            vendor,
+            technician,
+            full_name,
+            email,
+            enrollment,
+            staff,
+        } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            let (valid_for, hints) = enrollment.resolve(config)?;
+            let add = cli::TechnicianToAdd {
+                vendor,
+                technician,
+                display_name: full_name,
+                email,
+                valid_for,
+            };
+            cli::technician_add(desk, &add, &hints, &staff).await
+        }
         TechnicianCommand::List => cli::technician_list(desk).await,
+        TechnicianCommand::Disable {
+            vendor,
+            technician,
+            reason,
+            staff,
+        } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::technician_set_enabled(desk, &vendor, &technician, false, &reason, &staff).await
+        }
+        TechnicianCommand::Enable {
+            vendor,
+            technician,
+            staff,
+        } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::technician_set_enabled(desk, &vendor, &technician, true, "", &staff).await
+        }
         TechnicianCommand::Unlock {
             vendor,
             technician,
@@ -588,6 +733,16 @@ async fn technician(desk: &Desk, command: TechnicianCommand) -> Result<String, c
         } => {
             let staff = cli::staff_name(staff.name.as_deref())?;
             cli::technician_unlock(desk, &vendor, &technician, &staff).await
+        }
+        TechnicianCommand::Reset {
+            vendor,
+            technician,
+            enrollment,
+            staff,
+        } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            let (valid_for, hints) = enrollment.resolve(config)?;
+            cli::technician_reset(desk, &vendor, &technician, valid_for, &hints, &staff).await
         }
     }
 }
@@ -681,7 +836,11 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         broker.local_addr()
     );
     eprintln!(
-        "Technicians pin this CA: {}",
+        "Broker CA fingerprint (technicians check it when they enroll): {}",
+        broker.pki().ca_fingerprint()
+    );
+    eprintln!(
+        "CA certificate: {}",
         data_dir.join("pki").join("ca.pem").display()
     );
     let shutdown = CancellationToken::new();
@@ -715,5 +874,16 @@ impl StopSignals {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

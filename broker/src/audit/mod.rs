@@ -122,7 +122,7 @@ event_kinds! {
     OtpFailed => "otp-failed": "A wrong or reused one-time password.",
     TechnicianLocked => "technician-locked": "A technician was locked after too many wrong one-time passwords.",
     TechnicianUnlocked => "technician-unlocked": "An admin unlocked a technician.",
-    TechnicianSecretSet => "technician-secret-set": "A technician was given a new one-time-password secret.",
+    TechnicianSecretSet => "technician-secret-set": "A technician was given a new one-time-password secret (before enrollment existed; kept so older logs still read).",
     CertificateIssued => "certificate-issued": "A client certificate was issued.",
     ConnectionRefused => "connection-refused": "A connection was refused after its handshake (unknown vendor, source network, version).",
     LockdownOn => "lockdown-on": "The hospital stopped all remote access.",
@@ -134,6 +134,15 @@ event_kinds! {
     AuditExported => "audit-exported": "Someone exported the audit log.",
     AuditStreamFailed => "audit-stream-failed": "The live audit stream for a SIEM could not be written.",
     AuditStreamRecovered => "audit-stream-recovered": "The live audit stream could be written again.",
+    VendorAdded => "vendor-added": "An admin took on a vendor (its policy file must exist).",
+    VendorDisabled => "vendor-disabled": "An admin disabled a vendor: its technicians are refused and their sessions ended.",
+    VendorEnabled => "vendor-enabled": "An admin enabled a vendor again.",
+    TechnicianAdded => "technician-added": "An admin added a technician and issued their first enrollment token.",
+    TechnicianDisabled => "technician-disabled": "An admin disabled a technician: refused at the handshake, sessions ended.",
+    TechnicianEnabled => "technician-enabled": "An admin enabled a technician again.",
+    TechnicianReset => "technician-reset": "An admin revoked a technician's certificates and one-time-password secret and issued a new enrollment token.",
+    TechnicianEnrolled => "technician-enrolled": "A technician enrolled: a certificate for a key made on their laptop, and a new one-time-password secret.",
+    EnrollmentRefused => "enrollment-refused": "An enrollment was refused (unknown, used, expired or void token; a bad certificate request).",
 }
 
 /// One event, before it is numbered and chained.
@@ -175,6 +184,12 @@ impl AuditEvent {
     /// Names the request (and session) the event concerns.
     pub fn request(mut self, id: impl ToString) -> AuditEvent {
         self.request = Some(id.to_string());
+        self
+    }
+
+    /// Names the vendor the event concerns (a whole vendor, no one technician).
+    pub fn for_vendor(mut self, vendor: &str) -> AuditEvent {
+        self.vendor = Some(vendor.to_owned());
         self
     }
 

@@ -1,8 +1,9 @@
 //! One technician's connection, from TLS handshake to close.
 //!
-//! Order matters: the TLS handshake (bounded in time, holding a handshake slot), the ALPN and
-//! identity checks, the client's `Hello` on the control stream, the vendor's policy and
-//! source-network checks, `Welcome`. Then the [`Driver`] serves the control stream (requests,
+//! Order matters: the TLS handshake (bounded in time, holding a handshake slot), the ALPN
+//! (an enrollment connection goes to `enroll` instead), the client's `Hello` on the control
+//! stream, the certificate registry (issued by us, not revoked or expired, technician and
+//! vendor enabled), the vendor's policy and source-network checks, `Welcome`. Then the [`Driver`] serves the control stream (requests,
 //! status, watching a request, opening a session with a one-time password) and, once a
 //! session is open, enforces its end time with warnings, follows revocations and end-time
 //! changes from the store, and carries its forwards. Forwards before a session is open are
@@ -27,6 +28,7 @@ use super::forward::{self, ForwardAudit, SessionContext};
 use super::{Shared, control};
 use crate::audit::{Actor, AuditEvent, EventKind};
 use crate::clock::to_unix_secs;
+use crate::identity::{self, Refusal};
 use crate::pki::{TechnicianIdentity, identity_from_certificate};
 use crate::policy::IpNetwork;
 use crate::session::{self, EndReason, RequestId, RequestRecord, SessionDeadline};
@@ -60,8 +62,12 @@ pub(super) async fn serve_connection(
             return;
         }
     };
-    let identity = match authenticate(&connection) {
-        Ok(identity) => identity,
+    let leaf = match classify(&connection) {
+        Ok(Peer::Technician(leaf)) => leaf,
+        Ok(Peer::Enrolling) => {
+            super::enroll::serve(connection, handshake_slot, shared, peer).await;
+            return;
+        }
         Err(refusal) => {
             tracing::warn!(%peer, reason = %refusal, "connection refused after handshake");
             record_refused_handshake(&shared, peer, &refusal.message).await;
@@ -76,7 +82,7 @@ pub(super) async fn serve_connection(
     let (mut control_send, control_recv, hello) = match control {
         Ok(Ok(control)) => control,
         Ok(Err(e)) => {
-            tracing::warn!(%peer, %identity, error = %e, "no valid Hello on the control stream");
+            tracing::warn!(%peer, error = %e, "no valid Hello on the control stream");
             connection.close(
                 close_code::PROTOCOL_VIOLATION,
                 b"the client did not say Hello",
@@ -84,7 +90,7 @@ pub(super) async fn serve_connection(
             return;
         }
         Err(_) => {
-            tracing::warn!(%peer, %identity, "the client did not say Hello in time");
+            tracing::warn!(%peer, "the client did not say Hello in time");
             connection.close(
                 close_code::PROTOCOL_VIOLATION,
                 b"the client did not say Hello in time",
@@ -93,58 +99,82 @@ pub(super) async fn serve_connection(
         }
     };
 
-    let refusal = if hello.version != proto::PROTOCOL_VERSION {
-        Some(ErrorMessage::new(
-            ErrorCode::UnsupportedVersion,
-            format!(
-                "This broker speaks sekisho protocol version {}, your client speaks {}; install the client version the hospital gives you.",
-                proto::PROTOCOL_VERSION,
-                hello.version
-            ),
-        ))
-    } else {
-        match shared.policies.vendor(identity.vendor()) {
-            None => Some(ErrorMessage::new(
-                ErrorCode::UnknownIdentity,
+    let admitted = if hello.version != proto::PROTOCOL_VERSION {
+        Err(Refusal {
+            error: ErrorMessage::new(
+                ErrorCode::UnsupportedVersion,
                 format!(
-                    "The hospital has no agreement on file for vendor `{}`; ask the hospital's IT to check your vendor's policy.",
-                    identity.vendor()
+                    "This broker speaks sekisho protocol version {}, your client speaks {}; install the client version the hospital gives you.",
+                    proto::PROTOCOL_VERSION,
+                    hello.version
                 ),
-            )),
-            Some(vendor) if !source_allowed(&vendor.access.source_networks, peer.ip()) => {
-                Some(ErrorMessage::new(
-                    ErrorCode::SourceNotAllowed,
-                    format!(
-                        "Your address {} is not one your vendor's agreement allows; connect from your company's network, or ask the hospital to add this one.",
-                        peer.ip()
+            ),
+            identity: identity_from_certificate(&leaf).ok(),
+        })
+    } else {
+        // The registry: issued by us, not revoked, not expired, technician and vendor enabled.
+        match identity::admit(&shared.store, &leaf, shared.clock.now()).await {
+            Err(refusal) => Err(refusal),
+            Ok(identity) => match shared.policies.vendor(identity.vendor()) {
+                None => Err(Refusal {
+                    error: ErrorMessage::new(
+                        ErrorCode::UnknownIdentity,
+                        format!(
+                            "The hospital has no agreement on file for vendor `{}`; ask the hospital's IT to check your vendor's policy.",
+                            identity.vendor()
+                        ),
                     ),
-                ))
-            }
-            Some(_) => None,
+                    identity: Some(identity),
+                }),
+                Some(vendor) if !source_allowed(&vendor.access.source_networks, peer.ip()) => {
+                    Err(Refusal {
+                        error: ErrorMessage::new(
+                            ErrorCode::SourceNotAllowed,
+                            format!(
+                                "Your address {} is not one your vendor's agreement allows; connect from your company's network, or ask the hospital to add this one.",
+                                peer.ip()
+                            ),
+                        ),
+                        identity: Some(identity),
+                    })
+                }
+                Some(_) => Ok(identity),
+            },
         }
     };
-    if let Some(refusal) = refusal {
-        tracing::warn!(%peer, %identity, code = refusal.code.as_str(), "session refused");
-        let event = AuditEvent::new(
-            shared.clock.now(),
-            control::technician_actor(&identity),
-            EventKind::ConnectionRefused,
-        )
-        .technician(identity.vendor(), identity.technician())
-        .detail("peer", peer)
-        .detail("code", refusal.code.as_str())
-        .detail("reason", &refusal.message);
-        if let Err(e) = shared.store.record(&event).await {
-            tracing::error!(error = %e, "cannot record a refused connection");
+    let identity = match admitted {
+        Ok(identity) => identity,
+        Err(Refusal {
+            error: refusal,
+            identity,
+        }) => {
+            tracing::warn!(%peer, identity = ?identity.as_ref().map(ToString::to_string), code = refusal.code.as_str(), "session refused");
+            let actor = identity
+                .as_ref()
+                .map(control::technician_actor)
+                .unwrap_or_else(|| Actor::Broker(shared.broker_id.clone()));
+            let mut event =
+                AuditEvent::new(shared.clock.now(), actor, EventKind::ConnectionRefused);
+            if let Some(identity) = &identity {
+                event = event.technician(identity.vendor(), identity.technician());
+            }
+            let event = event
+                .detail("peer", peer)
+                .detail("code", refusal.code.as_str())
+                .detail("reason", &refusal.message);
+            if let Err(e) = shared.store.record(&event).await {
+                tracing::error!(error = %e, "cannot record a refused connection");
+            }
+            let _ = write_message(&mut control_send, &refusal.clone().into()).await;
+            let _ = control_send.finish();
+            // Wait (briefly) for the error frame to be acknowledged before closing, so the
+            // client reads the sentence rather than only a close code.
+            let _ =
+                tokio::time::timeout(shared.limits.handshake_timeout, control_send.stopped()).await;
+            connection.close(close_code::REFUSED, refusal.message.as_bytes());
+            return;
         }
-        let _ = write_message(&mut control_send, &refusal.clone().into()).await;
-        let _ = control_send.finish();
-        // Wait (briefly) for the error frame to be acknowledged before closing, so the
-        // client reads the sentence rather than only a close code.
-        let _ = tokio::time::timeout(shared.limits.handshake_timeout, control_send.stopped()).await;
-        connection.close(close_code::REFUSED, refusal.message.as_bytes());
-        return;
-    }
+    };
     let welcome = Message::Welcome(Welcome {
         version: proto::PROTOCOL_VERSION,
         vendor: identity.vendor().to_owned(),
@@ -584,17 +614,29 @@ fn source_allowed(networks: &[IpNetwork], source: IpAddr) -> bool {
     networks.is_empty() || networks.iter().any(|network| network.contains(source))
 }
 
-/// The technician named by the client certificate, once ALPN is confirmed.
-fn authenticate(connection: &quinn::Connection) -> Result<TechnicianIdentity, ErrorMessage> {
+/// What a connection is, by its ALPN and certificate.
+enum Peer {
+    /// A technician's client, with its certificate (DER), not yet checked in the registry.
+    Technician(Vec<u8>),
+    /// A client enrolling: no certificate, enrollment messages only.
+    Enrolling,
+}
+
+/// Tells technicians' connections from enrollments; refuses anything else.
+fn classify(connection: &quinn::Connection) -> Result<Peer, ErrorMessage> {
     let alpn = connection
         .handshake_data()
         .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|data| data.protocol);
-    if alpn.as_deref() != Some(proto::ALPN) {
-        return Err(ErrorMessage::new(
-            ErrorCode::ProtocolViolation,
-            "This port speaks only the sekisho protocol; use the sekisho client.",
-        ));
+    match alpn.as_deref() {
+        Some(alpn) if alpn == proto::ALPN => {}
+        Some(alpn) if alpn == proto::ENROLL_ALPN => return Ok(Peer::Enrolling),
+        _ => {
+            return Err(ErrorMessage::new(
+                ErrorCode::ProtocolViolation,
+                "This port speaks only the sekisho protocol; use the sekisho client.",
+            ));
+        }
     }
     let certificates = connection.peer_identity().and_then(|any| {
         any.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
@@ -602,16 +644,11 @@ fn authenticate(connection: &quinn::Connection) -> Result<TechnicianIdentity, Er
     });
     let leaf = certificates.as_deref().and_then(|chain| chain.first()).ok_or_else(|| {
         ErrorMessage::new(
-            ErrorCode::UnknownIdentity,
-            "No client certificate was presented; run the client with the certificate the hospital issued to you.",
+            ErrorCode::CertificateMissing,
+            "No client certificate was presented; enroll first with `sekisho enroll` and the token the hospital gave you.",
         )
     })?;
-    identity_from_certificate(leaf).map_err(|e| {
-        ErrorMessage::new(
-            ErrorCode::UnknownIdentity,
-            format!("Your client certificate cannot be used here ({e}); ask the hospital's IT for a new one."),
-        )
-    })
+    Ok(Peer::Technician(leaf.to_vec()))
 }
 
 /// Accepts the control stream and reads the client's `Hello`.

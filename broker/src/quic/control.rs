@@ -51,15 +51,7 @@ pub(super) async fn request_access(
         .policies
         .vendor(identity.vendor())
         .ok_or_else(|| not_enrolled(identity))?;
-    match shared
-        .store
-        .technician(identity.vendor(), identity.technician())
-        .await
-    {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err(not_enrolled(identity)),
-        Err(e) => return Err(store_refusal(&e)),
-    }
+    usable_technician(shared, identity).await?;
     let now = shared.clock.now();
     let input = NewRequest {
         targets: ask.targets,
@@ -125,11 +117,38 @@ pub(super) async fn request_access(
     Ok(record)
 }
 
+/// The technician's record, if they are still enrolled and enabled: the connection was
+/// admitted earlier, and a disabling or reset since then must stop what they do next.
+async fn usable_technician(
+    shared: &Shared,
+    identity: &TechnicianIdentity,
+) -> Result<crate::store::TechnicianRow, ErrorMessage> {
+    let row = match shared
+        .store
+        .technician(identity.vendor(), identity.technician())
+        .await
+    {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(not_enrolled(identity)),
+        Err(e) => return Err(store_refusal(&e)),
+    };
+    if !row.enabled {
+        return Err(ErrorMessage::new(
+            ErrorCode::IdentityDisabled,
+            "The hospital has disabled your access; contact the hospital's IT.",
+        ));
+    }
+    if !row.is_enrolled() {
+        return Err(not_enrolled(identity));
+    }
+    Ok(row)
+}
+
 fn not_enrolled(identity: &TechnicianIdentity) -> ErrorMessage {
     ErrorMessage::new(
         ErrorCode::UnknownIdentity,
         format!(
-            "{identity} has no one-time password set up at this hospital; ask the hospital's IT to enroll you."
+            "{identity} is not enrolled at this hospital (or was reset); enroll with the token the hospital's IT gives you."
         ),
     )
 }
@@ -180,11 +199,7 @@ pub(super) async fn open(
 ) -> Result<OpenedSession, ErrorMessage> {
     let record = own_request(shared, identity, id).await?;
     let (vendor_id, technician) = (identity.vendor(), identity.technician());
-    let technician_row = match shared.store.technician(vendor_id, technician).await {
-        Ok(Some(row)) => row,
-        Ok(None) => return Err(not_enrolled(identity)),
-        Err(e) => return Err(store_refusal(&e)),
-    };
+    let technician_row = usable_technician(shared, identity).await?;
     if technician_row.locked {
         return Err(locked());
     }

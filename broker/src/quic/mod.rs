@@ -1,14 +1,17 @@
 //! The QUIC endpoint: TLS settings, the accept loop, and the tasks that drive each
 //! connection and each forward. This is the only module of the broker that does network I/O.
 //!
-//! - `server_config`: TLS 1.3 only, client certificates from our CA required, ALPN
-//!   `sekisho/1`, no resumption, no 0-RTT, no migration, explicit stream limits.
+//! - `server_config`: TLS 1.3 only, client certificates from our CA (required for ALPN
+//!   `sekisho/1`; an enrollment, ALPN `sekisho-enroll/1`, has none), no resumption, no 0-RTT,
+//!   no migration, explicit stream limits.
 //! - `serve`: accepts connections, bounding how many handshakes run at once.
 //! - `connection`: one technician's session: identity, `Hello`/`Welcome`, forwards.
+//! - `enroll`: one enrollment (the only connections without a client certificate).
 //! - `forward`: one forward stream: `Connect`, the policy decision, dial, splice.
 
 mod connection;
 mod control;
+mod enroll;
 mod forward;
 
 use std::net::SocketAddr;
@@ -35,6 +38,8 @@ use crate::{BindError, Limits};
 /// What every connection task reads and shares.
 pub(crate) struct Shared {
     pub(crate) policies: Arc<PolicySet>,
+    /// Signs enrolling technicians' certificates.
+    pub(crate) pki: Arc<BrokerPki>,
     pub(crate) limits: Limits,
     pub(crate) own_addresses: Vec<SocketAddr>,
     pub(crate) handshake_slots: Arc<Semaphore>,
@@ -59,8 +64,12 @@ pub(crate) fn server_config(
     roots
         .add(pki.ca_der().clone())
         .map_err(|e| BindError::Tls(format!("the CA certificate is not usable as a root: {e}")))?;
+    // A certificate, when presented, must chain to our CA (checked by rustls). Presenting none
+    // is allowed only so that enrollment can happen; `connection::classify` refuses every
+    // certificate-less connection that did not negotiate the enrollment ALPN.
     let client_verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
             .build()
             .map_err(|e| BindError::Tls(e.to_string()))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -69,7 +78,7 @@ pub(crate) fn server_config(
         .with_client_cert_verifier(client_verifier)
         .with_single_cert(pki.server_chain(), pki.server_key())
         .map_err(|e| BindError::Tls(e.to_string()))?;
-    tls.alpn_protocols = vec![proto::ALPN.to_vec()];
+    tls.alpn_protocols = vec![proto::ALPN.to_vec(), proto::ENROLL_ALPN.to_vec()];
     // No resumption: every connection presents its certificate in full, so a certificate
     // revoked since the last connection can never come back on a resumed one.
     tls.send_tls13_tickets = 0;

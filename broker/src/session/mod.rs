@@ -88,6 +88,8 @@ pub enum EndReason {
     Idle,
     /// The technician or their vendor was disabled.
     TechnicianDisabled,
+    /// The technician's certificate and one-time-password secret were revoked (a reset).
+    CredentialsRevoked,
     /// The broker holding the session stopped.
     BrokerShutdown,
     /// The broker could not record the session's activity, so it stopped it.
@@ -105,6 +107,7 @@ impl EndReason {
             EndReason::Lockdown => "lockdown",
             EndReason::Idle => "idle",
             EndReason::TechnicianDisabled => "technician-disabled",
+            EndReason::CredentialsRevoked => "credentials-revoked",
             EndReason::BrokerShutdown => "broker-shutdown",
             EndReason::StoreUnavailable => "store-unavailable",
         }
@@ -120,6 +123,7 @@ impl EndReason {
             EndReason::Lockdown,
             EndReason::Idle,
             EndReason::TechnicianDisabled,
+            EndReason::CredentialsRevoked,
             EndReason::BrokerShutdown,
             EndReason::StoreUnavailable,
         ]
@@ -140,7 +144,8 @@ impl EndReason {
             EndReason::Lockdown => format!("The hospital has stopped all remote access (lockdown){note}; call the hospital before trying again."),
             EndReason::Closed => "The session was closed.".to_owned(),
             EndReason::Idle => "The session was closed after a period without traffic.".to_owned(),
-            EndReason::TechnicianDisabled => "Your access has been disabled by the hospital; contact the hospital's IT.".to_owned(),
+            EndReason::TechnicianDisabled => format!("Your access has been disabled by the hospital{by}{note}; contact the hospital's IT."),
+            EndReason::CredentialsRevoked => "The hospital revoked your certificate and one-time password (a reset); enroll again with the new token the hospital gives you.".to_owned(),
             EndReason::BrokerShutdown => "The broker shut down, so the session has ended; ask for a new session when it is back.".to_owned(),
             EndReason::Denied => format!("The request was denied{by}{note}."),
             EndReason::StoreUnavailable => "The broker can no longer record what this session does, so it has ended it; tell the hospital's IT, and ask for a new session when they have fixed it.".to_owned(),

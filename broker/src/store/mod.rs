@@ -1,4 +1,5 @@
-//! Persistence: requests, approvals, sessions, technicians, lockdown, through sqlx.
+//! Persistence: requests, approvals, sessions, vendors, technicians, enrollment tokens, the
+//! certificate registry, lockdown, through sqlx.
 //!
 //! One code path serves both databases through sqlx's `Any` driver: SQLite (the embedded
 //! default, a file in the data directory, WAL with `synchronous=FULL`, so an acknowledged step
@@ -17,6 +18,7 @@
 //! This module decides nothing: the rules live in [`crate::session`].
 
 mod audit;
+mod identity;
 mod requests;
 mod technicians;
 
@@ -28,6 +30,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditFilter, Review};
+pub use identity::{
+    CertificateRecord, CertificateStanding, EnrollmentRecord, NewTechnician, TokenRow,
+    TokenToStore, VendorRow,
+};
 pub use requests::{LockdownState, RequestFilter};
 pub use technicians::TechnicianRow;
 
