@@ -38,6 +38,7 @@
 //! - [`quic`]: the QUIC endpoint, one task per connection and one per forward; the only place
 //!   that does network I/O with technicians.
 //! - [`clock`]: the time, as an argument (tests move a manual clock).
+//! - [`encoding`]: hex and base32.
 //! - [`cli`]: the admin command line's commands.
 //!
 //! The broker never dials an address a policy did not name, never dials a name it did not
@@ -48,6 +49,7 @@ pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod clock;
+pub mod encoding;
 pub mod hub;
 pub mod identity;
 pub mod otp;

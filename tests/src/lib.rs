@@ -3,8 +3,9 @@
 //!
 //! - [`TestBroker`]: a broker with its own data directory, database ([`stores`]: SQLite, or
 //!   PostgreSQL with `SEKISHO_TEST_STORE=postgres`), a clock the test moves, and policy files
-//!   written from a [`Vendor`] list; it issues client certificates from its real CA, gives
-//!   technicians TOTP secrets, approves as [`APPROVER`], and can run the whole
+//!   written from a [`Vendor`] list; it adds technicians and enrolls them through the real
+//!   flow (token, key made client-side, certificate request, TOTP secret read back from the
+//!   `otpauth://` URI), approves as [`APPROVER`], and can run the whole
 //!   request → approve → one-time password → open flow ([`TestBroker::open_session`]).
 //! - [`EchoServer`], [`pattern`]: targets and data whose correctness a test can check.
 //! - [`LocalForward`]: a client-side `-L` listener on an open session, with its events.
@@ -29,12 +30,14 @@ use proto::RequestAccess;
 use sekisho_broker::approval::{Desk, Until};
 use sekisho_broker::audit::{EventKind, StoredEvent};
 use sekisho_broker::clock::{Clock, ManualClock};
+use sekisho_broker::identity;
 use sekisho_broker::otp;
 use sekisho_broker::pki::{BrokerPki, IssuedCertificate, TechnicianIdentity};
 use sekisho_broker::secret::Secret;
 use sekisho_broker::session::RequestId;
-use sekisho_broker::store::AuditFilter;
+use sekisho_broker::store::{AuditFilter, NewTechnician};
 use sekisho_broker::{Broker, BrokerConfig, Hospital};
+use sekisho_client::enroll::EnrollArgs;
 use sekisho_client::forward::{EventSink, serve_local_forward};
 use sekisho_client::{ClientConfig, ConnectError, ForwardEvent, Forwarder, Session};
 use tempfile::TempDir;
@@ -173,8 +176,16 @@ pub struct TestBroker {
     config: BrokerConfig,
     clock: ManualClock,
     hospital: Hospital,
-    secrets: Mutex<HashMap<String, Secret<Vec<u8>>>>,
+    enrolled: tokio::sync::Mutex<HashMap<String, Enrolled>>,
     dir: TempDir,
+}
+
+/// A technician enrolled through the real flow: where the client wrote its files, and the
+/// TOTP secret it was shown.
+#[derive(Clone)]
+struct Enrolled {
+    dir: PathBuf,
+    secret: Secret<Vec<u8>>,
 }
 
 impl TestBroker {
@@ -198,15 +209,10 @@ impl TestBroker {
         let clock = ManualClock::new(clock_start());
         config.clock = Arc::new(clock.clone());
         adjust(&mut config);
-        TestBroker::run(dir, config, clock, HashMap::new()).await
+        TestBroker::run(dir, config, clock).await
     }
 
-    async fn run(
-        dir: TempDir,
-        config: BrokerConfig,
-        clock: ManualClock,
-        secrets: HashMap<String, Secret<Vec<u8>>>,
-    ) -> TestBroker {
+    async fn run(dir: TempDir, config: BrokerConfig, clock: ManualClock) -> TestBroker {
         let (addr, shutdown, stopped) = TestBroker::launch(&config).await;
         TestBroker {
             addr,
@@ -216,7 +222,7 @@ impl TestBroker {
             hospital: Hospital::open(&config).await.unwrap(),
             config,
             clock,
-            secrets: Mutex::new(secrets),
+            enrolled: tokio::sync::Mutex::new(HashMap::new()),
             dir,
         }
     }
@@ -290,20 +296,72 @@ impl TestBroker {
         write_policies(self.dir.path(), vendors);
     }
 
-    /// Gives `vendor`/`technician` a TOTP secret (once) and returns it.
-    pub async fn enroll(&self, vendor: &str, technician: &str) -> Secret<Vec<u8>> {
-        let key = format!("{vendor}/{technician}");
-        if let Some(secret) = self.secrets.lock().unwrap().get(&key) {
-            return secret.clone();
+    /// Adds `vendor` (once) and `vendor`/`technician` as the hospital's admin does, and
+    /// returns the enrollment token `technician add` would print.
+    pub async fn add_technician(&self, vendor: &str, technician: &str) -> String {
+        let store = &self.hospital.store;
+        let policies = &self.hospital.policies;
+        match identity::add_vendor(store, policies, vendor, "test-admin", self.clock.now()).await {
+            Ok(()) | Err(identity::IdentityError::VendorExists(_)) => {}
+            Err(e) => panic!("cannot add vendor {vendor}: {e}"),
         }
-        let identity = TechnicianIdentity::new(vendor, technician).unwrap();
-        let secret = self
-            .hospital
-            .set_technician_secret(&identity, self.clock.now(), "test-admin")
+        let new = NewTechnician {
+            vendor,
+            technician,
+            display_name: technician,
+            email: "",
+        };
+        identity::add_technician(
+            store,
+            policies,
+            &new,
+            identity::DEFAULT_TOKEN_VALIDITY,
+            "test-admin",
+            self.clock.now(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot add {vendor}/{technician}: {e}"))
+        .text
+        .expose_secret()
+        .clone()
+    }
+
+    /// The enrollment arguments for `token`, writing into `dir`.
+    pub fn enroll_args(&self, token: &str, dir: &Path) -> EnrollArgs {
+        EnrollArgs {
+            broker: self.addr.to_string(),
+            token: token.to_owned(),
+            ca_fingerprint: self.pki.ca_fingerprint(),
+            dir: dir.to_owned(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Enrolls `vendor`/`technician` for real (once): `technician add`, then the client's
+    /// enrollment over QUIC, with the key made client-side; returns the TOTP secret read from
+    /// the `otpauth://` URI the client was shown.
+    pub async fn enroll(&self, vendor: &str, technician: &str) -> Secret<Vec<u8>> {
+        self.enrolled(vendor, technician).await.secret
+    }
+
+    async fn enrolled(&self, vendor: &str, technician: &str) -> Enrolled {
+        let mut enrolled = self.enrolled.lock().await;
+        let key = format!("{vendor}/{technician}");
+        if let Some(found) = enrolled.get(&key) {
+            return found.clone();
+        }
+        let token = self.add_technician(vendor, technician).await;
+        let dir = self
+            .dir
+            .path()
+            .join(format!("client-{vendor}-{technician}"));
+        let enrollment = sekisho_client::enroll::enroll(&self.enroll_args(&token, &dir))
             .await
-            .unwrap();
-        self.secrets.lock().unwrap().insert(key, secret.clone());
-        secret
+            .unwrap_or_else(|e| panic!("{vendor}/{technician} cannot enroll: {e}"));
+        let secret = otp::secret_from_uri(&enrollment.otpauth_uri).unwrap();
+        let found = Enrolled { dir, secret };
+        enrolled.insert(key, found.clone());
+        found
     }
 
     /// The code `vendor`/`technician`'s authenticator shows now, after moving the clock to
@@ -314,43 +372,62 @@ impl TestBroker {
         otp::code_at(&secret, self.clock.now()).unwrap()
     }
 
-    /// A client certificate and key for `vendor`/`technician` from this broker's CA.
-    pub fn issue(&self, vendor: &str, technician: &str) -> IssuedCertificate {
+    /// `vendor`/`technician`'s certificate and key as enrollment wrote them (enrolling first).
+    pub async fn credentials(&self, vendor: &str, technician: &str) -> IssuedCertificate {
+        let [_, certificate, key] = self.client_files(vendor, technician).await;
+        IssuedCertificate {
+            certificate_pem: std::fs::read_to_string(certificate).unwrap(),
+            private_key_pem: std::fs::read_to_string(key).unwrap(),
+        }
+    }
+
+    /// A certificate from this broker's CA that was never registered (no enrollment): what a
+    /// stolen CA key or a test of the registry would produce.
+    pub fn issue_unregistered(&self, vendor: &str, technician: &str) -> IssuedCertificate {
         let identity = TechnicianIdentity::new(vendor, technician).unwrap();
         self.pki
             .issue_client_certificate(&identity, Duration::from_secs(3600))
             .unwrap()
     }
 
-    /// Client credentials for `vendor`/`technician`, issued by this broker's CA.
-    pub fn client_config(&self, vendor: &str, technician: &str) -> ClientConfig {
-        let issued = self.issue(vendor, technician);
-        ClientConfig::from_pem(
+    /// Client credentials for `vendor`/`technician` (enrolling first), for this broker's
+    /// current address.
+    pub async fn client_config(&self, vendor: &str, technician: &str) -> ClientConfig {
+        let [ca, certificate, key] = self.client_files(vendor, technician).await;
+        ClientConfig::from_files(&self.addr.to_string(), &ca, &certificate, &key).unwrap()
+    }
+
+    /// The `[ca, cert, key]` files enrollment wrote for `vendor`/`technician` (enrolling
+    /// first), for the `sekisho` binary.
+    pub async fn client_files(&self, vendor: &str, technician: &str) -> [PathBuf; 3] {
+        let dir = self.enrolled(vendor, technician).await.dir;
+        [
+            dir.join(sekisho_client::files::CA_FILE),
+            dir.join(sekisho_client::files::CERTIFICATE_FILE),
+            dir.join(sekisho_client::files::KEY_FILE),
+        ]
+    }
+
+    /// Connects as `vendor`/`technician` (enrolling first; authenticated, no session yet).
+    pub async fn connect(&self, vendor: &str, technician: &str) -> Result<Session, ConnectError> {
+        Session::connect(&self.client_config(vendor, technician).await).await
+    }
+
+    /// Connects with a certificate from this broker's CA that enrollment never registered.
+    pub async fn connect_unregistered(
+        &self,
+        vendor: &str,
+        technician: &str,
+    ) -> Result<Session, ConnectError> {
+        let issued = self.issue_unregistered(vendor, technician);
+        let config = ClientConfig::from_pem(
             &self.addr.to_string(),
             self.ca_pem().as_bytes(),
             issued.certificate_pem.as_bytes(),
             issued.private_key_pem.as_bytes(),
         )
-        .unwrap()
-    }
-
-    /// Writes client credentials to files (for the `sekisho` binary) and returns
-    /// `[ca, cert, key]` paths.
-    pub fn client_files(&self, vendor: &str, technician: &str) -> [PathBuf; 3] {
-        self.issue(vendor, technician)
-            .write_to(
-                &self
-                    .dir
-                    .path()
-                    .join(format!("client-{vendor}-{technician}")),
-                self.ca_pem(),
-            )
-            .unwrap()
-    }
-
-    /// Connects as `vendor`/`technician` (authenticated, no session yet).
-    pub async fn connect(&self, vendor: &str, technician: &str) -> Result<Session, ConnectError> {
-        Session::connect(&self.client_config(vendor, technician)).await
+        .unwrap();
+        Session::connect(&config).await
     }
 
     /// Asks for `targets` for an hour as `vendor`/`technician`; returns the request id.

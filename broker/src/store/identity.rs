@@ -236,20 +236,10 @@ impl Store {
         now: SystemTime,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
-        let vendor_enabled: Option<i64> =
-            sqlx::query("SELECT enabled FROM vendors WHERE vendor = $1")
-                .bind(new.vendor)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|row| row.try_get(0))
-                .transpose()?;
-        match vendor_enabled {
-            None => return Err(StoreError::NotFound),
-            Some(0) => return Err(StoreError::Stale),
-            Some(_) => {}
-        }
+        // The write comes first (SQLite takes its write lock at once, see the module docs of
+        // `store`); why nothing was inserted is asked afterwards.
         let inserted = sqlx::query(
-            "INSERT INTO technicians (vendor, technician, totp_secret, created_at, display_name, email) VALUES ($1, $2, '', $3, $4, $5) ON CONFLICT (vendor, technician) DO NOTHING",
+            "INSERT INTO technicians (vendor, technician, totp_secret, created_at, display_name, email) SELECT $1, $2, '', $3, $4, $5 WHERE EXISTS (SELECT 1 FROM vendors WHERE vendor = $1 AND enabled = 1) ON CONFLICT (vendor, technician) DO NOTHING",
         )
         .bind(new.vendor)
         .bind(new.technician)
@@ -259,7 +249,16 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() != 1 {
-            return Err(StoreError::Stale);
+            let vendor_known = sqlx::query("SELECT 1 FROM vendors WHERE vendor = $1")
+                .bind(new.vendor)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            return Err(if vendor_known {
+                StoreError::Stale
+            } else {
+                StoreError::NotFound
+            });
         }
         insert_token(&mut tx, new.vendor, new.technician, token, by, now).await?;
         let event = AuditEvent::new(now, Actor::Staff(by.to_owned()), EventKind::TechnicianAdded)

@@ -192,8 +192,13 @@ async fn refusals_are_recorded_with_their_code() {
     );
     assert_eq!(detail(&otp_failed[0], "consecutive_failures"), "1");
 
-    // A vendor the hospital has no agreement with.
-    assert!(broker.connect("ghost", "tanaka").await.is_err());
+    // A certificate no enrollment registered, for a vendor with no agreement.
+    assert!(
+        broker
+            .connect_unregistered("ghost", "tanaka")
+            .await
+            .is_err()
+    );
     let connection_refused = by_kind(EventKind::ConnectionRefused).await;
     assert_eq!(connection_refused[0].event.vendor.as_deref(), Some("ghost"));
     assert_eq!(
