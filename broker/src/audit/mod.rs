@@ -127,13 +127,15 @@ event_kinds! {
     ConnectionRefused => "connection-refused": "A connection was refused after its handshake (unknown vendor, source network, version).",
     LockdownOn => "lockdown-on": "The hospital stopped all remote access.",
     LockdownOff => "lockdown-off": "The hospital lifted the lockdown.",
-    PolicyLoaded => "policy-loaded": "The broker started with a set of policies (their hash).",
+    PolicyLoaded => "policy-loaded": "The broker put a set of policies in force, at start or on reload (their hash).",
     BrokerStarted => "broker-started": "A broker started.",
     BrokerStopped => "broker-stopped": "A broker stopped.",
     ReviewMarked => "review-marked": "An auditor marked an ended session reviewed.",
     AuditExported => "audit-exported": "Someone exported the audit log.",
     AuditStreamFailed => "audit-stream-failed": "The live audit stream for a SIEM could not be written.",
     AuditStreamRecovered => "audit-stream-recovered": "The live audit stream could be written again.",
+    PolicyReloadRequested => "policy-reload-requested": "Someone asked every broker to reload its policies.",
+    PolicyReloadRefused => "policy-reload-refused": "A reload found problems in the policies; the ones in force stay.",
 }
 
 /// One event, before it is numbered and chained.

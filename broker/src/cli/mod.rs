@@ -16,9 +16,11 @@
 //! - `requests`: `request list|approve|deny` and `session list|revoke|extend`.
 //! - `admin`: `lockdown`, `technician list|unlock`, `dev-issue`.
 //! - `audit`: `audit head|verify|list|show|export|review|unreviewed`.
+//! - `policy`: `policy check|render|reload`.
 
 mod admin;
 mod audit;
+mod policy;
 mod requests;
 mod table;
 mod when;
@@ -35,6 +37,7 @@ pub use audit::{
     audit_list, audit_review, audit_show, audit_unreviewed, audit_verify, audit_verify_file,
     parse_within,
 };
+pub use policy::{policy_check, policy_reload, policy_render};
 pub use requests::{
     request_approve, request_deny, request_list, session_extend, session_list, session_revoke,
 };
@@ -52,6 +55,14 @@ pub enum CliError {
     /// What was typed cannot be used; the person can correct it.
     #[error("{0}")]
     Input(String),
+    /// The policy files have problems (the caller prints each as `file:line: reason`).
+    #[error("{} problem(s) in {}; fix them and run the command again.", .errors.0.len(), .dir.display())]
+    Policy {
+        /// The policies directory.
+        dir: PathBuf,
+        /// Every problem.
+        errors: crate::policy::PolicyErrors,
+    },
     /// The desk refused, or could not act.
     #[error(transparent)]
     Desk(#[from] DeskError),
