@@ -469,8 +469,15 @@ impl Driver {
             }
             Some(SessionDeadline::End { at }) if now >= at => {
                 let id = session.id.clone();
-                record_session_end(&self.shared, &self.identity, &id, EndReason::Expired, now)
-                    .await;
+                record_session_end(
+                    &self.shared,
+                    &self.identity,
+                    &id,
+                    EndReason::Expired,
+                    now,
+                    None,
+                )
+                .await;
                 Err(Stop::SessionEnded(EndReason::Expired, None, None))
             }
             // Woken early (the clock was set, or the end time moved): recompute.
@@ -487,7 +494,16 @@ impl Driver {
         match idle_deadline(&self.shared, &self.identity, session) {
             Some(at) if now >= at => {
                 let id = session.id.clone();
-                record_session_end(&self.shared, &self.identity, &id, EndReason::Idle, now).await;
+                let last = Some(session.activity.last());
+                record_session_end(
+                    &self.shared,
+                    &self.identity,
+                    &id,
+                    EndReason::Idle,
+                    now,
+                    last,
+                )
+                .await;
                 Err(Stop::SessionEnded(EndReason::Idle, None, None))
             }
             // Traffic since, or the policy changed: recompute.
@@ -565,7 +581,8 @@ impl Driver {
                 EndReason::Closed | EndReason::BrokerShutdown | EndReason::StoreUnavailable
             ) {
                 // Ours to record; a revocation or lockdown was recorded by whoever made it.
-                record_session_end(&self.shared, &self.identity, &session.id, reason, now).await;
+                record_session_end(&self.shared, &self.identity, &session.id, reason, now, None)
+                    .await;
             }
             let ended = Message::Ended(Ended {
                 reason: reason.as_str().to_owned(),
@@ -596,21 +613,27 @@ impl Driver {
 /// Records that live session `id` ended for `reason`. A session someone else already ended
 /// (a revocation that crossed the end time) stays as they recorded it; a store that cannot
 /// be written is logged, and the session is cut all the same.
+///
+/// An idle end also records when the session last carried bytes (`last_traffic`).
 async fn record_session_end(
     shared: &Shared,
     identity: &TechnicianIdentity,
     id: &RequestId,
     reason: EndReason,
     now: SystemTime,
+    last_traffic: Option<SystemTime>,
 ) {
     let actor = match reason {
         EndReason::Closed => control::technician_actor(identity),
         _ => Actor::Broker(shared.broker_id.clone()),
     };
-    let event = AuditEvent::new(now, actor, EventKind::SessionEnded)
+    let mut event = AuditEvent::new(now, actor, EventKind::SessionEnded)
         .request(id)
         .technician(identity.vendor(), identity.technician())
         .detail("reason", reason.as_str());
+    if let Some(last) = last_traffic {
+        event = event.detail("last_traffic", crate::audit::timestamp(last));
+    }
     match shared
         .store
         .end_request(id, &[session::Stage::Active], reason, None, None, &event)
