@@ -2,7 +2,7 @@
 //!
 //! [`LivePolicies`] is what the connections, the desk and the reload watcher share: readers
 //! take the set in force ([`LivePolicies::current`]) for one decision, so a decision never
-//! sees half of one set and half of another. [`reload`] reads the directory again, runs the
+//! sees half of one set and half of another. [`Reloader::reload`] reads the directory again, runs the
 //! same check as at start, and either swaps the set in (recorded as `policy-loaded` with the
 //! new hash) and pulls in the end of each live session of this broker that the new set no
 //! longer allows, or leaves the old set in force (recorded as `policy-reload-refused`, with
