@@ -70,7 +70,8 @@ async fn start_broker() -> Fixture {
     std::fs::create_dir_all(policies.join("vendors")).unwrap();
     std::fs::write(
         policies.join("hospital.toml"),
-        "[hospital]\nname = \"CLI Test Hospital\"\ntimezone = \"Asia/Tokyo\"\n",
+        // The tests move the clock by an hour without traffic: no idle end in the way.
+        "[hospital]\nname = \"CLI Test Hospital\"\ntimezone = \"Asia/Tokyo\"\n\n[defaults]\nidle_timeout = \"24h\"\n",
     )
     .unwrap();
     std::fs::write(
