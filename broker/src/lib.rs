@@ -24,7 +24,8 @@
 //!
 //! # Layout
 //!
-//! - [`policy`]: parse and check the policy files (pure).
+//! - [`policy`]: parse and check the policy files (pure), and render them as a document.
+//! - [`reload`]: the policy set in force, swapped on reload (SIGHUP, `policy reload`).
 //! - [`session`]: the lifecycle rules `requested → approved → active → ended` (pure: the time
 //!   is an argument).
 //! - [`approval`]: the hospital's desk: approve, deny, revoke, move the end time, lockdown.
@@ -56,6 +57,7 @@ pub mod otp;
 pub mod pki;
 pub mod policy;
 pub mod quic;
+pub mod reload;
 pub mod secret;
 pub mod session;
 pub mod store;
@@ -94,8 +96,6 @@ pub struct BrokerConfig {
     pub database: Option<StoreLocation>,
     /// Bounds on what peers can make the broker hold.
     pub limits: Limits,
-    /// How long a request waits for an answer before it expires.
-    pub answer_within: Duration,
     /// Where the broker reads the time (tests pass a [`clock::ManualClock`]).
     pub clock: Arc<dyn Clock>,
     /// A file to append every audit event to, as a JSON line, for a SIEM (see
@@ -111,7 +111,6 @@ impl std::fmt::Debug for BrokerConfig {
             .field("listen", &self.listen)
             .field("database", &self.database)
             .field("limits", &self.limits)
-            .field("answer_within", &self.answer_within)
             .field("audit_stream", &self.audit_stream)
             .finish_non_exhaustive()
     }
@@ -127,7 +126,6 @@ impl BrokerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
             database: None,
             limits: Limits::default(),
-            answer_within: session::DEFAULT_ANSWER_WITHIN,
             clock: Arc::new(SystemClock),
             audit_stream: None,
         }
@@ -220,6 +218,9 @@ pub struct Broker {
     shared: Arc<quic::Shared>,
     pki: Arc<BrokerPki>,
     audit_stream: Option<PathBuf>,
+    reloader: reload::Reloader,
+    /// The audit log's head at start: reload requests after it are followed.
+    audit_seq_at_start: i64,
 }
 
 /// Everything the broker and the admin CLI open from a configuration: policies, time zone,
@@ -328,11 +329,21 @@ impl Broker {
             database = %config.store_location(),
             "broker bound"
         );
+        let audit_seq_at_start = hospital.store.audit_head().await.map_err(store_error)?.0;
+        let policies = reload::LivePolicies::new(hospital.policies);
+        let reloader = reload::Reloader {
+            dir: config.policies_dir.clone(),
+            live: policies.clone(),
+            store: hospital.store.clone(),
+            zone: hospital.zone.clone(),
+            clock: config.clock.clone(),
+            broker_id: broker_id.clone(),
+        };
         let shared = Arc::new(quic::Shared {
             handshake_slots: Arc::new(tokio::sync::Semaphore::new(
                 config.limits.max_pending_handshakes,
             )),
-            policies: hospital.policies,
+            policies,
             pki: pki.clone(),
             limits: config.limits,
             own_addresses: vec![local_addr],
@@ -342,7 +353,6 @@ impl Broker {
             zone: hospital.zone,
             sealing_key: hospital.sealing_key,
             broker_id,
-            answer_within: config.answer_within,
         });
         Ok(Broker {
             endpoint,
@@ -350,6 +360,8 @@ impl Broker {
             shared,
             pki,
             audit_stream: config.audit_stream,
+            reloader,
+            audit_seq_at_start,
         })
     }
 
@@ -363,9 +375,14 @@ impl Broker {
         &self.pki
     }
 
-    /// The policies the broker enforces.
-    pub fn policies(&self) -> &PolicySet {
-        &self.shared.policies
+    /// The policies the broker enforces now.
+    pub fn policies(&self) -> Arc<PolicySet> {
+        self.shared.policies.current()
+    }
+
+    /// What reloads this broker's policies (SIGHUP in the binary; tests call it directly).
+    pub fn reloader(&self) -> reload::Reloader {
+        self.reloader.clone()
     }
 
     /// The hospital's desk over this broker's database and clock.
@@ -388,6 +405,11 @@ impl Broker {
             self.shared.broker_id.clone(),
             shutdown.clone(),
         ));
+        let follower = tokio::spawn(reload::follow_requests(
+            self.reloader.clone(),
+            self.audit_seq_at_start,
+            shutdown.clone(),
+        ));
         let stream = self.audit_stream.clone().map(|path| {
             tokio::spawn(audit::stream::run(
                 self.shared.store.clone(),
@@ -399,6 +421,7 @@ impl Broker {
         });
         quic::serve(self.endpoint, self.shared.clone(), shutdown).await;
         let _ = hub.await;
+        let _ = follower.await;
         let stopped = audit::AuditEvent::new(
             self.shared.clock.now(),
             audit::Actor::Broker(self.shared.broker_id.clone()),
@@ -418,7 +441,7 @@ impl Broker {
 
 /// SHA-256 over every policy file's name and contents, in load order: what `policy-loaded`
 /// records, so an auditor can tell which agreement was enforced.
-fn policy_digest(policies: &PolicySet) -> String {
+pub(crate) fn policy_digest(policies: &PolicySet) -> String {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
     for file in policies.files() {
         let name = file

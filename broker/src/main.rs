@@ -10,7 +10,6 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sekisho_broker::approval::Desk;
 use sekisho_broker::cli::{self, CommandClock};
-use sekisho_broker::policy::PolicySet;
 use sekisho_broker::store::StoreLocation;
 use sekisho_broker::{Broker, BrokerConfig, DEFAULT_PORT, Hospital};
 use tokio_util::sync::CancellationToken;
@@ -108,6 +107,32 @@ enum PolicyCommand {
         /// The policies directory (defaults to --policies).
         dir: Option<PathBuf>,
     },
+    /// Print the responsibility document (matrix and enforced controls) per vendor, in
+    /// Japanese and English, to attach to the maintenance contract.
+    Render {
+        /// Only this vendor (default: every vendor).
+        #[arg(long)]
+        vendor: Option<String>,
+        /// Markdown, or one self-contained HTML page that prints cleanly.
+        #[arg(long, value_enum, default_value_t = RenderFormat::Md)]
+        format: RenderFormat,
+        /// The policies directory (defaults to --policies).
+        dir: Option<PathBuf>,
+    },
+    /// Check the policies, then have every running broker on the database reload its own
+    /// (a broker also reloads on SIGHUP). A policy that fails the check is not applied.
+    Reload {
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RenderFormat {
+    /// Markdown.
+    Md,
+    /// HTML with print styles.
+    Html,
 }
 
 #[derive(Subcommand)]
@@ -513,23 +538,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await;
         }
-        Command::Policy {
-            command: PolicyCommand::Check { dir },
-        } => {
-            let dir = dir.unwrap_or(config.policies_dir);
-            match PolicySet::load(&dir) {
-                Ok(policies) => format!(
-                    "{}: {} vendor(s), {} file(s), all good.",
-                    dir.display(),
-                    policies.vendors().count(),
-                    policies.files().len()
-                ),
-                Err(errors) => {
-                    println!("{errors}");
-                    bail!("{} problem(s) in {}", errors.0.len(), dir.display())
-                }
+        Command::Policy { command } => match policy(&config, command, now).await {
+            Ok(text) if text.ends_with('\n') => {
+                print!("{text}");
+                return Ok(());
             }
-        }
+            Ok(text) => text,
+            Err(cli::CliError::Policy { dir, errors }) => {
+                println!("{errors}");
+                bail!("{} problem(s) in {}", errors.0.len(), dir.display())
+            }
+            Err(e) => return Err(e.into()),
+        },
         Command::Vendor { command } => {
             let desk = open_desk(&config, now).await?;
             let result = vendor(&desk, command).await;
@@ -817,6 +837,37 @@ impl EndArgs {
     }
 }
 
+async fn policy(
+    config: &BrokerConfig,
+    command: PolicyCommand,
+    now: SystemTime,
+) -> Result<String, cli::CliError> {
+    match command {
+        PolicyCommand::Check { dir } => {
+            cli::policy_check(dir.as_deref().unwrap_or(&config.policies_dir))
+        }
+        PolicyCommand::Render {
+            vendor,
+            format,
+            dir,
+        } => {
+            let format = match format {
+                RenderFormat::Md => sekisho_broker::policy::render::Format::Markdown,
+                RenderFormat::Html => sekisho_broker::policy::render::Format::Html,
+            };
+            cli::policy_render(
+                dir.as_deref().unwrap_or(&config.policies_dir),
+                vendor.as_deref(),
+                format,
+            )
+        }
+        PolicyCommand::Reload { staff } => {
+            let by = cli::staff_name(staff.name.as_deref())?;
+            cli::policy_reload(config, &by, now).await
+        }
+    }
+}
+
 /// The hospital's desk over an existing database, with the time the command started.
 async fn open_desk(config: &BrokerConfig, now: SystemTime) -> Result<Desk, cli::CliError> {
     cli::expect_existing_database(config)?;
@@ -849,6 +900,17 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         stop.wait().await;
         eprintln!("Stopping: closing every session.");
         signal.cancel();
+    });
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch for SIGHUP")?;
+    let reloader = broker.reloader();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match reloader.reload("sighup").await {
+                Ok(done) => eprintln!("Policies reloaded (sha256 {}).", done.sha256),
+                Err(e) => eprintln!("{e}"),
+            }
+        }
     });
     broker.run(shutdown).await;
     Ok(())

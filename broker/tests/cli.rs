@@ -890,7 +890,14 @@ fn technicians_are_listed_and_unlocked_and_an_unknown_one_is_named() {
             for _ in 0..5 {
                 hospital
                     .store
-                    .record_otp_failure("acme-ehr", "tanaka", "r-test", "wrong", SystemTime::now())
+                    .record_otp_failure(
+                        "acme-ehr",
+                        "tanaka",
+                        "r-test",
+                        "wrong",
+                        5,
+                        SystemTime::now(),
+                    )
                     .await?;
             }
             Ok::<_, sekisho_broker::store::StoreError>(())

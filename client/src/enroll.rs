@@ -460,9 +460,7 @@ mod tests {
         let bytes: [u8; 32] = std::array::from_fn(|i| i as u8 * 7);
         let printed = format_fingerprint(&bytes);
         assert_eq!(parse_fingerprint(&printed).unwrap(), bytes);
-        let shouting = printed
-            .to_ascii_uppercase()
-            .replacen("SHA256:", "SHA256:", 1);
+        let shouting = printed.to_ascii_uppercase();
         assert_eq!(parse_fingerprint(&shouting).unwrap(), bytes);
         let hex = printed.trim_start_matches("sha256:");
         let colons: Vec<String> = hex

@@ -71,7 +71,8 @@ async fn start_broker() -> Fixture {
     std::fs::create_dir_all(policies.join("vendors")).unwrap();
     std::fs::write(
         policies.join("hospital.toml"),
-        "[hospital]\nname = \"CLI Test Hospital\"\ntimezone = \"Asia/Tokyo\"\n",
+        // The tests move the clock by an hour without traffic: no idle end in the way.
+        "[hospital]\nname = \"CLI Test Hospital\"\ntimezone = \"Asia/Tokyo\"\n\n[defaults]\nidle_timeout = \"24h\"\n",
     )
     .unwrap();
     std::fs::write(
@@ -234,7 +235,15 @@ fn sekisho_with(broker: &str, [ca, cert, key]: &[PathBuf; 3], args: &[&str]) -> 
 /// enrollment token.
 async fn add_technician(desk: &Desk, technician: &str) -> String {
     let now = desk.now();
-    match identity::add_vendor(desk.store(), desk.policies(), "acme-ehr", "test-admin", now).await {
+    match identity::add_vendor(
+        desk.store(),
+        &desk.policies(),
+        "acme-ehr",
+        "test-admin",
+        now,
+    )
+    .await
+    {
         Ok(()) | Err(identity::IdentityError::VendorExists(_)) => {}
         Err(e) => panic!("{e}"),
     }
@@ -246,7 +255,7 @@ async fn add_technician(desk: &Desk, technician: &str) -> String {
     };
     identity::add_technician(
         desk.store(),
-        desk.policies(),
+        &desk.policies(),
         &new,
         identity::DEFAULT_TOKEN_VALIDITY,
         "test-admin",

@@ -67,6 +67,8 @@ pub struct Vendor {
     pub targets: Vec<(String, String)>,
     /// Lines of the `[access]` table.
     pub access: Vec<String>,
+    /// Names of targets marked `critical = true`.
+    pub critical: Vec<String>,
 }
 
 impl Vendor {
@@ -75,7 +77,34 @@ impl Vendor {
             id: id.to_owned(),
             targets: Vec::new(),
             access: Vec::new(),
+            critical: Vec::new(),
         }
+    }
+
+    /// Adds a critical target at a socket address (it needs `critical_approvals`).
+    pub fn critical_target(mut self, name: &str, address: SocketAddr) -> Vendor {
+        self.critical.push(name.to_owned());
+        self.target(name, address)
+    }
+
+    /// Sets how many approvers a request for a critical target needs.
+    pub fn critical_approvals(mut self, count: u8) -> Vendor {
+        self.access.push(format!("critical_approvals = {count}"));
+        self
+    }
+
+    /// Sets the days without access (e.g. "2026-11-23").
+    pub fn holidays(mut self, dates: &[&str]) -> Vendor {
+        let quoted: Vec<String> = dates.iter().map(|d| format!("\"{d}\"")).collect();
+        self.access
+            .push(format!("holidays = [{}]", quoted.join(", ")));
+        self
+    }
+
+    /// Sets the idle timeout (e.g. "5m").
+    pub fn idle_timeout(mut self, duration: &str) -> Vendor {
+        self.access.push(format!("idle_timeout = \"{duration}\""));
+        self
     }
 
     /// Adds a target at a socket address (allowed on loopback).
@@ -123,8 +152,9 @@ impl Vendor {
         );
         for (name, address) in &self.targets {
             let allow_loopback = !address.starts_with("localhost");
+            let critical = self.critical.contains(name);
             toml.push_str(&format!(
-                "[[target]]\nname = \"{name}\"\naddress = \"{address}\"\nallow_loopback = {allow_loopback}\n\n"
+                "[[target]]\nname = \"{name}\"\naddress = \"{address}\"\nallow_loopback = {allow_loopback}\ncritical = {critical}\n\n"
             ));
         }
         if !self.access.is_empty() {
@@ -140,7 +170,9 @@ pub fn write_policies(dir: &Path, vendors: &[Vendor]) -> PathBuf {
     std::fs::create_dir_all(policies.join("vendors")).unwrap();
     std::fs::write(
         policies.join("hospital.toml"),
-        "[hospital]\nname = \"Test Hospital\"\ntimezone = \"Asia/Tokyo\"\n",
+        // Tests move the clock by hours without traffic; those about idleness set a
+        // vendor's `idle_timeout` themselves.
+        "[hospital]\nname = \"Test Hospital\"\ntimezone = \"Asia/Tokyo\"\n\n[defaults]\nidle_timeout = \"24h\"\n",
     )
     .unwrap();
     let vendor_dir = policies.join("vendors");
@@ -432,9 +464,6 @@ impl TestBroker {
 
     /// Asks for `targets` for an hour as `vendor`/`technician`; returns the request id.
     pub async fn request(&self, session: &mut Session, targets: &[&str]) -> String {
-        let vendor = session.welcome().vendor.clone();
-        let technician = session.welcome().technician.clone();
-        self.enroll(&vendor, &technician).await;
         session
             .request(RequestAccess {
                 targets: targets.iter().map(|t| (*t).to_owned()).collect(),
@@ -492,6 +521,37 @@ impl TestBroker {
         .unwrap_or_else(|_| panic!("no {} event was recorded", kind.as_str()))
     }
 
+    /// Asks the running broker to reload its policy files, as `sekisho-broker policy reload`
+    /// does (through the database); returns the request's audit sequence number.
+    pub async fn request_reload(&self) -> i64 {
+        sekisho_broker::reload::request_reload(self.desk().store(), "test-admin", self.clock.now())
+            .await
+            .unwrap()
+    }
+
+    /// The first audit event of one of `kinds` after `after_seq`, waiting (up to 10 s).
+    pub async fn event_after(&self, kinds: &[EventKind], after_seq: i64) -> StoredEvent {
+        let store = self.desk().store().clone();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let found = store
+                    .audit_events(&AuditFilter {
+                        kinds: kinds.to_vec(),
+                        after_seq,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                if let Some(event) = found.into_iter().next() {
+                    return event;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {kinds:?} event after {after_seq} was recorded"))
+    }
+
     /// Runs raw SQL against the broker's database (for injecting failures and tampering).
     pub async fn execute_sql(&self, sql: &str) {
         use sqlx::{Connection, Executor};
@@ -535,6 +595,13 @@ impl TestBroker {
         } else {
             self.execute_sql("DROP TRIGGER refuse_audit").await;
         }
+    }
+
+    /// Stops the broker and waits until its run loop has returned, keeping its files (for a
+    /// test that inspects the database at rest).
+    pub async fn halt(&self) {
+        self.shutdown.cancel();
+        self.stopped.notified().await;
     }
 
     /// Stops the broker and waits until its run loop has returned.

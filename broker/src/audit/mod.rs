@@ -127,7 +127,7 @@ event_kinds! {
     ConnectionRefused => "connection-refused": "A connection was refused after its handshake (unknown vendor, source network, version).",
     LockdownOn => "lockdown-on": "The hospital stopped all remote access.",
     LockdownOff => "lockdown-off": "The hospital lifted the lockdown.",
-    PolicyLoaded => "policy-loaded": "The broker started with a set of policies (their hash).",
+    PolicyLoaded => "policy-loaded": "The broker put a set of policies in force, at start or on reload (their hash).",
     BrokerStarted => "broker-started": "A broker started.",
     BrokerStopped => "broker-stopped": "A broker stopped.",
     ReviewMarked => "review-marked": "An auditor marked an ended session reviewed.",
@@ -143,6 +143,8 @@ event_kinds! {
     TechnicianReset => "technician-reset": "An admin revoked a technician's certificates and one-time-password secret and issued a new enrollment token.",
     TechnicianEnrolled => "technician-enrolled": "A technician enrolled: a certificate for a key made on their laptop, and a new one-time-password secret.",
     EnrollmentRefused => "enrollment-refused": "An enrollment was refused (unknown, used, expired or void token; a bad certificate request).",
+    PolicyReloadRequested => "policy-reload-requested": "Someone asked every broker to reload its policies.",
+    PolicyReloadRefused => "policy-reload-refused": "A reload found problems in the policies; the ones in force stay.",
 }
 
 /// One event, before it is numbered and chained.

@@ -47,7 +47,7 @@ fn ended(count: u64) -> String {
 
 /// `vendor add VENDOR`.
 pub async fn vendor_add(desk: &Desk, vendor: &str, by: &str) -> Result<String, CliError> {
-    identity::add_vendor(desk.store(), desk.policies(), vendor, by, desk.now())
+    identity::add_vendor(desk.store(), &desk.policies(), vendor, by, desk.now())
         .await
         .map_err(identity_error)?;
     Ok(format!(
@@ -61,7 +61,8 @@ pub async fn vendor_add(desk: &Desk, vendor: &str, by: &str) -> Result<String, C
 pub async fn vendor_list(desk: &Desk) -> Result<String, CliError> {
     let rows = desk.store().vendors().await.map_err(CliError::Store)?;
     let technicians = desk.store().technicians().await.map_err(CliError::Store)?;
-    let mut ids: Vec<String> = desk.policies().vendors().map(|v| v.id.clone()).collect();
+    let policies = desk.policies();
+    let mut ids: Vec<String> = policies.vendors().map(|v| v.id.clone()).collect();
     for row in &rows {
         if !ids.contains(&row.vendor) {
             ids.push(row.vendor.clone());
@@ -73,7 +74,7 @@ pub async fn vendor_list(desk: &Desk) -> Result<String, CliError> {
     }
     let mut table = Table::new(&["VENDOR", "NAME", "STATE", "TECHNICIANS", "NOTE"]);
     for id in &ids {
-        let policy = desk.policies().vendor(id);
+        let policy = policies.vendor(id);
         let row = rows.iter().find(|row| &row.vendor == id);
         let state = match (row, policy) {
             (None, _) => "not added",
@@ -166,7 +167,7 @@ pub async fn technician_add(
     };
     let token = identity::add_technician(
         desk.store(),
-        desk.policies(),
+        &desk.policies(),
         &new,
         add.valid_for,
         by,

@@ -18,10 +18,12 @@
 //! - `identity`: `vendor add|list|disable|enable`, `technician add|list|disable|enable|
 //!   unlock|reset`.
 //! - `audit`: `audit head|verify|list|show|export|review|unreviewed`.
+//! - `policy`: `policy check|render|reload`.
 
 mod admin;
 mod audit;
 mod identity;
+mod policy;
 mod requests;
 mod table;
 mod when;
@@ -39,6 +41,7 @@ pub use identity::{
     EnrollmentHints, TechnicianToAdd, technician_add, technician_list, technician_reset,
     technician_set_enabled, technician_unlock, vendor_add, vendor_list, vendor_set_enabled,
 };
+pub use policy::{policy_check, policy_reload, policy_render};
 pub use requests::{
     request_approve, request_deny, request_list, session_extend, session_list, session_revoke,
 };
@@ -56,6 +59,14 @@ pub enum CliError {
     /// What was typed cannot be used; the person can correct it.
     #[error("{0}")]
     Input(String),
+    /// The policy files have problems (the caller prints each as `file:line: reason`).
+    #[error("{} problem(s) in {}; fix them and run the command again.", .errors.0.len(), .dir.display())]
+    Policy {
+        /// The policies directory.
+        dir: PathBuf,
+        /// Every problem.
+        errors: crate::policy::PolicyErrors,
+    },
     /// The desk refused, or could not act.
     #[error(transparent)]
     Desk(#[from] DeskError),

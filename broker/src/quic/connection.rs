@@ -115,7 +115,7 @@ pub(super) async fn serve_connection(
         // The registry: issued by us, not revoked, not expired, technician and vendor enabled.
         match identity::admit(&shared.store, &leaf, shared.clock.now()).await {
             Err(refusal) => Err(refusal),
-            Ok(identity) => match shared.policies.vendor(identity.vendor()) {
+            Ok(identity) => match shared.policies.current().vendor(identity.vendor()) {
                 None => Err(Refusal {
                     error: ErrorMessage::new(
                         ErrorCode::UnknownIdentity,
@@ -179,7 +179,7 @@ pub(super) async fn serve_connection(
         version: proto::PROTOCOL_VERSION,
         vendor: identity.vendor().to_owned(),
         technician: identity.technician().to_owned(),
-        broker_name: shared.policies.hospital().name.clone(),
+        broker_name: shared.policies.current().hospital().name.clone(),
     });
     if let Err(e) = write_message(&mut control_send, &welcome).await {
         tracing::info!(%peer, %identity, error = %e, "client left before Welcome");
@@ -206,6 +206,50 @@ struct LiveSession {
     warned: Vec<Duration>,
     updates: watch::Receiver<Option<RequestRecord>>,
     forwards: Arc<SessionContext>,
+    /// When a forward last carried bytes (or the session opened).
+    activity: Arc<SessionActivity>,
+}
+
+/// When a session's forwards last carried bytes, in milliseconds of the broker's clock. The
+/// forwards store into it per chunk; the driver reads it to end an idle session.
+pub(super) struct SessionActivity {
+    clock: Arc<dyn crate::clock::Clock>,
+    last_ms: std::sync::atomic::AtomicI64,
+}
+
+impl SessionActivity {
+    fn new(clock: Arc<dyn crate::clock::Clock>, now: SystemTime) -> SessionActivity {
+        SessionActivity {
+            clock,
+            last_ms: std::sync::atomic::AtomicI64::new(crate::clock::to_unix_ms(now)),
+        }
+    }
+
+    fn last(&self) -> SystemTime {
+        crate::clock::from_unix_ms(self.last_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl tunnel::splice::Activity for SessionActivity {
+    fn carried(&self) {
+        self.last_ms.store(
+            crate::clock::to_unix_ms(self.clock.now()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+/// The idle deadline of a live session under the policies in force: its last traffic plus
+/// the vendor's idle timeout (`None` if the vendor has no policy any more: the reload ends
+/// such sessions).
+fn idle_deadline(
+    shared: &Shared,
+    identity: &TechnicianIdentity,
+    session: &LiveSession,
+) -> Option<SystemTime> {
+    let policies = shared.policies.current();
+    let vendor = policies.vendor(identity.vendor())?;
+    Some(session.activity.last() + vendor.access.idle_timeout)
 }
 
 /// Drives one authenticated connection: control messages, the watched request, the live
@@ -236,13 +280,34 @@ impl Driver {
     async fn run(mut self, mut control_recv: quinn::RecvStream, shutdown: CancellationToken) {
         let mut control_reader = MessageReader::new();
         let stop = loop {
+            let warnings = self
+                .shared
+                .policies
+                .current()
+                .hospital()
+                .defaults
+                .warnings
+                .clone();
             let deadline = self.session.as_ref().map(|session| {
-                session::next_deadline(session.end_at, self.shared.clock.now(), &session.warned)
+                session::next_deadline(
+                    session.end_at,
+                    self.shared.clock.now(),
+                    &warnings,
+                    &session.warned,
+                )
             });
             let sleep = match deadline {
                 Some(SessionDeadline::Warn { at, .. }) | Some(SessionDeadline::End { at }) => {
                     self.shared.clock.sleep_until(at)
                 }
+                None => Box::pin(std::future::pending()),
+            };
+            let idle_at = self
+                .session
+                .as_ref()
+                .and_then(|session| idle_deadline(&self.shared, &self.identity, session));
+            let idle = match idle_at {
+                Some(at) => self.shared.clock.sleep_until(at),
                 None => Box::pin(std::future::pending()),
             };
             tokio::select! {
@@ -261,6 +326,11 @@ impl Driver {
                 },
                 () = sleep => {
                     if let Err(stop) = self.handle_deadline(deadline).await {
+                        break stop;
+                    }
+                }
+                () = idle => {
+                    if let Err(stop) = self.handle_idle().await {
                         break stop;
                     }
                 }
@@ -330,6 +400,10 @@ impl Driver {
                         record.stage = session::Stage::Active;
                         record.end_at = Some(opened.end_at);
                         let updates = shared.hub.watch(record);
+                        let activity = Arc::new(SessionActivity::new(
+                            shared.clock.clone(),
+                            shared.clock.now(),
+                        ));
                         self.watching = None;
                         self.session = Some(LiveSession {
                             id: id.clone(),
@@ -349,7 +423,9 @@ impl Driver {
                                     request: Some(id.clone()),
                                     failed: self.store_failed.clone(),
                                 },
+                                activity: activity.clone(),
                             }),
+                            activity,
                         });
                         self.send(&Message::Opened(Opened {
                             request_id: id.to_string(),
@@ -423,11 +499,44 @@ impl Driver {
             }
             Some(SessionDeadline::End { at }) if now >= at => {
                 let id = session.id.clone();
-                record_session_end(&self.shared, &self.identity, &id, EndReason::Expired, now)
-                    .await;
+                record_session_end(
+                    &self.shared,
+                    &self.identity,
+                    &id,
+                    EndReason::Expired,
+                    now,
+                    None,
+                )
+                .await;
                 Err(Stop::SessionEnded(EndReason::Expired, None, None))
             }
             // Woken early (the clock was set, or the end time moved): recompute.
+            _ => Ok(()),
+        }
+    }
+
+    /// The idle deadline passed: end the session unless a forward carried bytes since.
+    async fn handle_idle(&mut self) -> Result<(), Stop> {
+        let now = self.shared.clock.now();
+        let Some(session) = self.session.as_ref() else {
+            return Ok(());
+        };
+        match idle_deadline(&self.shared, &self.identity, session) {
+            Some(at) if now >= at => {
+                let id = session.id.clone();
+                let last = Some(session.activity.last());
+                record_session_end(
+                    &self.shared,
+                    &self.identity,
+                    &id,
+                    EndReason::Idle,
+                    now,
+                    last,
+                )
+                .await;
+                Err(Stop::SessionEnded(EndReason::Idle, None, None))
+            }
+            // Traffic since, or the policy changed: recompute.
             _ => Ok(()),
         }
     }
@@ -502,7 +611,8 @@ impl Driver {
                 EndReason::Closed | EndReason::BrokerShutdown | EndReason::StoreUnavailable
             ) {
                 // Ours to record; a revocation or lockdown was recorded by whoever made it.
-                record_session_end(&self.shared, &self.identity, &session.id, reason, now).await;
+                record_session_end(&self.shared, &self.identity, &session.id, reason, now, None)
+                    .await;
             }
             let ended = Message::Ended(Ended {
                 reason: reason.as_str().to_owned(),
@@ -533,21 +643,27 @@ impl Driver {
 /// Records that live session `id` ended for `reason`. A session someone else already ended
 /// (a revocation that crossed the end time) stays as they recorded it; a store that cannot
 /// be written is logged, and the session is cut all the same.
+///
+/// An idle end also records when the session last carried bytes (`last_traffic`).
 async fn record_session_end(
     shared: &Shared,
     identity: &TechnicianIdentity,
     id: &RequestId,
     reason: EndReason,
     now: SystemTime,
+    last_traffic: Option<SystemTime>,
 ) {
     let actor = match reason {
         EndReason::Closed => control::technician_actor(identity),
         _ => Actor::Broker(shared.broker_id.clone()),
     };
-    let event = AuditEvent::new(now, actor, EventKind::SessionEnded)
+    let mut event = AuditEvent::new(now, actor, EventKind::SessionEnded)
         .request(id)
         .technician(identity.vendor(), identity.technician())
         .detail("reason", reason.as_str());
+    if let Some(last) = last_traffic {
+        event = event.detail("last_traffic", crate::audit::timestamp(last));
+    }
     match shared
         .store
         .end_request(id, &[session::Stage::Active], reason, None, None, &event)

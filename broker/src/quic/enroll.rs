@@ -73,7 +73,7 @@ async fn converse(
             Ok(accepted) => accepted,
             Err(refusal) => return refuse(shared, &mut send, peer, refusal).await,
         };
-    let hospital = shared.policies.hospital().name.clone();
+    let hospital = shared.policies.current().hospital().name.clone();
     write_message(&mut send, &Message::EnrollOffer(accepted.offer(&hospital)))
         .await
         .map_err(|e| e.to_string())?;

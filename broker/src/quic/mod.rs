@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::hub::Hub;
 use crate::pki::BrokerPki;
-use crate::policy::PolicySet;
+use crate::reload::LivePolicies;
 use crate::secret::SealingKey;
 use crate::session::HospitalZone;
 use crate::store::Store;
@@ -37,7 +37,8 @@ use crate::{BindError, Limits};
 
 /// What every connection task reads and shares.
 pub(crate) struct Shared {
-    pub(crate) policies: Arc<PolicySet>,
+    /// The policy set in force; take [`LivePolicies::current`] once per decision.
+    pub(crate) policies: LivePolicies,
     /// Signs enrolling technicians' certificates.
     pub(crate) pki: Arc<BrokerPki>,
     pub(crate) limits: Limits,
@@ -50,8 +51,6 @@ pub(crate) struct Shared {
     pub(crate) sealing_key: Arc<SealingKey>,
     /// This broker's id, stored with the sessions it holds.
     pub(crate) broker_id: String,
-    /// How long a request waits for an answer.
-    pub(crate) answer_within: Duration,
 }
 
 /// Builds the QUIC server configuration from the broker's certificates.

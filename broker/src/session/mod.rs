@@ -21,12 +21,8 @@ use proto::{ErrorCode, ErrorMessage, RequestState};
 
 use crate::policy::VendorPolicy;
 
-pub use hours::{HospitalZone, check_hours};
+pub use hours::{HospitalZone, check_holidays, check_hours};
 
-/// Warnings pushed to the client before the end, furthest first.
-pub const WARNINGS: [Duration; 2] = [Duration::from_secs(10 * 60), Duration::from_secs(2 * 60)];
-/// How long a request waits for an answer before it expires (hospital default).
-pub const DEFAULT_ANSWER_WITHIN: Duration = Duration::from_secs(30 * 60);
 /// Longest purpose text accepted, in characters.
 pub const MAX_PURPOSE_CHARS: usize = 500;
 /// Longest ticket reference accepted, in characters.
@@ -611,10 +607,16 @@ pub enum SessionDeadline {
     },
 }
 
-/// The next deadline of a live session ending at `end_at`, given the warnings already sent.
-/// Warnings whose moment has passed are skipped, not sent late.
-pub fn next_deadline(end_at: SystemTime, now: SystemTime, warned: &[Duration]) -> SessionDeadline {
-    WARNINGS
+/// The next deadline of a live session ending at `end_at`, given the hospital's `warnings`
+/// (furthest first) and those already sent. Warnings whose moment has passed are skipped,
+/// not sent late.
+pub fn next_deadline(
+    end_at: SystemTime,
+    now: SystemTime,
+    warnings: &[Duration],
+    warned: &[Duration],
+) -> SessionDeadline {
+    warnings
         .iter()
         .filter(|left| !warned.contains(left))
         .filter_map(|left| {
@@ -705,6 +707,16 @@ fn check_span(
                 "{}'s agreement allows sessions of at most {}; choose an earlier end time.",
                 vendor.name,
                 human_duration(max)
+            ),
+        ));
+    }
+    if let Err(holiday) = check_holidays(&vendor.access.holidays, zone, start, end) {
+        return Err(Refusal::new(
+            ErrorCode::PolicyRefused,
+            format!(
+                "{}'s agreement allows no sessions on {holiday} ({}); choose another day.",
+                vendor.name,
+                zone.name()
             ),
         ));
     }

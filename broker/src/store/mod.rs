@@ -37,9 +37,6 @@ pub use identity::{
 pub use requests::{LockdownState, RequestFilter};
 pub use technicians::TechnicianRow;
 
-/// Consecutive wrong one-time passwords that lock a technician.
-pub const OTP_LOCKOUT_THRESHOLD: i64 = 5;
-
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

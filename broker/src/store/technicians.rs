@@ -6,7 +6,7 @@ use sqlx::Row;
 use std::time::SystemTime;
 
 use super::audit::append;
-use super::{OTP_LOCKOUT_THRESHOLD, Store, StoreError};
+use super::{Store, StoreError};
 use crate::audit::{Actor, AuditEvent, EventKind};
 
 /// A technician as stored.
@@ -110,14 +110,15 @@ impl Store {
         }
     }
 
-    /// Counts a wrong code, and records it (and a lockout at the threshold) in the audit log,
-    /// in one transaction.
+    /// Counts a wrong code, and records it (and a lockout at `lockout_after` consecutive
+    /// failures, the hospital's `otp_lockout_after`) in the audit log, in one transaction.
     pub async fn record_otp_failure(
         &self,
         vendor: &str,
         technician: &str,
         request: &str,
         why: &str,
+        lockout_after: i64,
         at: SystemTime,
     ) -> Result<OtpFailure, StoreError> {
         let mut tx = self.pool().begin().await?;
@@ -126,7 +127,7 @@ impl Store {
         )
         .bind(vendor)
         .bind(technician)
-        .bind(OTP_LOCKOUT_THRESHOLD)
+        .bind(lockout_after)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
@@ -144,7 +145,7 @@ impl Store {
             .detail("why", why)
             .detail("consecutive_failures", failure.failures);
         append(&mut tx, &event).await?;
-        if failure.locked && failure.failures == OTP_LOCKOUT_THRESHOLD {
+        if failure.locked && failure.failures == lockout_after {
             let locked = AuditEvent::new(at, actor, EventKind::TechnicianLocked)
                 .technician(vendor, technician)
                 .detail("consecutive_failures", failure.failures);

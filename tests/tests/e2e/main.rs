@@ -4,6 +4,10 @@
 
 /// The audit log: every step on the record, in order, chained.
 mod audit;
+/// Enrollment, the certificate registry, disabling and resetting technicians and vendors.
+mod identity;
+/// Each rule a policy states, refusing when broken against a live broker; reloads.
+mod policy;
 /// What the broker and the client refuse, and the sentence each refusal carries.
 mod refusals;
 /// Sessions: request, approval, one-time password, end time, revocation, lockdown, restart.
