@@ -532,3 +532,51 @@ async fn the_database_holds_no_totp_secret_token_or_private_key_in_the_clear() {
         println!("PostgreSQL: the database file check runs on SQLite only");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_with_another_fingerprint_gets_nothing_and_the_aborted_handshake_is_recorded() {
+    let (broker, _echo) = broker().await;
+    let token = broker.add_technician("acme-ehr", "tanaka").await;
+    let laptop = broker.dir().join("laptop");
+    let mut args = broker.enroll_args(&token, &laptop);
+    // The fingerprint of another broker's CA.
+    let other = TestBroker::start(&[Vendor::new("acme-ehr")]).await;
+    args.ca_fingerprint = other.enroll_args("", &laptop).ca_fingerprint;
+    match enroll::enroll(&args).await {
+        Err(EnrollError::FingerprintMismatch { seen, expected, .. }) => {
+            assert_eq!(seen, broker.enroll_args("", &laptop).ca_fingerprint);
+            assert_eq!(expected, args.ca_fingerprint);
+        }
+        Err(other) => panic!("expected a fingerprint mismatch, got: {other}"),
+        Ok(_) => panic!("enrolled against the wrong fingerprint"),
+    }
+    assert!(!laptop.join("client.key").exists(), "nothing is saved");
+    // The token was never sent, so it still works.
+    let refused = broker.first_event(EventKind::ConnectionRefused).await;
+    assert!(
+        refused
+            .event
+            .details
+            .contains(&("stage".to_owned(), "handshake".to_owned())),
+        "{:?}",
+        refused.event.details
+    );
+    enroll::enroll(&broker.enroll_args(&token, &laptop))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_technicians_never_share_a_secret_or_a_key() {
+    let (broker, _echo) = broker().await;
+    let tanaka = broker.enroll("acme-ehr", "tanaka").await;
+    let sato = broker.enroll("acme-ehr", "sato").await;
+    assert_ne!(tanaka.expose_secret(), sato.expose_secret());
+    assert_eq!(tanaka.expose_secret().len(), 20, "160 bits");
+    let [_, _, tanaka_key] = broker.client_files("acme-ehr", "tanaka").await;
+    let [_, _, sato_key] = broker.client_files("acme-ehr", "sato").await;
+    assert_ne!(
+        std::fs::read(tanaka_key).unwrap(),
+        std::fs::read(sato_key).unwrap()
+    );
+}
