@@ -501,8 +501,10 @@ async fn wait_for_stream(
     tokio::time::timeout(PATIENCE, async {
         loop {
             let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
+            // Only whole lines: the broker may be in the middle of writing the last one.
             let events: Vec<StoredEvent> = text
-                .lines()
+                .split_inclusive('\n')
+                .filter(|line| line.ends_with('\n'))
                 .map(|line| {
                     serde_json::from_str::<audit::ExportLine>(line)
                         .unwrap()
