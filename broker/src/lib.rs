@@ -36,6 +36,8 @@
 //! - [`quic`]: the QUIC endpoint, one task per connection and one per forward; the only place
 //!   that does network I/O with technicians.
 //! - [`clock`]: the time, as an argument (tests move a manual clock).
+//! - [`staff`]: staff accounts for the web UI: roles, argon2id passwords, TOTP, logins.
+//! - [`web`]: the web UI and JSON API for approvers, admins and auditors (axum).
 //! - [`cli`]: the admin command line's commands.
 //!
 //! The broker never dials an address a policy did not name, never dials a name it did not
@@ -53,8 +55,10 @@ pub mod policy;
 pub mod quic;
 pub mod secret;
 pub mod session;
+pub mod staff;
 pub mod store;
 pub mod targets;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,6 +100,8 @@ pub struct BrokerConfig {
     /// A file to append every audit event to, as a JSON line, for a SIEM (see
     /// [`audit::stream`]).
     pub audit_stream: Option<PathBuf>,
+    /// The web UI for staff; `None` serves none.
+    pub web: Option<web::WebConfig>,
 }
 
 impl std::fmt::Debug for BrokerConfig {
@@ -108,6 +114,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("limits", &self.limits)
             .field("answer_within", &self.answer_within)
             .field("audit_stream", &self.audit_stream)
+            .field("web", &self.web)
             .finish_non_exhaustive()
     }
 }
@@ -125,6 +132,7 @@ impl BrokerConfig {
             answer_within: session::DEFAULT_ANSWER_WITHIN,
             clock: Arc::new(SystemClock),
             audit_stream: None,
+            web: None,
         }
     }
 
@@ -198,6 +206,9 @@ pub enum BindError {
         /// Why.
         source: StoreError,
     },
+    /// The web UI could not start.
+    #[error(transparent)]
+    Web(#[from] web::WebError),
     /// The UDP port could not be bound.
     #[error("could not listen on UDP {addr}: {source}")]
     Listen {
@@ -226,6 +237,7 @@ pub struct Broker {
     shared: Arc<quic::Shared>,
     pki: BrokerPki,
     audit_stream: Option<PathBuf>,
+    web: Option<web::WebServer>,
 }
 
 /// Everything the broker and the admin CLI open from a configuration: policies, time zone,
@@ -381,18 +393,48 @@ impl Broker {
             broker_id,
             answer_within: config.answer_within,
         });
+        let web = match &config.web {
+            Some(web_config) => {
+                let desk = Desk::new(
+                    shared.store.clone(),
+                    shared.policies.clone(),
+                    shared.zone.clone(),
+                    shared.clock.clone(),
+                );
+                let staff = staff::StaffDirectory::new(
+                    shared.store.clone(),
+                    shared.sealing_key.clone(),
+                    shared.clock.clone(),
+                    &shared.policies.hospital().name,
+                    web_config.idle_timeout,
+                );
+                Some(web::WebServer::bind(web_config, &pki, desk, staff).await?)
+            }
+            None => None,
+        };
         Ok(Broker {
             endpoint,
             local_addr,
             shared,
             pki,
             audit_stream: config.audit_stream,
+            web,
         })
     }
 
     /// The UDP address the broker listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The web UI's TCP address, when it is served.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().map(web::WebServer::local_addr)
+    }
+
+    /// The first admin's one-time link, when no admin exists yet (print it once).
+    pub fn first_admin_url(&self) -> Option<&str> {
+        self.web.as_ref().and_then(web::WebServer::first_admin_url)
     }
 
     /// The broker's PKI: its CA (what clients pin) and the means to issue client certificates.
@@ -434,8 +476,12 @@ impl Broker {
                 shutdown.clone(),
             ))
         });
+        let web = self.web.map(|web| tokio::spawn(web.run(shutdown.clone())));
         quic::serve(self.endpoint, self.shared.clone(), shutdown).await;
         let _ = hub.await;
+        if let Some(web) = web {
+            let _ = web.await;
+        }
         let stopped = audit::AuditEvent::new(
             self.shared.clock.now(),
             audit::Actor::Broker(self.shared.broker_id.clone()),

@@ -134,6 +134,15 @@ event_kinds! {
     AuditExported => "audit-exported": "Someone exported the audit log.",
     AuditStreamFailed => "audit-stream-failed": "The live audit stream for a SIEM could not be written.",
     AuditStreamRecovered => "audit-stream-recovered": "The live audit stream could be written again.",
+    StaffInvited => "staff-invited": "A one-time link to create or reset a staff account was made.",
+    StaffEnrolled => "staff-enrolled": "A staff member set their password and one-time-password secret through a one-time link.",
+    StaffLogin => "staff-login": "A staff member logged in to the web UI.",
+    StaffLoginFailed => "staff-login-failed": "A web UI login failed (wrong password or code, disabled or locked account).",
+    StaffLocked => "staff-locked": "A staff account was locked after too many failed logins.",
+    StaffLogout => "staff-logout": "A staff member logged out.",
+    StaffDisabled => "staff-disabled": "An admin disabled a staff account.",
+    StaffEnabled => "staff-enabled": "An admin enabled a staff account again.",
+    StaffRefused => "staff-refused": "A staff member's web action was refused (role, CSRF token).",
 }
 
 /// One event, before it is numbered and chained.

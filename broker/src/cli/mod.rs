@@ -18,7 +18,7 @@
 //! - `audit`: `audit head|verify|list|show|export|review|unreviewed`.
 
 mod admin;
-mod audit;
+pub(crate) mod audit;
 mod requests;
 mod table;
 mod when;

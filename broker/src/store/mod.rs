@@ -1,4 +1,4 @@
-//! Persistence: requests, approvals, sessions, technicians, lockdown, through sqlx.
+//! Persistence: requests, approvals, sessions, technicians, lockdown, staff, through sqlx.
 //!
 //! One code path serves both databases through sqlx's `Any` driver: SQLite (the embedded
 //! default, a file in the data directory, WAL with `synchronous=FULL`, so an acknowledged step
@@ -18,6 +18,7 @@
 
 mod audit;
 mod requests;
+mod staff;
 mod technicians;
 
 use std::path::Path;
@@ -29,6 +30,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditFilter, Review};
 pub use requests::{LockdownState, RequestFilter};
+pub use staff::{Enrollment, InviteRow, StaffRow};
 pub use technicians::TechnicianRow;
 
 /// Consecutive wrong one-time passwords that lock a technician.
