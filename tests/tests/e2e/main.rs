@@ -12,3 +12,5 @@ mod sessions;
 mod third_party;
 /// The data path: transfers, concurrency, half-close, backpressure, resets.
 mod tunnel;
+/// The staff web UI and JSON API over HTTP: roles, CSRF, logins, escaping.
+mod web;

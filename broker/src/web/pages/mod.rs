@@ -191,11 +191,12 @@ async fn login(
     match do_login(&state, peer, &form.name, &form.password, &form.code).await {
         Ok(cookie) => (
             StatusCode::SEE_OTHER,
-            [
+            // Appended, not inserted: both cookies must reach the browser.
+            axum::response::AppendHeaders([
                 (header::LOCATION, "/".to_owned()),
                 (header::SET_COOKIE, cookie),
                 (header::SET_COOKIE, clear_cookie(LOGIN_CSRF_COOKIE)),
-            ],
+            ]),
         )
             .into_response(),
         Err(refused) => login_response(lang, refused.status, Some(&refused.message)),
