@@ -18,7 +18,6 @@ pub mod servers;
 pub mod stores;
 /// Real third-party servers (Python's http.server, sshd) and client programs, bounded in time.
 pub mod third_party;
-/// The staff web UI from outside: an HTTP client with cookies, staff accounts, a browser.
 pub mod web;
 
 use std::collections::HashMap;

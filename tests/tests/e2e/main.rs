@@ -4,6 +4,8 @@
 
 /// The audit log: every step on the record, in order, chained.
 mod audit;
+/// The staff web UI in real headless Chromium, against a real client.
+mod browser;
 /// What the broker and the client refuse, and the sentence each refusal carries.
 mod refusals;
 /// Sessions: request, approval, one-time password, end time, revocation, lockdown, restart.
