@@ -128,18 +128,14 @@ async fn log_in(browser: &Client, base: &str, broker: &TestBroker, account: &Sta
         .click()
         .await
         .unwrap();
-    browser
+    // Only a logged-in page names its member; the login page stays if the login failed.
+    let who = browser
         .wait()
         .at_most(PATIENCE)
-        .for_element(Locator::Css("main h1"))
+        .for_element(Locator::Css("span.who"))
         .await
-        .unwrap();
-    let url = browser.current_url().await.unwrap();
-    assert!(
-        !url.path().starts_with("/login"),
-        "login of {} failed: {url}",
-        account.name
-    );
+        .unwrap_or_else(|e| panic!("login of {} failed: {e}", account.name));
+    assert_eq!(who.text().await.unwrap(), account.name);
 }
 
 async fn wait_for_stage(broker: &TestBroker, id: &str, wanted: impl Fn(Stage) -> bool) {

@@ -21,24 +21,46 @@
     } catch (e) { /* no sound without a user gesture on some browsers */ }
   }
 
+  // A part where someone is typing (a reason, a comment) is left alone, and refreshed once
+  // they are done, so a live update never wipes a half-filled form.
+  function busy(part) {
+    var active = document.activeElement;
+    if (active && part.contains(active) && /^(INPUT|SELECT|TEXTAREA)$/.test(active.tagName)) { return true; }
+    return Array.prototype.some.call(
+      part.querySelectorAll("input:not([type]), input[type=text], textarea"),
+      function (input) { return input.value !== ""; });
+  }
+
   function refresh() {
     parts.forEach(function (part) {
+      if (busy(part)) { part.setAttribute("data-stale", "1"); return; }
+      part.removeAttribute("data-stale");
       fetch(part.getAttribute("data-live"), { credentials: "same-origin" })
         .then(function (r) { if (r.status === 401) { location.href = "/login"; } return r.ok ? r.text() : null; })
-        .then(function (html) { if (html !== null) { part.innerHTML = html; } });
+        .then(function (html) { if (html !== null && !busy(part)) { part.innerHTML = html; } });
     });
   }
+
+  document.addEventListener("focusout", function () {
+    setTimeout(function () {
+      parts.forEach(function (part) {
+        if (part.getAttribute("data-stale") && !busy(part)) { refresh(); }
+      });
+    }, 0);
+  });
 
   var source = new EventSource("/events");
   source.addEventListener("live", function (event) {
     var data = {};
     try { data = JSON.parse(event.data); } catch (e) { return; }
-    if (lastPending !== null && data.pending > lastPending) { cue(); }
+    var first = lastPending === null;
+    if (!first && data.pending > lastPending) { cue(); }
     lastPending = data.pending;
     document.title = document.title.replace(/^\(\d+\) /, "");
     if (data.pending > 0) { document.title = "(" + data.pending + ") " + document.title; }
     var banner = document.getElementById("lockdown-banner");
     if (!!banner !== !!data.lockdown) { location.reload(); return; }
-    refresh();
+    // The first message only tells the state the page was rendered with.
+    if (!first) { refresh(); }
   });
 })();
