@@ -40,6 +40,8 @@
 //!   that does network I/O with technicians.
 //! - [`clock`]: the time, as an argument (tests move a manual clock).
 //! - [`encoding`]: hex and base32.
+//! - [`staff`]: staff accounts for the web UI: roles, argon2id passwords, TOTP, logins.
+//! - [`web`]: the web UI and JSON API for approvers, admins and auditors (axum).
 //! - [`cli`]: the admin command line's commands.
 //!
 //! The broker never dials an address a policy did not name, never dials a name it did not
@@ -60,8 +62,10 @@ pub mod quic;
 pub mod reload;
 pub mod secret;
 pub mod session;
+pub mod staff;
 pub mod store;
 pub mod targets;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -101,6 +105,8 @@ pub struct BrokerConfig {
     /// A file to append every audit event to, as a JSON line, for a SIEM (see
     /// [`audit::stream`]).
     pub audit_stream: Option<PathBuf>,
+    /// The web UI for staff; `None` serves none.
+    pub web: Option<web::WebConfig>,
 }
 
 impl std::fmt::Debug for BrokerConfig {
@@ -112,6 +118,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("database", &self.database)
             .field("limits", &self.limits)
             .field("audit_stream", &self.audit_stream)
+            .field("web", &self.web)
             .finish_non_exhaustive()
     }
 }
@@ -128,6 +135,7 @@ impl BrokerConfig {
             limits: Limits::default(),
             clock: Arc::new(SystemClock),
             audit_stream: None,
+            web: None,
         }
     }
 
@@ -201,6 +209,9 @@ pub enum BindError {
         /// Why.
         source: StoreError,
     },
+    /// The web UI could not start.
+    #[error(transparent)]
+    Web(#[from] web::WebError),
     /// The UDP port could not be bound.
     #[error("could not listen on UDP {addr}: {source}")]
     Listen {
@@ -221,6 +232,7 @@ pub struct Broker {
     reloader: reload::Reloader,
     /// The audit log's head at start: reload requests after it are followed.
     audit_seq_at_start: i64,
+    web: Option<web::WebServer>,
 }
 
 /// Everything the broker and the admin CLI open from a configuration: policies, time zone,
@@ -354,6 +366,25 @@ impl Broker {
             sealing_key: hospital.sealing_key,
             broker_id,
         });
+        let web = match &config.web {
+            Some(web_config) => {
+                let desk = Desk::new(
+                    shared.store.clone(),
+                    shared.policies.clone(),
+                    shared.zone.clone(),
+                    shared.clock.clone(),
+                );
+                let staff = staff::StaffDirectory::new(
+                    shared.store.clone(),
+                    shared.sealing_key.clone(),
+                    shared.clock.clone(),
+                    &shared.policies.current().hospital().name,
+                    web_config.idle_timeout,
+                );
+                Some(web::WebServer::bind(web_config, &pki, desk, staff).await?)
+            }
+            None => None,
+        };
         Ok(Broker {
             endpoint,
             local_addr,
@@ -362,12 +393,23 @@ impl Broker {
             audit_stream: config.audit_stream,
             reloader,
             audit_seq_at_start,
+            web,
         })
     }
 
     /// The UDP address the broker listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The web UI's TCP address, when it is served.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().map(web::WebServer::local_addr)
+    }
+
+    /// The first admin's one-time link, when no admin exists yet (print it once).
+    pub fn first_admin_url(&self) -> Option<&str> {
+        self.web.as_ref().and_then(web::WebServer::first_admin_url)
     }
 
     /// The broker's PKI: its CA (what clients pin) and the means to issue client certificates.
@@ -419,9 +461,13 @@ impl Broker {
                 shutdown.clone(),
             ))
         });
+        let web = self.web.map(|web| tokio::spawn(web.run(shutdown.clone())));
         quic::serve(self.endpoint, self.shared.clone(), shutdown).await;
         let _ = hub.await;
         let _ = follower.await;
+        if let Some(web) = web {
+            let _ = web.await;
+        }
         let stopped = audit::AuditEvent::new(
             self.shared.clock.now(),
             audit::Actor::Broker(self.shared.broker_id.clone()),

@@ -61,6 +61,8 @@ enum Command {
         /// Also append every audit event, as one JSON line, to this file for a SIEM to follow.
         #[arg(long, value_name = "FILE", env = "SEKISHO_AUDIT_STREAM")]
         audit_stream: Option<PathBuf>,
+        #[command(flatten)]
+        web: WebArgs,
     },
     /// Check or show policies.
     Policy {
@@ -530,10 +532,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             listen,
             audit_stream,
+            web,
         } => {
             return serve(BrokerConfig {
                 listen,
                 audit_stream,
+                web: web.resolve()?,
                 ..config
             })
             .await;
@@ -894,6 +898,14 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         "CA certificate: {}",
         data_dir.join("pki").join("ca.pem").display()
     );
+    if let Some(addr) = broker.web_addr() {
+        eprintln!("Web UI for staff on TCP {addr}");
+    }
+    if let Some(url) = broker.first_admin_url() {
+        eprintln!(
+            "No admin account exists yet. Open this one-time link within 24 hours to create the first admin (it is shown only now):\n  {url}"
+        );
+    }
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -914,6 +926,67 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     });
     broker.run(shutdown).await;
     Ok(())
+}
+
+/// The web UI's flags of `serve`.
+#[derive(clap::Args)]
+struct WebArgs {
+    /// The TCP address of the staff web UI (HTTPS).
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], sekisho_broker::web::DEFAULT_WEB_PORT)))]
+    web_listen: SocketAddr,
+    /// Serve no web UI.
+    #[arg(long, conflicts_with_all = ["web_cert", "web_plain_http"])]
+    no_web: bool,
+    /// The web UI's certificate chain (PEM); without it the broker's CA issues one for
+    /// --web-name.
+    #[arg(long, value_name = "FILE", requires = "web_key")]
+    web_cert: Option<PathBuf>,
+    /// The private key of --web-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "web_cert")]
+    web_key: Option<PathBuf>,
+    /// A DNS name or IP address staff type to reach the web UI (repeat; default localhost).
+    #[arg(long, value_name = "NAME")]
+    web_name: Vec<String>,
+    /// Plain HTTP (only on a loopback --web-listen, behind a reverse proxy doing TLS).
+    #[arg(long, conflicts_with = "web_cert")]
+    web_plain_http: bool,
+    /// POST a JSON message to this http:// URL for each new request.
+    #[arg(long, value_name = "URL")]
+    web_webhook: Option<String>,
+    /// Minutes a staff login lasts without use.
+    #[arg(long, value_name = "MINUTES", default_value_t = 15)]
+    web_idle_minutes: u64,
+}
+
+impl WebArgs {
+    fn resolve(self) -> anyhow::Result<Option<sekisho_broker::web::WebConfig>> {
+        use sekisho_broker::web::{WebConfig, WebTls};
+        if self.no_web {
+            return Ok(None);
+        }
+        if self.web_plain_http && !self.web_listen.ip().is_loopback() {
+            bail!(
+                "--web-plain-http is allowed only on a loopback --web-listen (127.0.0.1 or [::1]), not {}; staff passwords must not cross the network unencrypted.",
+                self.web_listen
+            );
+        }
+        if self.web_idle_minutes == 0 {
+            bail!("--web-idle-minutes must be at least 1.");
+        }
+        let tls = match (self.web_cert, self.web_key, self.web_plain_http) {
+            (_, _, true) => WebTls::PlainHttpOnLoopback,
+            (Some(cert), Some(key), false) => WebTls::Files { cert, key },
+            _ => WebTls::BrokerIssued {
+                names: self.web_name,
+            },
+        };
+        Ok(Some(WebConfig {
+            tls,
+            idle_timeout: std::time::Duration::from_secs(self.web_idle_minutes * 60),
+            webhook: self.web_webhook,
+            ..WebConfig::new(self.web_listen)
+        }))
+    }
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM (what systemd sends).

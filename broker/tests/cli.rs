@@ -85,11 +85,17 @@ fn serve_refuses_to_start_on_a_broken_policy_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let policies = broken_policies(dir.path());
     let data = dir.path().join("data");
-    let (output, text) = run(broker(&["serve", "--listen", "127.0.0.1:0"])
-        .arg("--policies")
-        .arg(&policies)
-        .arg("--data-dir")
-        .arg(&data));
+    let (output, text) = run(broker(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--web-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--policies")
+    .arg(&policies)
+    .arg("--data-dir")
+    .arg(&data));
     assert!(!output.status.success());
     assert!(text.contains("does not start half-configured"), "{text}");
     assert!(text.contains("acme-ehr.toml:7:"), "{text}");
@@ -103,14 +109,20 @@ fn serve_refuses_to_start_on_a_broken_policy_and_creates_nothing() {
 fn serve_starts_on_the_example_policies_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = broker(&["serve", "--listen", "127.0.0.1:0"])
-        .arg("--policies")
-        .arg(repo_policies())
-        .arg("--data-dir")
-        .arg(&data)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = broker(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--web-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--policies")
+    .arg(repo_policies())
+    .arg("--data-dir")
+    .arg(&data)
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     loop {
@@ -124,6 +136,22 @@ fn serve_starts_on_the_example_policies_and_stops_on_sigterm() {
         }
     }
     assert!(line.contains("Demo General Hospital"), "{line}");
+    // Then the CA, the web UI's address and, with no admin yet, the first admin's link.
+    let mut rest = String::new();
+    for _ in 0..4 {
+        assert!(
+            stderr.read_line(&mut rest).unwrap() > 0,
+            "the broker exited early"
+        );
+    }
+    assert!(
+        rest.contains("Web UI for staff on TCP 127.0.0.1:"),
+        "{rest}"
+    );
+    assert!(
+        rest.contains("https://127.0.0.1:") && rest.contains("/setup/"),
+        "{rest}"
+    );
     for key in ["ca.key", "broker.key"] {
         let mode = std::fs::metadata(data.join("pki").join(key))
             .unwrap()

@@ -54,7 +54,13 @@ async fn steps_acknowledged_just_before_sigkill_are_on_disk_with_their_events() 
         }
     });
     let mut serving = broker()
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--web-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(&data)
         .arg("--policies")

@@ -142,14 +142,20 @@ impl Served {
         let dir = tempfile::tempdir().unwrap();
         let policies = copy_policies(dir.path());
         let data = dir.path().join("data");
-        let mut child = broker(&["serve", "--listen", "127.0.0.1:0"])
-            .arg("--policies")
-            .arg(&policies)
-            .arg("--data-dir")
-            .arg(&data)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = broker(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--web-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--policies")
+        .arg(&policies)
+        .arg("--data-dir")
+        .arg(&data)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let mut served = Served {
             child,

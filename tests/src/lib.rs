@@ -19,6 +19,7 @@ pub mod servers;
 pub mod stores;
 /// Real third-party servers (Python's http.server, sshd) and client programs, bounded in time.
 pub mod third_party;
+pub mod web;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -202,6 +203,8 @@ pub const APPROVER: &str = "suzuki";
 /// A running broker on `127.0.0.1:0` with a clock the test moves, stopped when dropped.
 pub struct TestBroker {
     addr: SocketAddr,
+    /// The web UI's address and first-admin link, when the configuration asks for a web UI.
+    web: Option<(SocketAddr, Option<String>)>,
     pki: BrokerPki,
     shutdown: CancellationToken,
     stopped: Arc<Notify>,
@@ -245,9 +248,10 @@ impl TestBroker {
     }
 
     async fn run(dir: TempDir, config: BrokerConfig, clock: ManualClock) -> TestBroker {
-        let (addr, shutdown, stopped) = TestBroker::launch(&config).await;
+        let (addr, web, shutdown, stopped) = TestBroker::launch(&config).await;
         TestBroker {
             addr,
+            web,
             pki: BrokerPki::load_or_create(&config.data_dir).unwrap(),
             shutdown,
             stopped,
@@ -259,11 +263,22 @@ impl TestBroker {
         }
     }
 
-    async fn launch(config: &BrokerConfig) -> (SocketAddr, CancellationToken, Arc<Notify>) {
+    #[allow(clippy::type_complexity, reason = "one private helper's return")]
+    async fn launch(
+        config: &BrokerConfig,
+    ) -> (
+        SocketAddr,
+        Option<(SocketAddr, Option<String>)>,
+        CancellationToken,
+        Arc<Notify>,
+    ) {
         let broker = Broker::bind(config.clone())
             .await
             .expect("the test broker binds");
         let addr = broker.local_addr();
+        let web = broker
+            .web_addr()
+            .map(|web| (web, broker.first_admin_url().map(str::to_owned)));
         let shutdown = CancellationToken::new();
         let stopped = Arc::new(Notify::new());
         let (run_shutdown, run_stopped) = (shutdown.clone(), stopped.clone());
@@ -271,7 +286,7 @@ impl TestBroker {
             broker.run(run_shutdown).await;
             run_stopped.notify_one();
         });
-        (addr, shutdown, stopped)
+        (addr, web, shutdown, stopped)
     }
 
     /// Stops the broker (as a shutdown does) and starts it again on the same data directory,
@@ -286,8 +301,9 @@ impl TestBroker {
         self.shutdown.cancel();
         self.stopped.notified().await;
         between.await;
-        let (addr, shutdown, stopped) = TestBroker::launch(&self.config).await;
+        let (addr, web, shutdown, stopped) = TestBroker::launch(&self.config).await;
         self.addr = addr;
+        self.web = web;
         self.shutdown = shutdown;
         self.stopped = stopped;
         self.hospital = Hospital::open(&self.config).await.unwrap();
@@ -296,6 +312,16 @@ impl TestBroker {
     /// The broker's UDP address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The web UI's TCP address (when the configuration asked for one).
+    pub fn web_addr(&self) -> SocketAddr {
+        self.web.as_ref().expect("the broker serves a web UI").0
+    }
+
+    /// The first admin's one-time link printed at this start, if any.
+    pub fn first_admin_url(&self) -> Option<&str> {
+        self.web.as_ref().and_then(|(_, url)| url.as_deref())
     }
 
     /// The broker's CA, PEM.

@@ -145,6 +145,15 @@ event_kinds! {
     EnrollmentRefused => "enrollment-refused": "An enrollment was refused (unknown, used, expired or void token; a bad certificate request).",
     PolicyReloadRequested => "policy-reload-requested": "Someone asked every broker to reload its policies.",
     PolicyReloadRefused => "policy-reload-refused": "A reload found problems in the policies; the ones in force stay.",
+    StaffInvited => "staff-invited": "A one-time link to create or reset a staff account was made.",
+    StaffEnrolled => "staff-enrolled": "A staff member set their password and one-time-password secret through a one-time link.",
+    StaffLogin => "staff-login": "A staff member logged in to the web UI.",
+    StaffLoginFailed => "staff-login-failed": "A web UI login failed (wrong password or code, disabled or locked account).",
+    StaffLocked => "staff-locked": "A staff account was locked after too many failed logins.",
+    StaffLogout => "staff-logout": "A staff member logged out.",
+    StaffDisabled => "staff-disabled": "An admin disabled a staff account.",
+    StaffEnabled => "staff-enabled": "An admin enabled a staff account again.",
+    StaffRefused => "staff-refused": "A staff member's web action was refused (role, CSRF token).",
 }
 
 /// One event, before it is numbered and chained.

@@ -21,7 +21,7 @@
 //! - `policy`: `policy check|render|reload`.
 
 mod admin;
-mod audit;
+pub(crate) mod audit;
 mod identity;
 mod policy;
 mod requests;

@@ -313,6 +313,32 @@ impl BrokerPki {
 }
 
 impl BrokerPki {
+    /// Issues a certificate for the web UI, for `names` (DNS names or IP addresses), with a
+    /// key made here and kept in memory only; a new one is issued at each start.
+    #[allow(
+        clippy::type_complexity,
+        reason = "a chain and its key, as rustls takes them"
+    )]
+    pub fn issue_web_certificate(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, "sekisho web UI");
+        params.distinguished_name = name;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, SERVER_VALIDITY);
+        let cert = params.signed_by(&key, &self.ca_issuer)?;
+        Ok((
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        ))
+    }
+
     /// Signs a client certificate for the public key of `csr_pem` (PKCS#10, PEM), which must
     /// be correctly signed with that key and name exactly `identity`. The certificate carries
     /// our extensions (client authentication, the identity), never the request's.

@@ -1,5 +1,5 @@
 //! Persistence: requests, approvals, sessions, vendors, technicians, enrollment tokens, the
-//! certificate registry, lockdown, through sqlx.
+//! certificate registry, lockdown, staff, through sqlx.
 //!
 //! One code path serves both databases through sqlx's `Any` driver: SQLite (the embedded
 //! default, a file in the data directory, WAL with `synchronous=FULL`, so an acknowledged step
@@ -20,6 +20,7 @@
 mod audit;
 mod identity;
 mod requests;
+mod staff;
 mod technicians;
 
 use std::path::Path;
@@ -35,6 +36,7 @@ pub use identity::{
     TokenToStore, VendorRow,
 };
 pub use requests::{LockdownState, RequestFilter};
+pub use staff::{Enrollment, InviteRow, StaffRow};
 pub use technicians::TechnicianRow;
 
 /// Why the store could not do what was asked.

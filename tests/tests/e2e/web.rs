@@ -1,0 +1,363 @@
+//! The staff web UI: roles, CSRF, session fixation, lockout, idle expiry, escaping, the first
+//! admin's link, and the JSON API; each against a real broker over HTTP, with requests made
+//! by real clients over QUIC. The browser test is in `browser`.
+
+use std::time::Duration;
+
+use proto::RequestAccess;
+use sekisho_broker::audit::EventKind;
+use sekisho_broker::session::{RequestId, Stage};
+use sekisho_broker::staff::Role;
+use sekisho_broker::web::{WebConfig, WebTls};
+use sekisho_e2e::web::{StaffAccount, WebClient, hidden_csrf, start_web_broker};
+use sekisho_e2e::{EchoServer, TestBroker, Vendor};
+
+async fn broker() -> (TestBroker, EchoServer) {
+    let echo = EchoServer::start().await;
+    let broker = start_web_broker(&[Vendor::new("acme").target("echo", echo.addr())], false).await;
+    (broker, echo)
+}
+
+/// A request made by `acme/technician` over QUIC, with `purpose`; returns its id.
+async fn request(broker: &TestBroker, technician: &str, purpose: &str) -> String {
+    broker.enroll("acme", technician).await;
+    let mut session = broker.connect("acme", technician).await.unwrap();
+    session
+        .request(RequestAccess {
+            targets: vec!["echo".into()],
+            purpose: purpose.into(),
+            ticket: "INC-1".into(),
+            duration_secs: 3600,
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+async fn stage(broker: &TestBroker, id: &str) -> Stage {
+    broker
+        .desk()
+        .store()
+        .request(&RequestId::parse(id).unwrap())
+        .await
+        .unwrap()
+        .stage
+}
+
+#[tokio::test]
+async fn each_role_is_refused_what_it_may_not_do_and_nobody_approves_their_own_request() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let auditor = StaffAccount::create(&broker, "kato", &[Role::Auditor]).await;
+    // A staff account named like the technician who asks.
+    let same_person = StaffAccount::create(&broker, "tanaka", &[Role::Approver]).await;
+    let id = request(&broker, "tanaka", "patch").await;
+
+    let mut as_approver = WebClient::new(broker.web_addr());
+    as_approver.login(&broker, &approver).await;
+    let csrf = as_approver.csrf("/requests").await;
+    let export = as_approver
+        .post_form("/audit/export", &[("csrf", &csrf), ("format", "jsonl")])
+        .await;
+    assert_eq!(export.status, 403, "{}", export.body);
+    assert!(export.body.contains("auditor"), "{}", export.body);
+    assert_eq!(as_approver.get("/audit").await.status, 403);
+    assert_eq!(as_approver.get("/staff").await.status, 403);
+
+    let mut as_auditor = WebClient::new(broker.web_addr());
+    as_auditor.login(&broker, &auditor).await;
+    let auditor_csrf = as_auditor.csrf("/audit/review").await;
+    let approve = as_auditor
+        .post_form(
+            &format!("/requests/{id}/approve"),
+            &[("csrf", &auditor_csrf), ("minutes", "60")],
+        )
+        .await;
+    assert_eq!(approve.status, 403, "{}", approve.body);
+    assert_eq!(as_auditor.get("/requests").await.status, 403);
+
+    let mut as_self = WebClient::new(broker.web_addr());
+    as_self.login(&broker, &same_person).await;
+    let self_csrf = as_self.csrf("/requests").await;
+    let own = as_self
+        .post_form(
+            &format!("/requests/{id}/approve"),
+            &[("csrf", &self_csrf), ("minutes", "60")],
+        )
+        .await;
+    assert_eq!(own.status, 409, "{}", own.body);
+    assert!(own.body.contains("cannot answer"), "{}", own.body);
+    assert_eq!(stage(&broker, &id).await, Stage::Requested);
+
+    // The same through the JSON API: the auditor cannot approve there either.
+    let api_approve = as_auditor
+        .post_json(
+            &format!("/api/requests/{id}/approve"),
+            Some(&auditor_csrf),
+            serde_json::json!({ "minutes": 60 }),
+        )
+        .await;
+    assert_eq!(api_approve.status, 403, "{}", api_approve.body);
+
+    // The approver's own approval works, and is on the record with the approver as actor.
+    let approved = as_approver
+        .post_form(
+            &format!("/requests/{id}/approve"),
+            &[("csrf", &csrf), ("minutes", "60")],
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(stage(&broker, &id).await, Stage::Approved);
+    let event = broker.first_event(EventKind::RequestApproved).await;
+    assert_eq!(event.event.actor.encode(), "staff:suzuki");
+    broker.first_event(EventKind::StaffRefused).await;
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_csrf_token_is_refused() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let id = request(&broker, "tanaka", "patch").await;
+    let mut client = WebClient::new(broker.web_addr());
+    client.login(&broker, &approver).await;
+    let path = format!("/requests/{id}/deny");
+    let missing = client.post_form(&path, &[("reason", "no")]).await;
+    assert_eq!(missing.status, 403, "{}", missing.body);
+    let wrong = client
+        .post_form(&path, &[("csrf", &"0".repeat(64)), ("reason", "no")])
+        .await;
+    assert_eq!(wrong.status, 403, "{}", wrong.body);
+    let api = client
+        .post_json(
+            &format!("/api/requests/{id}/deny"),
+            None,
+            serde_json::json!({"reason": "no"}),
+        )
+        .await;
+    assert_eq!(api.status, 403, "{}", api.body);
+    assert_eq!(stage(&broker, &id).await, Stage::Requested);
+    let csrf = client.csrf("/requests").await;
+    let right = client
+        .post_form(&path, &[("csrf", &csrf), ("reason", "no")])
+        .await;
+    assert_eq!(right.status, 200, "{}", right.body);
+    assert!(matches!(stage(&broker, &id).await, Stage::Ended(_)));
+}
+
+#[tokio::test]
+async fn a_session_id_set_before_login_never_becomes_the_session() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let mut client = WebClient::new(broker.web_addr());
+    let planted = "a".repeat(64);
+    client
+        .cookies
+        .insert("sekisho_session".into(), planted.clone());
+    client.login(&broker, &approver).await;
+    let issued = client.cookies.get("sekisho_session").cloned().unwrap();
+    assert_ne!(issued, planted);
+    assert_eq!(client.get("/requests").await.status, 200);
+
+    let mut attacker = WebClient::new(broker.web_addr());
+    attacker.cookies.insert("sekisho_session".into(), planted);
+    let answer = attacker.get("/requests").await;
+    assert_eq!(answer.status, 303);
+    assert_eq!(answer.location(), Some("/login"));
+
+    // A second login gets yet another id; logging out ends the session.
+    let mut again = WebClient::new(broker.web_addr());
+    again.login(&broker, &approver).await;
+    assert_ne!(again.cookies.get("sekisho_session"), Some(&issued));
+    let csrf = client.csrf("/requests").await;
+    let out = client.post_form("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, 303);
+    let mut replay = WebClient::new(broker.web_addr());
+    replay.cookies.insert("sekisho_session".into(), issued);
+    assert_eq!(replay.get("/requests").await.status, 303);
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_and_attempts_are_rate_limited() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let mut client = WebClient::new(broker.web_addr());
+    for _ in 0..5 {
+        let code = approver.code(&broker);
+        let answer = client
+            .login_with("suzuki", "not the password!", &code)
+            .await;
+        assert_eq!(answer.status, 401, "{}", answer.body);
+    }
+    broker.first_event(EventKind::StaffLocked).await;
+    // Now even the right password and a fresh code are refused, with the same sentence.
+    let answer = client
+        .login_with(&approver.name, &approver.password, &approver.code(&broker))
+        .await;
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    assert!(answer.body.contains("locked"), "{}", answer.body);
+    assert!(!client.cookies.contains_key("sekisho_session"));
+    // Ten attempts a minute from one address; the eleventh and later wait.
+    let mut limited = false;
+    for _ in 0..6 {
+        let answer = client
+            .login_with("nobody", "whatever password", "000000")
+            .await;
+        limited |= answer.status == 429;
+    }
+    assert!(
+        limited,
+        "the eleventh attempt within a minute must be refused"
+    );
+}
+
+#[tokio::test]
+async fn a_session_unused_for_the_idle_limit_is_over() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let mut client = WebClient::new(broker.web_addr());
+    client.login(&broker, &approver).await;
+    broker.clock().advance(Duration::from_secs(14 * 60));
+    assert_eq!(client.get("/requests").await.status, 200);
+    broker.clock().advance(Duration::from_secs(16 * 60));
+    assert_eq!(client.get("/requests").await.status, 303);
+}
+
+#[tokio::test]
+async fn html_in_a_purpose_or_reason_is_shown_as_text() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let auditor = StaffAccount::create(&broker, "kato", &[Role::Auditor]).await;
+    let injected = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+    let id = request(&broker, "tanaka", injected).await;
+    let mut client = WebClient::new(broker.web_addr());
+    client.login(&broker, &approver).await;
+    let page = client.get("/requests").await;
+    assert!(
+        page.body
+            .contains("&lt;script&gt;alert(1)&lt;/script&gt;&lt;img"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<script>alert"), "{}", page.body);
+    assert!(!page.body.contains("<img src=x"), "{}", page.body);
+    let csp = page
+        .headers
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    let csrf = hidden_csrf(&page.body).unwrap();
+    let denied = client
+        .post_form(
+            &format!("/requests/{id}/deny"),
+            &[("csrf", &csrf), ("reason", injected)],
+        )
+        .await;
+    assert_eq!(denied.status, 200, "{}", denied.body);
+    assert!(!denied.body.contains("<script>alert"), "{}", denied.body);
+
+    let mut as_auditor = WebClient::new(broker.web_addr());
+    as_auditor.login(&broker, &auditor).await;
+    let log = as_auditor.get("/audit").await;
+    assert!(log.body.contains("reason=&lt;script&gt;"), "{}", log.body);
+    assert!(!log.body.contains("<script>alert"), "{}", log.body);
+}
+
+#[tokio::test]
+async fn the_first_start_prints_a_one_time_link_that_makes_the_first_admin() {
+    let (mut broker, _echo) = broker().await;
+    let url = broker
+        .first_admin_url()
+        .expect("no admin yet: a link")
+        .to_owned();
+    let path = &url[url.find("/setup/").unwrap()..];
+    let mut client = WebClient::new(broker.web_addr());
+    let short = client
+        .post_form(
+            path,
+            &[
+                ("name", "yamada"),
+                ("password", "too short"),
+                ("repeated", "too short"),
+            ],
+        )
+        .await;
+    assert_eq!(short.status, 400, "{}", short.body);
+    assert!(short.body.contains("13"), "{}", short.body);
+    let password = "thirteen+ chars here";
+    let made = client
+        .post_form(
+            path,
+            &[
+                ("name", "yamada"),
+                ("password", password),
+                ("repeated", password),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    assert!(made.body.contains("otpauth://totp/"), "{}", made.body);
+    // The link works once.
+    let again = client
+        .post_form(
+            path,
+            &[
+                ("name", "other"),
+                ("password", password),
+                ("repeated", password),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, 400, "{}", again.body);
+    broker.restart().await;
+    assert_eq!(
+        broker.first_admin_url(),
+        None,
+        "an admin exists: no new link"
+    );
+    broker.first_event(EventKind::StaffEnrolled).await;
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_on_an_address_others_can_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = sekisho_e2e::write_policies(dir.path(), &[Vendor::new("acme")]);
+    let mut config = sekisho_broker::BrokerConfig::new(dir.path().join("data"), policies);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let mut web = WebConfig::new("0.0.0.0:0".parse().unwrap());
+    web.tls = WebTls::PlainHttpOnLoopback;
+    config.web = Some(web);
+    let result = sekisho_broker::Broker::bind(config).await;
+    let error = result.err().expect("refused").to_string();
+    assert!(error.contains("loopback"), "{error}");
+}
+
+#[tokio::test]
+async fn the_json_api_logs_in_and_acts_with_the_csrf_token_it_returns() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let id = request(&broker, "tanaka", "api").await;
+    let mut client = WebClient::new(broker.web_addr());
+    let login = client
+        .post_json(
+            "/api/login",
+            None,
+            serde_json::json!({"name": "suzuki", "password": approver.password, "code": approver.code(&broker)}),
+        )
+        .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let body: serde_json::Value = serde_json::from_str(&login.body).unwrap();
+    let csrf = body["csrf"].as_str().unwrap().to_owned();
+    let listed = client.get("/api/requests").await;
+    assert!(listed.body.contains(&id), "{}", listed.body);
+    let approved = client
+        .post_json(
+            &format!("/api/requests/{id}/approve"),
+            Some(&csrf),
+            serde_json::json!({"minutes": 30}),
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(stage(&broker, &id).await, Stage::Approved);
+}
