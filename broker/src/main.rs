@@ -956,6 +956,10 @@ struct WebArgs {
     /// Minutes a staff login lasts without use.
     #[arg(long, value_name = "MINUTES", default_value_t = 15)]
     web_idle_minutes: u64,
+    /// HOST:PORT technicians reach this broker at, printed in the enrollment commands the
+    /// web UI shows.
+    #[arg(long, value_name = "HOST:PORT", env = "SEKISHO_PUBLIC_ADDRESS")]
+    broker_address: Option<String>,
 }
 
 impl WebArgs {
@@ -984,6 +988,7 @@ impl WebArgs {
             tls,
             idle_timeout: std::time::Duration::from_secs(self.web_idle_minutes * 60),
             webhook: self.web_webhook,
+            broker_address: self.broker_address,
             ..WebConfig::new(self.web_listen)
         }))
     }

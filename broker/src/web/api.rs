@@ -30,7 +30,12 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/sessions/{id}/revoke", post(revoke))
         .route("/sessions/{id}/extend", post(extend))
         .route("/lockdown", get(lockdown).post(set_lockdown))
-        .route("/technicians/{vendor}/{technician}/unlock", post(unlock))
+        .route("/technicians", post(add_technician))
+        .route(
+            "/technicians/{vendor}/{technician}/{action}",
+            post(technician_action),
+        )
+        .route("/vendors/{vendor}/{action}", post(vendor_action))
         .route("/audit/events", get(events))
         .route("/audit/export", post(export))
         .route("/audit/reviews", post(review))
@@ -241,17 +246,73 @@ async fn set_lockdown(
     result.map(done).unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn unlock(
-    State(state): Shared,
-    headers: HeaderMap,
-    Path((vendor, technician)): Path<(String, String)>,
+#[derive(Deserialize, Default)]
+struct OptionalReason {
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AddTechnicianBody {
+    vendor: String,
+    technician: String,
+    name: String,
+    #[serde(default)]
+    email: String,
+}
+
+async fn identity_action(
+    state: &AppState,
+    headers: &HeaderMap,
+    action: impl FnOnce() -> Result<admin::IdentityAction, Refused>,
 ) -> Response {
     let result = async {
-        let ctx = member(&state, &headers, &[Role::Admin], true).await?;
-        admin::unlock(&state, &ctx, &vendor, &technician).await
+        let ctx = member(state, headers, &[Role::Admin], true).await?;
+        admin::act(state, &ctx, action()?).await
     }
     .await;
     result.map(done).unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn technician_action(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path((vendor, technician, action)): Path<(String, String, String)>,
+    body: Option<Json<OptionalReason>>,
+) -> Response {
+    let reason = body.and_then(|Json(body)| body.reason);
+    identity_action(&state, &headers, || {
+        admin::IdentityAction::for_technician(vendor, technician, &action, reason)
+    })
+    .await
+}
+
+async fn vendor_action(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path((vendor, action)): Path<(String, String)>,
+    body: Option<Json<OptionalReason>>,
+) -> Response {
+    let reason = body.and_then(|Json(body)| body.reason);
+    identity_action(&state, &headers, || {
+        admin::IdentityAction::for_vendor(vendor, &action, reason)
+    })
+    .await
+}
+
+async fn add_technician(
+    State(state): Shared,
+    headers: HeaderMap,
+    Json(body): Json<AddTechnicianBody>,
+) -> Response {
+    identity_action(&state, &headers, || {
+        Ok(admin::IdentityAction::AddTechnician {
+            vendor: body.vendor,
+            technician: body.technician,
+            name: body.name,
+            email: body.email,
+        })
+    })
+    .await
 }
 
 async fn events(

@@ -93,6 +93,8 @@ pub struct WebConfig {
     pub webhook: Option<String>,
     /// The address staff use, for the printed first-admin link (default: from `listen`).
     pub public_url: Option<String>,
+    /// `HOST:PORT` technicians reach the broker at, printed in their enrollment command.
+    pub broker_address: Option<String>,
 }
 
 impl WebConfig {
@@ -105,6 +107,7 @@ impl WebConfig {
             idle_timeout: crate::staff::DEFAULT_IDLE_TIMEOUT,
             webhook: None,
             public_url: None,
+            broker_address: None,
         }
     }
 }
@@ -150,6 +153,8 @@ pub(crate) struct AppState {
     pub(crate) login_attempts: Mutex<HashMap<IpAddr, (std::time::Instant, u32)>>,
     pub(crate) review_within: Duration,
     pub(crate) https: bool,
+    /// What a technician's enrollment command says about this broker.
+    pub(crate) enrollment: crate::cli::EnrollmentHints,
 }
 
 /// The web UI bound to its port, ready to serve.
@@ -228,6 +233,10 @@ impl WebServer {
             login_attempts: Mutex::new(HashMap::new()),
             review_within,
             https: acceptor.is_some(),
+            enrollment: crate::cli::EnrollmentHints {
+                broker_address: config.broker_address.clone(),
+                ca_fingerprint: pki.ca_fingerprint(),
+            },
         });
         Ok(WebServer {
             listener,

@@ -361,3 +361,144 @@ async fn the_json_api_logs_in_and_acts_with_the_csrf_token_it_returns() {
     assert_eq!(approved.status, 200, "{}", approved.body);
     assert_eq!(stage(&broker, &id).await, Stage::Approved);
 }
+
+/// The `--token` and `--ca-fingerprint` of the enrollment command on a page.
+fn enrollment_in(html: &str) -> (String, String) {
+    let at = html
+        .find("sekisho enroll ")
+        .unwrap_or_else(|| panic!("no enrollment command on the page: {html}"));
+    let words: Vec<&str> = html[at..].split_whitespace().take(8).collect();
+    let after = |flag: &str| {
+        let index = words.iter().position(|w| *w == flag).unwrap();
+        words[index + 1].trim_end_matches(['<', '/']).to_owned()
+    };
+    (after("--token"), after("--ca-fingerprint"))
+}
+
+#[tokio::test]
+async fn an_admin_takes_on_a_vendor_adds_a_technician_who_enrolls_and_disables_and_resets_them() {
+    let (broker, _echo) = broker().await;
+    let admin = StaffAccount::create(&broker, "yamada", &[Role::Admin]).await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let mut as_admin = WebClient::new(broker.web_addr());
+    as_admin.login(&broker, &admin).await;
+    let csrf = as_admin.csrf("/technicians").await;
+
+    // The vendor has a policy file but was not taken on yet: added from the page.
+    let page = as_admin.get("/technicians").await;
+    assert!(page.body.contains("/vendors/acme/add"), "{}", page.body);
+    let added = as_admin
+        .post_form("/vendors/acme/add", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert!(added.body.contains("Added vendor `acme`"), "{}", added.body);
+
+    // A technician, with the enrollment command shown once.
+    let shown = as_admin
+        .post_form(
+            "/technicians",
+            &[
+                ("csrf", &csrf),
+                ("vendor", "acme"),
+                ("technician", "tanaka"),
+                ("name", "Tanaka <b>Hanako</b>"),
+                ("email", "tanaka@acme.example"),
+            ],
+        )
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert!(
+        shown.body.contains("Tanaka &lt;b&gt;Hanako&lt;/b&gt;"),
+        "escaped: {}",
+        shown.body
+    );
+    let (token, fingerprint) = enrollment_in(&shown.body);
+    assert_eq!(
+        fingerprint,
+        broker.enroll_args("", broker.dir()).ca_fingerprint
+    );
+    // Shown once: the list does not carry it again.
+    let again = as_admin.get("/technicians").await;
+    assert!(!again.body.contains(&token), "the token is shown only once");
+
+    // The technician enrolls with it, over QUIC, and is let in.
+    let laptop = broker.dir().join("laptop");
+    sekisho_client::enroll::enroll(&broker.enroll_args(&token, &laptop))
+        .await
+        .unwrap();
+    let config = sekisho_client::ClientConfig::from_dir(&laptop)
+        .unwrap()
+        .unwrap();
+    sekisho_client::Session::connect(&config).await.unwrap();
+
+    // An approver may not manage technicians, on the page or the API.
+    let mut as_approver = WebClient::new(broker.web_addr());
+    as_approver.login(&broker, &approver).await;
+    assert_eq!(as_approver.get("/technicians").await.status, 403);
+    let approver_csrf = as_approver.csrf("/requests").await;
+    let refused = as_approver
+        .post_form(
+            "/technicians/acme/tanaka/disable",
+            &[("csrf", &approver_csrf), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    // The admin disables them through the API: refused at the next handshake.
+    let login = as_admin
+        .post_json(
+            "/api/login",
+            None,
+            serde_json::json!({"name": "yamada", "password": admin.password, "code": admin.code(&broker)}),
+        )
+        .await;
+    let api_csrf = serde_json::from_str::<serde_json::Value>(&login.body).unwrap()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let no_reason = as_admin
+        .post_json(
+            "/api/technicians/acme/tanaka/disable",
+            Some(&api_csrf),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(no_reason.status, 400, "{}", no_reason.body);
+    let disabled = as_admin
+        .post_json(
+            "/api/technicians/acme/tanaka/disable",
+            Some(&api_csrf),
+            serde_json::json!({"reason": "left the company"}),
+        )
+        .await;
+    assert_eq!(disabled.status, 200, "{}", disabled.body);
+    match sekisho_client::Session::connect(&config).await {
+        Err(sekisho_client::ConnectError::Refused(refusal)) => {
+            assert_eq!(refusal.code, proto::ErrorCode::IdentityDisabled);
+        }
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok(_) => panic!("a disabled technician was let in"),
+    }
+    let event = broker.first_event(EventKind::TechnicianDisabled).await;
+    assert_eq!(event.event.actor.to_string(), "staff:yamada");
+
+    // Enabled and reset from the page: a new command, the old certificate refused.
+    let csrf = as_admin.csrf("/technicians").await;
+    let enabled = as_admin
+        .post_form("/technicians/acme/tanaka/enable", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(enabled.status, 200, "{}", enabled.body);
+    let reset = as_admin
+        .post_form("/technicians/acme/tanaka/reset", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(reset.status, 200, "{}", reset.body);
+    let (new_token, _) = enrollment_in(&reset.body);
+    assert_ne!(new_token, token);
+    match sekisho_client::Session::connect(&config).await {
+        Err(sekisho_client::ConnectError::Refused(refusal)) => {
+            assert_eq!(refusal.code, proto::ErrorCode::CertificateRevoked);
+        }
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok(_) => panic!("a revoked certificate was let in"),
+    }
+}
