@@ -136,14 +136,16 @@ fn serve_starts_on_the_example_policies_and_stops_on_sigterm() {
         }
     }
     assert!(line.contains("Demo General Hospital"), "{line}");
-    // Then the CA, the web UI's address and, with no admin yet, the first admin's link.
+    // Then the CA's fingerprint and file, the web UI's address and, with no admin yet, the
+    // first admin's link.
     let mut rest = String::new();
-    for _ in 0..4 {
+    while !rest.contains("/setup/") {
         assert!(
             stderr.read_line(&mut rest).unwrap() > 0,
-            "the broker exited early"
+            "the broker exited early: {rest}"
         );
     }
+    assert!(rest.contains("Broker CA fingerprint"), "{rest}");
     assert!(
         rest.contains("Web UI for staff on TCP 127.0.0.1:"),
         "{rest}"
