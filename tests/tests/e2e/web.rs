@@ -560,14 +560,20 @@ async fn the_lockdown_control_needs_a_confirmation_cuts_live_sessions_and_shows_
         Ok(sekisho_client::SessionEvent::Ended { reason, .. }) => assert_eq!(reason, "lockdown"),
         other => panic!("expected the session to end by lockdown, got {other:?}"),
     }
-    // The state is on every page, for every role.
+    // The state is on every page, for every role (pages read it from the broker's watcher,
+    // which sees the store within its poll interval).
     for (who, path) in [(&mut client, "/requests"), (&mut as_auditor, "/audit")] {
-        let page = who.get(path).await;
-        assert!(
-            page.body.contains("id=\"lockdown-banner\""),
-            "{path}: {}",
-            page.body
-        );
+        let banner = async {
+            loop {
+                let page = who.get(path).await;
+                if page.body.contains("id=\"lockdown-banner\"") {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), banner)
+            .await
+            .unwrap_or_else(|_| panic!("{path} never showed the lockdown banner"));
     }
     let lifted = client
         .post_form(
