@@ -49,6 +49,16 @@ use tokio_util::sync::CancellationToken;
 pub use servers::EchoServer;
 pub use stores::env_postgres;
 
+/// Writes a few bytes through a new forward of `session` to `target` (an echo server) and
+/// checks they come back: the session carries traffic.
+pub async fn echo_once(session: &Session, target: &str) {
+    let (mut send, mut recv) = session.open_forward(target).await.unwrap();
+    send.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    recv.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping");
+}
+
 /// Installs a log subscriber once, so `SEKISHO_LOG=debug cargo test` shows what happened.
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()

@@ -186,16 +186,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {
-            let exists = sqlx::query("SELECT 1 FROM vendors WHERE vendor = $1")
-                .bind(vendor)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-            return Err(if exists {
-                StoreError::Stale
-            } else {
-                StoreError::NotFound
-            });
+            return Err(why_unchanged(
+                &mut tx,
+                "SELECT 1 FROM vendors WHERE vendor = $1",
+                &[vendor],
+            )
+            .await);
         }
         let actor = Actor::Staff(by.to_owned());
         let kind = if enabled {
@@ -249,16 +245,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() != 1 {
-            let vendor_known = sqlx::query("SELECT 1 FROM vendors WHERE vendor = $1")
-                .bind(new.vendor)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-            return Err(if vendor_known {
-                StoreError::Stale
-            } else {
-                StoreError::NotFound
-            });
+            return Err(why_unchanged(
+                &mut tx,
+                "SELECT 1 FROM vendors WHERE vendor = $1",
+                &[new.vendor],
+            )
+            .await);
         }
         insert_token(&mut tx, new.vendor, new.technician, token, by, now).await?;
         let event = AuditEvent::new(now, Actor::Staff(by.to_owned()), EventKind::TechnicianAdded)
@@ -355,18 +347,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {
-            let exists =
-                sqlx::query("SELECT 1 FROM technicians WHERE vendor = $1 AND technician = $2")
-                    .bind(vendor)
-                    .bind(technician)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .is_some();
-            return Err(if exists {
-                StoreError::Stale
-            } else {
-                StoreError::NotFound
-            });
+            return Err(why_unchanged(
+                &mut tx,
+                "SELECT 1 FROM technicians WHERE vendor = $1 AND technician = $2",
+                &[vendor, technician],
+            )
+            .await);
         }
         let actor = Actor::Staff(by.to_owned());
         let mut ended = 0;
@@ -528,6 +514,24 @@ impl Store {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
+    }
+}
+
+/// Why a conditional write changed nothing: `Stale` when the row `exists_sql` looks for is
+/// there (it was already in that state, or is disabled), `NotFound` when it is not.
+async fn why_unchanged(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    exists_sql: &'static str,
+    binds: &[&str],
+) -> StoreError {
+    let mut query = sqlx::query(exists_sql);
+    for bind in binds {
+        query = query.bind(*bind);
+    }
+    match query.fetch_optional(&mut **tx).await {
+        Ok(Some(_)) => StoreError::Stale,
+        Ok(None) => StoreError::NotFound,
+        Err(e) => e.into(),
     }
 }
 

@@ -138,6 +138,32 @@ async fn log_in(browser: &Client, base: &str, broker: &TestBroker, account: &Sta
     assert_eq!(who.text().await.unwrap(), account.name);
 }
 
+/// Types into an input (when `fill` names one and the text) and clicks `button`. The page
+/// refreshes its live parts when the broker reports a change, which can replace an element
+/// between finding it and using it; then both are found again (a few times at most).
+async fn submit(browser: &Client, fill: Option<(&str, &str)>, button: &str) {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let done = async {
+            if let Some((input, text)) = fill {
+                let field = browser.find(Locator::Css(input)).await?;
+                field.clear().await?;
+                field.send_keys(text).await?;
+            }
+            browser.find(Locator::Css(button)).await?.click().await
+        }
+        .await;
+        match done {
+            Ok(()) => return,
+            Err(fantoccini::error::CmdError::Standard(error))
+                if error.error == fantoccini::error::ErrorStatus::StaleElementReference
+                    && attempts < 5 => {}
+            Err(other) => panic!("cannot click {button}: {other}"),
+        }
+    }
+}
+
 async fn wait_for_stage(broker: &TestBroker, id: &str, wanted: impl Fn(Stage) -> bool) {
     let store = broker.desk().store().clone();
     let id = RequestId::parse(id).unwrap();
@@ -215,13 +241,7 @@ async fn an_approver_approves_and_revokes_in_a_real_browser_and_an_auditor_revie
     );
     shots.take(&browser, "2-request-arrived").await;
 
-    browser
-        .find(Locator::Css(&format!("{card} form.approve button")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(&browser, None, &format!("{card} form.approve button")).await;
     browser
         .wait()
         .at_most(PATIENCE)
@@ -255,22 +275,13 @@ async fn an_approver_approves_and_revokes_in_a_real_browser_and_an_auditor_revie
         .await
         .unwrap();
     shots.take(&browser, "4-live-session").await;
-    browser
-        .find(Locator::Css(&format!(
-            "{live} form.revoke input[name=reason]"
-        )))
-        .await
-        .unwrap()
-        .send_keys("work finished early")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css(&format!("{live} form.revoke button")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    let reason = format!("{live} form.revoke input[name=reason]");
+    submit(
+        &browser,
+        Some((&reason, "work finished early")),
+        &format!("{live} form.revoke button"),
+    )
+    .await;
     match tokio::time::timeout(PATIENCE, session.next_event())
         .await
         .expect("the client hears of it")

@@ -11,7 +11,7 @@ use sekisho_broker::pki::{self, TechnicianIdentity};
 use sekisho_broker::store::StoreLocation;
 use sekisho_client::enroll::{self, EnrollError};
 use sekisho_client::{ConnectError, Session, SessionEvent};
-use sekisho_e2e::{EchoServer, TestBroker, Vendor};
+use sekisho_e2e::{EchoServer, TestBroker, Vendor, echo_once};
 use tunnel::frames::{MessageReader, write_message};
 
 /// Disabling must reach a live session within this.
@@ -51,14 +51,6 @@ async fn ended_within(session: &mut Session, within: Duration) -> (String, Strin
     }
 }
 
-async fn echo_once(session: &Session) {
-    let (mut send, mut recv) = session.open_forward("echo").await.unwrap();
-    send.write_all(b"ping").await.unwrap();
-    let mut back = [0u8; 4];
-    recv.read_exact(&mut back).await.unwrap();
-    assert_eq!(&back, b"ping");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enrolled_technician_opens_a_session_with_the_secret_the_client_was_shown() {
     let (broker, _echo) = broker().await;
@@ -89,7 +81,7 @@ async fn an_enrolled_technician_opens_a_session_with_the_secret_the_client_was_s
     broker.clock().advance(Duration::from_secs(30));
     let code = otp::code_at(&secret, broker.clock().now()).unwrap();
     session.open(&id, &code).await.unwrap();
-    echo_once(&session).await;
+    echo_once(&session, "echo").await;
 
     // The broker recorded the enrollment and the certificate it issued.
     let enrolled = broker.first_event(EventKind::TechnicianEnrolled).await;
@@ -324,7 +316,7 @@ async fn disabling_a_technician_ends_their_session_within_a_second_and_refuses_t
     let (reason, message) = ended_within(&mut session, REACH).await;
     assert_eq!(reason, "technician-disabled");
     assert!(message.contains("left the company"), "{message}");
-    echo_once(&colleague).await;
+    echo_once(&colleague, "echo").await;
 
     let refusal = connect_refusal(broker.connect("acme-ehr", "tanaka").await);
     assert_eq!(refusal.code, ErrorCode::IdentityDisabled);
@@ -372,11 +364,7 @@ async fn disabling_a_vendor_ends_all_its_sessions_and_refuses_its_technicians() 
         refusal.message
     );
     // Another vendor carries on.
-    let (mut send, mut recv) = other_vendor.open_forward("pacs").await.unwrap();
-    send.write_all(b"ping").await.unwrap();
-    let mut back = [0u8; 4];
-    recv.read_exact(&mut back).await.unwrap();
-    assert_eq!(&back, b"ping");
+    echo_once(&other_vendor, "pacs").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,7 +416,7 @@ async fn a_reset_revokes_the_certificate_ends_the_session_and_a_new_enrollment_w
     let secret = otp::secret_from_uri(&enrollment.otpauth_uri).unwrap();
     let code = otp::code_at(&secret, broker.clock().now()).unwrap();
     session.open(&id, &code).await.unwrap();
-    echo_once(&session).await;
+    echo_once(&session, "echo").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

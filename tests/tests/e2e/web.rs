@@ -502,3 +502,159 @@ async fn an_admin_takes_on_a_vendor_adds_a_technician_who_enrolls_and_disables_a
         Ok(_) => panic!("a revoked certificate was let in"),
     }
 }
+
+#[tokio::test]
+async fn the_lockdown_control_needs_a_confirmation_cuts_live_sessions_and_shows_on_every_page() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let auditor = StaffAccount::create(&broker, "kato", &[Role::Auditor]).await;
+    broker.enroll("acme", "tanaka").await;
+    let mut session = broker.open_session("acme", "tanaka", &["echo"]).await;
+    let mut client = WebClient::new(broker.web_addr());
+    client.login(&broker, &approver).await;
+    let csrf = client.csrf("/lockdown").await;
+
+    // Without the box ticked nothing happens.
+    let unconfirmed = client
+        .post_form(
+            "/lockdown",
+            &[
+                ("csrf", &csrf),
+                ("action", "on"),
+                ("reason", "ransomware suspected"),
+            ],
+        )
+        .await;
+    assert_eq!(unconfirmed.status, 400, "{}", unconfirmed.body);
+    assert!(!broker.desk().lockdown().await.unwrap().active);
+    // An auditor may not pull the switch.
+    let mut as_auditor = WebClient::new(broker.web_addr());
+    as_auditor.login(&broker, &auditor).await;
+    let auditor_csrf = as_auditor.csrf("/audit/review").await;
+    let refused = as_auditor
+        .post_form(
+            "/lockdown",
+            &[
+                ("csrf", &auditor_csrf),
+                ("action", "on"),
+                ("reason", "x"),
+                ("confirm", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    let on = client
+        .post_form(
+            "/lockdown",
+            &[
+                ("csrf", &csrf),
+                ("action", "on"),
+                ("reason", "ransomware suspected"),
+                ("confirm", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(on.status, 200, "{}", on.body);
+    match tokio::time::timeout(Duration::from_secs(1), session.next_event()).await {
+        Ok(sekisho_client::SessionEvent::Ended { reason, .. }) => assert_eq!(reason, "lockdown"),
+        other => panic!("expected the session to end by lockdown, got {other:?}"),
+    }
+    // The state is on every page, for every role (pages read it from the broker's watcher,
+    // which sees the store within its poll interval).
+    for (who, path) in [(&mut client, "/requests"), (&mut as_auditor, "/audit")] {
+        let banner = async {
+            loop {
+                let page = who.get(path).await;
+                if page.body.contains("id=\"lockdown-banner\"") {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), banner)
+            .await
+            .unwrap_or_else(|_| panic!("{path} never showed the lockdown banner"));
+    }
+    let lifted = client
+        .post_form(
+            "/lockdown",
+            &[("csrf", &csrf), ("action", "off"), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(lifted.status, 200, "{}", lifted.body);
+    assert!(!broker.desk().lockdown().await.unwrap().active);
+    let event = broker.first_event(EventKind::LockdownOn).await;
+    assert_eq!(event.event.actor.to_string(), "staff:suzuki");
+}
+
+#[tokio::test]
+async fn each_new_request_is_posted_to_the_webhook_as_json() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = EchoServer::start().await;
+    // The hospital's relay: a plain HTTP endpoint that answers 204 and hands over the body.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_url = format!("http://{}/sekisho", relay.local_addr().unwrap());
+    let (posted_tx, mut posted) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = relay.accept().await {
+            let posted_tx = posted_tx.clone();
+            tokio::spawn(async move {
+                let mut received = Vec::new();
+                let mut buffer = [0u8; 4096];
+                loop {
+                    let n = tcp.read(&mut buffer).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    received.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&received).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|line| {
+                                let (name, value) = line.split_once(':')?;
+                                name.eq_ignore_ascii_case("content-length")
+                                    .then(|| value.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            let _ = tcp
+                                .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                                .await;
+                            let _ = posted_tx.send(format!("{head}\r\n\r\n{body}"));
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let broker = TestBroker::start_with(
+        &[Vendor::new("acme").target("echo", echo.addr())],
+        |config| {
+            let mut web = WebConfig::new("127.0.0.1:0".parse().unwrap());
+            web.tls = WebTls::PlainHttpOnLoopback;
+            web.webhook = Some(relay_url);
+            config.web = Some(web);
+        },
+    )
+    .await;
+    let id = request(&broker, "tanaka", "patch <5.2.1>").await;
+    let message = tokio::time::timeout(Duration::from_secs(10), posted.recv())
+        .await
+        .expect("the webhook was called within 10 s")
+        .unwrap();
+    let (head, body) = message.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("POST /sekisho HTTP/1.1"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["event"], "request-made");
+    assert_eq!(json["request"], id.as_str());
+    assert_eq!(json["vendor"], "acme");
+    assert_eq!(json["technician"], "tanaka");
+    assert_eq!(json["purpose"], "patch <5.2.1>");
+}

@@ -37,7 +37,11 @@
       part.removeAttribute("data-stale");
       fetch(part.getAttribute("data-live"), { credentials: "same-origin" })
         .then(function (r) { if (r.status === 401) { location.href = "/login"; } return r.ok ? r.text() : null; })
-        .then(function (html) { if (html !== null && !busy(part)) { part.innerHTML = html; } });
+        .then(function (html) {
+          // Replacing identical markup would only throw away what the page holds (focus,
+          // elements a script or a person is about to use).
+          if (html !== null && !busy(part) && part.innerHTML.trim() !== html.trim()) { part.innerHTML = html; }
+        });
     });
   }
 
