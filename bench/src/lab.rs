@@ -16,11 +16,13 @@ use proto::RequestAccess;
 use sekisho_broker::approval::Until;
 use sekisho_broker::audit::EventKind;
 use sekisho_broker::clock::SystemClock;
-use sekisho_broker::pki::{BrokerPki, TechnicianIdentity};
+use sekisho_broker::identity;
+use sekisho_broker::pki::BrokerPki;
 use sekisho_broker::secret::Secret;
 use sekisho_broker::session::RequestId;
-use sekisho_broker::store::AuditFilter;
+use sekisho_broker::store::{AuditFilter, NewTechnician};
 use sekisho_broker::{BrokerConfig, Hospital, otp};
+use sekisho_client::enroll::EnrollArgs;
 use sekisho_client::{ClientConfig, Session};
 use tempfile::TempDir;
 
@@ -98,6 +100,7 @@ impl Lab {
             &self.hospital,
             &self.pki,
             self.broker_addr,
+            self.dir.path(),
             &format!("tech-{number:05}"),
         )
         .await
@@ -164,31 +167,65 @@ impl Lab {
     }
 }
 
-/// Makes a technician the broker accepts: a client certificate from the hospital's CA and a
-/// fresh TOTP secret. This is the one place that knows how technicians come to be; it switches
-/// to `technician add` + `sekisho enroll` when enrollment replaces `dev-issue`.
+/// Makes a technician the broker accepts, as a hospital and a technician do: the admin adds
+/// the technician (`technician add`), and the technician enrolls over QUIC (`sekisho enroll`:
+/// a key made here, a certificate request, the TOTP secret read from the `otpauth://` URI).
+/// This is the one place that knows how technicians come to be.
 async fn make_technician(
     hospital: &Hospital,
     pki: &BrokerPki,
     broker: SocketAddr,
+    dir: &Path,
     name: &str,
 ) -> anyhow::Result<Technician> {
-    let identity = TechnicianIdentity::new(VENDOR, name)?;
-    let totp = hospital
-        .set_technician_secret(&identity, SystemTime::now(), "bench-admin")
-        .await?;
-    let issued = pki.issue_client_certificate(&identity, Duration::from_secs(24 * 3600))?;
-    let config = ClientConfig::from_pem(
-        &broker.to_string(),
-        pki.ca_pem().as_bytes(),
-        issued.certificate_pem.as_bytes(),
-        issued.private_key_pem.as_bytes(),
-    )?;
+    let now = SystemTime::now();
+    match identity::add_vendor(
+        &hospital.store,
+        &hospital.policies,
+        VENDOR,
+        "bench-admin",
+        now,
+    )
+    .await
+    {
+        Ok(()) | Err(identity::IdentityError::VendorExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let new = NewTechnician {
+        vendor: VENDOR,
+        technician: name,
+        display_name: name,
+        email: "",
+    };
+    let token = identity::add_technician(
+        &hospital.store,
+        &hospital.policies,
+        &new,
+        identity::DEFAULT_TOKEN_VALIDITY,
+        "bench-admin",
+        now,
+    )
+    .await?;
+    let laptop = dir.join(format!("client-{name}"));
+    let enrollment = sekisho_client::enroll::enroll(&EnrollArgs {
+        broker: broker.to_string(),
+        token: token.text.expose_secret().clone(),
+        ca_fingerprint: pki.ca_fingerprint(),
+        dir: laptop.clone(),
+        connect_timeout: Duration::from_secs(10),
+    })
+    .await?;
+    let totp = otp::secret_from_uri(&enrollment.otpauth_uri)
+        .ok_or_else(|| anyhow!("the enrollment's otpauth URI holds no secret"))?;
+    let config = ClientConfig::from_dir(&laptop)?
+        .ok_or_else(|| anyhow!("enrollment wrote nothing to {}", laptop.display()))?;
     Ok(Technician {
         name: name.to_owned(),
         config,
-        certificate_pem: issued.certificate_pem,
-        key_pem: issued.private_key_pem,
+        certificate_pem: std::fs::read_to_string(
+            laptop.join(sekisho_client::files::CERTIFICATE_FILE),
+        )?,
+        key_pem: std::fs::read_to_string(laptop.join(sekisho_client::files::KEY_FILE))?,
         totp,
     })
 }

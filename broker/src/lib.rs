@@ -24,18 +24,24 @@
 //!
 //! # Layout
 //!
-//! - [`policy`]: parse and check the policy files (pure).
+//! - [`policy`]: parse and check the policy files (pure), and render them as a document.
+//! - [`reload`]: the policy set in force, swapped on reload (SIGHUP, `policy reload`).
 //! - [`session`]: the lifecycle rules `requested → approved → active → ended` (pure: the time
 //!   is an argument).
 //! - [`approval`]: the hospital's desk: approve, deny, revoke, move the end time, lockdown.
 //! - [`store`]: SQLite or PostgreSQL through sqlx; every transition a conditional update.
 //! - [`hub`]: watches the store so changes made anywhere reach live sessions within a second.
+//! - [`identity`]: vendors and technicians, enrollment tokens, enrollment, and the registry
+//!   of issued certificates every connection is checked against.
 //! - [`otp`], [`secret`]: TOTP codes; secrets sealed at rest and never printed.
 //! - [`pki`]: the broker's CA, server certificate and client certificates.
 //! - [`targets`]: target names resolved at approval and pinned for the session.
 //! - [`quic`]: the QUIC endpoint, one task per connection and one per forward; the only place
 //!   that does network I/O with technicians.
 //! - [`clock`]: the time, as an argument (tests move a manual clock).
+//! - [`encoding`]: hex and base32.
+//! - [`staff`]: staff accounts for the web UI: roles, argon2id passwords, TOTP, logins.
+//! - [`web`]: the web UI and JSON API for approvers, admins and auditors (axum).
 //! - [`cli`]: the admin command line's commands.
 //!
 //! The broker never dials an address a policy did not name, never dials a name it did not
@@ -46,15 +52,20 @@ pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod clock;
+pub mod encoding;
 pub mod hub;
+pub mod identity;
 pub mod otp;
 pub mod pki;
 pub mod policy;
 pub mod quic;
+pub mod reload;
 pub mod secret;
 pub mod session;
+pub mod staff;
 pub mod store;
 pub mod targets;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,13 +100,13 @@ pub struct BrokerConfig {
     pub database: Option<StoreLocation>,
     /// Bounds on what peers can make the broker hold.
     pub limits: Limits,
-    /// How long a request waits for an answer before it expires.
-    pub answer_within: Duration,
     /// Where the broker reads the time (tests pass a [`clock::ManualClock`]).
     pub clock: Arc<dyn Clock>,
     /// A file to append every audit event to, as a JSON line, for a SIEM (see
     /// [`audit::stream`]).
     pub audit_stream: Option<PathBuf>,
+    /// The web UI for staff; `None` serves none.
+    pub web: Option<web::WebConfig>,
 }
 
 impl std::fmt::Debug for BrokerConfig {
@@ -106,8 +117,8 @@ impl std::fmt::Debug for BrokerConfig {
             .field("listen", &self.listen)
             .field("database", &self.database)
             .field("limits", &self.limits)
-            .field("answer_within", &self.answer_within)
             .field("audit_stream", &self.audit_stream)
+            .field("web", &self.web)
             .finish_non_exhaustive()
     }
 }
@@ -122,9 +133,9 @@ impl BrokerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
             database: None,
             limits: Limits::default(),
-            answer_within: session::DEFAULT_ANSWER_WITHIN,
             clock: Arc::new(SystemClock),
             audit_stream: None,
+            web: None,
         }
     }
 
@@ -198,6 +209,9 @@ pub enum BindError {
         /// Why.
         source: StoreError,
     },
+    /// The web UI could not start.
+    #[error(transparent)]
+    Web(#[from] web::WebError),
     /// The UDP port could not be bound.
     #[error("could not listen on UDP {addr}: {source}")]
     Listen {
@@ -208,24 +222,17 @@ pub enum BindError {
     },
 }
 
-/// Why a technician's TOTP secret could not be set.
-#[derive(Debug, thiserror::Error)]
-pub enum SetSecretError {
-    /// No random bytes, or sealing failed.
-    #[error(transparent)]
-    Seal(secret::SealError),
-    /// The database refused.
-    #[error("the database cannot be written ({0})")]
-    Store(StoreError),
-}
-
 /// A broker bound to its port, ready to [`run`](Broker::run).
 pub struct Broker {
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
     shared: Arc<quic::Shared>,
-    pki: BrokerPki,
+    pki: Arc<BrokerPki>,
     audit_stream: Option<PathBuf>,
+    reloader: reload::Reloader,
+    /// The audit log's head at start: reload requests after it are followed.
+    audit_seq_at_start: i64,
+    web: Option<web::WebServer>,
 }
 
 /// Everything the broker and the admin CLI open from a configuration: policies, time zone,
@@ -266,38 +273,6 @@ impl Hospital {
         })
     }
 
-    /// Gives `identity` a new TOTP secret (sealed in the database) and returns it, to be
-    /// shown to the technician once. Replaces any earlier secret and clears the used-code
-    /// memory and lockout that belonged to it.
-    pub async fn set_technician_secret(
-        &self,
-        identity: &pki::TechnicianIdentity,
-        now: std::time::SystemTime,
-        by: &str,
-    ) -> Result<secret::Secret<Vec<u8>>, SetSecretError> {
-        let totp_secret = otp::new_secret().map_err(SetSecretError::Seal)?;
-        let sealed = self
-            .sealing_key
-            .seal(&identity.to_string(), totp_secret.expose_secret())
-            .map_err(SetSecretError::Seal)?;
-        self.store
-            .put_technician(
-                identity.vendor(),
-                identity.technician(),
-                &sealed,
-                clock::to_unix_ms(now),
-                &audit::AuditEvent::new(
-                    now,
-                    audit::Actor::Staff(by.to_owned()),
-                    audit::EventKind::TechnicianSecretSet,
-                )
-                .technician(identity.vendor(), identity.technician()),
-            )
-            .await
-            .map_err(SetSecretError::Store)?;
-        Ok(totp_secret)
-    }
-
     /// The hospital's desk for approvals, over this database.
     pub fn desk(&self, clock: Arc<dyn Clock>) -> Desk {
         Desk::new(
@@ -314,7 +289,7 @@ impl Broker {
     /// Nothing is served until [`run`](Broker::run).
     pub async fn bind(config: BrokerConfig) -> Result<Broker, BindError> {
         let hospital = Hospital::open(&config).await?;
-        let pki = BrokerPki::load_or_create(&config.data_dir)?;
+        let pki = Arc::new(BrokerPki::load_or_create(&config.data_dir)?);
         let broker_id = broker_id(&config.data_dir)?;
         let now = config.clock.now();
         let store_error = |source| BindError::Store {
@@ -367,11 +342,22 @@ impl Broker {
             database = %config.store_location(),
             "broker bound"
         );
+        let audit_seq_at_start = hospital.store.audit_head().await.map_err(store_error)?.0;
+        let policies = reload::LivePolicies::new(hospital.policies);
+        let reloader = reload::Reloader {
+            dir: config.policies_dir.clone(),
+            live: policies.clone(),
+            store: hospital.store.clone(),
+            zone: hospital.zone.clone(),
+            clock: config.clock.clone(),
+            broker_id: broker_id.clone(),
+        };
         let shared = Arc::new(quic::Shared {
             handshake_slots: Arc::new(tokio::sync::Semaphore::new(
                 config.limits.max_pending_handshakes,
             )),
-            policies: hospital.policies,
+            policies,
+            pki: pki.clone(),
             limits: config.limits,
             own_addresses: vec![local_addr],
             store: hospital.store,
@@ -380,14 +366,35 @@ impl Broker {
             zone: hospital.zone,
             sealing_key: hospital.sealing_key,
             broker_id,
-            answer_within: config.answer_within,
         });
+        let web = match &config.web {
+            Some(web_config) => {
+                let desk = Desk::new(
+                    shared.store.clone(),
+                    shared.policies.clone(),
+                    shared.zone.clone(),
+                    shared.clock.clone(),
+                );
+                let staff = staff::StaffDirectory::new(
+                    shared.store.clone(),
+                    shared.sealing_key.clone(),
+                    shared.clock.clone(),
+                    &shared.policies.current().hospital().name,
+                    web_config.idle_timeout,
+                );
+                Some(web::WebServer::bind(web_config, &pki, desk, staff).await?)
+            }
+            None => None,
+        };
         Ok(Broker {
             endpoint,
             local_addr,
             shared,
             pki,
             audit_stream: config.audit_stream,
+            reloader,
+            audit_seq_at_start,
+            web,
         })
     }
 
@@ -396,14 +403,29 @@ impl Broker {
         self.local_addr
     }
 
+    /// The web UI's TCP address, when it is served.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().map(web::WebServer::local_addr)
+    }
+
+    /// The first admin's one-time link, when no admin exists yet (print it once).
+    pub fn first_admin_url(&self) -> Option<&str> {
+        self.web.as_ref().and_then(web::WebServer::first_admin_url)
+    }
+
     /// The broker's PKI: its CA (what clients pin) and the means to issue client certificates.
     pub fn pki(&self) -> &BrokerPki {
         &self.pki
     }
 
-    /// The policies the broker enforces.
-    pub fn policies(&self) -> &PolicySet {
-        &self.shared.policies
+    /// The policies the broker enforces now.
+    pub fn policies(&self) -> Arc<PolicySet> {
+        self.shared.policies.current()
+    }
+
+    /// What reloads this broker's policies (SIGHUP in the binary; tests call it directly).
+    pub fn reloader(&self) -> reload::Reloader {
+        self.reloader.clone()
     }
 
     /// The hospital's desk over this broker's database and clock.
@@ -426,6 +448,11 @@ impl Broker {
             self.shared.broker_id.clone(),
             shutdown.clone(),
         ));
+        let follower = tokio::spawn(reload::follow_requests(
+            self.reloader.clone(),
+            self.audit_seq_at_start,
+            shutdown.clone(),
+        ));
         let stream = self.audit_stream.clone().map(|path| {
             tokio::spawn(audit::stream::run(
                 self.shared.store.clone(),
@@ -435,8 +462,13 @@ impl Broker {
                 shutdown.clone(),
             ))
         });
+        let web = self.web.map(|web| tokio::spawn(web.run(shutdown.clone())));
         quic::serve(self.endpoint, self.shared.clone(), shutdown).await;
         let _ = hub.await;
+        let _ = follower.await;
+        if let Some(web) = web {
+            let _ = web.await;
+        }
         let stopped = audit::AuditEvent::new(
             self.shared.clock.now(),
             audit::Actor::Broker(self.shared.broker_id.clone()),
@@ -456,7 +488,7 @@ impl Broker {
 
 /// SHA-256 over every policy file's name and contents, in load order: what `policy-loaded`
 /// records, so an auditor can tell which agreement was enforced.
-fn policy_digest(policies: &PolicySet) -> String {
+pub(crate) fn policy_digest(policies: &PolicySet) -> String {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
     for file in policies.files() {
         let name = file

@@ -9,8 +9,7 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sekisho_broker::approval::Desk;
-use sekisho_broker::cli::{self, CommandClock, DevIssue};
-use sekisho_broker::policy::PolicySet;
+use sekisho_broker::cli::{self, CommandClock};
 use sekisho_broker::store::StoreLocation;
 use sekisho_broker::{Broker, BrokerConfig, DEFAULT_PORT, Hospital};
 use tokio_util::sync::CancellationToken;
@@ -62,6 +61,8 @@ enum Command {
         /// Also append every audit event, as one JSON line, to this file for a SIEM to follow.
         #[arg(long, value_name = "FILE", env = "SEKISHO_AUDIT_STREAM")]
         audit_stream: Option<PathBuf>,
+        #[command(flatten)]
+        web: WebArgs,
     },
     /// Check or show policies.
     Policy {
@@ -83,7 +84,8 @@ enum Command {
         #[command(subcommand)]
         command: LockdownCommand,
     },
-    /// Technicians: list, unlock after wrong one-time passwords.
+    /// Technicians: add (prints their enrollment command), list, disable, enable, unlock,
+    /// reset.
     Technician {
         #[command(subcommand)]
         command: TechnicianCommand,
@@ -93,27 +95,10 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Development only, until enrollment exists: write a client certificate and key for a
-    /// technician, with the broker CA to pin, into a directory, and make their TOTP secret.
-    DevIssue {
-        /// The vendor id (a file in policies/vendors/).
-        #[arg(long)]
-        vendor: String,
-        /// The technician id.
-        #[arg(long)]
-        technician: String,
-        /// The directory to write ca.pem, client.pem and client.key into.
-        #[arg(long)]
-        out: PathBuf,
-        /// How many days the certificate is valid (at most 365).
-        #[arg(long, default_value_t = 30)]
-        days: u64,
-        /// Also write the raw TOTP secret, as lowercase hex, to this file (mode 0600), for
-        /// scripts and tests that compute codes.
-        #[arg(long, value_name = "FILE")]
-        totp_secret_out: Option<PathBuf>,
-        #[command(flatten)]
-        staff: StaffArg,
+    /// Vendors: take one on (it needs a policy file), list, disable, enable.
+    Vendor {
+        #[command(subcommand)]
+        command: VendorCommand,
     },
 }
 
@@ -124,6 +109,32 @@ enum PolicyCommand {
         /// The policies directory (defaults to --policies).
         dir: Option<PathBuf>,
     },
+    /// Print the responsibility document (matrix and enforced controls) per vendor, in
+    /// Japanese and English, to attach to the maintenance contract.
+    Render {
+        /// Only this vendor (default: every vendor).
+        #[arg(long)]
+        vendor: Option<String>,
+        /// Markdown, or one self-contained HTML page that prints cleanly.
+        #[arg(long, value_enum, default_value_t = RenderFormat::Md)]
+        format: RenderFormat,
+        /// The policies directory (defaults to --policies).
+        dir: Option<PathBuf>,
+    },
+    /// Check the policies, then have every running broker on the database reload its own
+    /// (a broker also reloads on SIGHUP). A policy that fails the check is not applied.
+    Reload {
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RenderFormat {
+    /// Markdown.
+    Md,
+    /// HTML with print styles.
+    Html,
 }
 
 #[derive(Subcommand)]
@@ -203,15 +214,106 @@ enum LockdownCommand {
 }
 
 #[derive(Subcommand)]
-enum TechnicianCommand {
-    /// Every technician, locked or not, with their count of wrong one-time passwords.
+enum VendorCommand {
+    /// Take on a vendor that has a policy file (policies/vendors/VENDOR.toml).
+    Add {
+        /// The vendor id, as its policy file names it.
+        vendor: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Every vendor with a policy file or a record, and whether it is enabled.
     List,
+    /// Refuse every technician of the vendor and end their sessions now.
+    Disable {
+        /// The vendor id.
+        vendor: String,
+        /// Why; recorded and shown to the vendor's technicians.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Let the vendor's technicians connect again.
+    Enable {
+        /// The vendor id.
+        vendor: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+}
+
+/// Where technicians reach the broker and how long a token works, for the printed command.
+#[derive(Args)]
+struct EnrollmentArgs {
+    /// HOST:PORT technicians reach this broker at, printed in their enrollment command.
+    #[arg(long, value_name = "HOST:PORT", env = "SEKISHO_PUBLIC_ADDRESS")]
+    broker_address: Option<String>,
+    /// How long the enrollment token works: 24h (default), 2d, 30m; at most 7 days.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    valid_for: String,
+}
+
+#[derive(Subcommand)]
+enum TechnicianCommand {
+    /// Add a technician of a vendor and print the one-time enrollment command for them.
+    Add {
+        /// The vendor id.
+        vendor: String,
+        /// The technician's id: lowercase letters, digits, '.', '_' or '-'.
+        technician: String,
+        /// Their full name, as on their ID.
+        #[arg(long = "name", id = "full_name", value_name = "TEXT")]
+        full_name: String,
+        /// How to reach them.
+        #[arg(long, value_name = "ADDRESS", default_value = "")]
+        email: String,
+        #[command(flatten)]
+        enrollment: EnrollmentArgs,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Every technician: enrolled or not, disabled, locked, certificate expiry.
+    List,
+    /// Refuse the technician at their next connection and end their sessions now.
+    Disable {
+        /// The vendor id.
+        vendor: String,
+        /// The technician id.
+        technician: String,
+        /// Why; recorded and shown to the technician.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Let a disabled technician connect again.
+    Enable {
+        /// The vendor id.
+        vendor: String,
+        /// The technician id.
+        technician: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
     /// Unlock a technician locked after too many wrong one-time passwords.
     Unlock {
         /// The vendor id.
         vendor: String,
         /// The technician id.
         technician: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Revoke the technician's certificate and one-time-password secret, end their sessions,
+    /// and print a new enrollment command (a lost phone or laptop, a leaked secret).
+    Reset {
+        /// The vendor id.
+        vendor: String,
+        /// The technician id.
+        technician: String,
+        #[command(flatten)]
+        enrollment: EnrollmentArgs,
         #[command(flatten)]
         staff: StaffArg,
     },
@@ -430,53 +532,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             listen,
             audit_stream,
+            web,
         } => {
             return serve(BrokerConfig {
                 listen,
                 audit_stream,
+                web: web.resolve()?,
                 ..config
             })
             .await;
         }
-        Command::Policy {
-            command: PolicyCommand::Check { dir },
-        } => {
-            let dir = dir.unwrap_or(config.policies_dir);
-            match PolicySet::load(&dir) {
-                Ok(policies) => format!(
-                    "{}: {} vendor(s), {} file(s), all good.",
-                    dir.display(),
-                    policies.vendors().count(),
-                    policies.files().len()
-                ),
-                Err(errors) => {
-                    println!("{errors}");
-                    bail!("{} problem(s) in {}", errors.0.len(), dir.display())
-                }
+        Command::Policy { command } => match policy(&config, command, now).await {
+            Ok(text) if text.ends_with('\n') => {
+                print!("{text}");
+                return Ok(());
             }
-        }
-        Command::DevIssue {
-            vendor,
-            technician,
-            out,
-            days,
-            totp_secret_out,
-            staff,
-        } => {
-            let issue = DevIssue {
-                vendor,
-                technician,
-                out,
-                days,
-                totp_secret_out,
-                // A development shortcut: recorded under the admin's name when given.
-                by: staff
-                    .name
-                    .as_deref()
-                    .and_then(|name| cli::staff_name(Some(name)).ok())
-                    .unwrap_or_else(|| "dev-issue".to_owned()),
-            };
-            cli::dev_issue(&config, &issue, now).await?
+            Ok(text) => text,
+            Err(cli::CliError::Policy { dir, errors }) => {
+                println!("{errors}");
+                bail!("{} problem(s) in {}", errors.0.len(), dir.display())
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Command::Vendor { command } => {
+            let desk = open_desk(&config, now).await?;
+            let result = vendor(&desk, command).await;
+            desk.store().close().await;
+            result?
         }
         Command::Request { command } => {
             let desk = open_desk(&config, now).await?;
@@ -498,7 +580,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Technician { command } => {
             let desk = open_desk(&config, now).await?;
-            let result = technician(&desk, command).await;
+            let result = technician(&desk, &config, command).await;
             desk.store().close().await;
             result?
         }
@@ -578,9 +660,96 @@ async fn lockdown(desk: &Desk, command: LockdownCommand) -> Result<String, cli::
     }
 }
 
-async fn technician(desk: &Desk, command: TechnicianCommand) -> Result<String, cli::CliError> {
+async fn vendor(desk: &Desk, command: VendorCommand) -> Result<String, cli::CliError> {
     match command {
+        VendorCommand::Add { vendor, staff } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::vendor_add(desk, &vendor, &staff).await
+        }
+        VendorCommand::List => cli::vendor_list(desk).await,
+        VendorCommand::Disable {
+            vendor,
+            reason,
+            staff,
+        } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::vendor_set_enabled(desk, &vendor, false, &reason, &staff).await
+        }
+        VendorCommand::Enable { vendor, staff } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::vendor_set_enabled(desk, &vendor, true, "", &staff).await
+        }
+    }
+}
+
+impl EnrollmentArgs {
+    /// The token's validity and what the printed command says about this broker.
+    fn resolve(
+        &self,
+        config: &BrokerConfig,
+    ) -> Result<(std::time::Duration, cli::EnrollmentHints), cli::CliError> {
+        let valid_for = cli::parse_duration(self.valid_for.trim())
+            .filter(|duration| !duration.is_zero())
+            .ok_or_else(|| {
+                cli::CliError::Input(format!(
+                    "--valid-for `{}` is not a duration; write it like 24h, 2d or 30m.",
+                    cli::clean(&self.valid_for)
+                ))
+            })?;
+        let pki = sekisho_broker::pki::BrokerPki::load_or_create(&config.data_dir)?;
+        Ok((
+            valid_for,
+            cli::EnrollmentHints {
+                broker_address: self.broker_address.clone(),
+                ca_fingerprint: pki.ca_fingerprint(),
+            },
+        ))
+    }
+}
+
+async fn technician(
+    desk: &Desk,
+    config: &BrokerConfig,
+    command: TechnicianCommand,
+) -> Result<String, cli::CliError> {
+    match command {
+        TechnicianCommand::Add {
+            vendor,
+            technician,
+            full_name,
+            email,
+            enrollment,
+            staff,
+        } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            let (valid_for, hints) = enrollment.resolve(config)?;
+            let add = cli::TechnicianToAdd {
+                vendor,
+                technician,
+                display_name: full_name,
+                email,
+                valid_for,
+            };
+            cli::technician_add(desk, &add, &hints, &staff).await
+        }
         TechnicianCommand::List => cli::technician_list(desk).await,
+        TechnicianCommand::Disable {
+            vendor,
+            technician,
+            reason,
+            staff,
+        } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::technician_set_enabled(desk, &vendor, &technician, false, &reason, &staff).await
+        }
+        TechnicianCommand::Enable {
+            vendor,
+            technician,
+            staff,
+        } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            cli::technician_set_enabled(desk, &vendor, &technician, true, "", &staff).await
+        }
         TechnicianCommand::Unlock {
             vendor,
             technician,
@@ -588,6 +757,16 @@ async fn technician(desk: &Desk, command: TechnicianCommand) -> Result<String, c
         } => {
             let staff = cli::staff_name(staff.name.as_deref())?;
             cli::technician_unlock(desk, &vendor, &technician, &staff).await
+        }
+        TechnicianCommand::Reset {
+            vendor,
+            technician,
+            enrollment,
+            staff,
+        } => {
+            let staff = cli::staff_name(staff.name.as_deref())?;
+            let (valid_for, hints) = enrollment.resolve(config)?;
+            cli::technician_reset(desk, &vendor, &technician, valid_for, &hints, &staff).await
         }
     }
 }
@@ -662,6 +841,37 @@ impl EndArgs {
     }
 }
 
+async fn policy(
+    config: &BrokerConfig,
+    command: PolicyCommand,
+    now: SystemTime,
+) -> Result<String, cli::CliError> {
+    match command {
+        PolicyCommand::Check { dir } => {
+            cli::policy_check(dir.as_deref().unwrap_or(&config.policies_dir))
+        }
+        PolicyCommand::Render {
+            vendor,
+            format,
+            dir,
+        } => {
+            let format = match format {
+                RenderFormat::Md => sekisho_broker::policy::render::Format::Markdown,
+                RenderFormat::Html => sekisho_broker::policy::render::Format::Html,
+            };
+            cli::policy_render(
+                dir.as_deref().unwrap_or(&config.policies_dir),
+                vendor.as_deref(),
+                format,
+            )
+        }
+        PolicyCommand::Reload { staff } => {
+            let by = cli::staff_name(staff.name.as_deref())?;
+            cli::policy_reload(config, &by, now).await
+        }
+    }
+}
+
 /// The hospital's desk over an existing database, with the time the command started.
 async fn open_desk(config: &BrokerConfig, now: SystemTime) -> Result<Desk, cli::CliError> {
     cli::expect_existing_database(config)?;
@@ -681,9 +891,21 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         broker.local_addr()
     );
     eprintln!(
-        "Technicians pin this CA: {}",
+        "Broker CA fingerprint (technicians check it when they enroll): {}",
+        broker.pki().ca_fingerprint()
+    );
+    eprintln!(
+        "CA certificate: {}",
         data_dir.join("pki").join("ca.pem").display()
     );
+    if let Some(addr) = broker.web_addr() {
+        eprintln!("Web UI for staff on TCP {addr}");
+    }
+    if let Some(url) = broker.first_admin_url() {
+        eprintln!(
+            "No admin account exists yet. Open this one-time link within 24 hours to create the first admin (it is shown only now):\n  {url}"
+        );
+    }
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -691,8 +913,85 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         eprintln!("Stopping: closing every session.");
         signal.cancel();
     });
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch for SIGHUP")?;
+    let reloader = broker.reloader();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match reloader.reload("sighup").await {
+                Ok(done) => eprintln!("Policies reloaded (sha256 {}).", done.sha256),
+                Err(e) => eprintln!("{e}"),
+            }
+        }
+    });
     broker.run(shutdown).await;
     Ok(())
+}
+
+/// The web UI's flags of `serve`.
+#[derive(clap::Args)]
+struct WebArgs {
+    /// The TCP address of the staff web UI (HTTPS).
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], sekisho_broker::web::DEFAULT_WEB_PORT)))]
+    web_listen: SocketAddr,
+    /// Serve no web UI.
+    #[arg(long, conflicts_with_all = ["web_cert", "web_plain_http"])]
+    no_web: bool,
+    /// The web UI's certificate chain (PEM); without it the broker's CA issues one for
+    /// --web-name.
+    #[arg(long, value_name = "FILE", requires = "web_key")]
+    web_cert: Option<PathBuf>,
+    /// The private key of --web-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "web_cert")]
+    web_key: Option<PathBuf>,
+    /// A DNS name or IP address staff type to reach the web UI (repeat; default localhost).
+    #[arg(long, value_name = "NAME")]
+    web_name: Vec<String>,
+    /// Plain HTTP (only on a loopback --web-listen, behind a reverse proxy doing TLS).
+    #[arg(long, conflicts_with = "web_cert")]
+    web_plain_http: bool,
+    /// POST a JSON message to this http:// URL for each new request.
+    #[arg(long, value_name = "URL")]
+    web_webhook: Option<String>,
+    /// Minutes a staff login lasts without use.
+    #[arg(long, value_name = "MINUTES", default_value_t = 15)]
+    web_idle_minutes: u64,
+    /// HOST:PORT technicians reach this broker at, printed in the enrollment commands the
+    /// web UI shows.
+    #[arg(long, value_name = "HOST:PORT", env = "SEKISHO_PUBLIC_ADDRESS")]
+    broker_address: Option<String>,
+}
+
+impl WebArgs {
+    fn resolve(self) -> anyhow::Result<Option<sekisho_broker::web::WebConfig>> {
+        use sekisho_broker::web::{WebConfig, WebTls};
+        if self.no_web {
+            return Ok(None);
+        }
+        if self.web_plain_http && !self.web_listen.ip().is_loopback() {
+            bail!(
+                "--web-plain-http is allowed only on a loopback --web-listen (127.0.0.1 or [::1]), not {}; staff passwords must not cross the network unencrypted.",
+                self.web_listen
+            );
+        }
+        if self.web_idle_minutes == 0 {
+            bail!("--web-idle-minutes must be at least 1.");
+        }
+        let tls = match (self.web_cert, self.web_key, self.web_plain_http) {
+            (_, _, true) => WebTls::PlainHttpOnLoopback,
+            (Some(cert), Some(key), false) => WebTls::Files { cert, key },
+            _ => WebTls::BrokerIssued {
+                names: self.web_name,
+            },
+        };
+        Ok(Some(WebConfig {
+            tls,
+            idle_timeout: std::time::Duration::from_secs(self.web_idle_minutes * 60),
+            webhook: self.web_webhook,
+            broker_address: self.broker_address,
+            ..WebConfig::new(self.web_listen)
+        }))
+    }
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM (what systemd sends).
@@ -715,5 +1014,16 @@ impl StopSignals {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -73,6 +73,21 @@ pub fn otpauth_uri(
         .map_err(|e| OtpError(e.to_string()))
 }
 
+/// The secret in an `otpauth://totp/…?secret=BASE32&…` URI, as an authenticator app reads
+/// it (for tools and tests that play the technician's phone).
+pub fn secret_from_uri(uri: &str) -> Option<Secret<Vec<u8>>> {
+    let query = uri.strip_prefix("otpauth://totp/")?.split_once('?')?.1;
+    let encoded = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("secret="))?;
+    let letters: Vec<u8> = encoded
+        .bytes()
+        .filter(|b| *b != b'=')
+        .map(|b| b.to_ascii_uppercase())
+        .collect();
+    crate::encoding::base32_decode(&letters).map(Secret::new)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +134,7 @@ mod tests {
         assert!(uri.starts_with("otpauth://totp/"), "{uri}");
         assert!(uri.contains("tanaka"), "{uri}");
         assert!(uri.contains("secret="), "{uri}");
+        let read_back = secret_from_uri(&uri).unwrap();
+        assert_eq!(read_back.expose_secret(), secret.expose_secret());
     }
 }

@@ -190,6 +190,8 @@ mod tests {
             port: 8080,
             description: None,
             allow_loopback,
+            allow_file_share: false,
+            critical: false,
         }
     }
 

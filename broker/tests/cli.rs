@@ -1,6 +1,6 @@
-//! The `sekisho-broker` binary as an admin runs it: policy check, serve, dev-issue, and the
-//! desk commands (request, session, lockdown, technician) and the audit commands against a
-//! real SQLite file.
+//! The `sekisho-broker` binary as an admin runs it: policy check, serve, vendors and
+//! technicians, the desk commands (request, session, lockdown) and the audit commands against
+//! a real SQLite file.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
@@ -10,7 +10,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use sekisho_broker::audit::{Actor, AuditEvent, EventKind, StoredEvent};
-use sekisho_broker::secret::{SealingKey, Secret};
 use sekisho_broker::session::{EndReason, HospitalZone, RequestId, RequestRecord, Stage};
 use sekisho_broker::store::{Store, StoreLocation};
 
@@ -86,11 +85,17 @@ fn serve_refuses_to_start_on_a_broken_policy_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let policies = broken_policies(dir.path());
     let data = dir.path().join("data");
-    let (output, text) = run(broker(&["serve", "--listen", "127.0.0.1:0"])
-        .arg("--policies")
-        .arg(&policies)
-        .arg("--data-dir")
-        .arg(&data));
+    let (output, text) = run(broker(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--web-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--policies")
+    .arg(&policies)
+    .arg("--data-dir")
+    .arg(&data));
     assert!(!output.status.success());
     assert!(text.contains("does not start half-configured"), "{text}");
     assert!(text.contains("acme-ehr.toml:7:"), "{text}");
@@ -104,14 +109,20 @@ fn serve_refuses_to_start_on_a_broken_policy_and_creates_nothing() {
 fn serve_starts_on_the_example_policies_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = broker(&["serve", "--listen", "127.0.0.1:0"])
-        .arg("--policies")
-        .arg(repo_policies())
-        .arg("--data-dir")
-        .arg(&data)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = broker(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--web-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--policies")
+    .arg(repo_policies())
+    .arg("--data-dir")
+    .arg(&data)
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     loop {
@@ -125,6 +136,24 @@ fn serve_starts_on_the_example_policies_and_stops_on_sigterm() {
         }
     }
     assert!(line.contains("Demo General Hospital"), "{line}");
+    // Then the CA's fingerprint and file, the web UI's address and, with no admin yet, the
+    // first admin's link.
+    let mut rest = String::new();
+    while !rest.contains("/setup/") {
+        assert!(
+            stderr.read_line(&mut rest).unwrap() > 0,
+            "the broker exited early: {rest}"
+        );
+    }
+    assert!(rest.contains("Broker CA fingerprint"), "{rest}");
+    assert!(
+        rest.contains("Web UI for staff on TCP 127.0.0.1:"),
+        "{rest}"
+    );
+    assert!(
+        rest.contains("https://127.0.0.1:") && rest.contains("/setup/"),
+        "{rest}"
+    );
     for key in ["ca.key", "broker.key"] {
         let mode = std::fs::metadata(data.join("pki").join(key))
             .unwrap()
@@ -145,53 +174,6 @@ fn serve_starts_on_the_example_policies_and_stops_on_sigterm() {
         status.success(),
         "SIGTERM must stop the broker cleanly: {status}"
     );
-}
-
-#[test]
-fn dev_issue_writes_a_private_key_and_refuses_unknown_vendors() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let out = dir.path().join("creds");
-    let (output, text) = run(broker(&[
-        "dev-issue",
-        "--vendor",
-        "acme-ehr",
-        "--technician",
-        "tanaka",
-    ])
-    .arg("--out")
-    .arg(&out)
-    .arg("--policies")
-    .arg(repo_policies())
-    .arg("--data-dir")
-    .arg(&data));
-    assert!(output.status.success(), "{text}");
-    for file in ["ca.pem", "client.pem", "client.key"] {
-        assert!(out.join(file).exists(), "{file}");
-    }
-    let mode = std::fs::metadata(out.join("client.key"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
-    assert_eq!(
-        std::fs::read(out.join("ca.pem")).unwrap(),
-        std::fs::read(data.join("pki/ca.pem")).unwrap(),
-        "the client pins the broker's own CA"
-    );
-
-    let (output, text) =
-        run(
-            broker(&["dev-issue", "--vendor", "nobody", "--technician", "tanaka"])
-                .arg("--out")
-                .arg(dir.path().join("nobody"))
-                .arg("--policies")
-                .arg(repo_policies())
-                .arg("--data-dir")
-                .arg(&data),
-        );
-    assert!(!output.status.success());
-    assert!(text.contains("no vendor `nobody`"), "{text}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -903,9 +885,10 @@ fn lockdown_cuts_live_sessions_refuses_approvals_and_lifts() {
 #[test]
 fn technicians_are_listed_and_unlocked_and_an_unknown_one_is_named() {
     let hospital = Hospital::new();
-    assert_eq!(
-        hospital.ok(&["technician", "list"]),
-        "No technicians yet.\n"
+    assert!(
+        hospital
+            .ok(&["technician", "list"])
+            .starts_with("No technicians yet;")
     );
     let sentence = hospital.refused(&[
         "technician",
@@ -920,23 +903,31 @@ fn technicians_are_listed_and_unlocked_and_an_unknown_one_is_named() {
         "There is no technician acme-ehr/nobody; list them with `sekisho-broker technician list`."
     );
 
+    hospital.ok(&["vendor", "add", "acme-ehr", "--as", "yamada"]);
+    hospital.ok(&[
+        "technician",
+        "add",
+        "acme-ehr",
+        "tanaka",
+        "--name",
+        "Tanaka",
+        "--as",
+        "yamada",
+    ]);
     hospital
         .runtime
         .block_on(async {
-            hospital
-                .store
-                .put_technician(
-                    "acme-ehr",
-                    "tanaka",
-                    "sealed",
-                    0,
-                    &test_event(SystemTime::now()),
-                )
-                .await?;
             for _ in 0..5 {
                 hospital
                     .store
-                    .record_otp_failure("acme-ehr", "tanaka", "r-test", "wrong", SystemTime::now())
+                    .record_otp_failure(
+                        "acme-ehr",
+                        "tanaka",
+                        "r-test",
+                        "wrong",
+                        5,
+                        SystemTime::now(),
+                    )
                     .await?;
             }
             Ok::<_, sekisho_broker::store::StoreError>(())
@@ -945,7 +936,11 @@ fn technicians_are_listed_and_unlocked_and_an_unknown_one_is_named() {
     let list = hospital.ok(&["technician", "list"]);
     let row = list.lines().find(|line| line.contains("tanaka")).unwrap();
     let cells: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(cells, ["acme-ehr", "tanaka", "yes", "5"], "{list}");
+    assert_eq!(
+        cells,
+        ["acme-ehr", "tanaka", "Tanaka", "locked", "-", "5"],
+        "{list}"
+    );
     assert!(list.contains("technician unlock"), "{list}");
 
     let out = hospital.ok(&[
@@ -961,7 +956,7 @@ fn technicians_are_listed_and_unlocked_and_an_unknown_one_is_named() {
     let row = list.lines().find(|line| line.contains("tanaka")).unwrap();
     assert_eq!(
         row.split_whitespace().collect::<Vec<_>>(),
-        ["acme-ehr", "tanaka", "no", "0"]
+        ["acme-ehr", "tanaka", "Tanaka", "not", "enrolled", "-", "0"]
     );
 }
 
@@ -1008,82 +1003,295 @@ fn desk_commands_refuse_a_data_directory_without_a_database() {
 }
 
 #[test]
-fn dev_issue_shows_the_otp_uri_once_and_writes_the_secret_readable_by_the_owner_only() {
+fn vendors_are_taken_on_only_with_a_policy_file_and_listed_with_their_state() {
     let hospital = Hospital::new();
-    let dir = hospital.dir.path();
-    let secret_file = dir.join("tanaka.totp");
-    // A file that was there before, readable by others, is narrowed before the secret goes in.
-    std::fs::write(&secret_file, "old").unwrap();
-    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = hospital.ok(&[
-        "dev-issue",
-        "--vendor",
-        "acme-ehr",
-        "--technician",
-        "tanaka",
-    ]
-    .into_iter()
-    .chain(["--out", dir.join("creds").to_str().unwrap()])
-    .chain(["--totp-secret-out", secret_file.to_str().unwrap()])
-    .collect::<Vec<_>>());
-
-    let uri_line = out
+    let list = hospital.ok(&["vendor", "list"]);
+    let acme = list
         .lines()
-        .find(|line| line.trim_start().starts_with("otpauth://totp/"))
-        .unwrap_or_else(|| panic!("an otpauth URI: {out}"));
-    assert!(uri_line.contains("tanaka"), "{uri_line}");
-    assert!(uri_line.contains("Demo%20General%20Hospital"), "{uri_line}");
-    assert!(out.contains("shown once"), "{out}");
-    assert!(out.contains("authenticator app"), "{out}");
-
-    let mode = std::fs::metadata(&secret_file)
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
-    let hex = std::fs::read_to_string(&secret_file).unwrap();
-    let hex = hex.trim_end();
-    assert_eq!(hex.len(), 40, "160 bits: {hex}");
+        .find(|line| line.starts_with("acme-ehr"))
+        .unwrap();
+    assert!(acme.contains("not added"), "{list}");
     assert!(
-        hex.chars()
-            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        acme.contains("sekisho-broker vendor add acme-ehr"),
+        "{list}"
     );
 
-    // The file holds the secret the broker sealed for this technician.
-    let row = hospital
-        .runtime
-        .block_on(hospital.store.technician("acme-ehr", "tanaka"))
-        .unwrap()
+    let sentence = hospital.refused(&["vendor", "add", "nobody", "--as", "yamada"]);
+    assert!(
+        sentence.starts_with("No policy file names vendor `nobody`"),
+        "{sentence}"
+    );
+    let sentence = hospital.refused(&[
+        "technician",
+        "add",
+        "acme-ehr",
+        "tanaka",
+        "--name",
+        "Tanaka Hanako",
+        "--as",
+        "yamada",
+    ]);
+    assert!(
+        sentence.contains("`sekisho-broker vendor add acme-ehr` first"),
+        "{sentence}"
+    );
+
+    hospital.ok(&["vendor", "add", "acme-ehr", "--as", "yamada"]);
+    let sentence = hospital.refused(&["vendor", "add", "acme-ehr", "--as", "yamada"]);
+    assert!(sentence.contains("already been added"), "{sentence}");
+    let sentence = hospital.refused(&["vendor", "disable", "acme-ehr", "--as", "yamada"]);
+    assert!(sentence.contains("reason"), "{sentence}");
+    let out = hospital.ok(&[
+        "vendor",
+        "disable",
+        "acme-ehr",
+        "--reason",
+        "contract ended",
+        "--as",
+        "yamada",
+    ]);
+    assert!(out.contains("is disabled"), "{out}");
+    let list = hospital.ok(&["vendor", "list"]);
+    let acme = list
+        .lines()
+        .find(|line| line.starts_with("acme-ehr"))
         .unwrap();
-    let sealed = SealingKey::load_or_create(&hospital.data())
-        .unwrap()
-        .open("acme-ehr/tanaka", &row.sealed_totp_secret)
+    assert!(
+        acme.contains("disabled") && acme.contains("contract ended"),
+        "{list}"
+    );
+    let sentence = hospital.refused(&[
+        "technician",
+        "add",
+        "acme-ehr",
+        "tanaka",
+        "--name",
+        "Tanaka Hanako",
+        "--as",
+        "yamada",
+    ]);
+    assert!(sentence.contains("is disabled"), "{sentence}");
+    hospital.ok(&["vendor", "enable", "acme-ehr", "--as", "yamada"]);
+    let list = hospital.ok(&["vendor", "list"]);
+    let acme = list
+        .lines()
+        .find(|line| line.starts_with("acme-ehr"))
         .unwrap();
-    let from_file: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    assert_eq!(Secret::new(from_file), sealed);
-    assert!(uri_line.contains(&format!("secret={}", base32(sealed.expose_secret()))));
+    assert!(acme.contains("enabled"), "{list}");
 }
 
-/// RFC 4648 base32 without padding, as otpauth URIs carry secrets.
-fn base32(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::new();
-    let (mut buffer, mut bits) = (0u32, 0);
-    for byte in bytes {
-        buffer = (buffer << 8) | u32::from(*byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+/// The `--token` and `--ca-fingerprint` of the enrollment command a `technician add` or
+/// `technician reset` printed.
+fn enrollment_command(out: &str) -> (String, String) {
+    let line = out
+        .lines()
+        .find(|line| line.trim_start().starts_with("sekisho enroll "))
+        .unwrap_or_else(|| panic!("an enrollment command: {out}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |flag: &str| {
+        let at = words.iter().position(|word| *word == flag).unwrap();
+        words[at + 1].to_owned()
+    };
+    (after("--token"), after("--ca-fingerprint"))
+}
+
+#[test]
+fn technician_add_prints_a_one_time_token_stored_only_as_its_hash_with_the_ca_fingerprint() {
+    let hospital = Hospital::new();
+    hospital.ok(&["vendor", "add", "acme-ehr", "--as", "yamada"]);
+    let out = hospital.ok(&[
+        "technician",
+        "add",
+        "acme-ehr",
+        "tanaka",
+        "--name",
+        "Tanaka Hanako",
+        "--email",
+        "tanaka@acme.example",
+        "--broker-address",
+        "broker.hospital.example:4433",
+        "--as",
+        "yamada",
+    ]);
+    assert!(
+        out.starts_with("Added technician acme-ehr/tanaka (Tanaka Hanako)."),
+        "{out}"
+    );
+    assert!(
+        out.contains("sekisho enroll --broker broker.hospital.example:4433 --token "),
+        "{out}"
+    );
+    assert!(out.contains("works once"), "{out}");
+    let (token, fingerprint) = enrollment_command(&out);
+    // 160 bits in base32 letters, grouped by four.
+    let letters: String = token.chars().filter(|c| *c != '-').collect();
+    assert_eq!(letters.len(), 32, "{token}");
+    // The fingerprint is the CA's in the data directory.
+    let ca = std::fs::read_to_string(hospital.data().join("pki/ca.pem")).unwrap();
+    let der = {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()
+    };
+    assert_eq!(
+        fingerprint,
+        format!(
+            "sha256:{}",
+            sekisho_broker::encoding::hex(
+                ring::digest::digest(&ring::digest::SHA256, &der).as_ref()
+            )
+        )
+    );
+    // Neither the token nor its letters are anywhere in the database files.
+    for file in ["sekisho.db", "sekisho.db-wal"] {
+        let path = hospital.data().join(file);
+        if let Ok(bytes) = std::fs::read(&path) {
+            for needle in [&token, &letters] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{file} holds the token"
+                );
+            }
         }
     }
-    if bits > 0 {
-        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+    let sentence = hospital.refused(&[
+        "technician",
+        "add",
+        "acme-ehr",
+        "tanaka",
+        "--name",
+        "Tanaka Hanako",
+        "--as",
+        "yamada",
+    ]);
+    assert!(sentence.contains("already exists"), "{sentence}");
+    let sentence = hospital.refused(&[
+        "technician",
+        "add",
+        "acme-ehr",
+        "Sato",
+        "--name",
+        "Sato",
+        "--as",
+        "yamada",
+    ]);
+    assert!(sentence.contains("is not a valid name"), "{sentence}");
+    let sentence = hospital.refused(&[
+        "technician",
+        "add",
+        "acme-ehr",
+        "sato",
+        "--name",
+        "Sato",
+        "--valid-for",
+        "8d",
+        "--as",
+        "yamada",
+    ]);
+    assert!(sentence.contains("at most 7 days"), "{sentence}");
+}
+
+#[test]
+fn technician_disable_enable_and_reset_are_recorded_and_reset_prints_a_new_token() {
+    let hospital = Hospital::new();
+    hospital.ok(&["vendor", "add", "acme-ehr", "--as", "yamada"]);
+    let first = hospital.ok(&[
+        "technician",
+        "add",
+        "acme-ehr",
+        "tanaka",
+        "--name",
+        "Tanaka",
+        "--as",
+        "yamada",
+    ]);
+    // Without --broker-address the command says to fill it in.
+    assert!(first.contains("--broker BROKER-HOST:4433"), "{first}");
+    assert!(first.contains("Replace BROKER-HOST"), "{first}");
+    let sentence = hospital.refused(&[
+        "technician",
+        "disable",
+        "acme-ehr",
+        "tanaka",
+        "--as",
+        "yamada",
+    ]);
+    assert!(sentence.contains("reason"), "{sentence}");
+    let out = hospital.ok(&[
+        "technician",
+        "disable",
+        "acme-ehr",
+        "tanaka",
+        "--reason",
+        "left the company",
+        "--as",
+        "yamada",
+    ]);
+    assert!(out.contains("acme-ehr/tanaka is disabled"), "{out}");
+    let sentence = hospital.refused(&[
+        "technician",
+        "disable",
+        "acme-ehr",
+        "tanaka",
+        "--reason",
+        "again",
+        "--as",
+        "yamada",
+    ]);
+    assert!(sentence.contains("is already disabled"), "{sentence}");
+    let list = hospital.ok(&["technician", "list"]);
+    assert!(
+        list.lines()
+            .any(|line| line.contains("tanaka") && line.contains("disabled")),
+        "{list}"
+    );
+    hospital.ok(&[
+        "technician",
+        "enable",
+        "acme-ehr",
+        "tanaka",
+        "--as",
+        "yamada",
+    ]);
+    let out = hospital.ok(&[
+        "technician",
+        "reset",
+        "acme-ehr",
+        "tanaka",
+        "--as",
+        "yamada",
+    ]);
+    assert!(out.starts_with("Reset acme-ehr/tanaka:"), "{out}");
+    assert_ne!(enrollment_command(&first).0, enrollment_command(&out).0);
+    let sentence = hospital.refused(&[
+        "technician",
+        "reset",
+        "acme-ehr",
+        "nobody",
+        "--as",
+        "yamada",
+    ]);
+    assert!(
+        sentence.contains("there is no technician acme-ehr/nobody")
+            || sentence.contains("There is no technician acme-ehr/nobody"),
+        "{sentence}"
+    );
+
+    let kinds = hospital.ok(&[
+        "audit",
+        "list",
+        "--kind",
+        "vendor-added,technician-added,technician-disabled,technician-enabled,technician-reset",
+    ]);
+    for kind in [
+        "vendor-added",
+        "technician-added",
+        "technician-disabled",
+        "technician-enabled",
+        "technician-reset",
+    ] {
+        assert!(kinds.contains(kind), "{kind}: {kinds}");
     }
-    out
+    assert!(kinds.contains("yamada"), "{kinds}");
 }
 
 #[test]
@@ -1102,23 +1310,40 @@ fn the_database_option_and_its_environment_variable_point_every_command_at_one_s
             .arg(&database);
         command
     };
-    let creds = dir.path().join("creds");
+    // The database exists (a broker started on it once).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        Store::open(&StoreLocation::Sqlite(database.clone()))
+            .await
+            .unwrap()
+            .close()
+            .await
+    });
+    succeeded(
+        with(&["vendor", "add", "acme-ehr", "--as", "yamada"])
+            .output()
+            .unwrap(),
+    );
     succeeded(
         with(&[
-            "dev-issue",
-            "--vendor",
+            "technician",
+            "add",
             "acme-ehr",
-            "--technician",
             "tanaka",
-            "--out",
-            creds.to_str().unwrap(),
+            "--name",
+            "Tanaka",
+            "--as",
+            "yamada",
         ])
         .output()
         .unwrap(),
     );
     assert!(
         database.exists(),
-        "dev-issue made the technician in --database"
+        "technician add made the technician in --database"
     );
     assert!(
         !data.join("sekisho.db").exists(),

@@ -1,5 +1,5 @@
-//! A broker killed with SIGKILL right after it acknowledged a request, an opening and a
-//! forward loses nothing: every acknowledged step and its audit event are in the database,
+//! A broker killed with SIGKILL right after it acknowledged an enrollment, a request, an
+//! approval, an opening and a forward loses nothing: every acknowledged step and its audit event are in the database,
 //! and the chain verifies.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use proto::RequestAccess;
 use sekisho_broker::audit::{self, EventKind, Verdict};
 use sekisho_broker::store::{AuditFilter, Store, StoreLocation};
+use sekisho_client::enroll::{self, EnrollArgs};
 use sekisho_client::{ClientConfig, Session};
 
 fn broker() -> Command {
@@ -52,34 +53,14 @@ async fn steps_acknowledged_just_before_sigkill_are_on_disk_with_their_events() 
             });
         }
     });
-    let issued = broker()
-        .args([
-            "dev-issue",
-            "--vendor",
-            "acme-ehr",
-            "--technician",
-            "tanaka",
-            "--as",
-            "suzuki",
-        ])
-        .arg("--totp-secret-out")
-        .arg(dir.path().join("totp.hex"))
-        .arg("--out")
-        .arg(&creds)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--policies")
-        .arg(&policies)
-        .output()
-        .unwrap();
-    assert!(
-        issued.status.success(),
-        "{}",
-        String::from_utf8_lossy(&issued.stderr)
-    );
-
     let mut serving = broker()
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--web-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(&data)
         .arg("--policies")
@@ -100,13 +81,53 @@ async fn steps_acknowledged_just_before_sigkill_are_on_disk_with_their_events() 
         }
     };
 
-    let config = ClientConfig::from_files(
+    // The admin adds the technician, who enrolls (a key made here, a certificate request).
+    let admin = |args: &[&str]| {
+        let output = broker()
+            .args(args)
+            .args(["--as", "suzuki"])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--policies")
+            .arg(&policies)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    admin(&["vendor", "add", "acme-ehr"]);
+    let added = admin(&[
+        "technician",
+        "add",
+        "acme-ehr",
+        "tanaka",
+        "--name",
+        "Tanaka",
+        "--broker-address",
         &address,
-        &creds.join("ca.pem"),
-        &creds.join("client.pem"),
-        &creds.join("client.key"),
-    )
+    ]);
+    let command: Vec<&str> = added
+        .lines()
+        .find(|line| line.trim_start().starts_with("sekisho enroll"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let after = |flag: &str| command[command.iter().position(|w| *w == flag).unwrap() + 1];
+    let enrollment = enroll::enroll(&EnrollArgs {
+        broker: after("--broker").to_owned(),
+        token: after("--token").to_owned(),
+        ca_fingerprint: after("--ca-fingerprint").to_owned(),
+        dir: creds.clone(),
+        connect_timeout: std::time::Duration::from_secs(10),
+    })
+    .await
     .unwrap();
+    let config = ClientConfig::from_dir(&creds).unwrap().unwrap();
     let mut session = Session::connect(&config).await.unwrap();
     let view = session
         .request(RequestAccess {
@@ -134,16 +155,8 @@ async fn steps_acknowledged_just_before_sigkill_are_on_disk_with_their_events() 
         String::from_utf8_lossy(&approved.stderr)
     );
     // The technician opens it with the code of the moment, and carries bytes.
-    let hex = std::fs::read_to_string(dir.path().join("totp.hex")).unwrap();
-    let secret: Vec<u8> = (0..hex.trim().len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex.trim()[i..i + 2], 16).unwrap())
-        .collect();
-    let code = sekisho_broker::otp::code_at(
-        &sekisho_broker::secret::Secret::new(secret),
-        std::time::SystemTime::now(),
-    )
-    .unwrap();
+    let secret = sekisho_broker::otp::secret_from_uri(&enrollment.otpauth_uri).unwrap();
+    let code = sekisho_broker::otp::code_at(&secret, std::time::SystemTime::now()).unwrap();
     session.open(&view.id, &code).await.unwrap();
     let (mut send, mut recv) = session.open_forward("web").await.unwrap();
     send.write_all(b"acknowledged").await.unwrap();
@@ -187,6 +200,14 @@ async fn steps_acknowledged_just_before_sigkill_are_on_disk_with_their_events() 
             EventKind::ForwardOpened
         ]
     );
+    let enrolled = store
+        .audit_events(&AuditFilter {
+            kinds: vec![EventKind::TechnicianEnrolled],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(enrolled.len(), 1, "the enrollment is on disk too");
     let (count, head) = store.audit_head().await.unwrap();
     assert_eq!(
         audit::verify(store.all_audit_events().await.unwrap()),

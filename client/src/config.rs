@@ -57,6 +57,30 @@ impl ClientConfig {
         ClientConfig::from_pem(broker, &read(ca)?, &read(certificate)?, &read(key)?)
     }
 
+    /// Reads what `sekisho enroll` wrote into the configuration directory `dir`; `None` when
+    /// nothing was enrolled there.
+    pub fn from_dir(dir: &Path) -> Result<Option<ClientConfig>, ConnectError> {
+        use crate::files::{BROKER_FILE, CA_FILE, CERTIFICATE_FILE, KEY_FILE};
+        let broker_path = dir.join(BROKER_FILE);
+        let broker = match std::fs::read_to_string(&broker_path) {
+            Ok(broker) => broker.trim().to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(ConnectError::Credentials(format!(
+                    "cannot read {}: {e}",
+                    broker_path.display()
+                )));
+            }
+        };
+        ClientConfig::from_files(
+            &broker,
+            &dir.join(CA_FILE),
+            &dir.join(CERTIFICATE_FILE),
+            &dir.join(KEY_FILE),
+        )
+        .map(Some)
+    }
+
     /// Builds a configuration from PEM bytes.
     pub fn from_pem(
         broker: &str,

@@ -11,6 +11,9 @@
 //!
 //! # Layout
 //!
+//! - [`enroll`]: the one-time token, the broker CA checked by its fingerprint, a key pair made
+//!   here and a certificate request; the certificate and TOTP secret that come back.
+//! - [`files`]: the configuration directory enrollment writes and the other commands read.
 //! - [`config`]: the broker address and the PEM files (CA to pin, certificate, key).
 //! - [`session`]: connect, the `Hello`/`Welcome` exchange, requests, opening a session with a
 //!   one-time password, the session's events, opening forwards.
@@ -18,7 +21,9 @@
 //! - [`error`]: what can fail, and the sentence for each.
 
 pub mod config;
+pub mod enroll;
 pub mod error;
+pub mod files;
 pub mod forward;
 pub mod session;
 

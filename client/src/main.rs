@@ -1,6 +1,7 @@
 //! `sekisho`: the technician's command line.
 //!
-//! `request` asks the hospital for a session, `connect` waits for the approval, asks for the
+//! `enroll` turns the hospital's one-time token into credentials stored in the configuration
+//! directory, `request` asks the hospital for a session, `connect` waits for the approval, asks for the
 //! one-time password and forwards local ports while the session lasts, `status` lists the
 //! technician's requests. The work is the library's ([`sekisho_client`]); this binary parses
 //! the command line and decides what to print (see `cli`).
@@ -51,8 +52,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Outcome {
-    let config = cli.credentials.config()?;
+    let credentials = cli.credentials;
     match cli.command {
+        Command::Enroll {
+            token,
+            ca_fingerprint,
+        } => cli::enroll::run(&credentials, &token, &ca_fingerprint).await,
         Command::Request {
             targets,
             purpose,
@@ -65,11 +70,11 @@ async fn run(cli: Cli) -> Outcome {
                 ticket,
                 wanted_secs: wanted,
             };
-            cli::request::run(&config, ask).await
+            cli::request::run(&credentials.config()?, ask).await
         }
         Command::Connect { request, forwards } => {
-            cli::connect::run(&config, &request, forwards).await
+            cli::connect::run(&credentials.config()?, &request, forwards).await
         }
-        Command::Status => cli::status::run(&config).await,
+        Command::Status => cli::status::run(&credentials.config()?).await,
     }
 }

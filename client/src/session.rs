@@ -82,17 +82,7 @@ impl Session {
     /// Connects to the broker, authenticates, and waits for `Welcome`.
     pub async fn connect(config: &ClientConfig) -> Result<Session, ConnectError> {
         let broker_address = resolve(&config.broker).await?;
-        let bind: SocketAddr = if broker_address.is_ipv6() {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        };
-        let mut endpoint =
-            tunnel::udp::endpoint(bind, None).map_err(|e| ConnectError::Unreachable {
-                broker: config.broker.clone(),
-                reason: format!("cannot open a UDP socket: {e}"),
-            })?;
-        endpoint.set_default_client_config(config.quic_config()?);
+        let endpoint = client_endpoint(&config.broker, broker_address, config.quic_config()?)?;
 
         let handshake = async {
             let connecting = endpoint
@@ -345,7 +335,27 @@ impl Forwarder {
     }
 }
 
-async fn resolve(broker: &str) -> Result<SocketAddr, ConnectError> {
+/// A client endpoint on an ephemeral UDP port of the broker address's family.
+pub(crate) fn client_endpoint(
+    broker: &str,
+    broker_address: SocketAddr,
+    config: quinn::ClientConfig,
+) -> Result<quinn::Endpoint, ConnectError> {
+    let bind: SocketAddr = if broker_address.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let mut endpoint =
+        tunnel::udp::endpoint(bind, None).map_err(|e| ConnectError::Unreachable {
+            broker: broker.to_owned(),
+            reason: format!("cannot open a UDP socket: {e}"),
+        })?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+pub(crate) async fn resolve(broker: &str) -> Result<SocketAddr, ConnectError> {
     let bad = |reason: String| ConnectError::BadAddress {
         broker: broker.to_owned(),
         reason,
@@ -359,7 +369,7 @@ async fn resolve(broker: &str) -> Result<SocketAddr, ConnectError> {
 }
 
 /// Turns a connection failure during connect into the sentence the technician needs.
-fn classify(broker: &str, error: ConnectionError) -> ConnectError {
+pub(crate) fn classify(broker: &str, error: ConnectionError) -> ConnectError {
     match &error {
         // We refused the broker's certificate.
         ConnectionError::TransportError(transport) if is_crypto(transport.code) => {

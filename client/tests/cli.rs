@@ -4,17 +4,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, SystemTime};
 
 use sekisho_broker::approval::{Desk, Until};
 use sekisho_broker::clock::{Clock, ManualClock};
+use sekisho_broker::identity;
 use sekisho_broker::otp;
-use sekisho_broker::pki::TechnicianIdentity;
 use sekisho_broker::secret::Secret;
 use sekisho_broker::session::RequestId;
-use sekisho_broker::{Broker, BrokerConfig, Hospital};
+use sekisho_broker::store::NewTechnician;
+use sekisho_broker::{Broker, BrokerConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::process::{Child, ChildStderr, ChildStdin, Command};
@@ -70,7 +71,8 @@ async fn start_broker() -> Fixture {
     std::fs::create_dir_all(policies.join("vendors")).unwrap();
     std::fs::write(
         policies.join("hospital.toml"),
-        "[hospital]\nname = \"CLI Test Hospital\"\ntimezone = \"Asia/Tokyo\"\n",
+        // The tests move the clock by an hour without traffic: no idle end in the way.
+        "[hospital]\nname = \"CLI Test Hospital\"\ntimezone = \"Asia/Tokyo\"\n\n[defaults]\nidle_timeout = \"24h\"\n",
     )
     .unwrap();
     std::fs::write(
@@ -89,21 +91,26 @@ async fn start_broker() -> Fixture {
     let broker = Broker::bind(config.clone()).await.unwrap();
     let addr = broker.local_addr();
     let desk = broker.desk();
-    let identity = TechnicianIdentity::new("acme-ehr", "tanaka").unwrap();
-    let credentials = broker
-        .pki()
-        .issue_client_certificate(&identity, Duration::from_secs(3600))
-        .unwrap()
-        .write_to(&dir.path().join("tanaka"), broker.pki().ca_pem())
-        .unwrap();
-    let secret = Hospital::open(&config)
-        .await
-        .unwrap()
-        .set_technician_secret(&identity, clock.now(), "test-admin")
-        .await
-        .unwrap();
+    let ca_fingerprint = broker.pki().ca_fingerprint();
     let shutdown = CancellationToken::new();
     tokio::spawn(broker.run(shutdown.clone()));
+
+    // The hospital adds tanaka; tanaka enrolls with the real `sekisho enroll`.
+    let token = add_technician(&desk, "tanaka").await;
+    let config_dir = dir.path().join("tanaka");
+    let (status, stdout, stderr) = finish(
+        enroll_command(&addr.to_string(), &token, &ca_fingerprint, &config_dir)
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert!(status.success(), "{status}: {stderr}");
+    let secret = secret_shown(&stdout);
+    let credentials = [
+        config_dir.join("ca.pem"),
+        config_dir.join("client.pem"),
+        config_dir.join("client.key"),
+    ];
     Fixture {
         dir,
         broker: addr,
@@ -222,6 +229,76 @@ fn sekisho_with(broker: &str, [ca, cert, key]: &[PathBuf; 3], args: &[&str]) -> 
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     command
+}
+
+/// Adds vendor `acme-ehr` (once) and `acme-ehr/TECHNICIAN` as the admin does; returns the
+/// enrollment token.
+async fn add_technician(desk: &Desk, technician: &str) -> String {
+    let now = desk.now();
+    match identity::add_vendor(
+        desk.store(),
+        &desk.policies(),
+        "acme-ehr",
+        "test-admin",
+        now,
+    )
+    .await
+    {
+        Ok(()) | Err(identity::IdentityError::VendorExists(_)) => {}
+        Err(e) => panic!("{e}"),
+    }
+    let new = NewTechnician {
+        vendor: "acme-ehr",
+        technician,
+        display_name: "Tanaka Hanako",
+        email: "tanaka@acme.example",
+    };
+    identity::add_technician(
+        desk.store(),
+        &desk.policies(),
+        &new,
+        identity::DEFAULT_TOKEN_VALIDITY,
+        "test-admin",
+        now,
+    )
+    .await
+    .unwrap()
+    .text
+    .expose_secret()
+    .clone()
+}
+
+/// `sekisho enroll` as the hospital's printed command says, into `config_dir`.
+fn enroll_command(broker: &str, token: &str, fingerprint: &str, config_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sekisho"));
+    for variable in [
+        "SEKISHO_BROKER",
+        "SEKISHO_CA",
+        "SEKISHO_CERT",
+        "SEKISHO_KEY",
+    ] {
+        command.env_remove(variable);
+    }
+    command
+        .args(["enroll", "--broker", broker, "--token", token])
+        .args(["--ca-fingerprint", fingerprint])
+        .arg("--config-dir")
+        .arg(config_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// The TOTP secret in the `otpauth://` line `sekisho enroll` printed, as an authenticator
+/// app would read it.
+fn secret_shown(stdout: &str) -> Secret<Vec<u8>> {
+    let uri = stdout
+        .lines()
+        .find(|line| line.starts_with("otpauth://totp/"))
+        .unwrap_or_else(|| panic!("no otpauth line in: {stdout}"));
+    otp::secret_from_uri(uri).unwrap()
 }
 
 /// Waits (bounded) for the process to exit; returns its status, stdout and stderr.
@@ -803,4 +880,180 @@ async fn a_local_port_in_use_fails_before_connecting() {
     let (status, _, stderr) = finish(child).await;
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("choose another local port"), "{stderr}");
+}
+
+// --- enrollment ---
+
+/// `sekisho ARGS --config-dir DIR`, with nothing from the environment.
+fn sekisho_in(config_dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sekisho"));
+    for variable in [
+        "SEKISHO_BROKER",
+        "SEKISHO_CA",
+        "SEKISHO_CERT",
+        "SEKISHO_KEY",
+    ] {
+        command.env_remove(variable);
+    }
+    command
+        .args(args)
+        .arg("--config-dir")
+        .arg(config_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_enrolling_no_credential_options_are_needed_and_the_key_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let fixture = start_broker().await;
+    let config_dir = fixture.credentials[0].parent().unwrap();
+    let mode = std::fs::metadata(&fixture.credentials[2])
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "client.key must be readable by its owner only"
+    );
+    let dir_mode = std::fs::metadata(config_dir).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+
+    // A whole session with nothing but the configuration directory: the enrolled
+    // certificate, and a code computed from the secret `sekisho enroll` showed.
+    let child = sekisho_in(
+        config_dir,
+        &[
+            "request",
+            "--target",
+            "echo",
+            "--purpose",
+            "patch",
+            "--for",
+            "1h",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let (status, stdout, stderr) = finish(child).await;
+    assert!(status.success(), "{status}: {stderr}");
+    let id = stdout.trim().to_owned();
+    fixture.approve(&id).await;
+    let mut child = sekisho_in(config_dir, &["connect", &id, "-L", "0:echo"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut connect = Connect {
+        stdin: child.stdin.take().unwrap(),
+        stderr: BufReader::new(child.stderr.take().unwrap()),
+        seen: Vec::new(),
+        child,
+    };
+    connect.until("One-time password for acme-ehr/tanaka").await;
+    connect.type_line(&fixture.code()).await;
+    connect.until("Press Ctrl-C to end the session.").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_works_once_and_a_wrong_fingerprint_saves_nothing() {
+    let fixture = start_broker().await;
+    let fingerprint = fixture_fingerprint(&fixture);
+    let token = add_technician(&fixture.desk, "sato").await;
+
+    // A fingerprint that is not the broker's: stopped at the handshake, nothing written, the
+    // token still good.
+    let mut wrong = fingerprint.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == '0' { '1' } else { '0' });
+    let config_dir = fixture.dir.path().join("sato");
+    let (status, stdout, stderr) = finish(
+        enroll_command(&fixture.broker.to_string(), &token, &wrong, &config_dir)
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.contains(&format!("its CA fingerprint is {fingerprint}, not {wrong}")),
+        "{stderr}"
+    );
+    assert!(!config_dir.join("client.key").exists());
+    assert!(!config_dir.join("client.pem").exists());
+
+    // The right one enrolls; the same token again is refused in one sentence.
+    let (status, stdout, stderr) = finish(
+        enroll_command(
+            &fixture.broker.to_string(),
+            &token,
+            &fingerprint,
+            &config_dir,
+        )
+        .spawn()
+        .unwrap(),
+    )
+    .await;
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("otpauth://totp/"), "{stdout}");
+    assert!(
+        stderr.contains("Enrolled Tanaka Hanako (acme-ehr/sato)"),
+        "{stderr}"
+    );
+    let (status, stdout, stderr) = finish(
+        enroll_command(
+            &fixture.broker.to_string(),
+            &token,
+            &fingerprint,
+            &fixture.dir.path().join("sato-again"),
+        )
+        .spawn()
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(stderr.contains("was already used"), "{stderr}");
+    assert!(!fixture.dir.path().join("sato-again/client.key").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_enrollment_the_client_says_how_to_enroll() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _, stderr) = finish(sekisho_in(dir.path(), &["status"]).spawn().unwrap()).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("You are not enrolled yet"), "{stderr}");
+    assert!(stderr.contains("sekisho enroll"), "{stderr}");
+
+    let (status, _, stderr) = finish(
+        sekisho_in(
+            dir.path(),
+            &[
+                "enroll",
+                "--broker",
+                "127.0.0.1:9",
+                "--token",
+                "AAAA",
+                "--ca-fingerprint",
+                "sha256:1234",
+            ],
+        )
+        .spawn()
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not a CA fingerprint"), "{stderr}");
+}
+
+fn fixture_fingerprint(fixture: &Fixture) -> String {
+    let ca = std::fs::read_to_string(&fixture.credentials[0]).unwrap();
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &der);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }

@@ -15,6 +15,12 @@ pub enum ErrorCode {
     UnknownIdentity,
     /// The vendor's policy does not allow connections from the client's network address.
     SourceNotAllowed,
+    /// The client certificate was revoked (by a reset or an offboarding) or has expired.
+    CertificateRevoked,
+    /// The technician or their vendor is disabled by the hospital.
+    IdentityDisabled,
+    /// The connection carries no client certificate: enroll first.
+    CertificateMissing,
     /// The target does not exist or this technician may not reach it (deliberately the same).
     TargetRefused,
     /// The target's address is of a kind that is never dialled (loopback, link-local, …).
@@ -40,6 +46,10 @@ pub enum ErrorCode {
     PolicyRefused,
     /// The request is malformed (no targets, no purpose, a zero duration …).
     InvalidRequest,
+    /// The enrollment token is unknown, used, expired or replaced.
+    EnrollmentTokenRefused,
+    /// The certificate request is malformed, badly signed, or names someone else.
+    CertificateRequestRefused,
     /// The broker failed in a way that is not the peer's fault.
     Internal,
     /// The broker cannot record what would happen, so it does not let it happen.
@@ -56,6 +66,9 @@ impl ErrorCode {
             ErrorCode::ProtocolViolation => 2,
             ErrorCode::UnknownIdentity => 3,
             ErrorCode::SourceNotAllowed => 4,
+            ErrorCode::CertificateRevoked => 5,
+            ErrorCode::IdentityDisabled => 6,
+            ErrorCode::CertificateMissing => 7,
             ErrorCode::TargetRefused => 10,
             ErrorCode::TargetAddressForbidden => 11,
             ErrorCode::TargetUnreachable => 12,
@@ -68,6 +81,8 @@ impl ErrorCode {
             ErrorCode::Lockdown => 24,
             ErrorCode::PolicyRefused => 25,
             ErrorCode::InvalidRequest => 26,
+            ErrorCode::EnrollmentTokenRefused => 30,
+            ErrorCode::CertificateRequestRefused => 31,
             ErrorCode::StoreUnavailable => 51,
             ErrorCode::Internal => 50,
             ErrorCode::Unknown(code) => code,
@@ -81,6 +96,9 @@ impl ErrorCode {
             2 => ErrorCode::ProtocolViolation,
             3 => ErrorCode::UnknownIdentity,
             4 => ErrorCode::SourceNotAllowed,
+            5 => ErrorCode::CertificateRevoked,
+            6 => ErrorCode::IdentityDisabled,
+            7 => ErrorCode::CertificateMissing,
             10 => ErrorCode::TargetRefused,
             11 => ErrorCode::TargetAddressForbidden,
             12 => ErrorCode::TargetUnreachable,
@@ -93,6 +111,8 @@ impl ErrorCode {
             24 => ErrorCode::Lockdown,
             25 => ErrorCode::PolicyRefused,
             26 => ErrorCode::InvalidRequest,
+            30 => ErrorCode::EnrollmentTokenRefused,
+            31 => ErrorCode::CertificateRequestRefused,
             50 => ErrorCode::Internal,
             51 => ErrorCode::StoreUnavailable,
             other => ErrorCode::Unknown(other),
@@ -106,6 +126,9 @@ impl ErrorCode {
             ErrorCode::ProtocolViolation => "protocol-violation",
             ErrorCode::UnknownIdentity => "unknown-identity",
             ErrorCode::SourceNotAllowed => "source-not-allowed",
+            ErrorCode::CertificateRevoked => "certificate-revoked",
+            ErrorCode::IdentityDisabled => "identity-disabled",
+            ErrorCode::CertificateMissing => "certificate-missing",
             ErrorCode::TargetRefused => "target-refused",
             ErrorCode::TargetAddressForbidden => "target-address-forbidden",
             ErrorCode::TargetUnreachable => "target-unreachable",
@@ -118,6 +141,8 @@ impl ErrorCode {
             ErrorCode::Lockdown => "lockdown",
             ErrorCode::PolicyRefused => "policy-refused",
             ErrorCode::InvalidRequest => "invalid-request",
+            ErrorCode::EnrollmentTokenRefused => "enrollment-token-refused",
+            ErrorCode::CertificateRequestRefused => "certificate-request-refused",
             ErrorCode::StoreUnavailable => "store-unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown(_) => "unknown",

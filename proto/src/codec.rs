@@ -277,8 +277,9 @@ mod tests {
     use super::*;
     use crate::code::ErrorCode;
     use crate::message::{
-        Connect, Connected, Ended, ErrorMessage, Extended, Hello, Open, Opened, RequestAccess,
-        RequestState, RequestView, StatusDone, Warning, Watch, Welcome,
+        Connect, Connected, Ended, EnrollCsr, EnrollOffer, EnrollStart, Enrolled, ErrorMessage,
+        Extended, Hello, Open, Opened, RequestAccess, RequestState, RequestView, StatusDone,
+        Warning, Watch, Welcome,
     };
     use proptest::prelude::*;
 
@@ -332,6 +333,25 @@ mod tests {
             }),
             Message::StatusQuery,
             Message::StatusDone(StatusDone { count: 3 }),
+            Message::EnrollStart(EnrollStart {
+                version: 1,
+                token: "ABCD-EFGH".into(),
+            }),
+            Message::EnrollOffer(EnrollOffer {
+                vendor: "acme-ehr".into(),
+                technician: "tanaka".into(),
+                display_name: "田中 花子".into(),
+                hospital: "Demo General Hospital".into(),
+            }),
+            Message::EnrollCsr(EnrollCsr {
+                csr_pem: "-----BEGIN CERTIFICATE REQUEST-----".into(),
+            }),
+            Message::Enrolled(Enrolled {
+                certificate_pem: "-----BEGIN CERTIFICATE-----".into(),
+                ca_pem: "-----BEGIN CERTIFICATE-----".into(),
+                otpauth_uri: "otpauth://totp/x?secret=AAAA".into(),
+                not_after: 1_900_000_000,
+            }),
         ]
     }
 

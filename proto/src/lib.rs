@@ -23,6 +23,10 @@
 //!   reads the technician's identity from it; the client pins the broker's CA (it trusts no
 //!   other root) and checks that the broker's certificate names [`BROKER_SERVER_NAME`].
 //! - No session resumption, no 0-RTT, no connection migration.
+//! - Enrollment is the one exception to mutual TLS: a connection that negotiates
+//!   [`ENROLL_ALPN`] (`sekisho-enroll/1`) carries no client certificate and may only enroll.
+//!   The client checks the broker's CA against the fingerprint the hospital gave it (the
+//!   broker sends its CA certificate after its own), and from then on pins that CA.
 //!
 //! ## Streams
 //!
@@ -51,6 +55,14 @@
 //!   only after `Connected` do raw bytes flow, both ways, until each side finishes its send
 //!   half (half-close is carried through to TCP). The client sends nothing after `Connect`
 //!   until the answer arrives.
+//!
+//! - **Enrollment** (on an [`ENROLL_ALPN`] connection, first stream): the client sends
+//!   [`EnrollStart`] (the one-time token); the broker answers [`EnrollOffer`] (whom the token
+//!   enrolls) or an error. The client makes its key pair and sends [`EnrollCsr`] (a
+//!   certificate request for exactly that identity, signed with the new key, which never
+//!   leaves the laptop); the broker answers [`Enrolled`] (certificate, CA, TOTP secret as an
+//!   `otpauth://` URI) or an error, and the connection closes. The token is spent only when
+//!   `Enrolled` is sent.
 //!
 //! ## Frames
 //!
@@ -82,6 +94,10 @@
 //! | 0x27 | [`Ended`]         | broker → client  | reason string, message string |
 //! | 0x28 | `StatusQuery`     | client → broker  | (empty) |
 //! | 0x29 | [`StatusDone`]    | broker → client  | count u32 |
+//! | 0x30 | [`EnrollStart`]   | client → broker  | version u16, token string |
+//! | 0x31 | [`EnrollOffer`]   | broker → client  | vendor, technician, display name, hospital (strings) |
+//! | 0x32 | [`EnrollCsr`]     | client → broker  | certificate request PEM string |
+//! | 0x33 | [`Enrolled`]      | broker → client  | certificate PEM, CA PEM, otpauth URI (strings), not-after u64 (Unix s) |
 //! | 0x7f | [`ErrorMessage`]  | either           | code u16, message string |
 //!
 //! The decoder never panics on any input; it reports a frame that has not fully arrived as
@@ -114,12 +130,16 @@ pub mod message;
 pub use code::ErrorCode;
 pub use codec::{DecodeError, Decoded, FrameReader, decode};
 pub use message::{
-    Connect, Connected, Ended, ErrorMessage, Extended, Hello, Message, Open, Opened, RequestAccess,
-    RequestState, RequestView, StatusDone, Warning, Watch, Welcome,
+    Connect, Connected, Ended, EnrollCsr, EnrollOffer, EnrollStart, Enrolled, ErrorMessage,
+    Extended, Hello, Message, Open, Opened, RequestAccess, RequestState, RequestView, StatusDone,
+    Warning, Watch, Welcome,
 };
 
 /// The ALPN protocol identifier both sides must negotiate.
 pub const ALPN: &[u8] = b"sekisho/1";
+
+/// The ALPN of an enrollment connection: no client certificate, enrollment messages only.
+pub const ENROLL_ALPN: &[u8] = b"sekisho-enroll/1";
 
 /// The protocol version this crate speaks, sent in [`Hello`] and [`Welcome`].
 pub const PROTOCOL_VERSION: u16 = 1;

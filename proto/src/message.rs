@@ -193,6 +193,51 @@ pub struct StatusDone {
     pub count: u32,
 }
 
+/// Enrollment, first frame (on a connection that negotiated [`crate::ENROLL_ALPN`], which
+/// carries no client certificate): the one-time token the hospital gave the technician.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollStart {
+    /// The protocol version the client speaks.
+    pub version: u16,
+    /// The enrollment token, as the technician typed it.
+    pub token: String,
+}
+
+/// Enrollment: the token is good; this is who it enrolls. The client makes its key pair and a
+/// certificate request for exactly this identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollOffer {
+    /// The vendor the token was made for.
+    pub vendor: String,
+    /// The technician the token was made for.
+    pub technician: String,
+    /// The technician's full name, as the hospital typed it.
+    pub display_name: String,
+    /// The hospital's name.
+    pub hospital: String,
+}
+
+/// Enrollment: a PKCS#10 certificate request (PEM) for the offered identity. The private key
+/// never travels; this request is signed with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollCsr {
+    /// `-----BEGIN CERTIFICATE REQUEST-----` …
+    pub csr_pem: String,
+}
+
+/// Enrollment done: the certificate, the CA to pin, and the TOTP secret shown once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    /// The client certificate, PEM.
+    pub certificate_pem: String,
+    /// The broker's CA, PEM: the only root the client trusts from now on.
+    pub ca_pem: String,
+    /// `otpauth://totp/…`: the technician's one-time-password secret, never sent again.
+    pub otpauth_uri: String,
+    /// When the certificate expires, Unix seconds.
+    pub not_after: u64,
+}
+
 /// A refusal: a stable code and a sentence for a person.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorMessage {
@@ -234,6 +279,14 @@ pub enum Message {
     StatusQuery,
     /// See [`StatusDone`].
     StatusDone(StatusDone),
+    /// See [`EnrollStart`].
+    EnrollStart(EnrollStart),
+    /// See [`EnrollOffer`].
+    EnrollOffer(EnrollOffer),
+    /// See [`EnrollCsr`].
+    EnrollCsr(EnrollCsr),
+    /// See [`Enrolled`].
+    Enrolled(Enrolled),
     /// See [`ErrorMessage`].
     Error(ErrorMessage),
 }
@@ -253,6 +306,10 @@ pub(crate) mod tag {
     pub(crate) const ENDED: u8 = 0x27;
     pub(crate) const STATUS_QUERY: u8 = 0x28;
     pub(crate) const STATUS_DONE: u8 = 0x29;
+    pub(crate) const ENROLL_START: u8 = 0x30;
+    pub(crate) const ENROLL_OFFER: u8 = 0x31;
+    pub(crate) const ENROLL_CSR: u8 = 0x32;
+    pub(crate) const ENROLLED: u8 = 0x33;
     pub(crate) const ERROR: u8 = 0x7f;
 }
 
@@ -274,6 +331,10 @@ impl Message {
             Message::Ended(_) => tag::ENDED,
             Message::StatusQuery => tag::STATUS_QUERY,
             Message::StatusDone(_) => tag::STATUS_DONE,
+            Message::EnrollStart(_) => tag::ENROLL_START,
+            Message::EnrollOffer(_) => tag::ENROLL_OFFER,
+            Message::EnrollCsr(_) => tag::ENROLL_CSR,
+            Message::Enrolled(_) => tag::ENROLLED,
             Message::Error(_) => tag::ERROR,
         }
     }
@@ -295,6 +356,10 @@ impl Message {
             Message::Ended(_) => "Ended",
             Message::StatusQuery => "StatusQuery",
             Message::StatusDone(_) => "StatusDone",
+            Message::EnrollStart(_) => "EnrollStart",
+            Message::EnrollOffer(_) => "EnrollOffer",
+            Message::EnrollCsr(_) => "EnrollCsr",
+            Message::Enrolled(_) => "Enrolled",
             Message::Error(_) => "Error",
         }
     }
@@ -362,6 +427,23 @@ impl Message {
                 body.put_str(&ended.message);
             }
             Message::StatusDone(done) => body.put_u32(done.count),
+            Message::EnrollStart(start) => {
+                body.put_u16(start.version);
+                body.put_str(&start.token);
+            }
+            Message::EnrollOffer(offer) => {
+                body.put_str(&offer.vendor);
+                body.put_str(&offer.technician);
+                body.put_str(&offer.display_name);
+                body.put_str(&offer.hospital);
+            }
+            Message::EnrollCsr(csr) => body.put_str(&csr.csr_pem),
+            Message::Enrolled(enrolled) => {
+                body.put_str(&enrolled.certificate_pem);
+                body.put_str(&enrolled.ca_pem);
+                body.put_str(&enrolled.otpauth_uri);
+                body.put_u64(enrolled.not_after);
+            }
             Message::Error(error) => {
                 body.put_u16(error.code.to_u16());
                 body.put_str(&error.message);
@@ -445,6 +527,25 @@ impl Message {
             tag::STATUS_QUERY => Message::StatusQuery,
             tag::STATUS_DONE => Message::StatusDone(StatusDone {
                 count: reader.u32("StatusDone.count")?,
+            }),
+            tag::ENROLL_START => Message::EnrollStart(EnrollStart {
+                version: reader.u16("EnrollStart.version")?,
+                token: reader.string("EnrollStart.token")?,
+            }),
+            tag::ENROLL_OFFER => Message::EnrollOffer(EnrollOffer {
+                vendor: reader.string("EnrollOffer.vendor")?,
+                technician: reader.string("EnrollOffer.technician")?,
+                display_name: reader.string("EnrollOffer.display_name")?,
+                hospital: reader.string("EnrollOffer.hospital")?,
+            }),
+            tag::ENROLL_CSR => Message::EnrollCsr(EnrollCsr {
+                csr_pem: reader.string("EnrollCsr.csr_pem")?,
+            }),
+            tag::ENROLLED => Message::Enrolled(Enrolled {
+                certificate_pem: reader.string("Enrolled.certificate_pem")?,
+                ca_pem: reader.string("Enrolled.ca_pem")?,
+                otpauth_uri: reader.string("Enrolled.otpauth_uri")?,
+                not_after: reader.u64("Enrolled.not_after")?,
             }),
             tag::ERROR => Message::Error(ErrorMessage {
                 code: ErrorCode::from_u16(reader.u16("Error.code")?),

@@ -3,8 +3,9 @@
 //!
 //! - [`TestBroker`]: a broker with its own data directory, database ([`stores`]: SQLite, or
 //!   PostgreSQL with `SEKISHO_TEST_STORE=postgres`), a clock the test moves, and policy files
-//!   written from a [`Vendor`] list; it issues client certificates from its real CA, gives
-//!   technicians TOTP secrets, approves as [`APPROVER`], and can run the whole
+//!   written from a [`Vendor`] list; it adds technicians and enrolls them through the real
+//!   flow (token, key made client-side, certificate request, TOTP secret read back from the
+//!   `otpauth://` URI), approves as [`APPROVER`], and can run the whole
 //!   request → approve → one-time password → open flow ([`TestBroker::open_session`]).
 //! - [`EchoServer`], [`pattern`]: targets and data whose correctness a test can check.
 //! - [`LocalForward`]: a client-side `-L` listener on an open session, with its events.
@@ -18,6 +19,7 @@ pub mod servers;
 pub mod stores;
 /// Real third-party servers (Python's http.server, sshd) and client programs, bounded in time.
 pub mod third_party;
+pub mod web;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,12 +31,14 @@ use proto::RequestAccess;
 use sekisho_broker::approval::{Desk, Until};
 use sekisho_broker::audit::{EventKind, StoredEvent};
 use sekisho_broker::clock::{Clock, ManualClock};
+use sekisho_broker::identity;
 use sekisho_broker::otp;
 use sekisho_broker::pki::{BrokerPki, IssuedCertificate, TechnicianIdentity};
 use sekisho_broker::secret::Secret;
 use sekisho_broker::session::RequestId;
-use sekisho_broker::store::AuditFilter;
+use sekisho_broker::store::{AuditFilter, NewTechnician};
 use sekisho_broker::{Broker, BrokerConfig, Hospital};
+use sekisho_client::enroll::EnrollArgs;
 use sekisho_client::forward::{EventSink, serve_local_forward};
 use sekisho_client::{ClientConfig, ConnectError, ForwardEvent, Forwarder, Session};
 use tempfile::TempDir;
@@ -44,6 +48,16 @@ use tokio_util::sync::CancellationToken;
 
 pub use servers::EchoServer;
 pub use stores::env_postgres;
+
+/// Writes a few bytes through a new forward of `session` to `target` (an echo server) and
+/// checks they come back: the session carries traffic.
+pub async fn echo_once(session: &Session, target: &str) {
+    let (mut send, mut recv) = session.open_forward(target).await.unwrap();
+    send.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    recv.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping");
+}
 
 /// Installs a log subscriber once, so `SEKISHO_LOG=debug cargo test` shows what happened.
 pub fn init_logging() {
@@ -64,6 +78,8 @@ pub struct Vendor {
     pub targets: Vec<(String, String)>,
     /// Lines of the `[access]` table.
     pub access: Vec<String>,
+    /// Names of targets marked `critical = true`.
+    pub critical: Vec<String>,
 }
 
 impl Vendor {
@@ -72,7 +88,34 @@ impl Vendor {
             id: id.to_owned(),
             targets: Vec::new(),
             access: Vec::new(),
+            critical: Vec::new(),
         }
+    }
+
+    /// Adds a critical target at a socket address (it needs `critical_approvals`).
+    pub fn critical_target(mut self, name: &str, address: SocketAddr) -> Vendor {
+        self.critical.push(name.to_owned());
+        self.target(name, address)
+    }
+
+    /// Sets how many approvers a request for a critical target needs.
+    pub fn critical_approvals(mut self, count: u8) -> Vendor {
+        self.access.push(format!("critical_approvals = {count}"));
+        self
+    }
+
+    /// Sets the days without access (e.g. "2026-11-23").
+    pub fn holidays(mut self, dates: &[&str]) -> Vendor {
+        let quoted: Vec<String> = dates.iter().map(|d| format!("\"{d}\"")).collect();
+        self.access
+            .push(format!("holidays = [{}]", quoted.join(", ")));
+        self
+    }
+
+    /// Sets the idle timeout (e.g. "5m").
+    pub fn idle_timeout(mut self, duration: &str) -> Vendor {
+        self.access.push(format!("idle_timeout = \"{duration}\""));
+        self
     }
 
     /// Adds a target at a socket address (allowed on loopback).
@@ -120,8 +163,9 @@ impl Vendor {
         );
         for (name, address) in &self.targets {
             let allow_loopback = !address.starts_with("localhost");
+            let critical = self.critical.contains(name);
             toml.push_str(&format!(
-                "[[target]]\nname = \"{name}\"\naddress = \"{address}\"\nallow_loopback = {allow_loopback}\n\n"
+                "[[target]]\nname = \"{name}\"\naddress = \"{address}\"\nallow_loopback = {allow_loopback}\ncritical = {critical}\n\n"
             ));
         }
         if !self.access.is_empty() {
@@ -137,7 +181,9 @@ pub fn write_policies(dir: &Path, vendors: &[Vendor]) -> PathBuf {
     std::fs::create_dir_all(policies.join("vendors")).unwrap();
     std::fs::write(
         policies.join("hospital.toml"),
-        "[hospital]\nname = \"Test Hospital\"\ntimezone = \"Asia/Tokyo\"\n",
+        // Tests move the clock by hours without traffic; those about idleness set a
+        // vendor's `idle_timeout` themselves.
+        "[hospital]\nname = \"Test Hospital\"\ntimezone = \"Asia/Tokyo\"\n\n[defaults]\nidle_timeout = \"24h\"\n",
     )
     .unwrap();
     let vendor_dir = policies.join("vendors");
@@ -167,14 +213,24 @@ pub const APPROVER: &str = "suzuki";
 /// A running broker on `127.0.0.1:0` with a clock the test moves, stopped when dropped.
 pub struct TestBroker {
     addr: SocketAddr,
+    /// The web UI's address and first-admin link, when the configuration asks for a web UI.
+    web: Option<(SocketAddr, Option<String>)>,
     pki: BrokerPki,
     shutdown: CancellationToken,
     stopped: Arc<Notify>,
     config: BrokerConfig,
     clock: ManualClock,
     hospital: Hospital,
-    secrets: Mutex<HashMap<String, Secret<Vec<u8>>>>,
+    enrolled: tokio::sync::Mutex<HashMap<String, Enrolled>>,
     dir: TempDir,
+}
+
+/// A technician enrolled through the real flow: where the client wrote its files, and the
+/// TOTP secret it was shown.
+#[derive(Clone)]
+struct Enrolled {
+    dir: PathBuf,
+    secret: Secret<Vec<u8>>,
 }
 
 impl TestBroker {
@@ -198,34 +254,41 @@ impl TestBroker {
         let clock = ManualClock::new(clock_start());
         config.clock = Arc::new(clock.clone());
         adjust(&mut config);
-        TestBroker::run(dir, config, clock, HashMap::new()).await
+        TestBroker::run(dir, config, clock).await
     }
 
-    async fn run(
-        dir: TempDir,
-        config: BrokerConfig,
-        clock: ManualClock,
-        secrets: HashMap<String, Secret<Vec<u8>>>,
-    ) -> TestBroker {
-        let (addr, shutdown, stopped) = TestBroker::launch(&config).await;
+    async fn run(dir: TempDir, config: BrokerConfig, clock: ManualClock) -> TestBroker {
+        let (addr, web, shutdown, stopped) = TestBroker::launch(&config).await;
         TestBroker {
             addr,
+            web,
             pki: BrokerPki::load_or_create(&config.data_dir).unwrap(),
             shutdown,
             stopped,
             hospital: Hospital::open(&config).await.unwrap(),
             config,
             clock,
-            secrets: Mutex::new(secrets),
+            enrolled: tokio::sync::Mutex::new(HashMap::new()),
             dir,
         }
     }
 
-    async fn launch(config: &BrokerConfig) -> (SocketAddr, CancellationToken, Arc<Notify>) {
+    #[allow(clippy::type_complexity, reason = "one private helper's return")]
+    async fn launch(
+        config: &BrokerConfig,
+    ) -> (
+        SocketAddr,
+        Option<(SocketAddr, Option<String>)>,
+        CancellationToken,
+        Arc<Notify>,
+    ) {
         let broker = Broker::bind(config.clone())
             .await
             .expect("the test broker binds");
         let addr = broker.local_addr();
+        let web = broker
+            .web_addr()
+            .map(|web| (web, broker.first_admin_url().map(str::to_owned)));
         let shutdown = CancellationToken::new();
         let stopped = Arc::new(Notify::new());
         let (run_shutdown, run_stopped) = (shutdown.clone(), stopped.clone());
@@ -233,7 +296,7 @@ impl TestBroker {
             broker.run(run_shutdown).await;
             run_stopped.notify_one();
         });
-        (addr, shutdown, stopped)
+        (addr, web, shutdown, stopped)
     }
 
     /// Stops the broker (as a shutdown does) and starts it again on the same data directory,
@@ -248,8 +311,9 @@ impl TestBroker {
         self.shutdown.cancel();
         self.stopped.notified().await;
         between.await;
-        let (addr, shutdown, stopped) = TestBroker::launch(&self.config).await;
+        let (addr, web, shutdown, stopped) = TestBroker::launch(&self.config).await;
         self.addr = addr;
+        self.web = web;
         self.shutdown = shutdown;
         self.stopped = stopped;
         self.hospital = Hospital::open(&self.config).await.unwrap();
@@ -258,6 +322,16 @@ impl TestBroker {
     /// The broker's UDP address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The web UI's TCP address (when the configuration asked for one).
+    pub fn web_addr(&self) -> SocketAddr {
+        self.web.as_ref().expect("the broker serves a web UI").0
+    }
+
+    /// The first admin's one-time link printed at this start, if any.
+    pub fn first_admin_url(&self) -> Option<&str> {
+        self.web.as_ref().and_then(|(_, url)| url.as_deref())
     }
 
     /// The broker's CA, PEM.
@@ -290,20 +364,72 @@ impl TestBroker {
         write_policies(self.dir.path(), vendors);
     }
 
-    /// Gives `vendor`/`technician` a TOTP secret (once) and returns it.
-    pub async fn enroll(&self, vendor: &str, technician: &str) -> Secret<Vec<u8>> {
-        let key = format!("{vendor}/{technician}");
-        if let Some(secret) = self.secrets.lock().unwrap().get(&key) {
-            return secret.clone();
+    /// Adds `vendor` (once) and `vendor`/`technician` as the hospital's admin does, and
+    /// returns the enrollment token `technician add` would print.
+    pub async fn add_technician(&self, vendor: &str, technician: &str) -> String {
+        let store = &self.hospital.store;
+        let policies = &self.hospital.policies;
+        match identity::add_vendor(store, policies, vendor, "test-admin", self.clock.now()).await {
+            Ok(()) | Err(identity::IdentityError::VendorExists(_)) => {}
+            Err(e) => panic!("cannot add vendor {vendor}: {e}"),
         }
-        let identity = TechnicianIdentity::new(vendor, technician).unwrap();
-        let secret = self
-            .hospital
-            .set_technician_secret(&identity, self.clock.now(), "test-admin")
+        let new = NewTechnician {
+            vendor,
+            technician,
+            display_name: technician,
+            email: "",
+        };
+        identity::add_technician(
+            store,
+            policies,
+            &new,
+            identity::DEFAULT_TOKEN_VALIDITY,
+            "test-admin",
+            self.clock.now(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot add {vendor}/{technician}: {e}"))
+        .text
+        .expose_secret()
+        .clone()
+    }
+
+    /// The enrollment arguments for `token`, writing into `dir`.
+    pub fn enroll_args(&self, token: &str, dir: &Path) -> EnrollArgs {
+        EnrollArgs {
+            broker: self.addr.to_string(),
+            token: token.to_owned(),
+            ca_fingerprint: self.pki.ca_fingerprint(),
+            dir: dir.to_owned(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Enrolls `vendor`/`technician` for real (once): `technician add`, then the client's
+    /// enrollment over QUIC, with the key made client-side; returns the TOTP secret read from
+    /// the `otpauth://` URI the client was shown.
+    pub async fn enroll(&self, vendor: &str, technician: &str) -> Secret<Vec<u8>> {
+        self.enrolled(vendor, technician).await.secret
+    }
+
+    async fn enrolled(&self, vendor: &str, technician: &str) -> Enrolled {
+        let mut enrolled = self.enrolled.lock().await;
+        let key = format!("{vendor}/{technician}");
+        if let Some(found) = enrolled.get(&key) {
+            return found.clone();
+        }
+        let token = self.add_technician(vendor, technician).await;
+        let dir = self
+            .dir
+            .path()
+            .join(format!("client-{vendor}-{technician}"));
+        let enrollment = sekisho_client::enroll::enroll(&self.enroll_args(&token, &dir))
             .await
-            .unwrap();
-        self.secrets.lock().unwrap().insert(key, secret.clone());
-        secret
+            .unwrap_or_else(|e| panic!("{vendor}/{technician} cannot enroll: {e}"));
+        let secret = otp::secret_from_uri(&enrollment.otpauth_uri).unwrap();
+        let found = Enrolled { dir, secret };
+        enrolled.insert(key, found.clone());
+        found
     }
 
     /// The code `vendor`/`technician`'s authenticator shows now, after moving the clock to
@@ -314,50 +440,66 @@ impl TestBroker {
         otp::code_at(&secret, self.clock.now()).unwrap()
     }
 
-    /// A client certificate and key for `vendor`/`technician` from this broker's CA.
-    pub fn issue(&self, vendor: &str, technician: &str) -> IssuedCertificate {
+    /// `vendor`/`technician`'s certificate and key as enrollment wrote them (enrolling first).
+    pub async fn credentials(&self, vendor: &str, technician: &str) -> IssuedCertificate {
+        let [_, certificate, key] = self.client_files(vendor, technician).await;
+        IssuedCertificate {
+            certificate_pem: std::fs::read_to_string(certificate).unwrap(),
+            private_key_pem: std::fs::read_to_string(key).unwrap(),
+        }
+    }
+
+    /// A certificate from this broker's CA that was never registered (no enrollment): what a
+    /// stolen CA key or a test of the registry would produce.
+    pub fn issue_unregistered(&self, vendor: &str, technician: &str) -> IssuedCertificate {
         let identity = TechnicianIdentity::new(vendor, technician).unwrap();
         self.pki
             .issue_client_certificate(&identity, Duration::from_secs(3600))
             .unwrap()
     }
 
-    /// Client credentials for `vendor`/`technician`, issued by this broker's CA.
-    pub fn client_config(&self, vendor: &str, technician: &str) -> ClientConfig {
-        let issued = self.issue(vendor, technician);
-        ClientConfig::from_pem(
+    /// Client credentials for `vendor`/`technician` (enrolling first), for this broker's
+    /// current address.
+    pub async fn client_config(&self, vendor: &str, technician: &str) -> ClientConfig {
+        let [ca, certificate, key] = self.client_files(vendor, technician).await;
+        ClientConfig::from_files(&self.addr.to_string(), &ca, &certificate, &key).unwrap()
+    }
+
+    /// The `[ca, cert, key]` files enrollment wrote for `vendor`/`technician` (enrolling
+    /// first), for the `sekisho` binary.
+    pub async fn client_files(&self, vendor: &str, technician: &str) -> [PathBuf; 3] {
+        let dir = self.enrolled(vendor, technician).await.dir;
+        [
+            dir.join(sekisho_client::files::CA_FILE),
+            dir.join(sekisho_client::files::CERTIFICATE_FILE),
+            dir.join(sekisho_client::files::KEY_FILE),
+        ]
+    }
+
+    /// Connects as `vendor`/`technician` (enrolling first; authenticated, no session yet).
+    pub async fn connect(&self, vendor: &str, technician: &str) -> Result<Session, ConnectError> {
+        Session::connect(&self.client_config(vendor, technician).await).await
+    }
+
+    /// Connects with a certificate from this broker's CA that enrollment never registered.
+    pub async fn connect_unregistered(
+        &self,
+        vendor: &str,
+        technician: &str,
+    ) -> Result<Session, ConnectError> {
+        let issued = self.issue_unregistered(vendor, technician);
+        let config = ClientConfig::from_pem(
             &self.addr.to_string(),
             self.ca_pem().as_bytes(),
             issued.certificate_pem.as_bytes(),
             issued.private_key_pem.as_bytes(),
         )
-        .unwrap()
-    }
-
-    /// Writes client credentials to files (for the `sekisho` binary) and returns
-    /// `[ca, cert, key]` paths.
-    pub fn client_files(&self, vendor: &str, technician: &str) -> [PathBuf; 3] {
-        self.issue(vendor, technician)
-            .write_to(
-                &self
-                    .dir
-                    .path()
-                    .join(format!("client-{vendor}-{technician}")),
-                self.ca_pem(),
-            )
-            .unwrap()
-    }
-
-    /// Connects as `vendor`/`technician` (authenticated, no session yet).
-    pub async fn connect(&self, vendor: &str, technician: &str) -> Result<Session, ConnectError> {
-        Session::connect(&self.client_config(vendor, technician)).await
+        .unwrap();
+        Session::connect(&config).await
     }
 
     /// Asks for `targets` for an hour as `vendor`/`technician`; returns the request id.
     pub async fn request(&self, session: &mut Session, targets: &[&str]) -> String {
-        let vendor = session.welcome().vendor.clone();
-        let technician = session.welcome().technician.clone();
-        self.enroll(&vendor, &technician).await;
         session
             .request(RequestAccess {
                 targets: targets.iter().map(|t| (*t).to_owned()).collect(),
@@ -415,6 +557,37 @@ impl TestBroker {
         .unwrap_or_else(|_| panic!("no {} event was recorded", kind.as_str()))
     }
 
+    /// Asks the running broker to reload its policy files, as `sekisho-broker policy reload`
+    /// does (through the database); returns the request's audit sequence number.
+    pub async fn request_reload(&self) -> i64 {
+        sekisho_broker::reload::request_reload(self.desk().store(), "test-admin", self.clock.now())
+            .await
+            .unwrap()
+    }
+
+    /// The first audit event of one of `kinds` after `after_seq`, waiting (up to 10 s).
+    pub async fn event_after(&self, kinds: &[EventKind], after_seq: i64) -> StoredEvent {
+        let store = self.desk().store().clone();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let found = store
+                    .audit_events(&AuditFilter {
+                        kinds: kinds.to_vec(),
+                        after_seq,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                if let Some(event) = found.into_iter().next() {
+                    return event;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {kinds:?} event after {after_seq} was recorded"))
+    }
+
     /// Runs raw SQL against the broker's database (for injecting failures and tampering).
     pub async fn execute_sql(&self, sql: &str) {
         use sqlx::{Connection, Executor};
@@ -458,6 +631,13 @@ impl TestBroker {
         } else {
             self.execute_sql("DROP TRIGGER refuse_audit").await;
         }
+    }
+
+    /// Stops the broker and waits until its run loop has returned, keeping its files (for a
+    /// test that inspects the database at rest).
+    pub async fn halt(&self) {
+        self.shutdown.cancel();
+        self.stopped.notified().await;
     }
 
     /// Stops the broker and waits until its run loop has returned.

@@ -213,24 +213,13 @@ impl Sshd {
         check.arg("-t").arg("-f").arg(&config);
         run_ok(check).await;
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let log = dir.path().join("sshd.log");
-        let accept = tokio::spawn(async move {
-            // Dropping this set (when the task is aborted) drops every child, killing it.
-            let mut connections = JoinSet::new();
-            while let Ok((tcp, _)) = listener.accept().await {
-                while connections.try_join_next().is_some() {}
-                match spawn_inetd(&sshd, &config, &log, tcp) {
-                    Ok(mut child) => {
-                        connections.spawn(async move {
-                            let _ = child.wait().await;
-                        });
-                    }
-                    Err(e) => eprintln!("could not start {}: {e}", sshd.display()),
-                }
-            }
-        });
+        let (addr, accept) = serve_inetd(move || {
+            let mut command = Command::new(&sshd);
+            command.arg("-i").arg("-f").arg(&config).arg("-E").arg(&log);
+            command
+        })
+        .await;
         Sshd {
             addr,
             user,
@@ -289,23 +278,101 @@ impl Drop for Sshd {
     }
 }
 
-/// Starts `sshd -i` with `tcp` as its stdin and stdout.
-fn spawn_inetd(sshd: &Path, config: &Path, log: &Path, tcp: TcpStream) -> std::io::Result<Child> {
+/// Listens on `127.0.0.1:0` and runs the command `make` gives once per connection, with the
+/// connection as its stdin and stdout (how inetd starts a server), so no port is guessed.
+/// Aborting the returned task drops the listener and kills every child.
+async fn serve_inetd(make: impl Fn() -> Command + Send + 'static) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept = tokio::spawn(async move {
+        // Dropping this set (when the task is aborted) drops every child, killing it.
+        let mut connections = JoinSet::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            while connections.try_join_next().is_some() {}
+            let command = make();
+            let shown = format!("{:?}", command.as_std());
+            match spawn_on_socket(command, tcp) {
+                Ok(mut child) => {
+                    connections.spawn(async move {
+                        let _ = child.wait().await;
+                    });
+                }
+                Err(e) => eprintln!("could not start {shown}: {e}"),
+            }
+        }
+    });
+    (addr, accept)
+}
+
+/// Starts `command` with `tcp` as its stdin and stdout.
+fn spawn_on_socket(mut command: Command, tcp: TcpStream) -> std::io::Result<Child> {
     let tcp = tcp.into_std()?;
     tcp.set_nonblocking(false)?;
     let stdout = tcp.try_clone()?;
     // The command holds our copies of the socket; it is dropped at the end of this function,
-    // so only sshd keeps the connection open and its exit closes it.
-    let mut command = Command::new(sshd);
+    // so only the child keeps the connection open and its exit closes it.
     command
-        .arg("-i")
-        .arg("-f")
-        .arg(config)
-        .arg("-E")
-        .arg(log)
         .stdin(Stdio::from(OwnedFd::from(tcp)))
         .stdout(Stdio::from(OwnedFd::from(stdout)))
         .stderr(Stdio::null())
         .kill_on_drop(true);
     command.spawn()
+}
+
+/// A PACS: dcmtk's `storescp` (application entity title [`StoreScp::AE_TITLE`]), run in
+/// inetd mode once per association accepted on `127.0.0.1:0`, storing what it receives in a
+/// directory of its own.
+pub struct StoreScp {
+    addr: SocketAddr,
+    dir: TempDir,
+    accept: JoinHandle<()>,
+}
+
+impl StoreScp {
+    /// The called application entity title.
+    pub const AE_TITLE: &'static str = "PACS";
+
+    /// Starts listening.
+    pub async fn start() -> StoreScp {
+        let storescp = require("storescp", "dcmtk");
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("received");
+        std::fs::create_dir_all(&output).unwrap();
+        let (addr, accept) = serve_inetd(move || {
+            let mut command = Command::new(&storescp);
+            command
+                .args([
+                    "--inetd",
+                    "--aetitle",
+                    StoreScp::AE_TITLE,
+                    "--output-directory",
+                ])
+                .arg(&output);
+            command
+        })
+        .await;
+        StoreScp { addr, dir, accept }
+    }
+
+    /// Where the PACS is reached: the target address for the broker's policy.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The files received so far.
+    pub fn received(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.dir.path().join("received"))
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok().map(|e| e.path()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for StoreScp {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
 }

@@ -48,19 +48,33 @@ pub enum SpliceEnd {
     QuicFailed(String),
 }
 
+/// Told each time a forward reads bytes from either side, before it writes them on, so that
+/// whoever watches a session for idleness sees traffic no later than the peer does. Called
+/// once per chunk on the data path: implementations must be cheap (an atomic store).
+pub trait Activity: Send + Sync {
+    /// Bytes were read from one side and are about to be written to the other.
+    fn carried(&self);
+}
+
 /// Copies both ways between `tcp` and the stream pair until both directions end or one fails.
-pub async fn splice(
+pub async fn splice(tcp: TcpStream, send: SendStream, recv: RecvStream) -> SpliceOutcome {
+    splice_observed(tcp, send, recv, None).await
+}
+
+/// [`splice`], telling `activity` of every chunk carried either way.
+pub async fn splice_observed(
     mut tcp: TcpStream,
     mut send: SendStream,
     mut recv: RecvStream,
+    activity: Option<&dyn Activity>,
 ) -> SpliceOutcome {
     let mut quic_to_tcp = 0u64;
     let mut tcp_to_quic = 0u64;
     let (mut tcp_read, mut tcp_write) = tcp.split();
 
     let failure = {
-        let down = copy_quic_to_tcp(&mut recv, &mut tcp_write, &mut quic_to_tcp);
-        let up = copy_tcp_to_quic(&mut tcp_read, &mut send, &mut tcp_to_quic);
+        let down = copy_quic_to_tcp(&mut recv, &mut tcp_write, &mut quic_to_tcp, activity);
+        let up = copy_tcp_to_quic(&mut tcp_read, &mut send, &mut tcp_to_quic, activity);
         tokio::pin!(down, up);
         let (mut down_done, mut up_done) = (false, false);
         let mut failure = None;
@@ -112,11 +126,15 @@ async fn copy_quic_to_tcp(
     recv: &mut RecvStream,
     tcp: &mut WriteHalf<'_>,
     copied: &mut u64,
+    activity: Option<&dyn Activity>,
 ) -> Result<(), Failure> {
     let mut chunks: Vec<Bytes> = vec![Bytes::new(); CHUNKS_PER_WRITE];
     loop {
         match recv.read_chunks(&mut chunks).await {
             Ok(Some(count)) => {
+                if let Some(activity) = activity {
+                    activity.carried();
+                }
                 let read: usize = chunks[..count].iter().map(Bytes::len).sum();
                 write_chunks(tcp, &mut chunks[..count])
                     .await
@@ -168,6 +186,7 @@ async fn copy_tcp_to_quic(
     tcp: &mut ReadHalf<'_>,
     send: &mut SendStream,
     copied: &mut u64,
+    activity: Option<&dyn Activity>,
 ) -> Result<(), Failure> {
     let mut buf = BytesMut::new();
     loop {
@@ -183,6 +202,9 @@ async fn copy_tcp_to_quic(
             // direction reports.
             let _ = send.finish();
             return Ok(());
+        }
+        if let Some(activity) = activity {
+            activity.carried();
         }
         send.write_chunk(buf.split().freeze())
             .await

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use crate::audit::{self, Actor, AuditEvent, EventKind};
 use crate::clock::Clock;
 use crate::policy::PolicySet;
+use crate::reload::LivePolicies;
 use crate::session::{
     self, ApprovalRecord, EndReason, HospitalZone, Refusal, RequestId, RequestRecord, Stage,
 };
@@ -86,30 +87,31 @@ pub enum Approved {
 #[derive(Clone)]
 pub struct Desk {
     store: Store,
-    policies: Arc<PolicySet>,
+    policies: LivePolicies,
     zone: HospitalZone,
     clock: Arc<dyn Clock>,
 }
 
 impl Desk {
-    /// A desk over `store`, judging by `policies` in `zone`.
+    /// A desk over `store`, judging by `policies` (a fixed set, or the broker's live one)
+    /// in `zone`.
     pub fn new(
         store: Store,
-        policies: Arc<PolicySet>,
+        policies: impl Into<LivePolicies>,
         zone: HospitalZone,
         clock: Arc<dyn Clock>,
     ) -> Desk {
         Desk {
             store,
-            policies,
+            policies: policies.into(),
             zone,
             clock,
         }
     }
 
-    /// The policies the desk judges by.
-    pub fn policies(&self) -> &PolicySet {
-        &self.policies
+    /// The policies the desk judges by now.
+    pub fn policies(&self) -> Arc<PolicySet> {
+        self.policies.current()
     }
 
     /// The time now, from the desk's clock.
@@ -158,7 +160,8 @@ impl Desk {
     ) -> Result<Approved, DeskError> {
         let now = self.clock.now();
         let record = self.load(id).await?;
-        let vendor = self.policies.vendor(&record.vendor);
+        let policies = self.policies.current();
+        let vendor = policies.vendor(&record.vendor);
         let lockdown = self.lockdown_active().await?;
         let decision = session::decide_approval(
             &record,
@@ -306,7 +309,8 @@ impl Desk {
             Until::For(more) => record.end_at.unwrap_or(now) + more,
             Until::At(at) => at,
         };
-        let vendor = self.policies.vendor(&record.vendor);
+        let policies = self.policies.current();
+        let vendor = policies.vendor(&record.vendor);
         let new_end = session::decide_extension(&record, new_end, vendor, &self.zone, now)
             .map_err(DeskError::Refused)?;
         let event = AuditEvent::new(now, Actor::Staff(by.to_owned()), EventKind::SessionExtended)

@@ -122,18 +122,38 @@ event_kinds! {
     OtpFailed => "otp-failed": "A wrong or reused one-time password.",
     TechnicianLocked => "technician-locked": "A technician was locked after too many wrong one-time passwords.",
     TechnicianUnlocked => "technician-unlocked": "An admin unlocked a technician.",
-    TechnicianSecretSet => "technician-secret-set": "A technician was given a new one-time-password secret.",
+    TechnicianSecretSet => "technician-secret-set": "A technician was given a new one-time-password secret (before enrollment existed; kept so older logs still read).",
     CertificateIssued => "certificate-issued": "A client certificate was issued.",
     ConnectionRefused => "connection-refused": "A connection was refused after its handshake (unknown vendor, source network, version).",
     LockdownOn => "lockdown-on": "The hospital stopped all remote access.",
     LockdownOff => "lockdown-off": "The hospital lifted the lockdown.",
-    PolicyLoaded => "policy-loaded": "The broker started with a set of policies (their hash).",
+    PolicyLoaded => "policy-loaded": "The broker put a set of policies in force, at start or on reload (their hash).",
     BrokerStarted => "broker-started": "A broker started.",
     BrokerStopped => "broker-stopped": "A broker stopped.",
     ReviewMarked => "review-marked": "An auditor marked an ended session reviewed.",
     AuditExported => "audit-exported": "Someone exported the audit log.",
     AuditStreamFailed => "audit-stream-failed": "The live audit stream for a SIEM could not be written.",
     AuditStreamRecovered => "audit-stream-recovered": "The live audit stream could be written again.",
+    VendorAdded => "vendor-added": "An admin took on a vendor (its policy file must exist).",
+    VendorDisabled => "vendor-disabled": "An admin disabled a vendor: its technicians are refused and their sessions ended.",
+    VendorEnabled => "vendor-enabled": "An admin enabled a vendor again.",
+    TechnicianAdded => "technician-added": "An admin added a technician and issued their first enrollment token.",
+    TechnicianDisabled => "technician-disabled": "An admin disabled a technician: refused at the handshake, sessions ended.",
+    TechnicianEnabled => "technician-enabled": "An admin enabled a technician again.",
+    TechnicianReset => "technician-reset": "An admin revoked a technician's certificates and one-time-password secret and issued a new enrollment token.",
+    TechnicianEnrolled => "technician-enrolled": "A technician enrolled: a certificate for a key made on their laptop, and a new one-time-password secret.",
+    EnrollmentRefused => "enrollment-refused": "An enrollment was refused (unknown, used, expired or void token; a bad certificate request).",
+    PolicyReloadRequested => "policy-reload-requested": "Someone asked every broker to reload its policies.",
+    PolicyReloadRefused => "policy-reload-refused": "A reload found problems in the policies; the ones in force stay.",
+    StaffInvited => "staff-invited": "A one-time link to create or reset a staff account was made.",
+    StaffEnrolled => "staff-enrolled": "A staff member set their password and one-time-password secret through a one-time link.",
+    StaffLogin => "staff-login": "A staff member logged in to the web UI.",
+    StaffLoginFailed => "staff-login-failed": "A web UI login failed (wrong password or code, disabled or locked account).",
+    StaffLocked => "staff-locked": "A staff account was locked after too many failed logins.",
+    StaffLogout => "staff-logout": "A staff member logged out.",
+    StaffDisabled => "staff-disabled": "An admin disabled a staff account.",
+    StaffEnabled => "staff-enabled": "An admin enabled a staff account again.",
+    StaffRefused => "staff-refused": "A staff member's web action was refused (role, CSRF token).",
 }
 
 /// One event, before it is numbered and chained.
@@ -175,6 +195,12 @@ impl AuditEvent {
     /// Names the request (and session) the event concerns.
     pub fn request(mut self, id: impl ToString) -> AuditEvent {
         self.request = Some(id.to_string());
+        self
+    }
+
+    /// Names the vendor the event concerns (a whole vendor, no one technician).
+    pub fn for_vendor(mut self, vendor: &str) -> AuditEvent {
+        self.vendor = Some(vendor.to_owned());
         self
     }
 

@@ -14,11 +14,16 @@
 //! - `when`: `--for 1h30m` and `--until 14:30` as approvers type them.
 //! - `table`: plain-text tables and the cleaning of untrusted text.
 //! - `requests`: `request list|approve|deny` and `session list|revoke|extend`.
-//! - `admin`: `lockdown`, `technician list|unlock`, `dev-issue`.
+//! - `admin`: `lockdown on|off|status`.
+//! - `identity`: `vendor add|list|disable|enable`, `technician add|list|disable|enable|
+//!   unlock|reset`.
 //! - `audit`: `audit head|verify|list|show|export|review|unreviewed`.
+//! - `policy`: `policy check|render|reload`.
 
 mod admin;
-mod audit;
+pub(crate) mod audit;
+mod identity;
+mod policy;
 mod requests;
 mod table;
 mod when;
@@ -26,15 +31,17 @@ mod when;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-pub use admin::{
-    DevIssue, dev_issue, lockdown_off, lockdown_on, lockdown_status, technician_list,
-    technician_unlock,
-};
+pub use admin::{lockdown_off, lockdown_on, lockdown_status};
 pub use audit::{
     AuditError, EventQuery, ExportFormat, ExportRequest, Exported, audit_export, audit_head,
     audit_list, audit_review, audit_show, audit_unreviewed, audit_verify, audit_verify_file,
     parse_within,
 };
+pub use identity::{
+    EnrollmentHints, TechnicianToAdd, technician_add, technician_list, technician_reset,
+    technician_set_enabled, technician_unlock, vendor_add, vendor_list, vendor_set_enabled,
+};
+pub use policy::{policy_check, policy_reload, policy_render};
 pub use requests::{
     request_approve, request_deny, request_list, session_extend, session_list, session_revoke,
 };
@@ -52,6 +59,14 @@ pub enum CliError {
     /// What was typed cannot be used; the person can correct it.
     #[error("{0}")]
     Input(String),
+    /// The policy files have problems (the caller prints each as `file:line: reason`).
+    #[error("{} problem(s) in {}; fix them and run the command again.", .errors.0.len(), .dir.display())]
+    Policy {
+        /// The policies directory.
+        dir: PathBuf,
+        /// Every problem.
+        errors: crate::policy::PolicyErrors,
+    },
     /// The desk refused, or could not act.
     #[error(transparent)]
     Desk(#[from] DeskError),
@@ -80,9 +95,6 @@ pub enum CliError {
     /// The certificate authority could not issue or write.
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),
-    /// A technician's TOTP secret could not be made or stored.
-    #[error(transparent)]
-    SetSecret(#[from] crate::SetSecretError),
     /// A TOTP secret could not be turned into an `otpauth://` URI.
     #[error(transparent)]
     Otp(#[from] crate::otp::OtpError),

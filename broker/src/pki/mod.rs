@@ -8,7 +8,10 @@
 //! A technician's identity travels in the client certificate as a URI subject alternative
 //! name, `urn:sekisho:technician:VENDOR:TECHNICIAN`; [`identity_from_certificate`] reads it
 //! back. This module never checks whether that technician is still allowed in: that is the
-//! registry's job on every connection.
+//! registry's job on every connection ([`crate::identity::admit`]).
+//!
+//! Technicians' certificates are signed from a certificate request made on their laptop
+//! ([`BrokerPki::sign_request`]); the broker never sees their private key.
 
 pub(crate) mod files;
 
@@ -21,6 +24,8 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
+
+use crate::store::CertificateRecord;
 
 /// Validity of the broker's CA.
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -265,9 +270,17 @@ impl BrokerPki {
         &self.ca_der
     }
 
-    /// The server certificate chain presented to clients.
+    /// The CA's fingerprint, `sha256:` and 64 hex digits: what a technician checks at
+    /// enrollment (the hospital hands it over with the token).
+    pub fn ca_fingerprint(&self) -> String {
+        format!("sha256:{}", fingerprint(&self.ca_der))
+    }
+
+    /// The server certificate chain presented to clients: the broker's certificate, then the
+    /// CA, so that a client enrolling for the first time can compare the CA with the
+    /// fingerprint it was given (enrolled clients pin the CA and ignore the copy).
     pub fn server_chain(&self) -> Vec<CertificateDer<'static>> {
-        vec![self.server_der.clone()]
+        vec![self.server_der.clone(), self.ca_der.clone()]
     }
 
     /// The server certificate's private key.
@@ -276,8 +289,10 @@ impl BrokerPki {
     }
 
     /// Issues a client certificate for `identity`, valid from now for `validity`, with a key
-    /// made here. Enrollment replaces this with a certificate for a key made on the
-    /// technician's laptop.
+    /// made here rather than on the technician's laptop. Technicians enroll instead
+    /// ([`crate::identity`]); this is for tools that provision many test identities at once
+    /// (the benchmark) and for tests. A certificate made here is refused at the handshake
+    /// until it is registered ([`crate::store::Store::register_certificate`]).
     pub fn issue_client_certificate(
         &self,
         identity: &TechnicianIdentity,
@@ -287,15 +302,7 @@ impl BrokerPki {
             return Err(PkiError::ValidityTooLong);
         }
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, identity.technician());
-        name.push(DnType::OrganizationName, identity.vendor());
-        params.distinguished_name = name;
-        params.subject_alt_names = vec![SanType::URI(identity.uri().try_into()?)];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
+        let mut params = client_params(identity)?;
         set_validity(&mut params, validity);
         let cert = params.signed_by(&key, &self.ca_issuer)?;
         Ok(IssuedCertificate {
@@ -303,6 +310,203 @@ impl BrokerPki {
             private_key_pem: key.serialize_pem(),
         })
     }
+}
+
+impl BrokerPki {
+    /// Issues a certificate for the web UI, for `names` (DNS names or IP addresses), with a
+    /// key made here and kept in memory only; a new one is issued at each start.
+    #[allow(
+        clippy::type_complexity,
+        reason = "a chain and its key, as rustls takes them"
+    )]
+    pub fn issue_web_certificate(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, "sekisho web UI");
+        params.distinguished_name = name;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, SERVER_VALIDITY);
+        let cert = params.signed_by(&key, &self.ca_issuer)?;
+        Ok((
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        ))
+    }
+
+    /// Signs a client certificate for the public key of `csr_pem` (PKCS#10, PEM), which must
+    /// be correctly signed with that key and name exactly `identity`. The certificate carries
+    /// our extensions (client authentication, the identity), never the request's.
+    pub fn sign_request(
+        &self,
+        identity: &TechnicianIdentity,
+        csr_pem: &str,
+        validity: Duration,
+    ) -> Result<SignedCertificate, RequestRefusal> {
+        use rustls_pki_types::CertificateSigningRequestDer;
+        use rustls_pki_types::pem::PemObject;
+        if validity > MAX_CLIENT_VALIDITY {
+            return Err(RequestRefusal::Internal(
+                PkiError::ValidityTooLong.to_string(),
+            ));
+        }
+        let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+            .map_err(|_| RequestRefusal::Malformed)?;
+        let request =
+            rcgen::CertificateSigningRequestParams::from_der(&der).map_err(|e| match e {
+                rcgen::Error::InvalidCertificationRequestSignature => RequestRefusal::BadSignature,
+                _ => RequestRefusal::Malformed,
+            })?;
+        let requested: Vec<TechnicianIdentity> = request
+            .params
+            .subject_alt_names
+            .iter()
+            .filter_map(|name| match name {
+                SanType::URI(uri) => uri
+                    .as_str()
+                    .strip_prefix(IDENTITY_URI_PREFIX)
+                    .and_then(|rest| rest.split_once(':'))
+                    .and_then(|(vendor, technician)| {
+                        TechnicianIdentity::new(vendor, technician).ok()
+                    }),
+                _ => None,
+            })
+            .collect();
+        match requested.as_slice() {
+            [one] if one == identity => {}
+            [one] => {
+                return Err(RequestRefusal::OtherIdentity {
+                    requested: one.to_string(),
+                    token_for: identity.to_string(),
+                });
+            }
+            _ => return Err(RequestRefusal::NoIdentity(identity.to_string())),
+        }
+        let mut params = client_params(identity)?;
+        set_validity(&mut params, validity);
+        let cert = params
+            .signed_by(&request.public_key, &self.ca_issuer)
+            .map_err(|e| RequestRefusal::Internal(e.to_string()))?;
+        let certificate_pem = cert.pem();
+        let record = certificate_record(cert.der())
+            .ok_or_else(|| RequestRefusal::Internal("the new certificate does not parse".into()))?;
+        Ok(SignedCertificate {
+            certificate_pem,
+            record,
+        })
+    }
+}
+
+/// A certificate signed from a request, with what the registry keeps of it.
+#[derive(Debug, Clone)]
+pub struct SignedCertificate {
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+    /// Fingerprint, serial and expiry.
+    pub record: CertificateRecord,
+}
+
+/// Why a certificate request was not signed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestRefusal {
+    /// Not a PKCS#10 request we can read.
+    #[error(
+        "The certificate request could not be read (not a PKCS#10 request in PEM, or it asks for extensions the broker does not sign); use the sekisho client to enroll."
+    )]
+    Malformed,
+    /// The request's signature does not verify with its own key.
+    #[error(
+        "The certificate request is not signed by the key it carries; use the sekisho client to enroll."
+    )]
+    BadSignature,
+    /// The request names someone else.
+    #[error(
+        "The certificate request is for {requested}, but this token enrolls {token_for}; use the token made for you."
+    )]
+    OtherIdentity {
+        /// Whom the request names.
+        requested: String,
+        /// Whom the token enrolls.
+        token_for: String,
+    },
+    /// The request names no technician, or several.
+    #[error(
+        "The certificate request must name exactly one technician, {0}; use the sekisho client to enroll."
+    )]
+    NoIdentity(String),
+    /// Signing failed on our side.
+    #[error("The broker could not sign the certificate ({0}); tell the hospital's IT.")]
+    Internal(String),
+}
+
+impl From<rcgen::Error> for RequestRefusal {
+    fn from(error: rcgen::Error) -> RequestRefusal {
+        RequestRefusal::Internal(error.to_string())
+    }
+}
+
+/// SHA-256 of a DER certificate, lowercase hex: the registry's key.
+pub fn fingerprint(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What the registry keeps of a DER certificate: fingerprint, serial, expiry.
+pub fn certificate_record(der: &[u8]) -> Option<CertificateRecord> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let not_after = cert.validity().not_after.timestamp();
+    Some(CertificateRecord {
+        fingerprint: fingerprint(der),
+        serial: cert.raw_serial_as_string().replace(':', ""),
+        not_after: std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(not_after).ok()?),
+    })
+}
+
+/// [`certificate_record`] of the first certificate in a PEM text.
+pub fn certificate_record_from_pem(pem: &str) -> Option<CertificateRecord> {
+    certificate_record(&pem_certificate_der(pem)?)
+}
+
+/// A client certificate's parameters for `identity`, without validity.
+fn client_params(identity: &TechnicianIdentity) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, identity.technician());
+    name.push(DnType::OrganizationName, identity.vendor());
+    params.distinguished_name = name;
+    params.subject_alt_names = vec![SanType::URI(identity.uri().try_into()?)];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    let mut serial = [0u8; 16];
+    crate::secret::random_bytes(&mut serial).map_err(|_| rcgen::Error::RingUnspecified)?;
+    // A positive serial: the top bit clear.
+    serial[0] &= 0x7f;
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    Ok(params)
+}
+
+/// The certificate request a technician's client makes for `identity` with `key`: only the
+/// identity, no extensions the broker would not sign anyway. (Used by tests here; the client
+/// builds the same request on the laptop.)
+pub fn certificate_request(
+    identity: &TechnicianIdentity,
+    key: &KeyPair,
+) -> Result<String, rcgen::Error> {
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, identity.technician());
+    params.distinguished_name = name;
+    params.subject_alt_names = vec![SanType::URI(identity.uri().try_into()?)];
+    params.serialize_request(key)?.pem()
 }
 
 fn ca_params(key: &KeyPair) -> Result<CertificateParams, rcgen::Error> {

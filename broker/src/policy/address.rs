@@ -195,6 +195,8 @@ mod tests {
             port: 22,
             description: None,
             allow_loopback,
+            allow_file_share: false,
+            critical: false,
         }
     }
 

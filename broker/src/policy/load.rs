@@ -12,14 +12,14 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 
 use super::address::{check_dial_address, parse_host_port};
-use super::duration::{DEFAULT_MAX_SESSION, MAX_SESSION_LIMIT, parse_duration};
+use super::duration::{MAX_SESSION_LIMIT, parse_duration};
 use super::error::{FileErrors, PolicyError, PolicyErrors, quoted};
 use super::raw::{
-    RawAccess, RawHospitalFile, RawResponsibility, RawTarget, RawVendor, RawVendorFile,
+    RawAccess, RawDefaults, RawHospitalFile, RawResponsibility, RawTarget, RawVendor, RawVendorFile,
 };
 use super::{
-    Access, HospitalPolicy, IpNetwork, Owner, PolicySet, Responsibility, Target, VendorPolicy,
-    WeeklyHours,
+    Access, Defaults, FILE_SHARE_PORTS, HospitalPolicy, IpNetwork, Owner, PolicySet,
+    Responsibility, Target, VendorPolicy, WeeklyHours,
 };
 
 const MAX_APPROVALS: i64 = 5;
@@ -48,6 +48,10 @@ pub(super) fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
 
     let mut vendors = Vec::new();
     let mut declared_ids = Vec::new();
+    let defaults = hospital
+        .as_ref()
+        .map(|hospital| hospital.defaults.clone())
+        .unwrap_or_default();
     for path in vendor_files(&dir.join("vendors"), &mut errors) {
         files.push(path.clone());
         let Some(text) = read(&path, VENDOR_MISSING, &mut errors) else {
@@ -59,13 +63,16 @@ pub(super) fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
                 file: path.clone(),
                 line: file.line_of(raw.vendor.id.span().start),
             });
-            resolve_vendor(raw, file)
+            resolve_vendor(raw, file, &defaults)
         };
         if let Some(vendor) = resolve_file(&path, &text, &mut errors, resolve) {
             vendors.push(vendor);
         }
     }
     errors.extend(duplicate_ids(&declared_ids));
+    if let Some(hospital) = &hospital {
+        errors.extend(missing_required_items(hospital, &vendors, &declared_ids));
+    }
 
     match hospital {
         Some(hospital) if errors.is_empty() => Ok(PolicySet {
@@ -116,6 +123,39 @@ fn duplicate_ids(declared: &[DeclaredId]) -> Vec<PolicyError> {
                     reason: format!(
                         "vendor id `{id}` is already used by {}; each vendor id must be unique",
                         owner.file.display()
+                    ),
+                });
+            }
+        }
+    }
+    errors
+}
+
+/// Every item `hospital.toml` marks `required = true` must be stated by each vendor file
+/// itself: the split of that item is then agreed with the vendor, not assumed.
+fn missing_required_items(
+    hospital: &HospitalPolicy,
+    vendors: &[VendorPolicy],
+    declared: &[DeclaredId],
+) -> Vec<PolicyError> {
+    let mut errors = Vec::new();
+    for vendor in vendors {
+        let line = declared
+            .iter()
+            .find(|declared| declared.file == vendor.file)
+            .map(|declared| declared.line);
+        for required in hospital.responsibility.iter().filter(|item| item.required) {
+            if !vendor
+                .responsibility
+                .iter()
+                .any(|own| own.item == required.item)
+            {
+                errors.push(PolicyError {
+                    path: vendor.file.clone(),
+                    line,
+                    reason: format!(
+                        "the responsibility item {} is required by hospital.toml, but this file does not state it; add a [[responsibility]] with that item and its owner",
+                        quoted(&required.item)
                     ),
                 });
             }
@@ -220,39 +260,182 @@ fn resolve_hospital(raw: RawHospitalFile, file: &mut FileErrors<'_>) -> Option<H
     let timezone = timezone(file, hospital.timezone);
     let emergency_contact =
         optional_non_empty(file, "emergency_contact", hospital.emergency_contact);
-    let review_within = match hospital.review_within {
-        None => Some(DEFAULT_REVIEW_WITHIN),
-        Some(value) => review_within(file, value),
+    if let Some(moved) = &hospital.review_within {
+        file.at(
+            moved,
+            "`review_within` belongs in the [defaults] table now; move it there",
+        );
+    }
+    let (review_within, defaults) = match raw.defaults {
+        None => (Some(DEFAULT_REVIEW_WITHIN), Some(Defaults::default())),
+        Some(raw) => defaults_table(file, raw),
     };
-    let responsibility = responsibilities(file, raw.responsibility);
-    Some(HospitalPolicy {
+    let responsibility = responsibilities(file, raw.responsibility, true);
+    let moved = hospital.review_within.is_some();
+    let policy = HospitalPolicy {
         name: name?,
         timezone: timezone?,
         emergency_contact: emergency_contact?,
         review_within: review_within?,
+        defaults: defaults?,
         responsibility: responsibility?,
-    })
+    };
+    (!moved).then_some(policy)
 }
 
-fn resolve_vendor(raw: RawVendorFile, file: &mut FileErrors<'_>) -> Option<VendorPolicy> {
+/// `[defaults]`: the review limit, and the limits every vendor starts from.
+fn defaults_table(
+    file: &mut FileErrors<'_>,
+    raw: RawDefaults,
+) -> (Option<std::time::Duration>, Option<Defaults>) {
+    let builtin = Defaults::default();
+    let review = match raw.review_within {
+        None => Some(DEFAULT_REVIEW_WITHIN),
+        Some(value) => review_within(file, value),
+    };
+    let max_session = match raw.max_session {
+        None => Some(builtin.max_session),
+        Some(value) => max_session(file, value),
+    };
+    let answer_within = match raw.answer_within {
+        None => Some(builtin.answer_within),
+        Some(value) => bounded_duration(file, "answer_within", value, "30m", DAY),
+    };
+    let idle_timeout = match raw.idle_timeout {
+        None => Some(builtin.idle_timeout),
+        Some(value) => bounded_duration(file, "idle_timeout", value, "30m", DAY),
+    };
+    let warnings = match raw.warnings {
+        None => Some(builtin.warnings),
+        Some(list) => warnings(file, list),
+    };
+    let otp_lockout_after = match raw.otp_lockout_after {
+        None => Some(builtin.otp_lockout_after),
+        Some(value) => match u32::try_from(*value.get_ref()) {
+            Ok(n) if (3..=10).contains(&n) => Some(n),
+            _ => {
+                file.at(
+                    &value,
+                    format!(
+                        "`otp_lockout_after` must be from 3 to 10 wrong codes, not {}",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let defaults = (|| {
+        Some(Defaults {
+            max_session: max_session?,
+            answer_within: answer_within?,
+            idle_timeout: idle_timeout?,
+            warnings: warnings?,
+            otp_lockout_after: otp_lockout_after?,
+        })
+    })();
+    (review, defaults)
+}
+
+const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A duration longer than zero and at most `limit`, e.g. `idle_timeout`.
+fn bounded_duration(
+    file: &mut FileErrors<'_>,
+    field: &str,
+    value: Spanned<String>,
+    example: &str,
+    limit: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let text = value.get_ref();
+    match parse_duration(text) {
+        Some(duration) if !duration.is_zero() && duration <= limit => Some(duration),
+        _ => {
+            file.at(
+                &value,
+                format!(
+                    "`{field}` must be a duration longer than zero and at most {} like {}, not {}",
+                    quoted(&proto::duration::format_duration(limit)),
+                    quoted(example),
+                    quoted(text)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `warnings = ["10m", "2m"]`: at least one, each longer than zero and under an hour,
+/// kept furthest first.
+fn warnings(
+    file: &mut FileErrors<'_>,
+    list: Spanned<Vec<Spanned<String>>>,
+) -> Option<Vec<std::time::Duration>> {
+    if list.get_ref().is_empty() {
+        file.at(
+            &list,
+            "`warnings` must name at least one time before the end, like [\"10m\", \"2m\"]",
+        );
+        return None;
+    }
+    let mut ok = true;
+    let mut warnings = Vec::new();
+    for value in list.into_inner() {
+        match bounded_duration(
+            file,
+            "warnings",
+            value,
+            "10m",
+            std::time::Duration::from_secs(3600),
+        ) {
+            Some(duration) => warnings.push(duration),
+            None => ok = false,
+        }
+    }
+    warnings.sort_by(|a, b| b.cmp(a));
+    warnings.dedup();
+    ok.then_some(warnings)
+}
+
+fn resolve_vendor(
+    raw: RawVendorFile,
+    file: &mut FileErrors<'_>,
+    defaults: &Defaults,
+) -> Option<VendorPolicy> {
     let RawVendor {
         id,
         name,
         emergency_contact,
+        contract,
+        subcontractors,
     } = raw.vendor;
     let id = vendor_id(file, id);
     let name = non_empty(file, "name", name);
     let emergency_contact = optional_non_empty(file, "emergency_contact", emergency_contact);
+    let contract = optional_non_empty(file, "contract", contract);
+    let mut subcontractor_names = Some(Vec::new());
+    for value in subcontractors {
+        match (
+            non_empty(file, "subcontractors", value),
+            subcontractor_names.as_mut(),
+        ) {
+            (Some(name), Some(names)) => names.push(name),
+            (Some(_), None) => {}
+            (None, _) => subcontractor_names = None,
+        }
+    }
     let targets = targets(file, raw.target);
     let access = match raw.access {
-        Some(access) => access_table(file, access),
-        None => Some(Access::default()),
+        Some(access) => access_table(file, access, defaults),
+        None => Some(Access::with_defaults(defaults)),
     };
-    let responsibility = responsibilities(file, raw.responsibility);
+    let responsibility = responsibilities(file, raw.responsibility, false);
     Some(VendorPolicy {
         id: id?,
         name: name?,
         emergency_contact: emergency_contact?,
+        contract: contract?,
+        subcontractors: subcontractor_names?,
         targets: targets?,
         access: access?,
         responsibility: responsibility?,
@@ -413,7 +596,19 @@ fn target(file: &mut FileErrors<'_>, raw: RawTarget) -> Option<Target> {
         port: address.port,
         description: raw.description,
         allow_loopback: raw.allow_loopback,
+        allow_file_share: raw.allow_file_share,
+        critical: raw.critical,
     };
+    if FILE_SHARE_PORTS.contains(&target.port) && !target.allow_file_share {
+        file.at(
+            &raw.address,
+            format!(
+                "target `{label}` address {} is a file-sharing port (SMB/NFS), the way ransomware spreads between networks; set `allow_file_share = true` only if the agreement really needs it",
+                quoted(raw.address.get_ref())
+            ),
+        );
+        return None;
+    }
     // Only literals can be judged now; names are judged when resolved (DESIGN.md §8).
     if let Some(Err(refusal)) = address.ip.map(|ip| check_dial_address(&target, ip)) {
         file.at(
@@ -428,7 +623,7 @@ fn target(file: &mut FileErrors<'_>, raw: RawTarget) -> Option<Target> {
     name_ok.then_some(target)
 }
 
-fn access_table(file: &mut FileErrors<'_>, raw: RawAccess) -> Option<Access> {
+fn access_table(file: &mut FileErrors<'_>, raw: RawAccess, defaults: &Defaults) -> Option<Access> {
     let hours = match raw.hours {
         None => Some(None),
         Some(hours) => match hours.get_ref().parse::<WeeklyHours>() {
@@ -443,25 +638,48 @@ fn access_table(file: &mut FileErrors<'_>, raw: RawAccess) -> Option<Access> {
         },
     };
     let max_session = match raw.max_session {
-        None => Some(DEFAULT_MAX_SESSION),
+        None => Some(defaults.max_session),
         Some(value) => max_session(file, value),
+    };
+    let idle_timeout = match raw.idle_timeout {
+        None => Some(defaults.idle_timeout),
+        Some(value) => bounded_duration(file, "idle_timeout", value, "30m", DAY),
     };
     let approvals = match raw.approvals {
         None => Some(1),
-        Some(value) => match u8::try_from(*value.get_ref()) {
-            Ok(n) if (1..=MAX_APPROVALS).contains(value.get_ref()) => Some(n),
-            _ => {
+        Some(value) => approval_count(file, "approvals", &value, 1),
+    };
+    let critical_approvals = match (raw.critical_approvals, approvals) {
+        (None, approvals) => approvals.map(|n| n.max(2)),
+        (Some(value), approvals) => {
+            approval_count(file, "critical_approvals", &value, approvals.unwrap_or(1))
+        }
+    };
+    let mut holidays = Some(Vec::with_capacity(raw.holidays.len()));
+    for value in raw.holidays {
+        let text = value.get_ref();
+        let parsed = (text.len() == 10)
+            .then(|| text.parse::<jiff::civil::Date>().ok())
+            .flatten();
+        match (parsed, holidays.as_mut()) {
+            (Some(date), Some(dates)) => dates.push(date),
+            (Some(_), None) => {}
+            (None, _) => {
                 file.at(
                     &value,
                     format!(
-                        "`approvals` must be from 1 to {MAX_APPROVALS}, not {}",
-                        value.get_ref()
+                        "`holidays` entry {} must be a date like \"2026-12-31\"",
+                        quoted(text)
                     ),
                 );
-                None
+                holidays = None;
             }
-        },
-    };
+        }
+    }
+    if let Some(dates) = holidays.as_mut() {
+        dates.sort();
+        dates.dedup();
+    }
     let mut source_networks = Some(Vec::with_capacity(raw.source_networks.len()));
     for value in raw.source_networks {
         match value.get_ref().parse::<IpNetwork>() {
@@ -484,10 +702,35 @@ fn access_table(file: &mut FileErrors<'_>, raw: RawAccess) -> Option<Access> {
     }
     Some(Access {
         hours: hours?,
+        holidays: holidays?,
         max_session: max_session?,
+        idle_timeout: idle_timeout?,
         approvals: approvals?,
+        critical_approvals: critical_approvals?,
         source_networks: source_networks?,
     })
+}
+
+/// A count of approvers from `least` to [`MAX_APPROVALS`].
+fn approval_count(
+    file: &mut FileErrors<'_>,
+    field: &str,
+    value: &Spanned<i64>,
+    least: u8,
+) -> Option<u8> {
+    match u8::try_from(*value.get_ref()) {
+        Ok(n) if (i64::from(least)..=MAX_APPROVALS).contains(value.get_ref()) => Some(n),
+        _ => {
+            file.at(
+                value,
+                format!(
+                    "`{field}` must be from {least} to {MAX_APPROVALS}, not {}",
+                    value.get_ref()
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// How long after a session ends it may wait for an auditor's review, unless the hospital
@@ -533,12 +776,38 @@ fn max_session(file: &mut FileErrors<'_>, value: Spanned<String>) -> Option<std:
     None
 }
 
+/// The `[[responsibility]]` items of a file; `required` is allowed in `hospital.toml` only.
 fn responsibilities(
     file: &mut FileErrors<'_>,
     raw: Vec<RawResponsibility>,
+    in_hospital_file: bool,
 ) -> Option<Vec<Responsibility>> {
     let mut items = Some(Vec::with_capacity(raw.len()));
+    let mut seen = HashSet::new();
     for raw in raw {
+        let required = match &raw.required {
+            Some(value) if !in_hospital_file => {
+                file.at(
+                    value,
+                    "`required` belongs in hospital.toml; a vendor file states the item itself",
+                );
+                items = None;
+                false
+            }
+            Some(value) => *value.get_ref(),
+            None => false,
+        };
+        if !seen.insert(raw.item.get_ref().trim().to_owned()) {
+            file.at(
+                &raw.item,
+                format!(
+                    "the responsibility item {} is listed twice; keep one",
+                    quoted(raw.item.get_ref())
+                ),
+            );
+            items = None;
+            continue;
+        }
         let item = non_empty(file, "item", raw.item);
         let owner = match raw.owner.get_ref().as_str() {
             "hospital" => Some(Owner::Hospital),
@@ -560,6 +829,7 @@ fn responsibilities(
                 item,
                 owner,
                 note: raw.note,
+                required,
             }),
             (Some(_), Some(_), None) => {}
             _ => items = None,

@@ -31,6 +31,7 @@
 //! - `hours`: [`WeeklyHours`].
 //! - `network`: [`IpNetwork`] (CIDR).
 //! - `duration`: `"1h30m"`-style durations.
+//! - `render`: the agreement written back as a bilingual document (Markdown, HTML).
 
 mod address;
 mod duration;
@@ -39,6 +40,7 @@ mod hours;
 mod load;
 mod network;
 mod raw;
+pub mod render;
 #[cfg(test)]
 mod tests;
 
@@ -96,12 +98,45 @@ pub struct HospitalPolicy {
     pub name: String,
     /// An IANA name such as `Asia/Tokyo`; only its shape is checked here.
     pub timezone: String,
+    /// Who a vendor calls at the hospital when something goes wrong during maintenance.
     pub emergency_contact: Option<String>,
     /// How long after its end a session may wait for an auditor's review before it is
-    /// overdue (`review_within`, default 3 days).
+    /// overdue (`[defaults] review_within`, default 3 days).
     pub review_within: Duration,
+    /// The limits every vendor gets unless its own file says otherwise (`[defaults]`).
+    pub defaults: Defaults,
     /// The default responsibility items, shared by every vendor.
     pub responsibility: Vec<Responsibility>,
+}
+
+/// The hospital's `[defaults]`: limits that apply to every vendor unless its file overrides
+/// them, and the broker's own settings that belong to the agreement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defaults {
+    /// A vendor's `max_session` when its file gives none.
+    pub max_session: Duration,
+    /// How long a request waits for an answer before it expires.
+    pub answer_within: Duration,
+    /// A session with no traffic for this long ends (reason `idle`), unless the vendor's
+    /// file gives its own.
+    pub idle_timeout: Duration,
+    /// When the technician is warned before the end, furthest first, never empty.
+    pub warnings: Vec<Duration>,
+    /// Consecutive wrong one-time passwords that lock a technician out.
+    pub otp_lockout_after: u32,
+}
+
+impl Default for Defaults {
+    /// What a `hospital.toml` without `[defaults]` gets.
+    fn default() -> Self {
+        Defaults {
+            max_session: duration::DEFAULT_MAX_SESSION,
+            answer_within: Duration::from_secs(30 * 60),
+            idle_timeout: Duration::from_secs(30 * 60),
+            warnings: vec![Duration::from_secs(10 * 60), Duration::from_secs(2 * 60)],
+            otp_lockout_after: 5,
+        }
+    }
 }
 
 /// One `vendors/<id>.toml`.
@@ -111,6 +146,10 @@ pub struct VendorPolicy {
     pub id: String,
     pub name: String,
     pub emergency_contact: Option<String>,
+    /// The maintenance contract this policy belongs to (its number or title).
+    pub contract: Option<String>,
+    /// Companies the vendor sub-contracts maintenance to, as written.
+    pub subcontractors: Vec<String>,
     /// Names unique within the vendor.
     pub targets: Vec<Target>,
     pub access: Access,
@@ -123,6 +162,44 @@ pub struct VendorPolicy {
 impl VendorPolicy {
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|target| target.name == name)
+    }
+
+    /// How many different approvers a request for `targets` needs: the vendor's
+    /// `critical_approvals` when any of them is critical, its `approvals` otherwise.
+    pub fn approvals_for<S: AsRef<str>>(&self, targets: &[S]) -> u8 {
+        let critical = targets.iter().any(|name| {
+            self.target(name.as_ref())
+                .is_some_and(|target| target.critical)
+        });
+        if critical {
+            self.access.critical_approvals
+        } else {
+            self.access.approvals
+        }
+    }
+
+    /// The whole responsibility matrix for this vendor: the hospital's items in their
+    /// order, each replaced by the vendor's item of the same name if it has one, then the
+    /// vendor's own items.
+    pub fn responsibility_matrix(&self, hospital: &HospitalPolicy) -> Vec<Responsibility> {
+        let mut matrix: Vec<Responsibility> = hospital
+            .responsibility
+            .iter()
+            .map(|item| {
+                self.responsibility
+                    .iter()
+                    .find(|own| own.item == item.item)
+                    .unwrap_or(item)
+                    .clone()
+            })
+            .collect();
+        matrix.extend(
+            self.responsibility
+                .iter()
+                .filter(|own| !hospital.responsibility.iter().any(|h| h.item == own.item))
+                .cloned(),
+        );
+        matrix
     }
 }
 
@@ -138,7 +215,15 @@ pub struct Target {
     /// Permits loopback, link-local, unspecified, multicast and broadcast addresses (demos and
     /// tests). See [`check_dial_address`].
     pub allow_loopback: bool,
+    /// Permits the file-sharing ports ([`FILE_SHARE_PORTS`]: SMB, NFS).
+    pub allow_file_share: bool,
+    /// Requests that name this target need the vendor's `critical_approvals`.
+    pub critical: bool,
 }
+
+/// Ports that carry file shares (NetBIOS session, SMB, NFS): the way ransomware spreads
+/// between networks, so a target on one needs `allow_file_share = true`.
+pub const FILE_SHARE_PORTS: [u16; 3] = [139, 445, 2049];
 
 impl Target {
     /// `host:port`, with an IPv6 host in brackets.
@@ -162,23 +247,38 @@ impl Target {
 pub struct Access {
     /// `None` means any time.
     pub hours: Option<WeeklyHours>,
+    /// Whole days (in the hospital's time zone) on which no session may run, whatever
+    /// `hours` says. Sorted, no duplicates.
+    pub holidays: Vec<jiff::civil::Date>,
     /// More than zero and at most 24 hours.
     pub max_session: Duration,
+    /// A session with no traffic either way for this long ends (reason `idle`).
+    pub idle_timeout: Duration,
     /// From 1 to 5.
     pub approvals: u8,
+    /// For requests naming a critical target: from `approvals` to 5.
+    pub critical_approvals: u8,
     /// Empty means any source address.
     pub source_networks: Vec<IpNetwork>,
 }
 
-impl Default for Access {
-    /// What a vendor file without an `[access]` table gets.
-    fn default() -> Self {
+impl Access {
+    /// What a vendor file without an `[access]` table gets under the hospital's defaults.
+    pub fn with_defaults(defaults: &Defaults) -> Self {
         Access {
             hours: None,
-            max_session: duration::DEFAULT_MAX_SESSION,
+            holidays: Vec::new(),
+            max_session: defaults.max_session,
+            idle_timeout: defaults.idle_timeout,
             approvals: 1,
+            critical_approvals: 2,
             source_networks: Vec::new(),
         }
+    }
+
+    /// Whether `date` (in the hospital's time zone) is one of the vendor's holidays.
+    pub fn is_holiday(&self, date: jiff::civil::Date) -> bool {
+        self.holidays.binary_search(&date).is_ok()
     }
 }
 
@@ -188,6 +288,9 @@ pub struct Responsibility {
     pub item: String,
     pub owner: Owner,
     pub note: Option<String>,
+    /// Hospital items only: every vendor file must state this item itself, so the split is
+    /// agreed rather than assumed.
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -195,6 +298,17 @@ pub enum Owner {
     Hospital,
     Vendor,
     Shared,
+}
+
+impl Owner {
+    /// The owner in Japanese, as printed on the responsibility document.
+    pub fn japanese(self) -> &'static str {
+        match self {
+            Owner::Hospital => "病院",
+            Owner::Vendor => "事業者",
+            Owner::Shared => "共同",
+        }
+    }
 }
 
 impl fmt::Display for Owner {

@@ -12,8 +12,21 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHospitalFile {
     pub(super) hospital: RawHospital,
+    pub(super) defaults: Option<RawDefaults>,
     #[serde(default)]
     pub(super) responsibility: Vec<RawResponsibility>,
+}
+
+/// `[defaults]` of `hospital.toml`: the limits every vendor gets unless its file says more.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDefaults {
+    pub(super) max_session: Option<Spanned<String>>,
+    pub(super) answer_within: Option<Spanned<String>>,
+    pub(super) idle_timeout: Option<Spanned<String>>,
+    pub(super) warnings: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) review_within: Option<Spanned<String>>,
+    pub(super) otp_lockout_after: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -22,6 +35,7 @@ pub(super) struct RawHospital {
     pub(super) name: Spanned<String>,
     pub(super) timezone: Spanned<String>,
     pub(super) emergency_contact: Option<Spanned<String>>,
+    /// Moved to `[defaults]`; kept here only to say so.
     pub(super) review_within: Option<Spanned<String>>,
 }
 
@@ -43,6 +57,9 @@ pub(super) struct RawVendor {
     pub(super) id: Spanned<String>,
     pub(super) name: Spanned<String>,
     pub(super) emergency_contact: Option<Spanned<String>>,
+    pub(super) contract: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) subcontractors: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +70,10 @@ pub(super) struct RawTarget {
     pub(super) description: Option<String>,
     #[serde(default)]
     pub(super) allow_loopback: bool,
+    #[serde(default)]
+    pub(super) allow_file_share: bool,
+    #[serde(default)]
+    pub(super) critical: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +82,10 @@ pub(super) struct RawAccess {
     pub(super) hours: Option<Spanned<String>>,
     pub(super) max_session: Option<Spanned<String>>,
     pub(super) approvals: Option<Spanned<i64>>,
+    pub(super) critical_approvals: Option<Spanned<i64>>,
+    pub(super) idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) holidays: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) source_networks: Vec<Spanned<String>>,
 }
@@ -71,4 +96,6 @@ pub(super) struct RawResponsibility {
     pub(super) item: Spanned<String>,
     pub(super) owner: Spanned<String>,
     pub(super) note: Option<String>,
+    /// Hospital file only: every vendor file must state this item itself.
+    pub(super) required: Option<Spanned<bool>>,
 }

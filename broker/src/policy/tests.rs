@@ -107,7 +107,7 @@ fn every_file_in_the_repository_policies_directory_loads() {
     assert_eq!(hospital.responsibility.len(), 6);
     assert_eq!(
         set.vendors().map(|v| v.id.as_str()).collect::<Vec<_>>(),
-        ["acme-ehr", "nihon-pacs"]
+        ["acme-ehr", "kanto-net", "nihon-pacs"]
     );
 }
 
@@ -133,6 +133,37 @@ fn the_demo_vendor_has_its_loopback_targets() {
 }
 
 #[test]
+fn the_network_contractor_needs_two_approvers_for_its_critical_targets() {
+    let set = PolicySet::load(&repo_policies()).unwrap();
+    let net = set.vendor("kanto-net").unwrap();
+    assert!(net.target("core-switch").unwrap().critical);
+    assert!(net.target("firewall").unwrap().critical);
+    assert!(!net.target("wlan-controller").unwrap().critical);
+    assert_eq!(net.approvals_for(&["wlan-controller"]), 1);
+    assert_eq!(net.approvals_for(&["wlan-controller", "core-switch"]), 2);
+    // The usual split: the line, the remote-maintenance software and its OTP, and the OS
+    // and hardware under it are the hospital's, whatever the vendor.
+    for vendor in set.vendors() {
+        let matrix = vendor.responsibility_matrix(set.hospital());
+        for item in [
+            "Remote-maintenance software and its one-time passwords",
+            "OS and hardware the remote-maintenance software runs on",
+        ] {
+            let row = matrix.iter().find(|row| row.item == item).unwrap();
+            assert_eq!(row.owner, Owner::Hospital, "{} {item}", vendor.id);
+        }
+    }
+    let acme = set
+        .vendor("acme-ehr")
+        .unwrap()
+        .responsibility_matrix(set.hospital());
+    assert!(
+        acme.iter()
+            .any(|row| row.item.starts_with("Cloud EHR service") && row.owner == Owner::Vendor)
+    );
+}
+
+#[test]
 fn the_imaging_vendor_is_limited_to_office_hours_two_approvals_and_its_network() {
     let set = PolicySet::load(&repo_policies()).unwrap();
     let pacs = set.vendor("nihon-pacs").unwrap();
@@ -141,7 +172,13 @@ fn the_imaging_vendor_is_limited_to_office_hours_two_approvals_and_its_network()
         (dicom.host.as_str(), dicom.port, dicom.allow_loopback),
         ("pacs.hospital.internal", 104, false)
     );
-    assert_eq!(dicom.description.as_deref(), Some("PACS DICOM"));
+    assert_eq!(
+        dicom.description.as_deref(),
+        Some("PACS DICOM (C-ECHO, C-STORE, C-FIND)")
+    );
+    assert!(pacs.target("pacs-admin").unwrap().critical);
+    assert_eq!(pacs.access.critical_approvals, 3);
+    assert!(pacs.access.is_holiday(jiff::civil::date(2026, 12, 31)));
     assert_eq!(
         pacs.target("pacs-admin").unwrap().address(),
         "pacs.hospital.internal:22"
@@ -169,7 +206,7 @@ fn a_minimal_vendor_gets_the_default_access() {
     );
     let set = dir.load().unwrap();
     let acme = set.vendor("acme").unwrap();
-    assert_eq!(acme.access, Access::default());
+    assert_eq!(acme.access, Access::with_defaults(&Defaults::default()));
     assert_eq!(acme.access.max_session, Duration::from_secs(2 * 3600));
     assert_eq!(acme.access.approvals, 1);
     assert_eq!(acme.access.hours, None);
@@ -224,12 +261,14 @@ fn responsibility_items_resolve_with_owner_and_note() {
             Responsibility {
                 item: "Broker".into(),
                 owner: Owner::Hospital,
-                note: None
+                note: None,
+                required: false,
             },
             Responsibility {
                 item: "Line".into(),
                 owner: Owner::Shared,
-                note: Some("both ends".into())
+                note: Some("both ends".into()),
+                required: false,
             },
         ]
     );
@@ -297,7 +336,7 @@ fn an_unknown_field_is_reported_at_its_line() {
     );
     assert_eq!(
         dir.error(),
-        "policies/vendors/acme.toml:6: unknown field `adress`, expected one of `name`, `address`, `description`, `allow_loopback`"
+        "policies/vendors/acme.toml:6: unknown field `adress`, expected one of `name`, `address`, `description`, `allow_loopback`, `allow_file_share`, `critical`"
     );
 }
 
@@ -645,7 +684,7 @@ fn review_within_defaults_to_three_days_and_takes_days_or_hours() {
     );
     dir.write(
         "hospital.toml",
-        &format!("{HOSPITAL}review_within = \"1d12h\"\n"),
+        &format!("{HOSPITAL}[defaults]\nreview_within = \"1d12h\"\n"),
     );
     assert_eq!(
         dir.load().unwrap().hospital().review_within,
@@ -653,10 +692,271 @@ fn review_within_defaults_to_three_days_and_takes_days_or_hours() {
     );
     dir.write(
         "hospital.toml",
-        &format!("{HOSPITAL}review_within = \"0m\"\n"),
+        &format!("{HOSPITAL}[defaults]\nreview_within = \"0m\"\n"),
     );
     assert_eq!(
         dir.error(),
-        "policies/hospital.toml:4: `review_within` must be a duration longer than zero like \"3d\" or \"72h\", not \"0m\""
+        "policies/hospital.toml:5: `review_within` must be a duration longer than zero like \"3d\" or \"72h\", not \"0m\""
+    );
+}
+
+#[test]
+fn review_within_in_the_hospital_table_is_pointed_to_defaults() {
+    let dir = PolicyDir::new();
+    dir.write(
+        "hospital.toml",
+        &format!("{HOSPITAL}review_within = \"3d\"\n"),
+    );
+    assert_eq!(
+        dir.error(),
+        "policies/hospital.toml:4: `review_within` belongs in the [defaults] table now; move it there"
+    );
+}
+
+#[test]
+fn hospital_defaults_apply_to_vendors_that_do_not_override_them() {
+    let dir = PolicyDir::new();
+    dir.write(
+        "hospital.toml",
+        &format!(
+            "{HOSPITAL}[defaults]\nmax_session = \"1h\"\nanswer_within = \"10m\"\nidle_timeout = \"5m\"\nwarnings = [\"1m\", \"5m\"]\notp_lockout_after = 3\n"
+        ),
+    );
+    dir.vendor("plain", "");
+    dir.vendor(
+        "own",
+        "[access]\nmax_session = \"3h\"\nidle_timeout = \"1h\"\n",
+    );
+    let set = dir.load().unwrap();
+    let defaults = &set.hospital().defaults;
+    assert_eq!(defaults.answer_within, Duration::from_secs(600));
+    assert_eq!(
+        defaults.warnings,
+        [Duration::from_secs(300), Duration::from_secs(60)],
+        "furthest first"
+    );
+    assert_eq!(defaults.otp_lockout_after, 3);
+    let plain = &set.vendor("plain").unwrap().access;
+    assert_eq!(
+        (plain.max_session, plain.idle_timeout),
+        (Duration::from_secs(3600), Duration::from_secs(300))
+    );
+    let own = &set.vendor("own").unwrap().access;
+    assert_eq!(
+        (own.max_session, own.idle_timeout),
+        (Duration::from_secs(3 * 3600), Duration::from_secs(3600))
+    );
+}
+
+#[test]
+fn bad_defaults_are_reported_at_their_lines() {
+    let dir = PolicyDir::new();
+    dir.write(
+        "hospital.toml",
+        &format!(
+            "{HOSPITAL}[defaults]\nidle_timeout = \"0m\"\nwarnings = []\notp_lockout_after = 1\nanswer_within = \"soon\"\n"
+        ),
+    );
+    assert_eq!(
+        dir.errors(),
+        [
+            "policies/hospital.toml:5: `idle_timeout` must be a duration longer than zero and at most \"24h\" like \"30m\", not \"0m\"",
+            "policies/hospital.toml:6: `warnings` must name at least one time before the end, like [\"10m\", \"2m\"]",
+            "policies/hospital.toml:7: `otp_lockout_after` must be from 3 to 10 wrong codes, not 1",
+            "policies/hospital.toml:8: `answer_within` must be a duration longer than zero and at most \"24h\" like \"30m\", not \"soon\"",
+        ]
+    );
+}
+
+#[test]
+fn a_file_share_port_needs_allow_file_share() {
+    let dir = PolicyDir::new();
+    dir.vendor(
+        "acme",
+        "[[target]]\nname = \"smb\"\naddress = \"files.hospital.internal:445\"\n\n\
+         [[target]]\nname = \"nfs\"\naddress = \"10.0.0.9:2049\"\n\n\
+         [[target]]\nname = \"netbios\"\naddress = \"10.0.0.9:139\"\nallow_file_share = true\n",
+    );
+    assert_eq!(
+        dir.errors(),
+        [
+            "policies/vendors/acme.toml:6: target `smb` address \"files.hospital.internal:445\" is a file-sharing port (SMB/NFS), the way ransomware spreads between networks; set `allow_file_share = true` only if the agreement really needs it",
+            "policies/vendors/acme.toml:10: target `nfs` address \"10.0.0.9:2049\" is a file-sharing port (SMB/NFS), the way ransomware spreads between networks; set `allow_file_share = true` only if the agreement really needs it",
+        ]
+    );
+    dir.vendor(
+        "acme",
+        "[[target]]\nname = \"smb\"\naddress = \"files.hospital.internal:445\"\nallow_file_share = true\n",
+    );
+    assert!(dir.load().unwrap().vendor("acme").unwrap().targets[0].allow_file_share);
+}
+
+#[test]
+fn bad_holidays_and_critical_approvals_are_reported_at_their_lines() {
+    let dir = PolicyDir::new();
+    dir.vendor(
+        "acme",
+        "[access]\napprovals = 2\ncritical_approvals = 1\nholidays = [\"2026-12-31\", \"31/12/2026\", \"2026-02-30\"]\n",
+    );
+    assert_eq!(
+        dir.errors(),
+        [
+            "policies/vendors/acme.toml:6: `critical_approvals` must be from 2 to 5, not 1",
+            "policies/vendors/acme.toml:7: `holidays` entry \"31/12/2026\" must be a date like \"2026-12-31\"",
+            "policies/vendors/acme.toml:7: `holidays` entry \"2026-02-30\" must be a date like \"2026-12-31\"",
+        ]
+    );
+}
+
+#[test]
+fn critical_targets_need_the_critical_approvals() {
+    let dir = PolicyDir::new();
+    dir.vendor(
+        "acme",
+        "[[target]]\nname = \"core\"\naddress = \"10.0.0.2:22\"\ncritical = true\n\n\
+         [[target]]\nname = \"wifi\"\naddress = \"10.0.0.3:443\"\n\n\
+         [access]\nholidays = [\"2027-01-01\", \"2026-12-31\"]\n",
+    );
+    let set = dir.load().unwrap();
+    let acme = set.vendor("acme").unwrap();
+    assert_eq!(acme.approvals_for(&["wifi"]), 1);
+    assert_eq!(acme.approvals_for(&["wifi", "core"]), 2);
+    assert_eq!(acme.access.critical_approvals, 2);
+    assert!(acme.access.is_holiday(jiff::civil::date(2026, 12, 31)));
+    assert!(!acme.access.is_holiday(jiff::civil::date(2026, 12, 30)));
+}
+
+#[test]
+fn a_vendor_without_a_required_item_is_refused() {
+    let dir = PolicyDir::new();
+    dir.write(
+        "hospital.toml",
+        &format!(
+            "{HOSPITAL}[[responsibility]]\nitem = \"Line\"\nowner = \"hospital\"\nrequired = true\n\n\
+             [[responsibility]]\nitem = \"Broker\"\nowner = \"hospital\"\n"
+        ),
+    );
+    dir.vendor(
+        "agreed",
+        "[[responsibility]]\nitem = \"Line\"\nowner = \"shared\"\n",
+    );
+    dir.vendor("silent", "");
+    assert_eq!(
+        dir.error(),
+        "policies/vendors/silent.toml:2: the responsibility item \"Line\" is required by hospital.toml, but this file does not state it; add a [[responsibility]] with that item and its owner"
+    );
+}
+
+#[test]
+fn required_in_a_vendor_file_and_a_repeated_item_are_refused() {
+    let dir = PolicyDir::new();
+    dir.vendor(
+        "acme",
+        "[[responsibility]]\nitem = \"App\"\nowner = \"vendor\"\nrequired = true\n\n\
+         [[responsibility]]\nitem = \"App\"\nowner = \"vendor\"\n",
+    );
+    assert_eq!(
+        dir.errors(),
+        [
+            "policies/vendors/acme.toml:7: `required` belongs in hospital.toml; a vendor file states the item itself",
+            "policies/vendors/acme.toml:10: the responsibility item \"App\" is listed twice; keep one",
+        ]
+    );
+}
+
+#[test]
+fn a_vendor_item_replaces_the_hospital_item_of_the_same_name_in_the_matrix() {
+    let dir = PolicyDir::new();
+    dir.write(
+        "hospital.toml",
+        &format!(
+            "{HOSPITAL}[[responsibility]]\nitem = \"Line\"\nowner = \"hospital\"\n\n\
+             [[responsibility]]\nitem = \"Broker\"\nowner = \"hospital\"\n"
+        ),
+    );
+    dir.vendor(
+        "acme",
+        "[[responsibility]]\nitem = \"App\"\nowner = \"vendor\"\n\n\
+         [[responsibility]]\nitem = \"Line\"\nowner = \"shared\"\nnote = \"both\"\n",
+    );
+    let set = dir.load().unwrap();
+    let matrix = set
+        .vendor("acme")
+        .unwrap()
+        .responsibility_matrix(set.hospital());
+    let rows: Vec<(&str, Owner)> = matrix.iter().map(|r| (r.item.as_str(), r.owner)).collect();
+    assert_eq!(
+        rows,
+        [
+            ("Line", Owner::Shared),
+            ("Broker", Owner::Hospital),
+            ("App", Owner::Vendor)
+        ]
+    );
+}
+
+/// Where the expected documents of the examples live; `SEKISHO_UPDATE_SNAPSHOTS=1 cargo
+/// test -p sekisho-broker --lib render` rewrites them after an intended change.
+fn snapshot_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots")
+}
+
+fn check_snapshot(name: &str, actual: &str) {
+    let path = snapshot_dir().join(name);
+    if std::env::var_os("SEKISHO_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(snapshot_dir()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with SEKISHO_UPDATE_SNAPSHOTS=1 to create it",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let line = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(e, a)| e != a)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{} differs from the rendering at line {}:\n  expected: {:?}\n  actual:   {:?}\nrun with SEKISHO_UPDATE_SNAPSHOTS=1 if the change is intended",
+            path.display(),
+            line + 1,
+            expected.lines().nth(line),
+            actual.lines().nth(line)
+        );
+    }
+}
+
+#[test]
+fn render_of_the_examples_matches_the_snapshots() {
+    use super::render::{Format, render};
+    let set = PolicySet::load(&repo_policies()).unwrap();
+    check_snapshot("policies.md", &render(&set, &[], Format::Markdown));
+    check_snapshot("policies.html", &render(&set, &[], Format::Html));
+    let one = render(&set, &[set.vendor("kanto-net").unwrap()], Format::Markdown);
+    check_snapshot("kanto-net.md", &one);
+}
+
+#[test]
+fn render_escapes_what_policy_files_say() {
+    use super::render::{Format, render};
+    let dir = PolicyDir::new();
+    dir.write(
+        "vendors/evil.toml",
+        "[vendor]\nid = \"evil\"\nname = \"<script>alert(1)</script> | Co.\"\n\n\
+         [[responsibility]]\nitem = \"<b>x</b>\"\nowner = \"vendor\"\nnote = \"a|b\"\n",
+    );
+    let set = dir.load().unwrap();
+    let html = render(&set, &[], Format::Html);
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; | Co."));
+    assert!(html.contains("<td>&lt;b&gt;x&lt;/b&gt;</td>"));
+    let md = render(&set, &[], Format::Markdown);
+    assert!(
+        md.contains("| &lt;b>x&lt;/b> | 事業者 / vendor | a\\|b |"),
+        "{md}"
     );
 }

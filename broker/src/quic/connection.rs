@@ -1,8 +1,9 @@
 //! One technician's connection, from TLS handshake to close.
 //!
-//! Order matters: the TLS handshake (bounded in time, holding a handshake slot), the ALPN and
-//! identity checks, the client's `Hello` on the control stream, the vendor's policy and
-//! source-network checks, `Welcome`. Then the [`Driver`] serves the control stream (requests,
+//! Order matters: the TLS handshake (bounded in time, holding a handshake slot), the ALPN
+//! (an enrollment connection goes to `enroll` instead), the client's `Hello` on the control
+//! stream, the certificate registry (issued by us, not revoked or expired, technician and
+//! vendor enabled), the vendor's policy and source-network checks, `Welcome`. Then the [`Driver`] serves the control stream (requests,
 //! status, watching a request, opening a session with a one-time password) and, once a
 //! session is open, enforces its end time with warnings, follows revocations and end-time
 //! changes from the store, and carries its forwards. Forwards before a session is open are
@@ -27,6 +28,7 @@ use super::forward::{self, ForwardAudit, SessionContext};
 use super::{Shared, control};
 use crate::audit::{Actor, AuditEvent, EventKind};
 use crate::clock::to_unix_secs;
+use crate::identity::{self, Refusal};
 use crate::pki::{TechnicianIdentity, identity_from_certificate};
 use crate::policy::IpNetwork;
 use crate::session::{self, EndReason, RequestId, RequestRecord, SessionDeadline};
@@ -60,8 +62,12 @@ pub(super) async fn serve_connection(
             return;
         }
     };
-    let identity = match authenticate(&connection) {
-        Ok(identity) => identity,
+    let leaf = match classify(&connection) {
+        Ok(Peer::Technician(leaf)) => leaf,
+        Ok(Peer::Enrolling) => {
+            super::enroll::serve(connection, handshake_slot, shared, peer).await;
+            return;
+        }
         Err(refusal) => {
             tracing::warn!(%peer, reason = %refusal, "connection refused after handshake");
             record_refused_handshake(&shared, peer, &refusal.message).await;
@@ -76,7 +82,7 @@ pub(super) async fn serve_connection(
     let (mut control_send, control_recv, hello) = match control {
         Ok(Ok(control)) => control,
         Ok(Err(e)) => {
-            tracing::warn!(%peer, %identity, error = %e, "no valid Hello on the control stream");
+            tracing::warn!(%peer, error = %e, "no valid Hello on the control stream");
             connection.close(
                 close_code::PROTOCOL_VIOLATION,
                 b"the client did not say Hello",
@@ -84,7 +90,7 @@ pub(super) async fn serve_connection(
             return;
         }
         Err(_) => {
-            tracing::warn!(%peer, %identity, "the client did not say Hello in time");
+            tracing::warn!(%peer, "the client did not say Hello in time");
             connection.close(
                 close_code::PROTOCOL_VIOLATION,
                 b"the client did not say Hello in time",
@@ -93,63 +99,87 @@ pub(super) async fn serve_connection(
         }
     };
 
-    let refusal = if hello.version != proto::PROTOCOL_VERSION {
-        Some(ErrorMessage::new(
-            ErrorCode::UnsupportedVersion,
-            format!(
-                "This broker speaks sekisho protocol version {}, your client speaks {}; install the client version the hospital gives you.",
-                proto::PROTOCOL_VERSION,
-                hello.version
-            ),
-        ))
-    } else {
-        match shared.policies.vendor(identity.vendor()) {
-            None => Some(ErrorMessage::new(
-                ErrorCode::UnknownIdentity,
+    let admitted = if hello.version != proto::PROTOCOL_VERSION {
+        Err(Refusal {
+            error: ErrorMessage::new(
+                ErrorCode::UnsupportedVersion,
                 format!(
-                    "The hospital has no agreement on file for vendor `{}`; ask the hospital's IT to check your vendor's policy.",
-                    identity.vendor()
+                    "This broker speaks sekisho protocol version {}, your client speaks {}; install the client version the hospital gives you.",
+                    proto::PROTOCOL_VERSION,
+                    hello.version
                 ),
-            )),
-            Some(vendor) if !source_allowed(&vendor.access.source_networks, peer.ip()) => {
-                Some(ErrorMessage::new(
-                    ErrorCode::SourceNotAllowed,
-                    format!(
-                        "Your address {} is not one your vendor's agreement allows; connect from your company's network, or ask the hospital to add this one.",
-                        peer.ip()
+            ),
+            identity: identity_from_certificate(&leaf).ok(),
+        })
+    } else {
+        // The registry: issued by us, not revoked, not expired, technician and vendor enabled.
+        match identity::admit(&shared.store, &leaf, shared.clock.now()).await {
+            Err(refusal) => Err(refusal),
+            Ok(identity) => match shared.policies.current().vendor(identity.vendor()) {
+                None => Err(Refusal {
+                    error: ErrorMessage::new(
+                        ErrorCode::UnknownIdentity,
+                        format!(
+                            "The hospital has no agreement on file for vendor `{}`; ask the hospital's IT to check your vendor's policy.",
+                            identity.vendor()
+                        ),
                     ),
-                ))
-            }
-            Some(_) => None,
+                    identity: Some(identity),
+                }),
+                Some(vendor) if !source_allowed(&vendor.access.source_networks, peer.ip()) => {
+                    Err(Refusal {
+                        error: ErrorMessage::new(
+                            ErrorCode::SourceNotAllowed,
+                            format!(
+                                "Your address {} is not one your vendor's agreement allows; connect from your company's network, or ask the hospital to add this one.",
+                                peer.ip()
+                            ),
+                        ),
+                        identity: Some(identity),
+                    })
+                }
+                Some(_) => Ok(identity),
+            },
         }
     };
-    if let Some(refusal) = refusal {
-        tracing::warn!(%peer, %identity, code = refusal.code.as_str(), "session refused");
-        let event = AuditEvent::new(
-            shared.clock.now(),
-            control::technician_actor(&identity),
-            EventKind::ConnectionRefused,
-        )
-        .technician(identity.vendor(), identity.technician())
-        .detail("peer", peer)
-        .detail("code", refusal.code.as_str())
-        .detail("reason", &refusal.message);
-        if let Err(e) = shared.store.record(&event).await {
-            tracing::error!(error = %e, "cannot record a refused connection");
+    let identity = match admitted {
+        Ok(identity) => identity,
+        Err(Refusal {
+            error: refusal,
+            identity,
+        }) => {
+            tracing::warn!(%peer, identity = ?identity.as_ref().map(ToString::to_string), code = refusal.code.as_str(), "session refused");
+            let actor = identity
+                .as_ref()
+                .map(control::technician_actor)
+                .unwrap_or_else(|| Actor::Broker(shared.broker_id.clone()));
+            let mut event =
+                AuditEvent::new(shared.clock.now(), actor, EventKind::ConnectionRefused);
+            if let Some(identity) = &identity {
+                event = event.technician(identity.vendor(), identity.technician());
+            }
+            let event = event
+                .detail("peer", peer)
+                .detail("code", refusal.code.as_str())
+                .detail("reason", &refusal.message);
+            if let Err(e) = shared.store.record(&event).await {
+                tracing::error!(error = %e, "cannot record a refused connection");
+            }
+            let _ = write_message(&mut control_send, &refusal.clone().into()).await;
+            let _ = control_send.finish();
+            // Wait (briefly) for the error frame to be acknowledged before closing, so the
+            // client reads the sentence rather than only a close code.
+            let _ =
+                tokio::time::timeout(shared.limits.handshake_timeout, control_send.stopped()).await;
+            connection.close(close_code::REFUSED, refusal.message.as_bytes());
+            return;
         }
-        let _ = write_message(&mut control_send, &refusal.clone().into()).await;
-        let _ = control_send.finish();
-        // Wait (briefly) for the error frame to be acknowledged before closing, so the
-        // client reads the sentence rather than only a close code.
-        let _ = tokio::time::timeout(shared.limits.handshake_timeout, control_send.stopped()).await;
-        connection.close(close_code::REFUSED, refusal.message.as_bytes());
-        return;
-    }
+    };
     let welcome = Message::Welcome(Welcome {
         version: proto::PROTOCOL_VERSION,
         vendor: identity.vendor().to_owned(),
         technician: identity.technician().to_owned(),
-        broker_name: shared.policies.hospital().name.clone(),
+        broker_name: shared.policies.current().hospital().name.clone(),
     });
     if let Err(e) = write_message(&mut control_send, &welcome).await {
         tracing::info!(%peer, %identity, error = %e, "client left before Welcome");
@@ -176,6 +206,50 @@ struct LiveSession {
     warned: Vec<Duration>,
     updates: watch::Receiver<Option<RequestRecord>>,
     forwards: Arc<SessionContext>,
+    /// When a forward last carried bytes (or the session opened).
+    activity: Arc<SessionActivity>,
+}
+
+/// When a session's forwards last carried bytes, in milliseconds of the broker's clock. The
+/// forwards store into it per chunk; the driver reads it to end an idle session.
+pub(super) struct SessionActivity {
+    clock: Arc<dyn crate::clock::Clock>,
+    last_ms: std::sync::atomic::AtomicI64,
+}
+
+impl SessionActivity {
+    fn new(clock: Arc<dyn crate::clock::Clock>, now: SystemTime) -> SessionActivity {
+        SessionActivity {
+            clock,
+            last_ms: std::sync::atomic::AtomicI64::new(crate::clock::to_unix_ms(now)),
+        }
+    }
+
+    fn last(&self) -> SystemTime {
+        crate::clock::from_unix_ms(self.last_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl tunnel::splice::Activity for SessionActivity {
+    fn carried(&self) {
+        self.last_ms.store(
+            crate::clock::to_unix_ms(self.clock.now()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+/// The idle deadline of a live session under the policies in force: its last traffic plus
+/// the vendor's idle timeout (`None` if the vendor has no policy any more: the reload ends
+/// such sessions).
+fn idle_deadline(
+    shared: &Shared,
+    identity: &TechnicianIdentity,
+    session: &LiveSession,
+) -> Option<SystemTime> {
+    let policies = shared.policies.current();
+    let vendor = policies.vendor(identity.vendor())?;
+    Some(session.activity.last() + vendor.access.idle_timeout)
 }
 
 /// Drives one authenticated connection: control messages, the watched request, the live
@@ -206,13 +280,34 @@ impl Driver {
     async fn run(mut self, mut control_recv: quinn::RecvStream, shutdown: CancellationToken) {
         let mut control_reader = MessageReader::new();
         let stop = loop {
+            let warnings = self
+                .shared
+                .policies
+                .current()
+                .hospital()
+                .defaults
+                .warnings
+                .clone();
             let deadline = self.session.as_ref().map(|session| {
-                session::next_deadline(session.end_at, self.shared.clock.now(), &session.warned)
+                session::next_deadline(
+                    session.end_at,
+                    self.shared.clock.now(),
+                    &warnings,
+                    &session.warned,
+                )
             });
             let sleep = match deadline {
                 Some(SessionDeadline::Warn { at, .. }) | Some(SessionDeadline::End { at }) => {
                     self.shared.clock.sleep_until(at)
                 }
+                None => Box::pin(std::future::pending()),
+            };
+            let idle_at = self
+                .session
+                .as_ref()
+                .and_then(|session| idle_deadline(&self.shared, &self.identity, session));
+            let idle = match idle_at {
+                Some(at) => self.shared.clock.sleep_until(at),
                 None => Box::pin(std::future::pending()),
             };
             tokio::select! {
@@ -231,6 +326,11 @@ impl Driver {
                 },
                 () = sleep => {
                     if let Err(stop) = self.handle_deadline(deadline).await {
+                        break stop;
+                    }
+                }
+                () = idle => {
+                    if let Err(stop) = self.handle_idle().await {
                         break stop;
                     }
                 }
@@ -300,6 +400,10 @@ impl Driver {
                         record.stage = session::Stage::Active;
                         record.end_at = Some(opened.end_at);
                         let updates = shared.hub.watch(record);
+                        let activity = Arc::new(SessionActivity::new(
+                            shared.clock.clone(),
+                            shared.clock.now(),
+                        ));
                         self.watching = None;
                         self.session = Some(LiveSession {
                             id: id.clone(),
@@ -319,7 +423,9 @@ impl Driver {
                                     request: Some(id.clone()),
                                     failed: self.store_failed.clone(),
                                 },
+                                activity: activity.clone(),
                             }),
+                            activity,
                         });
                         self.send(&Message::Opened(Opened {
                             request_id: id.to_string(),
@@ -393,11 +499,44 @@ impl Driver {
             }
             Some(SessionDeadline::End { at }) if now >= at => {
                 let id = session.id.clone();
-                record_session_end(&self.shared, &self.identity, &id, EndReason::Expired, now)
-                    .await;
+                record_session_end(
+                    &self.shared,
+                    &self.identity,
+                    &id,
+                    EndReason::Expired,
+                    now,
+                    None,
+                )
+                .await;
                 Err(Stop::SessionEnded(EndReason::Expired, None, None))
             }
             // Woken early (the clock was set, or the end time moved): recompute.
+            _ => Ok(()),
+        }
+    }
+
+    /// The idle deadline passed: end the session unless a forward carried bytes since.
+    async fn handle_idle(&mut self) -> Result<(), Stop> {
+        let now = self.shared.clock.now();
+        let Some(session) = self.session.as_ref() else {
+            return Ok(());
+        };
+        match idle_deadline(&self.shared, &self.identity, session) {
+            Some(at) if now >= at => {
+                let id = session.id.clone();
+                let last = Some(session.activity.last());
+                record_session_end(
+                    &self.shared,
+                    &self.identity,
+                    &id,
+                    EndReason::Idle,
+                    now,
+                    last,
+                )
+                .await;
+                Err(Stop::SessionEnded(EndReason::Idle, None, None))
+            }
+            // Traffic since, or the policy changed: recompute.
             _ => Ok(()),
         }
     }
@@ -472,7 +611,8 @@ impl Driver {
                 EndReason::Closed | EndReason::BrokerShutdown | EndReason::StoreUnavailable
             ) {
                 // Ours to record; a revocation or lockdown was recorded by whoever made it.
-                record_session_end(&self.shared, &self.identity, &session.id, reason, now).await;
+                record_session_end(&self.shared, &self.identity, &session.id, reason, now, None)
+                    .await;
             }
             let ended = Message::Ended(Ended {
                 reason: reason.as_str().to_owned(),
@@ -503,21 +643,27 @@ impl Driver {
 /// Records that live session `id` ended for `reason`. A session someone else already ended
 /// (a revocation that crossed the end time) stays as they recorded it; a store that cannot
 /// be written is logged, and the session is cut all the same.
+///
+/// An idle end also records when the session last carried bytes (`last_traffic`).
 async fn record_session_end(
     shared: &Shared,
     identity: &TechnicianIdentity,
     id: &RequestId,
     reason: EndReason,
     now: SystemTime,
+    last_traffic: Option<SystemTime>,
 ) {
     let actor = match reason {
         EndReason::Closed => control::technician_actor(identity),
         _ => Actor::Broker(shared.broker_id.clone()),
     };
-    let event = AuditEvent::new(now, actor, EventKind::SessionEnded)
+    let mut event = AuditEvent::new(now, actor, EventKind::SessionEnded)
         .request(id)
         .technician(identity.vendor(), identity.technician())
         .detail("reason", reason.as_str());
+    if let Some(last) = last_traffic {
+        event = event.detail("last_traffic", crate::audit::timestamp(last));
+    }
     match shared
         .store
         .end_request(id, &[session::Stage::Active], reason, None, None, &event)
@@ -584,17 +730,29 @@ fn source_allowed(networks: &[IpNetwork], source: IpAddr) -> bool {
     networks.is_empty() || networks.iter().any(|network| network.contains(source))
 }
 
-/// The technician named by the client certificate, once ALPN is confirmed.
-fn authenticate(connection: &quinn::Connection) -> Result<TechnicianIdentity, ErrorMessage> {
+/// What a connection is, by its ALPN and certificate.
+enum Peer {
+    /// A technician's client, with its certificate (DER), not yet checked in the registry.
+    Technician(Vec<u8>),
+    /// A client enrolling: no certificate, enrollment messages only.
+    Enrolling,
+}
+
+/// Tells technicians' connections from enrollments; refuses anything else.
+fn classify(connection: &quinn::Connection) -> Result<Peer, ErrorMessage> {
     let alpn = connection
         .handshake_data()
         .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|data| data.protocol);
-    if alpn.as_deref() != Some(proto::ALPN) {
-        return Err(ErrorMessage::new(
-            ErrorCode::ProtocolViolation,
-            "This port speaks only the sekisho protocol; use the sekisho client.",
-        ));
+    match alpn.as_deref() {
+        Some(alpn) if alpn == proto::ALPN => {}
+        Some(alpn) if alpn == proto::ENROLL_ALPN => return Ok(Peer::Enrolling),
+        _ => {
+            return Err(ErrorMessage::new(
+                ErrorCode::ProtocolViolation,
+                "This port speaks only the sekisho protocol; use the sekisho client.",
+            ));
+        }
     }
     let certificates = connection.peer_identity().and_then(|any| {
         any.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
@@ -602,16 +760,11 @@ fn authenticate(connection: &quinn::Connection) -> Result<TechnicianIdentity, Er
     });
     let leaf = certificates.as_deref().and_then(|chain| chain.first()).ok_or_else(|| {
         ErrorMessage::new(
-            ErrorCode::UnknownIdentity,
-            "No client certificate was presented; run the client with the certificate the hospital issued to you.",
+            ErrorCode::CertificateMissing,
+            "No client certificate was presented; enroll first with `sekisho enroll` and the token the hospital gave you.",
         )
     })?;
-    identity_from_certificate(leaf).map_err(|e| {
-        ErrorMessage::new(
-            ErrorCode::UnknownIdentity,
-            format!("Your client certificate cannot be used here ({e}); ask the hospital's IT for a new one."),
-        )
-    })
+    Ok(Peer::Technician(leaf.to_vec()))
 }
 
 /// Accepts the control stream and reads the client's `Hello`.

@@ -47,19 +47,12 @@ pub(super) async fn request_access(
     identity: &TechnicianIdentity,
     ask: RequestAccess,
 ) -> Result<RequestRecord, ErrorMessage> {
-    let vendor = shared
-        .policies
+    let policies = shared.policies.current();
+    let defaults = &policies.hospital().defaults;
+    let vendor = policies
         .vendor(identity.vendor())
         .ok_or_else(|| not_enrolled(identity))?;
-    match shared
-        .store
-        .technician(identity.vendor(), identity.technician())
-        .await
-    {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err(not_enrolled(identity)),
-        Err(e) => return Err(store_refusal(&e)),
-    }
+    usable_technician(shared, identity).await?;
     let now = shared.clock.now();
     let input = NewRequest {
         targets: ask.targets,
@@ -72,7 +65,7 @@ pub(super) async fn request_access(
         vendor,
         shared.hub.lockdown_active(),
         now,
-        shared.answer_within,
+        defaults.answer_within,
     ) {
         Ok(answer_by) => answer_by,
         Err(refusal) => {
@@ -91,6 +84,7 @@ pub(super) async fn request_access(
     };
     let id =
         RequestId::generate().map_err(|e| ErrorMessage::new(ErrorCode::Internal, e.to_string()))?;
+    let approvals_needed = vendor.approvals_for(&input.targets);
     let record = RequestRecord::new(
         id,
         identity.vendor(),
@@ -98,7 +92,7 @@ pub(super) async fn request_access(
         input,
         now,
         answer_by,
-        vendor.access.approvals,
+        approvals_needed,
     );
     let event = AuditEvent::new(now, technician_actor(identity), EventKind::RequestMade)
         .request(&record.id)
@@ -125,11 +119,38 @@ pub(super) async fn request_access(
     Ok(record)
 }
 
+/// The technician's record, if they are still enrolled and enabled: the connection was
+/// admitted earlier, and a disabling or reset since then must stop what they do next.
+async fn usable_technician(
+    shared: &Shared,
+    identity: &TechnicianIdentity,
+) -> Result<crate::store::TechnicianRow, ErrorMessage> {
+    let row = match shared
+        .store
+        .technician(identity.vendor(), identity.technician())
+        .await
+    {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(not_enrolled(identity)),
+        Err(e) => return Err(store_refusal(&e)),
+    };
+    if !row.enabled {
+        return Err(ErrorMessage::new(
+            ErrorCode::IdentityDisabled,
+            "The hospital has disabled your access; contact the hospital's IT.",
+        ));
+    }
+    if !row.is_enrolled() {
+        return Err(not_enrolled(identity));
+    }
+    Ok(row)
+}
+
 fn not_enrolled(identity: &TechnicianIdentity) -> ErrorMessage {
     ErrorMessage::new(
         ErrorCode::UnknownIdentity,
         format!(
-            "{identity} has no one-time password set up at this hospital; ask the hospital's IT to enroll you."
+            "{identity} is not enrolled at this hospital (or was reset); enroll with the token the hospital's IT gives you."
         ),
     )
 }
@@ -180,19 +201,17 @@ pub(super) async fn open(
 ) -> Result<OpenedSession, ErrorMessage> {
     let record = own_request(shared, identity, id).await?;
     let (vendor_id, technician) = (identity.vendor(), identity.technician());
-    let technician_row = match shared.store.technician(vendor_id, technician).await {
-        Ok(Some(row)) => row,
-        Ok(None) => return Err(not_enrolled(identity)),
-        Err(e) => return Err(store_refusal(&e)),
-    };
+    let technician_row = usable_technician(shared, identity).await?;
+    let policies = shared.policies.current();
+    let lockout_after = policies.hospital().defaults.otp_lockout_after;
     if technician_row.locked {
-        return Err(locked());
+        return Err(locked(lockout_after));
     }
     // The request and the policy first: a code is not spent on a request that cannot open.
     let now = shared.clock.now();
     let decision = session::decide_opening(
         &record,
-        shared.policies.vendor(vendor_id),
+        policies.vendor(vendor_id),
         &shared.zone,
         shared.hub.lockdown_active(),
         now,
@@ -247,14 +266,21 @@ pub(super) async fn open(
         let why = if step.is_some() { "reused" } else { "wrong" };
         let failure = shared
             .store
-            .record_otp_failure(vendor_id, technician, record.id.as_str(), why, now)
+            .record_otp_failure(
+                vendor_id,
+                technician,
+                record.id.as_str(),
+                why,
+                i64::from(lockout_after),
+                now,
+            )
             .await
             .map_err(|e| store_refusal(&e))?;
         tracing::warn!(%identity, request = %record.id, failures = failure.failures, locked = failure.locked, "one-time password refused");
         if failure.locked {
-            return Err(locked());
+            return Err(locked(lockout_after));
         }
-        let left = crate::store::OTP_LOCKOUT_THRESHOLD - failure.failures;
+        let left = i64::from(lockout_after) - failure.failures;
         let why = if step.is_some() {
             "was already used; wait for the next code (at most 30 seconds) and type that"
         } else {
@@ -308,12 +334,11 @@ pub(super) fn technician_actor(identity: &TechnicianIdentity) -> Actor {
     }
 }
 
-fn locked() -> ErrorMessage {
+fn locked(lockout_after: u32) -> ErrorMessage {
     ErrorMessage::new(
         ErrorCode::TechnicianLocked,
         format!(
-            "You are locked out after {} wrong one-time passwords; ask the hospital's IT to unlock you.",
-            crate::store::OTP_LOCKOUT_THRESHOLD
+            "You are locked out after {lockout_after} wrong one-time passwords; ask the hospital's IT to unlock you."
         ),
     )
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use proto::{Connected, ErrorCode, ErrorMessage, Message};
 use tokio::net::TcpStream;
 use tunnel::frames::{MessageReader, ReadFrameError, write_message};
-use tunnel::splice::splice;
+use tunnel::splice::splice_observed;
 
 use super::control;
 use crate::Limits;
@@ -30,6 +30,8 @@ pub(super) struct SessionContext {
     pub(super) own_addresses: Vec<SocketAddr>,
     pub(super) limits: Limits,
     pub(super) audit: ForwardAudit,
+    /// Told of every chunk carried, for the idle timeout.
+    pub(super) activity: Arc<super::connection::SessionActivity>,
 }
 
 /// Records what happens to forwards in the audit log.
@@ -181,7 +183,7 @@ pub(super) async fn serve_forward(
     }
     let started = Instant::now();
     tracing::info!(%identity, %target, ?dialled, "forward opened");
-    let outcome = splice(tcp, send, recv).await;
+    let outcome = splice_observed(tcp, send, recv, Some(session.activity.as_ref())).await;
     let end = match &outcome.end {
         tunnel::splice::SpliceEnd::Finished => "finished".to_owned(),
         tunnel::splice::SpliceEnd::TcpFailed(why) => format!("target side failed: {why}"),

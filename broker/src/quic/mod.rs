@@ -1,14 +1,17 @@
 //! The QUIC endpoint: TLS settings, the accept loop, and the tasks that drive each
 //! connection and each forward. This is the only module of the broker that does network I/O.
 //!
-//! - `server_config`: TLS 1.3 only, client certificates from our CA required, ALPN
-//!   `sekisho/1`, no resumption, no 0-RTT, no migration, explicit stream limits.
+//! - `server_config`: TLS 1.3 only, client certificates from our CA (required for ALPN
+//!   `sekisho/1`; an enrollment, ALPN `sekisho-enroll/1`, has none), no resumption, no 0-RTT,
+//!   no migration, explicit stream limits.
 //! - `serve`: accepts connections, bounding how many handshakes run at once.
 //! - `connection`: one technician's session: identity, `Hello`/`Welcome`, forwards.
+//! - `enroll`: one enrollment (the only connections without a client certificate).
 //! - `forward`: one forward stream: `Connect`, the policy decision, dial, splice.
 
 mod connection;
 mod control;
+mod enroll;
 mod forward;
 
 use std::net::SocketAddr;
@@ -26,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::hub::Hub;
 use crate::pki::BrokerPki;
-use crate::policy::PolicySet;
+use crate::reload::LivePolicies;
 use crate::secret::SealingKey;
 use crate::session::HospitalZone;
 use crate::store::Store;
@@ -34,7 +37,10 @@ use crate::{BindError, Limits};
 
 /// What every connection task reads and shares.
 pub(crate) struct Shared {
-    pub(crate) policies: Arc<PolicySet>,
+    /// The policy set in force; take [`LivePolicies::current`] once per decision.
+    pub(crate) policies: LivePolicies,
+    /// Signs enrolling technicians' certificates.
+    pub(crate) pki: Arc<BrokerPki>,
     pub(crate) limits: Limits,
     pub(crate) own_addresses: Vec<SocketAddr>,
     pub(crate) handshake_slots: Arc<Semaphore>,
@@ -45,8 +51,6 @@ pub(crate) struct Shared {
     pub(crate) sealing_key: Arc<SealingKey>,
     /// This broker's id, stored with the sessions it holds.
     pub(crate) broker_id: String,
-    /// How long a request waits for an answer.
-    pub(crate) answer_within: Duration,
 }
 
 /// Builds the QUIC server configuration from the broker's certificates.
@@ -59,8 +63,12 @@ pub(crate) fn server_config(
     roots
         .add(pki.ca_der().clone())
         .map_err(|e| BindError::Tls(format!("the CA certificate is not usable as a root: {e}")))?;
+    // A certificate, when presented, must chain to our CA (checked by rustls). Presenting none
+    // is allowed only so that enrollment can happen; `connection::classify` refuses every
+    // certificate-less connection that did not negotiate the enrollment ALPN.
     let client_verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
             .build()
             .map_err(|e| BindError::Tls(e.to_string()))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -69,7 +77,7 @@ pub(crate) fn server_config(
         .with_client_cert_verifier(client_verifier)
         .with_single_cert(pki.server_chain(), pki.server_key())
         .map_err(|e| BindError::Tls(e.to_string()))?;
-    tls.alpn_protocols = vec![proto::ALPN.to_vec()];
+    tls.alpn_protocols = vec![proto::ALPN.to_vec(), proto::ENROLL_ALPN.to_vec()];
     // No resumption: every connection presents its certificate in full, so a certificate
     // revoked since the last connection can never come back on a resumed one.
     tls.send_tls13_tickets = 0;

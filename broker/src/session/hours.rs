@@ -39,6 +39,16 @@ impl HospitalZone {
         Some((weekday, minute))
     }
 
+    /// The calendar date at `time`, in this zone.
+    pub fn date(&self, time: SystemTime) -> Option<jiff::civil::Date> {
+        Some(
+            Timestamp::try_from(time)
+                .ok()?
+                .to_zoned(self.zone.clone())
+                .date(),
+        )
+    }
+
     /// `2026-11-21 14:30 (Sat)`, in this zone.
     pub fn format(&self, time: SystemTime) -> String {
         match Timestamp::try_from(time) {
@@ -94,5 +104,34 @@ pub fn check_hours(
             return Ok(());
         }
         at = next;
+    }
+}
+
+/// Checks that no day of `[start, end)` is one of `holidays` (in the hospital's zone);
+/// otherwise names the first one.
+pub fn check_holidays(
+    holidays: &[jiff::civil::Date],
+    zone: &HospitalZone,
+    start: SystemTime,
+    end: SystemTime,
+) -> Result<(), jiff::civil::Date> {
+    if holidays.is_empty() {
+        return Ok(());
+    }
+    let last = end
+        .checked_sub(Duration::from_secs(1))
+        .unwrap_or(end)
+        .max(start);
+    let (Some(mut day), Some(last_day)) = (zone.date(start), zone.date(last)) else {
+        return Ok(());
+    };
+    loop {
+        if holidays.binary_search(&day).is_ok() {
+            return Err(day);
+        }
+        match day.tomorrow() {
+            Ok(next) if next <= last_day => day = next,
+            _ => return Ok(()),
+        }
     }
 }

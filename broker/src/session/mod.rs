@@ -21,12 +21,8 @@ use proto::{ErrorCode, ErrorMessage, RequestState};
 
 use crate::policy::VendorPolicy;
 
-pub use hours::{HospitalZone, check_hours};
+pub use hours::{HospitalZone, check_holidays, check_hours};
 
-/// Warnings pushed to the client before the end, furthest first.
-pub const WARNINGS: [Duration; 2] = [Duration::from_secs(10 * 60), Duration::from_secs(2 * 60)];
-/// How long a request waits for an answer before it expires (hospital default).
-pub const DEFAULT_ANSWER_WITHIN: Duration = Duration::from_secs(30 * 60);
 /// Longest purpose text accepted, in characters.
 pub const MAX_PURPOSE_CHARS: usize = 500;
 /// Longest ticket reference accepted, in characters.
@@ -88,6 +84,8 @@ pub enum EndReason {
     Idle,
     /// The technician or their vendor was disabled.
     TechnicianDisabled,
+    /// The technician's certificate and one-time-password secret were revoked (a reset).
+    CredentialsRevoked,
     /// The broker holding the session stopped.
     BrokerShutdown,
     /// The broker could not record the session's activity, so it stopped it.
@@ -105,6 +103,7 @@ impl EndReason {
             EndReason::Lockdown => "lockdown",
             EndReason::Idle => "idle",
             EndReason::TechnicianDisabled => "technician-disabled",
+            EndReason::CredentialsRevoked => "credentials-revoked",
             EndReason::BrokerShutdown => "broker-shutdown",
             EndReason::StoreUnavailable => "store-unavailable",
         }
@@ -120,6 +119,7 @@ impl EndReason {
             EndReason::Lockdown,
             EndReason::Idle,
             EndReason::TechnicianDisabled,
+            EndReason::CredentialsRevoked,
             EndReason::BrokerShutdown,
             EndReason::StoreUnavailable,
         ]
@@ -140,7 +140,8 @@ impl EndReason {
             EndReason::Lockdown => format!("The hospital has stopped all remote access (lockdown){note}; call the hospital before trying again."),
             EndReason::Closed => "The session was closed.".to_owned(),
             EndReason::Idle => "The session was closed after a period without traffic.".to_owned(),
-            EndReason::TechnicianDisabled => "Your access has been disabled by the hospital; contact the hospital's IT.".to_owned(),
+            EndReason::TechnicianDisabled => format!("Your access has been disabled by the hospital{by}{note}; contact the hospital's IT."),
+            EndReason::CredentialsRevoked => "The hospital revoked your certificate and one-time password (a reset); enroll again with the new token the hospital gives you.".to_owned(),
             EndReason::BrokerShutdown => "The broker shut down, so the session has ended; ask for a new session when it is back.".to_owned(),
             EndReason::Denied => format!("The request was denied{by}{note}."),
             EndReason::StoreUnavailable => "The broker can no longer record what this session does, so it has ended it; tell the hospital's IT, and ask for a new session when they have fixed it.".to_owned(),
@@ -606,10 +607,16 @@ pub enum SessionDeadline {
     },
 }
 
-/// The next deadline of a live session ending at `end_at`, given the warnings already sent.
-/// Warnings whose moment has passed are skipped, not sent late.
-pub fn next_deadline(end_at: SystemTime, now: SystemTime, warned: &[Duration]) -> SessionDeadline {
-    WARNINGS
+/// The next deadline of a live session ending at `end_at`, given the hospital's `warnings`
+/// (furthest first) and those already sent. Warnings whose moment has passed are skipped,
+/// not sent late.
+pub fn next_deadline(
+    end_at: SystemTime,
+    now: SystemTime,
+    warnings: &[Duration],
+    warned: &[Duration],
+) -> SessionDeadline {
+    warnings
         .iter()
         .filter(|left| !warned.contains(left))
         .filter_map(|left| {
@@ -700,6 +707,16 @@ fn check_span(
                 "{}'s agreement allows sessions of at most {}; choose an earlier end time.",
                 vendor.name,
                 human_duration(max)
+            ),
+        ));
+    }
+    if let Err(holiday) = check_holidays(&vendor.access.holidays, zone, start, end) {
+        return Err(Refusal::new(
+            ErrorCode::PolicyRefused,
+            format!(
+                "{}'s agreement allows no sessions on {holiday} ({}); choose another day.",
+                vendor.name,
+                zone.name()
             ),
         ));
     }

@@ -23,17 +23,24 @@ fn vendor(hours: Option<&str>, max_session: Duration) -> VendorPolicy {
         id: "acme-ehr".into(),
         name: "Acme EHR".into(),
         emergency_contact: None,
+        contract: None,
+        subcontractors: vec![],
         targets: vec![Target {
             name: "ehr-db".into(),
             host: "10.0.0.5".into(),
             port: 5432,
             description: None,
             allow_loopback: false,
+            allow_file_share: false,
+            critical: false,
         }],
         access: Access {
             hours: hours.map(|h| h.parse::<WeeklyHours>().unwrap()),
+            holidays: vec![],
             max_session,
+            idle_timeout: HOUR,
             approvals: 1,
+            critical_approvals: 2,
             source_networks: vec![],
         },
         responsibility: vec![],
@@ -217,6 +224,41 @@ fn two_approvals_need_two_different_people() {
 }
 
 #[test]
+fn a_session_touching_a_holiday_is_refused_and_names_the_day() {
+    let now = saturday_10am();
+    let mut holiday = vendor(None, 24 * HOUR);
+    holiday.access.holidays = vec![jiff::civil::date(2026, 11, 22)];
+    // Saturday 10:00 until Saturday 23:00: no holiday touched.
+    assert!(
+        decide_approval(
+            &record(Stage::Requested, 1),
+            "suzuki",
+            now + 13 * HOUR,
+            Some(&holiday),
+            &zone(),
+            false,
+            now,
+        )
+        .is_ok()
+    );
+    // Until Sunday 01:00 (Asia/Tokyo): Sunday is a holiday.
+    let refused = decide_approval(
+        &record(Stage::Requested, 1),
+        "suzuki",
+        now + 15 * HOUR,
+        Some(&holiday),
+        &zone(),
+        false,
+        now,
+    )
+    .unwrap_err();
+    assert_eq!(
+        refused.message,
+        "Acme EHR's agreement allows no sessions on 2026-11-22 (Asia/Tokyo); choose another day."
+    );
+}
+
+#[test]
 fn an_approval_beyond_max_session_or_outside_hours_is_refused() {
     let now = saturday_10am();
     let too_long = decide_approval(
@@ -364,6 +406,8 @@ fn only_an_approved_request_in_time_can_be_opened() {
 fn warnings_come_at_ten_and_two_minutes_then_the_end() {
     let now = saturday_10am();
     let end = now + HOUR;
+    let next_deadline =
+        |end, now, warned: &[Duration]| next_deadline(end, now, &[10 * MIN, 2 * MIN], warned);
     assert_eq!(
         next_deadline(end, now, &[]),
         SessionDeadline::Warn {

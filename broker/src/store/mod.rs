@@ -1,4 +1,5 @@
-//! Persistence: requests, approvals, sessions, technicians, lockdown, through sqlx.
+//! Persistence: requests, approvals, sessions, vendors, technicians, enrollment tokens, the
+//! certificate registry, lockdown, staff, through sqlx.
 //!
 //! One code path serves both databases through sqlx's `Any` driver: SQLite (the embedded
 //! default, a file in the data directory, WAL with `synchronous=FULL`, so an acknowledged step
@@ -17,7 +18,9 @@
 //! This module decides nothing: the rules live in [`crate::session`].
 
 mod audit;
+mod identity;
 mod requests;
+mod staff;
 mod technicians;
 
 use std::path::Path;
@@ -28,11 +31,13 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditFilter, Review};
+pub use identity::{
+    CertificateRecord, CertificateStanding, EnrollmentRecord, NewTechnician, TokenRow,
+    TokenToStore, VendorRow,
+};
 pub use requests::{LockdownState, RequestFilter};
+pub use staff::{Enrollment, InviteRow, StaffRow};
 pub use technicians::TechnicianRow;
-
-/// Consecutive wrong one-time passwords that lock a technician.
-pub const OTP_LOCKOUT_THRESHOLD: i64 = 5;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]

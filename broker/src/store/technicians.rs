@@ -1,11 +1,12 @@
 //! Technicians: their sealed TOTP secret, the last accepted step, and the lockout counter.
+//! Adding, enrolling, disabling and resetting technicians is in `identity.rs`.
 
 use sqlx::Row;
 
 use std::time::SystemTime;
 
 use super::audit::append;
-use super::{OTP_LOCKOUT_THRESHOLD, Store, StoreError};
+use super::{Store, StoreError};
 use crate::audit::{Actor, AuditEvent, EventKind};
 
 /// A technician as stored.
@@ -15,7 +16,8 @@ pub struct TechnicianRow {
     pub vendor: String,
     /// The technician.
     pub technician: String,
-    /// The TOTP secret, sealed (see [`crate::secret::SealingKey`]).
+    /// The TOTP secret, sealed (see [`crate::secret::SealingKey`]); empty until the
+    /// technician enrolls.
     pub sealed_totp_secret: String,
     /// The last TOTP step accepted.
     pub totp_last_step: i64,
@@ -23,6 +25,23 @@ pub struct TechnicianRow {
     pub otp_failures: i64,
     /// Locked after too many wrong codes, until an admin unlocks.
     pub locked: bool,
+    /// Full name, as the hospital typed it.
+    pub display_name: String,
+    /// Contact address.
+    pub email: String,
+    /// Whether the technician may connect.
+    pub enabled: bool,
+    /// Why the technician was disabled ('' while enabled).
+    pub disabled_reason: String,
+    /// When the technician last enrolled (`None`: not enrolled, or reset since).
+    pub enrolled_at: Option<SystemTime>,
+}
+
+impl TechnicianRow {
+    /// Whether the technician has enrolled (has a certificate and a TOTP secret).
+    pub fn is_enrolled(&self) -> bool {
+        !self.sealed_totp_secret.is_empty()
+    }
 }
 
 /// What a wrong code did.
@@ -35,41 +54,6 @@ pub struct OtpFailure {
 }
 
 impl Store {
-    /// Creates the technician, or replaces their TOTP secret (and clears the OTP memory,
-    /// which belongs to the old secret).
-    pub async fn put_technician(
-        &self,
-        vendor: &str,
-        technician: &str,
-        sealed_totp_secret: &str,
-        now_ms: i64,
-        event: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let updated = sqlx::query(
-            "UPDATE technicians SET totp_secret = $3, totp_last_step = 0, otp_failures = 0, locked = 0 WHERE vendor = $1 AND technician = $2",
-        )
-        .bind(vendor)
-        .bind(technician)
-        .bind(sealed_totp_secret)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            sqlx::query(
-                "INSERT INTO technicians (vendor, technician, totp_secret, created_at) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(vendor)
-            .bind(technician)
-            .bind(sealed_totp_secret)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        append(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// The technician, if known.
     pub async fn technician(
         &self,
@@ -77,7 +61,7 @@ impl Store {
         technician: &str,
     ) -> Result<Option<TechnicianRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT vendor, technician, totp_secret, totp_last_step, otp_failures, locked FROM technicians WHERE vendor = $1 AND technician = $2",
+            "SELECT vendor, technician, totp_secret, totp_last_step, otp_failures, locked, display_name, email, enabled, disabled_reason, enrolled_at FROM technicians WHERE vendor = $1 AND technician = $2",
         )
         .bind(vendor)
         .bind(technician)
@@ -92,7 +76,7 @@ impl Store {
     /// Every technician, by vendor then name.
     pub async fn technicians(&self) -> Result<Vec<TechnicianRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT vendor, technician, totp_secret, totp_last_step, otp_failures, locked FROM technicians ORDER BY vendor, technician",
+            "SELECT vendor, technician, totp_secret, totp_last_step, otp_failures, locked, display_name, email, enabled, disabled_reason, enrolled_at FROM technicians ORDER BY vendor, technician",
         )
         .fetch_all(self.pool())
         .await?;
@@ -112,7 +96,7 @@ impl Store {
         step: i64,
     ) -> Result<(), StoreError> {
         let updated = sqlx::query(
-            "UPDATE technicians SET totp_last_step = $3, otp_failures = 0 WHERE vendor = $1 AND technician = $2 AND totp_last_step < $3 AND locked = 0",
+            "UPDATE technicians SET totp_last_step = $3, otp_failures = 0 WHERE vendor = $1 AND technician = $2 AND totp_last_step < $3 AND locked = 0 AND enabled = 1",
         )
         .bind(vendor)
         .bind(technician)
@@ -126,14 +110,15 @@ impl Store {
         }
     }
 
-    /// Counts a wrong code, and records it (and a lockout at the threshold) in the audit log,
-    /// in one transaction.
+    /// Counts a wrong code, and records it (and a lockout at `lockout_after` consecutive
+    /// failures, the hospital's `otp_lockout_after`) in the audit log, in one transaction.
     pub async fn record_otp_failure(
         &self,
         vendor: &str,
         technician: &str,
         request: &str,
         why: &str,
+        lockout_after: i64,
         at: SystemTime,
     ) -> Result<OtpFailure, StoreError> {
         let mut tx = self.pool().begin().await?;
@@ -142,7 +127,7 @@ impl Store {
         )
         .bind(vendor)
         .bind(technician)
-        .bind(OTP_LOCKOUT_THRESHOLD)
+        .bind(lockout_after)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
@@ -160,7 +145,7 @@ impl Store {
             .detail("why", why)
             .detail("consecutive_failures", failure.failures);
         append(&mut tx, &event).await?;
-        if failure.locked && failure.failures == OTP_LOCKOUT_THRESHOLD {
+        if failure.locked && failure.failures == lockout_after {
             let locked = AuditEvent::new(at, actor, EventKind::TechnicianLocked)
                 .technician(vendor, technician)
                 .detail("consecutive_failures", failure.failures);
@@ -201,7 +186,8 @@ impl Store {
     }
 }
 
-/// Reads `vendor, technician, totp_secret, totp_last_step, otp_failures, locked`.
+/// Reads `vendor, technician, totp_secret, totp_last_step, otp_failures, locked,
+/// display_name, email, enabled, disabled_reason, enrolled_at`.
 fn technician_from_row(row: &sqlx::any::AnyRow) -> Result<TechnicianRow, sqlx::Error> {
     Ok(TechnicianRow {
         vendor: row.try_get(0)?,
@@ -210,5 +196,13 @@ fn technician_from_row(row: &sqlx::any::AnyRow) -> Result<TechnicianRow, sqlx::E
         totp_last_step: row.try_get(3)?,
         otp_failures: row.try_get(4)?,
         locked: row.try_get::<i64, _>(5)? != 0,
+        display_name: row.try_get(6)?,
+        email: row.try_get(7)?,
+        enabled: row.try_get::<i64, _>(8)? != 0,
+        disabled_reason: row.try_get(9)?,
+        enrolled_at: match row.try_get::<i64, _>(10)? {
+            0 => None,
+            ms => Some(crate::clock::from_unix_ms(ms)),
+        },
     })
 }

@@ -9,15 +9,18 @@ use sekisho_client::{ClientConfig, LocalForward};
 use super::Stop;
 
 const CREDENTIALS_HELP: &str = "\
-The broker address and the three PEM files come from the hospital. Give them on every command \
-(--broker, --ca, --cert, --key) or once in the environment (SEKISHO_BROKER, SEKISHO_CA, \
-SEKISHO_CERT, SEKISHO_KEY). Enrollment (`sekisho enroll`, coming) will store them in a \
-configuration directory, so that none of them has to be given.
+First, once: enroll with the command the hospital's IT gave you. It makes your key on this \
+computer and stores your certificate in the configuration directory (--config-dir, \
+SEKISHO_CONFIG_DIR, default ~/.config/sekisho), and shows your one-time-password secret once:
+  sekisho enroll --broker HOST:PORT --token TOKEN --ca-fingerprint sha256:...
 
-The usual flow:
+Then:
   id=$(sekisho request --target ehr-db --purpose \"apply patch 5.2.1\" --ticket INC-1234 --for 1h)
   sekisho connect \"$id\" -L 15432:ehr-db      # waits for approval, asks for the one-time password
-  psql -h 127.0.0.1 -p 15432 ...              # in another terminal, while the session is open";
+  psql -h 127.0.0.1 -p 15432 ...              # in another terminal, while the session is open
+
+Credentials from elsewhere can be given instead with --broker, --ca, --cert and --key (or \
+SEKISHO_BROKER, SEKISHO_CA, SEKISHO_CERT, SEKISHO_KEY).";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,13 +55,55 @@ pub(crate) struct Credentials {
     key: Option<PathBuf>,
     /// Seconds to wait for the broker before saying it is unreachable.
     #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS")]
-    connect_timeout: u64,
+    pub(crate) connect_timeout: u64,
+    /// Where enrollment stores your certificate, key and the broker's CA [default:
+    /// $XDG_CONFIG_HOME/sekisho or ~/.config/sekisho].
+    #[arg(long, global = true, env = "SEKISHO_CONFIG_DIR", value_name = "DIR")]
+    pub(crate) config_dir: Option<PathBuf>,
 }
 
 impl Credentials {
-    /// Reads the files and builds the client configuration; a missing option is one sentence
-    /// naming every missing option and its variable.
+    /// The configuration directory: `--config-dir`, else the default one.
+    pub(crate) fn config_dir(&self) -> Result<PathBuf, Stop> {
+        self.config_dir
+            .clone()
+            .or_else(sekisho_client::files::default_config_dir)
+            .ok_or_else(|| {
+                Stop::Error(
+                    "Cannot tell where your configuration lives (HOME is not set); give --config-dir DIR.".to_owned(),
+                )
+            })
+    }
+
+    /// The client configuration: from --broker/--ca/--cert/--key (or their variables) when
+    /// any is given, all four then being needed; else from what enrollment stored.
     pub(crate) fn config(&self) -> Result<ClientConfig, Stop> {
+        let given = [
+            self.broker.is_some(),
+            self.ca.is_some(),
+            self.cert.is_some(),
+            self.key.is_some(),
+        ];
+        let mut config = if given.iter().any(|given| *given) {
+            self.config_from_options()?
+        } else {
+            let dir = self.config_dir()?;
+            ClientConfig::from_dir(&dir)
+                .map_err(Stop::error)?
+                .ok_or_else(|| {
+                    Stop::Error(format!(
+                        "You are not enrolled yet (nothing in {}); run the `sekisho enroll …` command the hospital's IT gave you first.",
+                        dir.display()
+                    ))
+                })?
+        };
+        config.connect_timeout = Duration::from_secs(self.connect_timeout);
+        Ok(config)
+    }
+
+    /// The configuration from the four options; a missing one is one sentence naming every
+    /// missing option and its variable.
+    fn config_from_options(&self) -> Result<ClientConfig, Stop> {
         let missing: Vec<&str> = [
             (self.broker.is_none(), "--broker HOST:PORT (SEKISHO_BROKER)"),
             (self.ca.is_none(), "--ca FILE (SEKISHO_CA)"),
@@ -72,18 +117,32 @@ impl Credentials {
             (&self.broker, &self.ca, &self.cert, &self.key)
         else {
             return Err(Stop::Error(format!(
-                "Missing {}; give the broker address and the files the hospital gave you as options or in those environment variables (see `sekisho --help`).",
+                "Missing {}; give all four, or none to use what `sekisho enroll` stored (see `sekisho --help`).",
                 missing.join(", ")
             )));
         };
-        let mut config = ClientConfig::from_files(broker, ca, cert, key).map_err(Stop::error)?;
-        config.connect_timeout = Duration::from_secs(self.connect_timeout);
-        Ok(config)
+        ClientConfig::from_files(broker, ca, cert, key).map_err(Stop::error)
+    }
+
+    /// The broker address given with --broker (or SEKISHO_BROKER), if any.
+    pub(crate) fn broker(&self) -> Option<&str> {
+        self.broker.as_deref()
     }
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Enroll with the hospital's broker, once: makes your key on this computer, gets your
+    /// certificate, and shows your one-time-password secret (only this once).
+    Enroll {
+        /// The one-time enrollment token from the hospital's IT.
+        #[arg(long, value_name = "TOKEN")]
+        token: String,
+        /// The broker CA's fingerprint from the hospital's IT (sha256:…); enrollment stops if
+        /// the broker shows another.
+        #[arg(long, value_name = "SHA256")]
+        ca_fingerprint: String,
+    },
     /// Ask the hospital for a session; prints the request's id on standard output.
     Request {
         /// A target to reach, by the name in your vendor's agreement (repeatable).

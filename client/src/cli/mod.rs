@@ -5,7 +5,7 @@
 //! # Layout
 //!
 //! - [`args`]: the commands and options, with `--for` durations.
-//! - [`request`], [`status`], [`connect`]: one module per command.
+//! - [`enroll`], [`request`], [`status`], [`connect`]: one module per command.
 //! - [`console`]: standard error, with a status line rewritten in place on a terminal.
 //! - [`when`]: Unix seconds as local `HH:MM`, "in 59m", "2m10s ago", "58:12".
 //! - [`code`]: reading a one-time password (hidden on a terminal, a line from a pipe).
@@ -15,6 +15,7 @@ pub(crate) mod args;
 pub(crate) mod code;
 pub(crate) mod connect;
 pub(crate) mod console;
+pub(crate) mod enroll;
 pub(crate) mod interrupt;
 pub(crate) mod request;
 pub(crate) mod status;

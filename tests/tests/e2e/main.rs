@@ -4,6 +4,12 @@
 
 /// The audit log: every step on the record, in order, chained.
 mod audit;
+/// The staff web UI in real headless Chromium, against a real client.
+mod browser;
+/// Enrollment, the certificate registry, disabling and resetting technicians and vendors.
+mod identity;
+/// Each rule a policy states, refusing when broken against a live broker; reloads.
+mod policy;
 /// What the broker and the client refuse, and the sentence each refusal carries.
 mod refusals;
 /// Sessions: request, approval, one-time password, end time, revocation, lockdown, restart.
@@ -12,3 +18,5 @@ mod sessions;
 mod third_party;
 /// The data path: transfers, concurrency, half-close, backpressure, resets.
 mod tunnel;
+/// The staff web UI and JSON API over HTTP: roles, CSRF, logins, escaping.
+mod web;

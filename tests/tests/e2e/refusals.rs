@@ -113,7 +113,7 @@ async fn a_target_that_does_not_answer_is_reported_as_unreachable() {
 async fn a_client_certificate_from_another_ca_is_rejected_at_the_handshake() {
     let (broker, _ours, _theirs) = two_vendors().await;
     let other = TestBroker::start(&[Vendor::new("acme-ehr")]).await;
-    let foreign = other.issue("acme-ehr", "tanaka");
+    let foreign = other.credentials("acme-ehr", "tanaka").await;
     let config = ClientConfig::from_pem(
         &broker.addr().to_string(),
         broker.ca_pem().as_bytes(),
@@ -142,7 +142,7 @@ async fn the_client_refuses_a_broker_whose_certificate_is_not_from_the_pinned_ca
     let (broker, _ours, _theirs) = two_vendors().await;
     let impostor = TestBroker::start(&[Vendor::new("acme-ehr")]).await;
     // Credentials from the real broker, pointed at the impostor's address.
-    let ours = broker.issue("acme-ehr", "tanaka");
+    let ours = broker.credentials("acme-ehr", "tanaka").await;
     let config = ClientConfig::from_pem(
         &impostor.addr().to_string(),
         broker.ca_pem().as_bytes(),
@@ -165,10 +165,14 @@ async fn the_client_refuses_a_broker_whose_certificate_is_not_from_the_pinned_ca
 }
 
 #[tokio::test]
-async fn a_vendor_without_a_policy_file_is_refused_by_name_after_the_handshake() {
-    let (broker, _ours, _theirs) = two_vendors().await;
+async fn a_vendor_whose_policy_file_is_gone_is_refused_by_name_after_the_handshake() {
+    let (mut broker, _ours, theirs) = two_vendors().await;
+    // Enrolled while the agreement existed; then the hospital removed the vendor's file.
+    broker.enroll("acme-ehr", "tanaka").await;
+    broker.rewrite_policies(&[Vendor::new("nihon-pacs").target("pacs", theirs.addr())]);
+    broker.restart().await;
     let error = broker
-        .connect("ghost-vendor", "tanaka")
+        .connect("acme-ehr", "tanaka")
         .await
         .err()
         .expect("refused");
@@ -176,7 +180,7 @@ async fn a_vendor_without_a_policy_file_is_refused_by_name_after_the_handshake()
         ConnectError::Refused(refusal) => {
             assert_eq!(refusal.code, ErrorCode::UnknownIdentity);
             assert!(
-                refusal.message.contains("`ghost-vendor`"),
+                refusal.message.contains("`acme-ehr`"),
                 "{}",
                 refusal.message
             );
@@ -189,7 +193,7 @@ async fn a_vendor_without_a_policy_file_is_refused_by_name_after_the_handshake()
 async fn connect_with_alpn(broker: &TestBroker, alpn: &[u8]) -> ConnectionError {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let issued = broker.issue("acme-ehr", "tanaka");
+    let issued = broker.credentials("acme-ehr", "tanaka").await;
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(broker.ca_pem().as_bytes()).unwrap())
@@ -231,7 +235,7 @@ async fn a_client_speaking_another_protocol_is_refused() {
 #[tokio::test]
 async fn a_client_of_another_protocol_version_is_told_to_install_the_right_client() {
     let (broker, _ours, _theirs) = two_vendors().await;
-    let config = broker.client_config("acme-ehr", "tanaka");
+    let config = broker.client_config("acme-ehr", "tanaka").await;
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(config.quic_config().unwrap());
     let connection = endpoint

@@ -7,7 +7,7 @@ use sekisho_broker::clock::Clock;
 use sekisho_broker::otp;
 use sekisho_broker::session::RequestId;
 use sekisho_client::{ControlError, Session, SessionEvent};
-use sekisho_e2e::{APPROVER, EchoServer, TestBroker, Vendor};
+use sekisho_e2e::{APPROVER, EchoServer, TestBroker, Vendor, echo_once};
 
 const MIN: Duration = Duration::from_secs(60);
 /// Revocation, lockdown and end-time changes must reach a live session within this.
@@ -43,15 +43,6 @@ async fn next_event(session: &mut Session, within: Duration) -> SessionEvent {
     tokio::time::timeout(within, session.next_event())
         .await
         .unwrap_or_else(|_| panic!("no session event within {within:?}"))
-}
-
-/// Writes and reads back a few bytes through a forward to the echo target.
-async fn echo_once(session: &Session) {
-    let (mut send, mut recv) = session.open_forward("echo").await.unwrap();
-    send.write_all(b"ping").await.unwrap();
-    let mut back = [0u8; 4];
-    recv.read_exact(&mut back).await.unwrap();
-    assert_eq!(&back, b"ping");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +86,7 @@ async fn the_whole_flow_with_a_real_totp_carries_bytes_only_after_approval_and_c
         "end {} vs {expected_end}",
         opened.end_at
     );
-    echo_once(&session).await;
+    echo_once(&session, "echo").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +211,7 @@ async fn wrong_replayed_earlier_and_foreign_codes_are_refused_and_five_failures_
     broker.clock().advance(Duration::from_secs(30));
     let fresh = otp::code_at(&tanaka, broker.clock().now()).unwrap();
     second.open(&second_request, &fresh).await.unwrap();
-    echo_once(&second).await;
+    echo_once(&second, "echo").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,7 +375,7 @@ async fn extending_a_live_session_moves_its_end_without_reconnecting() {
     }
     // The old end passes and the session lives on.
     broker.clock().advance(61 * MIN);
-    echo_once(&session).await;
+    echo_once(&session, "echo").await;
     // The same person may move the end again; each change is kept.
     broker
         .desk()
@@ -599,7 +590,7 @@ async fn a_restart_keeps_pending_and_approved_requests_and_ends_live_sessions_as
     let mut again = broker.connect("acme-ehr", "tanaka").await.unwrap();
     let code = broker.next_otp("acme-ehr", "tanaka").await;
     again.open(&approved, &code).await.unwrap();
-    echo_once(&again).await;
+    echo_once(&again, "echo").await;
     // And the technician sees the whole story in their status.
     let status = again.status().await.unwrap();
     assert!(

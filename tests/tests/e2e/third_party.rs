@@ -2,7 +2,7 @@ use std::path::Path;
 
 use sekisho_client::ForwardEvent;
 use sekisho_e2e::pattern::Pattern;
-use sekisho_e2e::third_party::{HttpServer, Sshd, require, run, run_ok, within};
+use sekisho_e2e::third_party::{HttpServer, Sshd, StoreScp, require, run, run_ok, within};
 use sekisho_e2e::{LocalForward, TestBroker, Vendor};
 use tokio::process::Command;
 
@@ -240,6 +240,74 @@ async fn ssh_runs_a_command_and_scp_copies_eight_mebibytes_both_ways_through_a_f
         "the forward reporting the download",
         true,
         8 * MIB,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoscu_and_storescu_reach_a_pacs_through_a_forward_and_the_image_arrives_whole() {
+    let echoscu = require("echoscu", "dcmtk");
+    let storescu = require("storescu", "dcmtk");
+    let dump2dcm = require("dump2dcm", "dcmtk");
+    let pacs = StoreScp::start().await;
+    // The imaging vendor of the examples: a PACS on DICOM (port 104 in a hospital).
+    let broker = TestBroker::start(&[Vendor::new("nihon-pacs").target("pacs", pacs.addr())]).await;
+    let session = broker.open_session("nihon-pacs", "kato", &["pacs"]).await;
+    let forward = LocalForward::start(session.forwarder(), "pacs").await;
+    let port = forward.addr().port().to_string();
+
+    // C-ECHO: the DICOM "ping".
+    let mut command = Command::new(&echoscu);
+    command.args(["-aec", StoreScp::AE_TITLE, "127.0.0.1", &port]);
+    run_ok(command).await;
+
+    // C-STORE of a 64×64 secondary-capture image whose pixels are a known pattern.
+    let files = tempfile::tempdir().unwrap();
+    let pixels = pattern_bytes(64 * 64, 104);
+    std::fs::write(files.path().join("pixels.raw"), &pixels).unwrap();
+    std::fs::write(
+        files.path().join("image.dump"),
+        "(0008,0016) UI =SecondaryCaptureImageStorage\n\
+         (0008,0018) UI [1.2.826.0.1.3680043.8.498.104.1]\n\
+         (0008,0060) CS [OT]\n\
+         (0010,0010) PN [Test^Patient]\n\
+         (0010,0020) LO [SEKISHO-1]\n\
+         (0020,000d) UI [1.2.826.0.1.3680043.8.498.104.2]\n\
+         (0020,000e) UI [1.2.826.0.1.3680043.8.498.104.3]\n\
+         (0028,0002) US 1\n\
+         (0028,0004) CS [MONOCHROME2]\n\
+         (0028,0010) US 64\n\
+         (0028,0011) US 64\n\
+         (0028,0100) US 8\n\
+         (0028,0101) US 8\n\
+         (0028,0102) US 7\n\
+         (0028,0103) US 0\n\
+         (7fe0,0010) OW =pixels.raw\n",
+    )
+    .unwrap();
+    let mut command = Command::new(&dump2dcm);
+    command
+        .current_dir(files.path())
+        .args(["--write-xfer-little", "image.dump", "image.dcm"]);
+    run_ok(command).await;
+    let mut command = Command::new(&storescu);
+    command
+        .args(["-aec", StoreScp::AE_TITLE, "127.0.0.1", &port])
+        .arg(files.path().join("image.dcm"));
+    run_ok(command).await;
+
+    let received = pacs.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    let stored = std::fs::read(&received[0]).unwrap();
+    assert!(
+        stored.windows(pixels.len()).any(|window| window == pixels),
+        "the stored image holds the pixels sent"
+    );
+    wait_for_carried(
+        &forward,
+        "the forward reporting the image",
+        false,
+        pixels.len(),
     )
     .await;
 }

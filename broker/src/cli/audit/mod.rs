@@ -142,15 +142,15 @@ pub struct EventQuery {
 }
 
 /// An [`EventQuery`] checked and resolved.
-struct Selection {
-    filter: AuditFilter,
-    limit: Option<usize>,
+pub(crate) struct Selection {
+    pub(crate) filter: AuditFilter,
+    pub(crate) limit: Option<usize>,
     /// The filters given, as `(name, value)` in a fixed order, for headers and records.
     given: Vec<(&'static str, String)>,
 }
 
 impl EventQuery {
-    fn resolve(&self, zone: &HospitalZone) -> Result<Selection, CliError> {
+    pub(crate) fn resolve(&self, zone: &HospitalZone) -> Result<Selection, CliError> {
         let mut filter = AuditFilter::default();
         let mut given = Vec::new();
         if let Some(text) = &self.since {
@@ -365,7 +365,7 @@ fn or_dash(value: &Option<String>) -> String {
 
 /// Events matching `selection`, oldest first; with a limit, the newest that many. Also how
 /// many matched in all.
-async fn select(
+pub(crate) async fn select(
     desk: &Desk,
     selection: &Selection,
 ) -> Result<(Vec<StoredEvent>, usize), AuditError> {

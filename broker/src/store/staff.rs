@@ -1,0 +1,381 @@
+//! Staff accounts for the web UI, their logged-in browsers, and one-time account links.
+//!
+//! Like the rest of the store, this decides nothing: passwords, codes and roles are checked
+//! in [`crate::staff`]. Every change carries its audit event in the same transaction.
+
+use std::time::SystemTime;
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::audit::append;
+use super::{Store, StoreError};
+use crate::audit::AuditEvent;
+use crate::clock::to_unix_ms;
+
+/// A staff account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffRow {
+    /// The login name, also the name every action is recorded under.
+    pub name: String,
+    /// Comma-separated roles.
+    pub roles: String,
+    /// argon2id hash, PHC string.
+    pub password_hash: String,
+    /// The TOTP secret, sealed (see [`crate::secret::SealingKey`]).
+    pub sealed_totp_secret: String,
+    /// The last TOTP step accepted.
+    pub totp_last_step: i64,
+    /// Consecutive failed logins.
+    pub login_failures: i64,
+    /// Locked after too many failed logins, until an admin resets the account.
+    pub locked: bool,
+    /// Disabled by an admin.
+    pub disabled: bool,
+}
+
+/// A one-time link, as stored (without its token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteRow {
+    /// The account it creates or resets.
+    pub name: String,
+    /// The roles the account gets.
+    pub roles: String,
+    /// Who made it.
+    pub created_by: String,
+    /// When it stops working.
+    pub expires_at: SystemTime,
+}
+
+/// What a new or reset account is given through a one-time link.
+#[derive(Debug, Clone)]
+pub struct Enrollment<'a> {
+    /// SHA-256 (hex) of the link's token.
+    pub token_hash: &'a str,
+    /// The account.
+    pub name: &'a str,
+    /// Its roles.
+    pub roles: &'a str,
+    /// The new password's argon2id hash.
+    pub password_hash: &'a str,
+    /// The new TOTP secret, sealed.
+    pub sealed_totp_secret: &'a str,
+}
+
+const STAFF_COLUMNS: &str =
+    "name, roles, password_hash, totp_secret, totp_last_step, login_failures, locked, disabled";
+
+fn staff_from_row(row: &AnyRow) -> Result<StaffRow, sqlx::Error> {
+    Ok(StaffRow {
+        name: row.try_get(0)?,
+        roles: row.try_get(1)?,
+        password_hash: row.try_get(2)?,
+        sealed_totp_secret: row.try_get(3)?,
+        totp_last_step: row.try_get(4)?,
+        login_failures: row.try_get(5)?,
+        locked: row.try_get::<i64, _>(6)? != 0,
+        disabled: row.try_get::<i64, _>(7)? != 0,
+    })
+}
+
+impl Store {
+    /// Every staff account, by name.
+    pub async fn staff_members(&self) -> Result<Vec<StaffRow>, StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {STAFF_COLUMNS} FROM staff ORDER BY name"
+        )))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(staff_from_row)
+        .collect::<Result<_, _>>()
+        .map_err(StoreError::from)
+    }
+
+    /// One staff account, if it exists.
+    pub async fn staff_member(&self, name: &str) -> Result<Option<StaffRow>, StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {STAFF_COLUMNS} FROM staff WHERE name = $1"
+        )))
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?
+        .as_ref()
+        .map(staff_from_row)
+        .transpose()
+        .map_err(StoreError::from)
+    }
+
+    /// Stores a one-time link (its token's hash) with its audit event.
+    pub async fn put_staff_invite(
+        &self,
+        token_hash: &str,
+        invite: &InviteRow,
+        now: SystemTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO staff_invites (token_hash, name, roles, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(token_hash)
+        .bind(&invite.name)
+        .bind(&invite.roles)
+        .bind(&invite.created_by)
+        .bind(to_unix_ms(now))
+        .bind(to_unix_ms(invite.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The unused, unexpired link with this token hash.
+    pub async fn staff_invite(
+        &self,
+        token_hash: &str,
+        now: SystemTime,
+    ) -> Result<Option<InviteRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, roles, created_by, expires_at FROM staff_invites WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(to_unix_ms(now))
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| {
+            Ok(InviteRow {
+                name: row.try_get(0)?,
+                roles: row.try_get(1)?,
+                created_by: row.try_get(2)?,
+                expires_at: crate::clock::from_unix_ms(row.try_get(3)?),
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| StoreError::from(e))
+    }
+
+    /// Whether an unused, unexpired link exists for an admin account (the first admin's).
+    pub async fn has_staff_admin_or_invite(&self, now: SystemTime) -> Result<bool, StoreError> {
+        let admins = sqlx::query("SELECT name FROM staff WHERE roles LIKE '%admin%'")
+            .fetch_all(self.pool())
+            .await?;
+        if !admins.is_empty() {
+            return Ok(true);
+        }
+        let invites = sqlx::query(
+            "SELECT token_hash FROM staff_invites WHERE roles LIKE '%admin%' AND used_at IS NULL AND expires_at > $1",
+        )
+        .bind(to_unix_ms(now))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(!invites.is_empty())
+    }
+
+    /// Uses a one-time link: creates the account or replaces its password and TOTP secret
+    /// (clearing its lock, failures and logged-in browsers). `Stale` when the link was used
+    /// or expired meanwhile.
+    pub async fn enroll_staff(
+        &self,
+        enrollment: &Enrollment<'_>,
+        now: SystemTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let now_ms = to_unix_ms(now);
+        let mut tx = self.pool().begin().await?;
+        let used = sqlx::query(
+            "UPDATE staff_invites SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND (name = $3 OR name = '')",
+        )
+        .bind(enrollment.token_hash)
+        .bind(now_ms)
+        .bind(enrollment.name)
+        .execute(&mut *tx)
+        .await?;
+        if used.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Err(StoreError::Stale);
+        }
+        let updated = sqlx::query(
+            "UPDATE staff SET roles = $2, password_hash = $3, totp_secret = $4, totp_last_step = 0, login_failures = 0, locked = 0, updated_at = $5 WHERE name = $1",
+        )
+        .bind(enrollment.name)
+        .bind(enrollment.roles)
+        .bind(enrollment.password_hash)
+        .bind(enrollment.sealed_totp_secret)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            sqlx::query(
+                "INSERT INTO staff (name, roles, password_hash, totp_secret, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(enrollment.name)
+            .bind(enrollment.roles)
+            .bind(enrollment.password_hash)
+            .bind(enrollment.sealed_totp_secret)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM staff_sessions WHERE staff = $1")
+            .bind(enrollment.name)
+            .execute(&mut *tx)
+            .await?;
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Accepts a login: TOTP `step` must be later than every step accepted before and the
+    /// account enabled and unlocked; stores the new browser session. `Stale` when not.
+    pub async fn accept_staff_login(
+        &self,
+        name: &str,
+        step: i64,
+        session_hash: &str,
+        csrf: &str,
+        now: SystemTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let now_ms = to_unix_ms(now);
+        let mut tx = self.pool().begin().await?;
+        let updated = sqlx::query(
+            "UPDATE staff SET totp_last_step = $2, login_failures = 0 WHERE name = $1 AND totp_last_step < $2 AND locked = 0 AND disabled = 0",
+        )
+        .bind(name)
+        .bind(step)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Err(StoreError::Stale);
+        }
+        sqlx::query(
+            "INSERT INTO staff_sessions (id_hash, staff, csrf, created_at, last_seen) VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(session_hash)
+        .bind(name)
+        .bind(csrf)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Counts a failed login against an existing account (locking it at `threshold`) and
+    /// records `failed`, plus `locked` when this failure locked it. Returns the count and
+    /// whether the account is now locked. For an unknown name only `failed` is recorded.
+    pub async fn record_staff_login_failure(
+        &self,
+        name: &str,
+        threshold: i64,
+        failed: &AuditEvent,
+        locked: &AuditEvent,
+    ) -> Result<(i64, bool), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(
+            "UPDATE staff SET login_failures = login_failures + 1, locked = CASE WHEN login_failures + 1 >= $2 THEN 1 ELSE locked END WHERE name = $1 RETURNING login_failures, locked",
+        )
+        .bind(name)
+        .bind(threshold)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match row {
+            Some(row) => (row.try_get(0)?, row.try_get::<i64, _>(1)? != 0),
+            None => (0, false),
+        };
+        append(&mut tx, failed).await?;
+        if outcome.1 && outcome.0 == threshold {
+            append(&mut tx, locked).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// The browser session with this id hash: its account, CSRF token and last use.
+    pub async fn staff_session(
+        &self,
+        session_hash: &str,
+    ) -> Result<Option<(String, String, SystemTime)>, StoreError> {
+        let row =
+            sqlx::query("SELECT staff, csrf, last_seen FROM staff_sessions WHERE id_hash = $1")
+                .bind(session_hash)
+                .fetch_optional(self.pool())
+                .await?;
+        row.map(|row| {
+            Ok((
+                row.try_get(0)?,
+                row.try_get(1)?,
+                crate::clock::from_unix_ms(row.try_get(2)?),
+            ))
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| StoreError::from(e))
+    }
+
+    /// Marks the browser session used now.
+    pub async fn touch_staff_session(
+        &self,
+        session_hash: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE staff_sessions SET last_seen = $2 WHERE id_hash = $1")
+            .bind(session_hash)
+            .bind(to_unix_ms(now))
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a browser session, recording `event` (a logout) when given.
+    pub async fn end_staff_session(
+        &self,
+        session_hash: &str,
+        event: Option<&AuditEvent>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM staff_sessions WHERE id_hash = $1")
+            .bind(session_hash)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(event) = event {
+            append(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Disables (ending its browser sessions) or enables an account. `NotFound` if unknown.
+    pub async fn set_staff_disabled(
+        &self,
+        name: &str,
+        disabled: bool,
+        now: SystemTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let updated =
+            sqlx::query("UPDATE staff SET disabled = $2, updated_at = $3 WHERE name = $1")
+                .bind(name)
+                .bind(i64::from(disabled))
+                .bind(to_unix_ms(now))
+                .execute(&mut *tx)
+                .await?;
+        if updated.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound);
+        }
+        if disabled {
+            sqlx::query("DELETE FROM staff_sessions WHERE staff = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,356 @@
+//! The HTML pages and their forms.
+//!
+//! # Layout
+//!
+//! - this file: routes, login, logout, one-time links, the language switch, static files,
+//!   server-sent events;
+//! - `desk`: pending requests, live sessions, lockdown (and the actions the API shares);
+//! - `admin`: technicians and staff accounts;
+//! - `audit`: events, one session's timeline, the review queue, export, chain status.
+
+pub(crate) mod admin;
+pub(crate) mod audit;
+pub(crate) mod desk;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Router};
+use maud::html;
+use serde::Deserialize;
+
+use super::AppState;
+use super::auth::{
+    Ctx, LANG_COOKIE, LOGIN_CSRF_COOKIE, Peer, Refused, SESSION_COOKIE, clear_cookie, cookie,
+    set_cookie,
+};
+use super::i18n::Lang;
+use super::layout::{SCRIPT, STYLE, page, refusal_page, respond};
+use crate::staff::{Role, base32, random_token, same_secret};
+
+type Shared = State<Arc<AppState>>;
+
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/setup/{token}", get(setup_page).post(setup))
+        .route("/lang/{lang}", get(switch_lang))
+        .route("/static/style.css", get(style))
+        .route("/static/app.js", get(script))
+        .route("/events", get(events))
+        .merge(desk::routes())
+        .merge(admin::routes())
+        .merge(audit::routes())
+}
+
+/// Renders `result`, or the refusal as a page.
+pub(crate) fn or_refusal(result: Result<Response, Refused>, headers: &HeaderMap) -> Response {
+    result.unwrap_or_else(|refused| refusal_page(refused, Lang::of(headers)))
+}
+
+/// The frame for a logged-in member's page.
+pub(crate) fn member_page(
+    state: &AppState,
+    ctx: &Ctx,
+    title: &str,
+    body: maud::Markup,
+) -> Response {
+    let lockdown = state.live.borrow().lockdown;
+    respond(
+        StatusCode::OK,
+        page(Some(ctx), ctx.lang, lockdown, title, body),
+    )
+}
+
+async fn style() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        STYLE,
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+async fn home(State(state): Shared, headers: HeaderMap) -> Response {
+    let target = match state.member(&headers).await {
+        Ok(Some(ctx)) if ctx.member.roles.has(Role::Approver) => "/requests",
+        Ok(Some(ctx)) if ctx.member.roles.has(Role::Admin) => "/staff",
+        Ok(Some(ctx)) if ctx.member.roles.has(Role::Auditor) => "/audit",
+        _ => "/login",
+    };
+    (StatusCode::SEE_OTHER, [(header::LOCATION, target)]).into_response()
+}
+
+async fn switch_lang(Path(lang): Path<String>) -> Response {
+    let lang = Lang::parse(&lang).unwrap_or(Lang::En);
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/".to_owned()),
+            (
+                header::SET_COOKIE,
+                set_cookie(
+                    LANG_COOKIE,
+                    lang.code(),
+                    Some(Duration::from_secs(365 * 86400)),
+                ),
+            ),
+        ],
+    )
+        .into_response()
+}
+
+fn login_form(lang: Lang, csrf: &str, error: Option<&str>) -> maud::Markup {
+    html! {
+        @if let Some(error) = error { p.error role="alert" { (error) } }
+        form.stack method="post" action="/login" {
+            input type="hidden" name="csrf" value=(csrf);
+            label { (lang.t("Name", "名前")) input name="name" autocomplete="username" required; }
+            label { (lang.t("Password", "パスワード")) input type="password" name="password" autocomplete="current-password" required; }
+            label { (lang.t("One-time code", "ワンタイムコード")) input name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]{6,7}" required; }
+            button type="submit" { (lang.t("Log in", "ログイン")) }
+        }
+    }
+}
+
+/// The login page, with a fresh token for its form (double-submitted: cookie and field).
+fn login_response(lang: Lang, status: StatusCode, error: Option<&str>) -> Response {
+    let Ok(csrf) = random_token() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no random numbers").into_response();
+    };
+    let body = login_form(lang, csrf.expose_secret(), error);
+    let mut response = respond(
+        status,
+        page(
+            None,
+            lang,
+            false,
+            lang.t("Staff login", "職員ログイン"),
+            body,
+        ),
+    );
+    if let Ok(value) = set_cookie(LOGIN_CSRF_COOKIE, csrf.expose_secret(), None).parse() {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn login_page(headers: HeaderMap) -> Response {
+    login_response(Lang::of(&headers), StatusCode::OK, None)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginForm {
+    csrf: Option<String>,
+    name: String,
+    password: String,
+    code: String,
+}
+
+async fn login(
+    State(state): Shared,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let lang = Lang::of(&headers);
+    let expected = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    let sent = form.csrf.as_deref().unwrap_or("");
+    if expected.is_empty() || !same_secret(&expected, sent) {
+        return login_response(
+            lang,
+            StatusCode::FORBIDDEN,
+            Some(lang.t(
+                "The login form was out of date; try again.",
+                "ログイン画面の有効期限が切れました。もう一度入力してください。",
+            )),
+        );
+    }
+    let peer = peer.map(|Extension(peer)| peer);
+    match do_login(&state, peer, &form.name, &form.password, &form.code).await {
+        Ok(cookie) => (
+            StatusCode::SEE_OTHER,
+            // Appended, not inserted: both cookies must reach the browser.
+            axum::response::AppendHeaders([
+                (header::LOCATION, "/".to_owned()),
+                (header::SET_COOKIE, cookie),
+                (header::SET_COOKIE, clear_cookie(LOGIN_CSRF_COOKIE)),
+            ]),
+        )
+            .into_response(),
+        Err(refused) => login_response(lang, refused.status, Some(&refused.message)),
+    }
+}
+
+/// Logs in and returns the `Set-Cookie` value of the new session (a new id every time).
+pub(crate) async fn do_login(
+    state: &AppState,
+    peer: Option<Peer>,
+    name: &str,
+    password: &str,
+    code: &str,
+) -> Result<String, Refused> {
+    if !state.allow_login_attempt(peer) {
+        return Err(Refused::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many login attempts from this address; wait a minute and try again.",
+        ));
+    }
+    let from = peer
+        .map(|Peer(addr)| addr.ip().to_string())
+        .unwrap_or_else(|| "-".to_owned());
+    match state.staff.login(name, password, code, &from).await {
+        Ok(session) => Ok(set_cookie(
+            SESSION_COOKIE,
+            session.cookie.expose_secret(),
+            None,
+        )),
+        Err(crate::staff::StaffError::LoginFailed) => Err(Refused::new(
+            StatusCode::UNAUTHORIZED,
+            crate::staff::StaffError::LoginFailed.to_string(),
+        )),
+        Err(other) => Err(Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            other.to_string(),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CsrfForm {
+    csrf: Option<String>,
+}
+
+async fn logout(State(state): Shared, headers: HeaderMap, Form(form): Form<CsrfForm>) -> Response {
+    let result = async {
+        let Some(ctx) = state.member(&headers).await? else {
+            return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response());
+        };
+        state.check_csrf(&ctx, form.csrf.as_deref()).await?;
+        state
+            .staff
+            .logout(&ctx.cookie, &ctx.member.name)
+            .await
+            .map_err(|e| Refused::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        Ok((
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, "/login".to_owned()),
+                (header::SET_COOKIE, clear_cookie(SESSION_COOKIE)),
+            ],
+        )
+            .into_response())
+    }
+    .await;
+    or_refusal(result, &headers)
+}
+
+async fn setup_page(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    let lang = Lang::of(&headers);
+    let title = lang.t("Set up your account", "アカウントの設定");
+    let invite = match state.staff.invite_for(&token).await {
+        Ok(invite) => invite,
+        Err(e) => return refusal_page(Refused::new(StatusCode::NOT_FOUND, e.to_string()), lang),
+    };
+    let body = html! {
+        p {
+            (lang.t("Roles: ", "役割: ")) (invite.roles)
+        }
+        form.stack method="post" action={ "/setup/" (token) } {
+            @if invite.name.is_empty() {
+                label { (lang.t("Your name (what your actions are recorded under)", "名前（操作の記録に使われます）")) input name="name" autocomplete="username" required; }
+            } @else {
+                p { (lang.t("Account: ", "アカウント: ")) strong { (invite.name) } }
+                input type="hidden" name="name" value=(invite.name);
+            }
+            label { (lang.t("Password (at least 13 characters)", "パスワード（13文字以上）")) input type="password" name="password" autocomplete="new-password" minlength="13" required; }
+            label { (lang.t("Password again", "パスワード（確認）")) input type="password" name="repeated" autocomplete="new-password" minlength="13" required; }
+            button type="submit" { (lang.t("Create my login", "ログインを作成")) }
+        }
+    };
+    respond(StatusCode::OK, page(None, lang, false, title, body))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SetupForm {
+    name: String,
+    password: String,
+    repeated: String,
+}
+
+async fn setup(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    Form(form): Form<SetupForm>,
+) -> Response {
+    // The unguessable token in the path is what authorises this form; it works once.
+    let lang = Lang::of(&headers);
+    match state
+        .staff
+        .enroll(&token, &form.name, &form.password, &form.repeated)
+        .await
+    {
+        Ok(enrolled) => {
+            let body = html! {
+                p { (lang.t("Your account is ready. Add this one-time-password secret to your authenticator app now; it is shown only once.", "アカウントができました。このワンタイムパスワードの秘密鍵を認証アプリに今すぐ登録してください。表示は一度だけです。")) }
+                p.secret id="otpauth" { (enrolled.otpauth_uri.expose_secret()) }
+                p { (lang.t("Or type this key: ", "手入力の場合のキー: ")) span.secret id="otp-key" { (base32(enrolled.secret.expose_secret())) } }
+                p { a href="/login" { (lang.t("Then log in", "ログインへ")) } }
+            };
+            respond(
+                StatusCode::OK,
+                page(None, lang, false, lang.t("Account ready", "設定完了"), body),
+            )
+        }
+        Err(e) => refusal_page(Refused::bad_request(e.to_string()), lang),
+    }
+}
+
+async fn events(State(state): Shared, headers: HeaderMap) -> Response {
+    if let Err(refused) = state
+        .require(&headers, &[Role::Approver, Role::Admin, Role::Auditor])
+        .await
+    {
+        return (refused.status, refused.message).into_response();
+    }
+    let receiver = state.live.clone();
+    let stream =
+        futures_util::stream::unfold((receiver, true), |(mut receiver, first)| async move {
+            if !first && receiver.changed().await.is_err() {
+                return None;
+            }
+            let live = receiver.borrow_and_update().clone();
+            let data = serde_json::json!({ "pending": live.pending, "lockdown": live.lockdown });
+            let event = Event::default().event("live").data(data.to_string());
+            Some((Ok::<_, Infallible>(event), (receiver, false)))
+        });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}

@@ -1,0 +1,245 @@
+//! The web UI seen from outside: a small HTTP/1.1 client that keeps cookies as a browser
+//! does ([`WebClient`]), staff accounts made through one-time links ([`StaffAccount`]), and
+//! a web-enabled broker ([`start_web_broker`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use sekisho_broker::clock::Clock;
+use sekisho_broker::secret::{SealingKey, Secret};
+use sekisho_broker::staff::{Role, Roles, StaffDirectory};
+use sekisho_broker::web::{WebConfig, WebTls};
+
+use crate::{TestBroker, Vendor};
+
+/// A broker serving its web UI over plain HTTP on `127.0.0.1:0` (or HTTPS with `https`).
+pub async fn start_web_broker(vendors: &[Vendor], https: bool) -> TestBroker {
+    TestBroker::start_with(vendors, |config| {
+        let mut web = WebConfig::new("127.0.0.1:0".parse().unwrap());
+        if !https {
+            web.tls = WebTls::PlainHttpOnLoopback;
+        }
+        config.web = Some(web);
+    })
+    .await
+}
+
+/// A staff member with their password and TOTP secret.
+pub struct StaffAccount {
+    pub name: String,
+    pub password: String,
+    pub secret: Secret<Vec<u8>>,
+}
+
+impl StaffAccount {
+    /// Makes `name` with `roles` through a one-time link, as an admin and the person would.
+    pub async fn create(broker: &TestBroker, name: &str, roles: &[Role]) -> StaffAccount {
+        let staff = directory(broker);
+        let token = staff
+            .invite(name, &Roles::new(roles.iter().copied()), "test-admin")
+            .await
+            .unwrap();
+        let password = format!("{name} long password");
+        let enrolled = staff
+            .enroll(token.expose_secret(), name, &password, &password)
+            .await
+            .unwrap();
+        StaffAccount {
+            name: name.to_owned(),
+            password,
+            secret: enrolled.secret,
+        }
+    }
+
+    /// A fresh code: moves the broker's clock to the next 30-second step first.
+    pub fn code(&self, broker: &TestBroker) -> String {
+        broker.clock().advance(Duration::from_secs(30));
+        sekisho_broker::otp::code_at(&self.secret, broker.clock().now()).unwrap()
+    }
+}
+
+/// The staff directory of `broker`'s database and clock.
+pub fn directory(broker: &TestBroker) -> StaffDirectory {
+    StaffDirectory::new(
+        broker.desk().store().clone(),
+        Arc::new(SealingKey::load_or_create(&broker.config().data_dir).unwrap()),
+        Arc::new(broker.clock().clone()),
+        "Test Hospital",
+        sekisho_broker::staff::DEFAULT_IDLE_TIMEOUT,
+    )
+}
+
+/// What the server answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn location(&self) -> Option<&str> {
+        self.headers
+            .get(hyper::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A plain-HTTP client for the web UI that keeps cookies, as a browser does.
+pub struct WebClient {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    pub cookies: HashMap<String, String>,
+}
+
+impl WebClient {
+    pub fn new(addr: SocketAddr) -> WebClient {
+        WebClient {
+            base: format!("http://{addr}"),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    async fn send(&mut self, request: hyper::Request<Full<Bytes>>) -> Answer {
+        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
+            .await
+            .expect("the web UI answers within 30 s")
+            .unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        for value in headers.get_all(hyper::header::SET_COOKIE) {
+            let text = value.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            assert!(
+                text.contains("HttpOnly")
+                    && text.contains("Secure")
+                    && text.contains("SameSite=Strict"),
+                "{text}"
+            );
+            if value.is_empty() {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    fn builder(&self, method: &str, path: &str) -> hyper::http::request::Builder {
+        let cookie: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(hyper::header::COOKIE, cookie.join("; "))
+    }
+
+    pub async fn get(&mut self, path: &str) -> Answer {
+        let request = self.builder("GET", path).body(Full::default()).unwrap();
+        self.send(request).await
+    }
+
+    pub async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Answer {
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        let request = self
+            .builder("POST", path)
+            .header(
+                hyper::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(Full::new(Bytes::from(body.join("&"))))
+            .unwrap();
+        self.send(request).await
+    }
+
+    pub async fn post_json(
+        &mut self,
+        path: &str,
+        csrf: Option<&str>,
+        body: serde_json::Value,
+    ) -> Answer {
+        let mut builder = self
+            .builder("POST", path)
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(csrf) = csrf {
+            builder = builder.header("x-csrf-token", csrf);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        self.send(request).await
+    }
+
+    /// Logs in through the login form; returns the answer to the form's POST.
+    pub async fn login_with(&mut self, name: &str, password: &str, code: &str) -> Answer {
+        let page = self.get("/login").await;
+        let csrf = hidden_csrf(&page.body).unwrap_or_default();
+        self.post_form(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("name", name),
+                ("password", password),
+                ("code", code),
+            ],
+        )
+        .await
+    }
+
+    /// Logs `account` in with a fresh code; panics unless it works.
+    pub async fn login(&mut self, broker: &TestBroker, account: &StaffAccount) {
+        let answer = self
+            .login_with(&account.name, &account.password, &account.code(broker))
+            .await;
+        assert_eq!(
+            answer.status, 303,
+            "login of {}: {}",
+            account.name, answer.body
+        );
+    }
+
+    /// The CSRF token in the forms of `path`'s page.
+    pub async fn csrf(&mut self, path: &str) -> String {
+        let page = self.get(path).await;
+        hidden_csrf(&page.body).unwrap_or_else(|| panic!("no CSRF field on {path}: {}", page.body))
+    }
+}
+
+/// The value of the first `name="csrf"` hidden field.
+pub fn hidden_csrf(html: &str) -> Option<String> {
+    let at = html.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
+    let rest = &html[at..];
+    Some(rest[..rest.find('"')?].to_owned())
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            b' ' => "+".to_owned(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,362 @@
+//! The staff web UI in real headless Chromium, driven through chromedriver (WebDriver):
+//! an approver logs in with password and TOTP, sees a real client's request appear without
+//! reloading, approves it (the client's tunnel opens), revokes it (the client is told and
+//! the session ends); an auditor marks it reviewed. Each page is saved as a screenshot.
+//!
+//! Needs `SEKISHO_TEST_CHROMEDRIVER` (the path of chromedriver; `.ci/run` sets it); without
+//! it the test says it was skipped and why.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use proto::RequestAccess;
+use sekisho_broker::session::{RequestId, Stage};
+use sekisho_broker::staff::Role;
+use sekisho_client::SessionEvent;
+use sekisho_e2e::web::{StaffAccount, start_web_broker};
+use sekisho_e2e::{EchoServer, TestBroker, Vendor};
+use tokio::process::{Child, Command};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// chromedriver on a free port, killed when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    async fn start(path: &str) -> Driver {
+        // chromedriver cannot pick its own port: find a free one, free it, hand it over.
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let child = Command::new(path)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {path}: {e}"));
+        // Ready when it accepts connections.
+        tokio::time::timeout(PATIENCE, async {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("chromedriver listens within 20 s");
+        Driver { child, port }
+    }
+
+    async fn browser(&self) -> Client {
+        let capabilities = serde_json::json!({
+            "acceptInsecureCerts": true,
+            "goog:chromeOptions": {
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1100,1000", "--lang=en-US"]
+            }
+        });
+        let serde_json::Value::Object(capabilities) = capabilities else {
+            unreachable!()
+        };
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("chromedriver starts a headless Chromium")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+struct Shots {
+    dir: PathBuf,
+}
+
+impl Shots {
+    fn new() -> Shots {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        println!("screenshots in {}", dir.display());
+        Shots { dir }
+    }
+
+    async fn take(&self, browser: &Client, name: &str) {
+        let png = browser.screenshot().await.unwrap();
+        std::fs::write(self.dir.join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+async fn log_in(browser: &Client, base: &str, broker: &TestBroker, account: &StaffAccount) {
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    browser
+        .find(Locator::Css("input[name=name]"))
+        .await
+        .unwrap()
+        .send_keys(&account.name)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(&account.password)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("input[name=code]"))
+        .await
+        .unwrap()
+        .send_keys(&account.code(broker))
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // Only a logged-in page names its member; the login page stays if the login failed.
+    let who = browser
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("span.who"))
+        .await
+        .unwrap_or_else(|e| panic!("login of {} failed: {e}", account.name));
+    assert_eq!(who.text().await.unwrap(), account.name);
+}
+
+/// Types into an input (when `fill` names one and the text) and clicks `button`. The page
+/// refreshes its live parts when the broker reports a change, which can replace an element
+/// between finding it and using it; then both are found again (a few times at most).
+async fn submit(browser: &Client, fill: Option<(&str, &str)>, button: &str) {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let done = async {
+            if let Some((input, text)) = fill {
+                let field = browser.find(Locator::Css(input)).await?;
+                field.clear().await?;
+                field.send_keys(text).await?;
+            }
+            browser.find(Locator::Css(button)).await?.click().await
+        }
+        .await;
+        match done {
+            Ok(()) => return,
+            Err(fantoccini::error::CmdError::Standard(error))
+                if error.error == fantoccini::error::ErrorStatus::StaleElementReference
+                    && attempts < 5 => {}
+            Err(other) => panic!("cannot click {button}: {other}"),
+        }
+    }
+}
+
+async fn wait_for_stage(broker: &TestBroker, id: &str, wanted: impl Fn(Stage) -> bool) {
+    let store = broker.desk().store().clone();
+    let id = RequestId::parse(id).unwrap();
+    tokio::time::timeout(PATIENCE, async {
+        while !wanted(store.request(&id).await.unwrap().stage) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the request reaches the stage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_approves_and_revokes_in_a_real_browser_and_an_auditor_reviews() {
+    let Ok(chromedriver) = std::env::var("SEKISHO_TEST_CHROMEDRIVER") else {
+        println!(
+            "skipped: SEKISHO_TEST_CHROMEDRIVER is not set (the path of chromedriver; .ci/run sets it to /usr/bin/chromedriver)"
+        );
+        return;
+    };
+    let echo = EchoServer::start().await;
+    let broker = start_web_broker(&[Vendor::new("acme").target("echo", echo.addr())], true).await;
+    let base = format!("https://{}", broker.web_addr());
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let auditor = StaffAccount::create(&broker, "kato", &[Role::Auditor]).await;
+    let driver = Driver::start(&chromedriver).await;
+    let browser = driver.browser().await;
+    let shots = Shots::new();
+
+    log_in(&browser, &base, &broker, &approver).await;
+    browser.goto(&format!("{base}/requests")).await.unwrap();
+    browser.find(Locator::Id("no-requests")).await.unwrap();
+    // A mark the page keeps only if it is not reloaded.
+    browser
+        .execute("window.sekishoMark = 42; return null;", vec![])
+        .await
+        .unwrap();
+    shots.take(&browser, "1-requests-empty").await;
+
+    // A real technician asks over QUIC.
+    let secret = broker.enroll("acme", "tanaka").await;
+    let mut session = broker.connect("acme", "tanaka").await.unwrap();
+    let id = session
+        .request(RequestAccess {
+            targets: vec!["echo".into()],
+            purpose: "apply patch 5.2.1".into(),
+            ticket: "INC-1234".into(),
+            duration_secs: 3600,
+        })
+        .await
+        .unwrap()
+        .id;
+    let card = format!("#request-{id}");
+    browser
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css(&card))
+        .await
+        .expect("the new request appears without reloading");
+    let mark = browser
+        .execute("return window.sekishoMark;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(mark, serde_json::json!(42), "the page was reloaded");
+    let text = browser
+        .find(Locator::Css(&card))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("apply patch 5.2.1") && text.contains("INC-1234"),
+        "{text}"
+    );
+    shots.take(&browser, "2-request-arrived").await;
+
+    submit(&browser, None, &format!("{card} form.approve button")).await;
+    browser
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("p.notice"))
+        .await
+        .unwrap();
+    shots.take(&browser, "3-approved").await;
+    wait_for_stage(&broker, &id, |stage| stage == Stage::Approved).await;
+
+    // The technician opens the session with their code, and bytes flow to the target.
+    broker.clock().advance(Duration::from_secs(30));
+    let code =
+        sekisho_broker::otp::code_at(&secret, sekisho_broker::clock::Clock::now(broker.clock()))
+            .unwrap();
+    session
+        .open(&id, &code)
+        .await
+        .expect("the approved session opens");
+    let (mut send, mut recv) = session.open_forward("echo").await.unwrap();
+    send.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    recv.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping");
+
+    browser.goto(&format!("{base}/sessions")).await.unwrap();
+    let live = format!("#session-{id}");
+    browser
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css(&live))
+        .await
+        .unwrap();
+    shots.take(&browser, "4-live-session").await;
+    let reason = format!("{live} form.revoke input[name=reason]");
+    submit(
+        &browser,
+        Some((&reason, "work finished early")),
+        &format!("{live} form.revoke button"),
+    )
+    .await;
+    match tokio::time::timeout(PATIENCE, session.next_event())
+        .await
+        .expect("the client hears of it")
+    {
+        SessionEvent::Ended { reason, message } => {
+            assert_eq!(reason, "revoked");
+            assert!(message.contains("work finished early"), "{message}");
+        }
+        other => panic!("expected the revocation, got {other:?}"),
+    }
+    shots.take(&browser, "5-revoked").await;
+
+    // The auditor marks it reviewed.
+    browser
+        .find(Locator::Css("form[action='/logout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("input[name=code]"))
+        .await
+        .unwrap();
+    log_in(&browser, &base, &broker, &auditor).await;
+    wait_for_stage(&broker, &id, |stage| matches!(stage, Stage::Ended(_))).await;
+    browser.goto(&format!("{base}/audit/review")).await.unwrap();
+    let review = format!("#review-{id}");
+    browser
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css(&review))
+        .await
+        .unwrap();
+    shots.take(&browser, "6-review-queue").await;
+    browser
+        .find(Locator::Css(&format!("{review} input[name=comment]")))
+        .await
+        .unwrap()
+        .send_keys("checked the forward log")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css(&format!("{review} button")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("p.notice"))
+        .await
+        .unwrap();
+    shots.take(&browser, "7-reviewed").await;
+    let reviews = broker.desk().store().reviews(&id).await.unwrap();
+    assert_eq!(reviews.len(), 1);
+    assert_eq!(reviews[0].reviewer, "kato");
+    browser
+        .goto(&format!("{base}/audit/session/{id}"))
+        .await
+        .unwrap();
+    shots.take(&browser, "8-session-timeline").await;
+    browser.goto(&format!("{base}/audit/chain")).await.unwrap();
+    let status = browser
+        .find(Locator::Id("chain-status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(status.starts_with("Intact"), "{status}");
+    shots.take(&browser, "9-chain").await;
+    browser.close().await.unwrap();
+}

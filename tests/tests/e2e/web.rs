@@ -1,0 +1,660 @@
+//! The staff web UI: roles, CSRF, session fixation, lockout, idle expiry, escaping, the first
+//! admin's link, and the JSON API; each against a real broker over HTTP, with requests made
+//! by real clients over QUIC. The browser test is in `browser`.
+
+use std::time::Duration;
+
+use proto::RequestAccess;
+use sekisho_broker::audit::EventKind;
+use sekisho_broker::session::{RequestId, Stage};
+use sekisho_broker::staff::Role;
+use sekisho_broker::web::{WebConfig, WebTls};
+use sekisho_e2e::web::{StaffAccount, WebClient, hidden_csrf, start_web_broker};
+use sekisho_e2e::{EchoServer, TestBroker, Vendor};
+
+async fn broker() -> (TestBroker, EchoServer) {
+    let echo = EchoServer::start().await;
+    let broker = start_web_broker(&[Vendor::new("acme").target("echo", echo.addr())], false).await;
+    (broker, echo)
+}
+
+/// A request made by `acme/technician` over QUIC, with `purpose`; returns its id.
+async fn request(broker: &TestBroker, technician: &str, purpose: &str) -> String {
+    broker.enroll("acme", technician).await;
+    let mut session = broker.connect("acme", technician).await.unwrap();
+    session
+        .request(RequestAccess {
+            targets: vec!["echo".into()],
+            purpose: purpose.into(),
+            ticket: "INC-1".into(),
+            duration_secs: 3600,
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+async fn stage(broker: &TestBroker, id: &str) -> Stage {
+    broker
+        .desk()
+        .store()
+        .request(&RequestId::parse(id).unwrap())
+        .await
+        .unwrap()
+        .stage
+}
+
+#[tokio::test]
+async fn each_role_is_refused_what_it_may_not_do_and_nobody_approves_their_own_request() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let auditor = StaffAccount::create(&broker, "kato", &[Role::Auditor]).await;
+    // A staff account named like the technician who asks.
+    let same_person = StaffAccount::create(&broker, "tanaka", &[Role::Approver]).await;
+    let id = request(&broker, "tanaka", "patch").await;
+
+    let mut as_approver = WebClient::new(broker.web_addr());
+    as_approver.login(&broker, &approver).await;
+    let csrf = as_approver.csrf("/requests").await;
+    let export = as_approver
+        .post_form("/audit/export", &[("csrf", &csrf), ("format", "jsonl")])
+        .await;
+    assert_eq!(export.status, 403, "{}", export.body);
+    assert!(export.body.contains("auditor"), "{}", export.body);
+    assert_eq!(as_approver.get("/audit").await.status, 403);
+    assert_eq!(as_approver.get("/staff").await.status, 403);
+
+    let mut as_auditor = WebClient::new(broker.web_addr());
+    as_auditor.login(&broker, &auditor).await;
+    let auditor_csrf = as_auditor.csrf("/audit/review").await;
+    let approve = as_auditor
+        .post_form(
+            &format!("/requests/{id}/approve"),
+            &[("csrf", &auditor_csrf), ("minutes", "60")],
+        )
+        .await;
+    assert_eq!(approve.status, 403, "{}", approve.body);
+    assert_eq!(as_auditor.get("/requests").await.status, 403);
+
+    let mut as_self = WebClient::new(broker.web_addr());
+    as_self.login(&broker, &same_person).await;
+    let self_csrf = as_self.csrf("/requests").await;
+    let own = as_self
+        .post_form(
+            &format!("/requests/{id}/approve"),
+            &[("csrf", &self_csrf), ("minutes", "60")],
+        )
+        .await;
+    assert_eq!(own.status, 409, "{}", own.body);
+    assert!(own.body.contains("cannot answer"), "{}", own.body);
+    assert_eq!(stage(&broker, &id).await, Stage::Requested);
+
+    // The same through the JSON API: the auditor cannot approve there either.
+    let api_approve = as_auditor
+        .post_json(
+            &format!("/api/requests/{id}/approve"),
+            Some(&auditor_csrf),
+            serde_json::json!({ "minutes": 60 }),
+        )
+        .await;
+    assert_eq!(api_approve.status, 403, "{}", api_approve.body);
+
+    // The approver's own approval works, and is on the record with the approver as actor.
+    let approved = as_approver
+        .post_form(
+            &format!("/requests/{id}/approve"),
+            &[("csrf", &csrf), ("minutes", "60")],
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(stage(&broker, &id).await, Stage::Approved);
+    let event = broker.first_event(EventKind::RequestApproved).await;
+    assert_eq!(event.event.actor.encode(), "staff:suzuki");
+    broker.first_event(EventKind::StaffRefused).await;
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_csrf_token_is_refused() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let id = request(&broker, "tanaka", "patch").await;
+    let mut client = WebClient::new(broker.web_addr());
+    client.login(&broker, &approver).await;
+    let path = format!("/requests/{id}/deny");
+    let missing = client.post_form(&path, &[("reason", "no")]).await;
+    assert_eq!(missing.status, 403, "{}", missing.body);
+    let wrong = client
+        .post_form(&path, &[("csrf", &"0".repeat(64)), ("reason", "no")])
+        .await;
+    assert_eq!(wrong.status, 403, "{}", wrong.body);
+    let api = client
+        .post_json(
+            &format!("/api/requests/{id}/deny"),
+            None,
+            serde_json::json!({"reason": "no"}),
+        )
+        .await;
+    assert_eq!(api.status, 403, "{}", api.body);
+    assert_eq!(stage(&broker, &id).await, Stage::Requested);
+    let csrf = client.csrf("/requests").await;
+    let right = client
+        .post_form(&path, &[("csrf", &csrf), ("reason", "no")])
+        .await;
+    assert_eq!(right.status, 200, "{}", right.body);
+    assert!(matches!(stage(&broker, &id).await, Stage::Ended(_)));
+}
+
+#[tokio::test]
+async fn a_session_id_set_before_login_never_becomes_the_session() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let mut client = WebClient::new(broker.web_addr());
+    let planted = "a".repeat(64);
+    client
+        .cookies
+        .insert("sekisho_session".into(), planted.clone());
+    client.login(&broker, &approver).await;
+    let issued = client.cookies.get("sekisho_session").cloned().unwrap();
+    assert_ne!(issued, planted);
+    assert_eq!(client.get("/requests").await.status, 200);
+
+    let mut attacker = WebClient::new(broker.web_addr());
+    attacker.cookies.insert("sekisho_session".into(), planted);
+    let answer = attacker.get("/requests").await;
+    assert_eq!(answer.status, 303);
+    assert_eq!(answer.location(), Some("/login"));
+
+    // A second login gets yet another id; logging out ends the session.
+    let mut again = WebClient::new(broker.web_addr());
+    again.login(&broker, &approver).await;
+    assert_ne!(again.cookies.get("sekisho_session"), Some(&issued));
+    let csrf = client.csrf("/requests").await;
+    let out = client.post_form("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, 303);
+    let mut replay = WebClient::new(broker.web_addr());
+    replay.cookies.insert("sekisho_session".into(), issued);
+    assert_eq!(replay.get("/requests").await.status, 303);
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_and_attempts_are_rate_limited() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let mut client = WebClient::new(broker.web_addr());
+    for _ in 0..5 {
+        let code = approver.code(&broker);
+        let answer = client
+            .login_with("suzuki", "not the password!", &code)
+            .await;
+        assert_eq!(answer.status, 401, "{}", answer.body);
+    }
+    broker.first_event(EventKind::StaffLocked).await;
+    // Now even the right password and a fresh code are refused, with the same sentence.
+    let answer = client
+        .login_with(&approver.name, &approver.password, &approver.code(&broker))
+        .await;
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    assert!(answer.body.contains("locked"), "{}", answer.body);
+    assert!(!client.cookies.contains_key("sekisho_session"));
+    // Ten attempts a minute from one address; the eleventh and later wait.
+    let mut limited = false;
+    for _ in 0..6 {
+        let answer = client
+            .login_with("nobody", "whatever password", "000000")
+            .await;
+        limited |= answer.status == 429;
+    }
+    assert!(
+        limited,
+        "the eleventh attempt within a minute must be refused"
+    );
+}
+
+#[tokio::test]
+async fn a_session_unused_for_the_idle_limit_is_over() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let mut client = WebClient::new(broker.web_addr());
+    client.login(&broker, &approver).await;
+    broker.clock().advance(Duration::from_secs(14 * 60));
+    assert_eq!(client.get("/requests").await.status, 200);
+    broker.clock().advance(Duration::from_secs(16 * 60));
+    assert_eq!(client.get("/requests").await.status, 303);
+}
+
+#[tokio::test]
+async fn html_in_a_purpose_or_reason_is_shown_as_text() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let auditor = StaffAccount::create(&broker, "kato", &[Role::Auditor]).await;
+    let injected = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+    let id = request(&broker, "tanaka", injected).await;
+    let mut client = WebClient::new(broker.web_addr());
+    client.login(&broker, &approver).await;
+    let page = client.get("/requests").await;
+    assert!(
+        page.body
+            .contains("&lt;script&gt;alert(1)&lt;/script&gt;&lt;img"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<script>alert"), "{}", page.body);
+    assert!(!page.body.contains("<img src=x"), "{}", page.body);
+    let csp = page
+        .headers
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    let csrf = hidden_csrf(&page.body).unwrap();
+    let denied = client
+        .post_form(
+            &format!("/requests/{id}/deny"),
+            &[("csrf", &csrf), ("reason", injected)],
+        )
+        .await;
+    assert_eq!(denied.status, 200, "{}", denied.body);
+    assert!(!denied.body.contains("<script>alert"), "{}", denied.body);
+
+    let mut as_auditor = WebClient::new(broker.web_addr());
+    as_auditor.login(&broker, &auditor).await;
+    let log = as_auditor.get("/audit").await;
+    assert!(log.body.contains("reason=&lt;script&gt;"), "{}", log.body);
+    assert!(!log.body.contains("<script>alert"), "{}", log.body);
+}
+
+#[tokio::test]
+async fn the_first_start_prints_a_one_time_link_that_makes_the_first_admin() {
+    let (mut broker, _echo) = broker().await;
+    let url = broker
+        .first_admin_url()
+        .expect("no admin yet: a link")
+        .to_owned();
+    let path = &url[url.find("/setup/").unwrap()..];
+    let mut client = WebClient::new(broker.web_addr());
+    let short = client
+        .post_form(
+            path,
+            &[
+                ("name", "yamada"),
+                ("password", "too short"),
+                ("repeated", "too short"),
+            ],
+        )
+        .await;
+    assert_eq!(short.status, 400, "{}", short.body);
+    assert!(short.body.contains("13"), "{}", short.body);
+    let password = "thirteen+ chars here";
+    let made = client
+        .post_form(
+            path,
+            &[
+                ("name", "yamada"),
+                ("password", password),
+                ("repeated", password),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    assert!(made.body.contains("otpauth://totp/"), "{}", made.body);
+    // The link works once.
+    let again = client
+        .post_form(
+            path,
+            &[
+                ("name", "other"),
+                ("password", password),
+                ("repeated", password),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, 400, "{}", again.body);
+    broker.restart().await;
+    assert_eq!(
+        broker.first_admin_url(),
+        None,
+        "an admin exists: no new link"
+    );
+    broker.first_event(EventKind::StaffEnrolled).await;
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_on_an_address_others_can_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = sekisho_e2e::write_policies(dir.path(), &[Vendor::new("acme")]);
+    let mut config = sekisho_broker::BrokerConfig::new(dir.path().join("data"), policies);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let mut web = WebConfig::new("0.0.0.0:0".parse().unwrap());
+    web.tls = WebTls::PlainHttpOnLoopback;
+    config.web = Some(web);
+    let result = sekisho_broker::Broker::bind(config).await;
+    let error = result.err().expect("refused").to_string();
+    assert!(error.contains("loopback"), "{error}");
+}
+
+#[tokio::test]
+async fn the_json_api_logs_in_and_acts_with_the_csrf_token_it_returns() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let id = request(&broker, "tanaka", "api").await;
+    let mut client = WebClient::new(broker.web_addr());
+    let login = client
+        .post_json(
+            "/api/login",
+            None,
+            serde_json::json!({"name": "suzuki", "password": approver.password, "code": approver.code(&broker)}),
+        )
+        .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let body: serde_json::Value = serde_json::from_str(&login.body).unwrap();
+    let csrf = body["csrf"].as_str().unwrap().to_owned();
+    let listed = client.get("/api/requests").await;
+    assert!(listed.body.contains(&id), "{}", listed.body);
+    let approved = client
+        .post_json(
+            &format!("/api/requests/{id}/approve"),
+            Some(&csrf),
+            serde_json::json!({"minutes": 30}),
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(stage(&broker, &id).await, Stage::Approved);
+}
+
+/// The `--token` and `--ca-fingerprint` of the enrollment command on a page.
+fn enrollment_in(html: &str) -> (String, String) {
+    let at = html
+        .find("sekisho enroll ")
+        .unwrap_or_else(|| panic!("no enrollment command on the page: {html}"));
+    let words: Vec<&str> = html[at..].split_whitespace().take(8).collect();
+    let after = |flag: &str| {
+        let index = words.iter().position(|w| *w == flag).unwrap();
+        words[index + 1].trim_end_matches(['<', '/']).to_owned()
+    };
+    (after("--token"), after("--ca-fingerprint"))
+}
+
+#[tokio::test]
+async fn an_admin_takes_on_a_vendor_adds_a_technician_who_enrolls_and_disables_and_resets_them() {
+    let (broker, _echo) = broker().await;
+    let admin = StaffAccount::create(&broker, "yamada", &[Role::Admin]).await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let mut as_admin = WebClient::new(broker.web_addr());
+    as_admin.login(&broker, &admin).await;
+    let csrf = as_admin.csrf("/technicians").await;
+
+    // The vendor has a policy file but was not taken on yet: added from the page.
+    let page = as_admin.get("/technicians").await;
+    assert!(page.body.contains("/vendors/acme/add"), "{}", page.body);
+    let added = as_admin
+        .post_form("/vendors/acme/add", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert!(added.body.contains("Added vendor `acme`"), "{}", added.body);
+
+    // A technician, with the enrollment command shown once.
+    let shown = as_admin
+        .post_form(
+            "/technicians",
+            &[
+                ("csrf", &csrf),
+                ("vendor", "acme"),
+                ("technician", "tanaka"),
+                ("name", "Tanaka <b>Hanako</b>"),
+                ("email", "tanaka@acme.example"),
+            ],
+        )
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert!(
+        shown.body.contains("Tanaka &lt;b&gt;Hanako&lt;/b&gt;"),
+        "escaped: {}",
+        shown.body
+    );
+    let (token, fingerprint) = enrollment_in(&shown.body);
+    assert_eq!(
+        fingerprint,
+        broker.enroll_args("", broker.dir()).ca_fingerprint
+    );
+    // Shown once: the list does not carry it again.
+    let again = as_admin.get("/technicians").await;
+    assert!(!again.body.contains(&token), "the token is shown only once");
+
+    // The technician enrolls with it, over QUIC, and is let in.
+    let laptop = broker.dir().join("laptop");
+    sekisho_client::enroll::enroll(&broker.enroll_args(&token, &laptop))
+        .await
+        .unwrap();
+    let config = sekisho_client::ClientConfig::from_dir(&laptop)
+        .unwrap()
+        .unwrap();
+    sekisho_client::Session::connect(&config).await.unwrap();
+
+    // An approver may not manage technicians, on the page or the API.
+    let mut as_approver = WebClient::new(broker.web_addr());
+    as_approver.login(&broker, &approver).await;
+    assert_eq!(as_approver.get("/technicians").await.status, 403);
+    let approver_csrf = as_approver.csrf("/requests").await;
+    let refused = as_approver
+        .post_form(
+            "/technicians/acme/tanaka/disable",
+            &[("csrf", &approver_csrf), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    // The admin disables them through the API: refused at the next handshake.
+    let login = as_admin
+        .post_json(
+            "/api/login",
+            None,
+            serde_json::json!({"name": "yamada", "password": admin.password, "code": admin.code(&broker)}),
+        )
+        .await;
+    let api_csrf = serde_json::from_str::<serde_json::Value>(&login.body).unwrap()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let no_reason = as_admin
+        .post_json(
+            "/api/technicians/acme/tanaka/disable",
+            Some(&api_csrf),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(no_reason.status, 400, "{}", no_reason.body);
+    let disabled = as_admin
+        .post_json(
+            "/api/technicians/acme/tanaka/disable",
+            Some(&api_csrf),
+            serde_json::json!({"reason": "left the company"}),
+        )
+        .await;
+    assert_eq!(disabled.status, 200, "{}", disabled.body);
+    match sekisho_client::Session::connect(&config).await {
+        Err(sekisho_client::ConnectError::Refused(refusal)) => {
+            assert_eq!(refusal.code, proto::ErrorCode::IdentityDisabled);
+        }
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok(_) => panic!("a disabled technician was let in"),
+    }
+    let event = broker.first_event(EventKind::TechnicianDisabled).await;
+    assert_eq!(event.event.actor.to_string(), "staff:yamada");
+
+    // Enabled and reset from the page: a new command, the old certificate refused.
+    let csrf = as_admin.csrf("/technicians").await;
+    let enabled = as_admin
+        .post_form("/technicians/acme/tanaka/enable", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(enabled.status, 200, "{}", enabled.body);
+    let reset = as_admin
+        .post_form("/technicians/acme/tanaka/reset", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(reset.status, 200, "{}", reset.body);
+    let (new_token, _) = enrollment_in(&reset.body);
+    assert_ne!(new_token, token);
+    match sekisho_client::Session::connect(&config).await {
+        Err(sekisho_client::ConnectError::Refused(refusal)) => {
+            assert_eq!(refusal.code, proto::ErrorCode::CertificateRevoked);
+        }
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok(_) => panic!("a revoked certificate was let in"),
+    }
+}
+
+#[tokio::test]
+async fn the_lockdown_control_needs_a_confirmation_cuts_live_sessions_and_shows_on_every_page() {
+    let (broker, _echo) = broker().await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let auditor = StaffAccount::create(&broker, "kato", &[Role::Auditor]).await;
+    broker.enroll("acme", "tanaka").await;
+    let mut session = broker.open_session("acme", "tanaka", &["echo"]).await;
+    let mut client = WebClient::new(broker.web_addr());
+    client.login(&broker, &approver).await;
+    let csrf = client.csrf("/lockdown").await;
+
+    // Without the box ticked nothing happens.
+    let unconfirmed = client
+        .post_form(
+            "/lockdown",
+            &[
+                ("csrf", &csrf),
+                ("action", "on"),
+                ("reason", "ransomware suspected"),
+            ],
+        )
+        .await;
+    assert_eq!(unconfirmed.status, 400, "{}", unconfirmed.body);
+    assert!(!broker.desk().lockdown().await.unwrap().active);
+    // An auditor may not pull the switch.
+    let mut as_auditor = WebClient::new(broker.web_addr());
+    as_auditor.login(&broker, &auditor).await;
+    let auditor_csrf = as_auditor.csrf("/audit/review").await;
+    let refused = as_auditor
+        .post_form(
+            "/lockdown",
+            &[
+                ("csrf", &auditor_csrf),
+                ("action", "on"),
+                ("reason", "x"),
+                ("confirm", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    let on = client
+        .post_form(
+            "/lockdown",
+            &[
+                ("csrf", &csrf),
+                ("action", "on"),
+                ("reason", "ransomware suspected"),
+                ("confirm", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(on.status, 200, "{}", on.body);
+    match tokio::time::timeout(Duration::from_secs(1), session.next_event()).await {
+        Ok(sekisho_client::SessionEvent::Ended { reason, .. }) => assert_eq!(reason, "lockdown"),
+        other => panic!("expected the session to end by lockdown, got {other:?}"),
+    }
+    // The state is on every page, for every role (pages read it from the broker's watcher,
+    // which sees the store within its poll interval).
+    for (who, path) in [(&mut client, "/requests"), (&mut as_auditor, "/audit")] {
+        let banner = async {
+            loop {
+                let page = who.get(path).await;
+                if page.body.contains("id=\"lockdown-banner\"") {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), banner)
+            .await
+            .unwrap_or_else(|_| panic!("{path} never showed the lockdown banner"));
+    }
+    let lifted = client
+        .post_form(
+            "/lockdown",
+            &[("csrf", &csrf), ("action", "off"), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(lifted.status, 200, "{}", lifted.body);
+    assert!(!broker.desk().lockdown().await.unwrap().active);
+    let event = broker.first_event(EventKind::LockdownOn).await;
+    assert_eq!(event.event.actor.to_string(), "staff:suzuki");
+}
+
+#[tokio::test]
+async fn each_new_request_is_posted_to_the_webhook_as_json() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = EchoServer::start().await;
+    // The hospital's relay: a plain HTTP endpoint that answers 204 and hands over the body.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_url = format!("http://{}/sekisho", relay.local_addr().unwrap());
+    let (posted_tx, mut posted) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = relay.accept().await {
+            let posted_tx = posted_tx.clone();
+            tokio::spawn(async move {
+                let mut received = Vec::new();
+                let mut buffer = [0u8; 4096];
+                loop {
+                    let n = tcp.read(&mut buffer).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    received.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&received).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|line| {
+                                let (name, value) = line.split_once(':')?;
+                                name.eq_ignore_ascii_case("content-length")
+                                    .then(|| value.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            let _ = tcp
+                                .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                                .await;
+                            let _ = posted_tx.send(format!("{head}\r\n\r\n{body}"));
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let broker = TestBroker::start_with(
+        &[Vendor::new("acme").target("echo", echo.addr())],
+        |config| {
+            let mut web = WebConfig::new("127.0.0.1:0".parse().unwrap());
+            web.tls = WebTls::PlainHttpOnLoopback;
+            web.webhook = Some(relay_url);
+            config.web = Some(web);
+        },
+    )
+    .await;
+    let id = request(&broker, "tanaka", "patch <5.2.1>").await;
+    let message = tokio::time::timeout(Duration::from_secs(10), posted.recv())
+        .await
+        .expect("the webhook was called within 10 s")
+        .unwrap();
+    let (head, body) = message.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("POST /sekisho HTTP/1.1"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["event"], "request-made");
+    assert_eq!(json["request"], id.as_str());
+    assert_eq!(json["vendor"], "acme");
+    assert_eq!(json["technician"], "tanaka");
+    assert_eq!(json["purpose"], "patch <5.2.1>");
+}
