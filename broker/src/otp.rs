@@ -2,7 +2,7 @@
 //!
 //! This module only computes: which step a code matches at a given time. Remembering used
 //! steps (a code is accepted once, and no earlier step after it) and counting failures are
-//! the store's conditional updates; see [`crate::store::Store::accept_otp_step`].
+//! the store's conditional updates; see [`crate::store::Store::open_with_code`].
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -13,7 +13,7 @@ use crate::audit::{self, Actor, AuditEvent, EventKind};
 use crate::otp;
 use crate::pki::TechnicianIdentity;
 use crate::session::{self, NewRequest, RequestId, RequestRecord};
-use crate::store::{RequestFilter, StoreError};
+use crate::store::{Opening, RequestFilter, StoreError};
 use crate::targets::PinnedTargets;
 
 /// How many requests a status query lists.
@@ -250,63 +250,33 @@ pub(super) async fn open(
         })?;
     let step = otp::matching_step(&secret, code, now)
         .map_err(|e| ErrorMessage::new(ErrorCode::Internal, e.to_string()))?;
-    let accepted = match step {
-        Some(step) => match shared
-            .store
-            .accept_otp_step(vendor_id, technician, step)
-            .await
-        {
-            Ok(()) => true,
-            Err(StoreError::Stale) => false,
-            Err(e) => return Err(store_refusal(&e)),
-        },
-        None => false,
-    };
-    if !accepted {
-        let why = if step.is_some() { "reused" } else { "wrong" };
-        let failure = shared
-            .store
-            .record_otp_failure(
-                vendor_id,
-                technician,
-                record.id.as_str(),
-                why,
-                i64::from(lockout_after),
-                now,
-            )
-            .await
-            .map_err(|e| store_refusal(&e))?;
-        tracing::warn!(%identity, request = %record.id, failures = failure.failures, locked = failure.locked, "one-time password refused");
-        if failure.locked {
-            return Err(locked(lockout_after));
-        }
-        let left = i64::from(lockout_after) - failure.failures;
-        let why = if step.is_some() {
-            "was already used; wait for the next code (at most 30 seconds) and type that"
-        } else {
-            "is not right; type the current code from your authenticator app"
-        };
-        return Err(ErrorMessage::new(
-            ErrorCode::OtpRejected,
-            format!(
-                "That one-time password {why} ({left} attempt(s) left before you are locked out)."
-            ),
-        ));
-    }
-
     let event = AuditEvent::new(now, technician_actor(identity), EventKind::SessionOpened)
         .request(&record.id)
         .technician(vendor_id, technician)
         .detail("targets", record.targets.join(","))
         .detail("end_at", audit::timestamp(end_at))
         .detail("broker", &shared.broker_id);
-    match shared
-        .store
-        .activate(&record.id, end_at, &shared.broker_id, now, &event)
-        .await
-    {
-        Ok(()) => {}
-        Err(StoreError::Stale) => {
+    // Spending the code and opening the session are one transaction: one sync to disk.
+    let opening = match step {
+        Some(step) => shared
+            .store
+            .open_with_code(
+                vendor_id,
+                technician,
+                step,
+                &record.id,
+                end_at,
+                &shared.broker_id,
+                now,
+                &event,
+            )
+            .await
+            .map_err(|e| store_refusal(&e))?,
+        None => Opening::CodeRefused,
+    };
+    match opening {
+        Opening::Opened => {}
+        Opening::RequestChanged => {
             return Err(ErrorMessage::new(
                 ErrorCode::RequestNotOpenable,
                 format!(
@@ -315,7 +285,37 @@ pub(super) async fn open(
                 ),
             ));
         }
-        Err(e) => return Err(store_refusal(&e)),
+        Opening::CodeRefused => {
+            let why = if step.is_some() { "reused" } else { "wrong" };
+            let failure = shared
+                .store
+                .record_otp_failure(
+                    vendor_id,
+                    technician,
+                    record.id.as_str(),
+                    why,
+                    i64::from(lockout_after),
+                    now,
+                )
+                .await
+                .map_err(|e| store_refusal(&e))?;
+            tracing::warn!(%identity, request = %record.id, failures = failure.failures, locked = failure.locked, "one-time password refused");
+            if failure.locked {
+                return Err(locked(lockout_after));
+            }
+            let left = i64::from(lockout_after) - failure.failures;
+            let why = if step.is_some() {
+                "was already used; wait for the next code (at most 30 seconds) and type that"
+            } else {
+                "is not right; type the current code from your authenticator app"
+            };
+            return Err(ErrorMessage::new(
+                ErrorCode::OtpRejected,
+                format!(
+                    "That one-time password {why} ({left} attempt(s) left before you are locked out)."
+                ),
+            ));
+        }
     }
     let pinned = PinnedTargets::decode(record.pinned.as_deref().unwrap_or_default());
     tracing::info!(%identity, request = %record.id, end_at = %shared.zone.format(end_at), "session opened");

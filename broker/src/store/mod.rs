@@ -35,7 +35,7 @@ pub use identity::{
     CertificateRecord, CertificateStanding, EnrollmentRecord, NewTechnician, TokenRow,
     TokenToStore, VendorRow,
 };
-pub use requests::{LockdownState, RequestFilter};
+pub use requests::{LockdownState, Opening, RequestFilter};
 pub use staff::{Enrollment, InviteRow, StaffRow};
 pub use technicians::TechnicianRow;
 

@@ -252,19 +252,46 @@ impl Store {
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
-        let updated = sqlx::query(
-            "UPDATE requests SET state = 'active', end_at = $2, opened_at = $3, broker_id = $4, updated_at = $3 WHERE id = $1 AND state = 'approved' AND end_at > $3",
-        )
-        .bind(id.as_str())
-        .bind(to_unix_ms(end_at))
-        .bind(to_unix_ms(now))
-        .bind(broker_id)
-        .execute(&mut *tx)
-        .await?;
-        expect_one(updated.rows_affected())?;
+        expect_one(activate_in(&mut tx, id, end_at, broker_id, now).await?)?;
         append(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Opens an approved request as a session with a one-time password's `step`, in one
+    /// transaction (one sync to disk): the step is spent (it must be later than every step
+    /// accepted before, and the technician enabled and not locked) and the request becomes
+    /// active, with its audit `event`. If either cannot happen, neither does.
+    #[allow(clippy::too_many_arguments, reason = "one transaction's every input")]
+    pub async fn open_with_code(
+        &self,
+        vendor: &str,
+        technician: &str,
+        step: i64,
+        id: &RequestId,
+        end_at: SystemTime,
+        broker_id: &str,
+        now: SystemTime,
+        event: &AuditEvent,
+    ) -> Result<Opening, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let spent = sqlx::query(
+            "UPDATE technicians SET totp_last_step = $3, otp_failures = 0 WHERE vendor = $1 AND technician = $2 AND totp_last_step < $3 AND locked = 0 AND enabled = 1",
+        )
+        .bind(vendor)
+        .bind(technician)
+        .bind(step)
+        .execute(&mut *tx)
+        .await?;
+        if spent.rows_affected() != 1 {
+            return Ok(Opening::CodeRefused);
+        }
+        if activate_in(&mut tx, id, end_at, broker_id, now).await? != 1 {
+            return Ok(Opening::RequestChanged);
+        }
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(Opening::Opened)
     }
 
     /// Ends a request that is in one of `from` states, at the time of its audit `event`.
@@ -452,6 +479,39 @@ async fn record_ended_sessions(
         append(tx, &event).await?;
     }
     Ok(())
+}
+
+/// What [`Store::open_with_code`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// The step was spent and the session is active.
+    Opened,
+    /// The step (or a later one) was already used, or the technician is locked or disabled;
+    /// nothing changed.
+    CodeRefused,
+    /// The request is no longer approved (revoked, expired, opened elsewhere); nothing
+    /// changed, the code is not spent.
+    RequestChanged,
+}
+
+/// Makes approved request `id` active on `broker_id` until `end_at`; the rows changed.
+async fn activate_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &RequestId,
+    end_at: SystemTime,
+    broker_id: &str,
+    now: SystemTime,
+) -> Result<u64, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE requests SET state = 'active', end_at = $2, opened_at = $3, broker_id = $4, updated_at = $3 WHERE id = $1 AND state = 'approved' AND end_at > $3",
+    )
+    .bind(id.as_str())
+    .bind(to_unix_ms(end_at))
+    .bind(to_unix_ms(now))
+    .bind(broker_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(updated.rows_affected())
 }
 
 fn expect_one(rows: u64) -> Result<(), StoreError> {

@@ -86,30 +86,6 @@ impl Store {
             .map_err(StoreError::from)
     }
 
-    /// Accepts TOTP `step` if it is later than every step accepted before and the technician
-    /// is not locked; resets the failure count. `Stale` means the step (or a later one) was
-    /// already used, or the technician is locked: the code is refused.
-    pub async fn accept_otp_step(
-        &self,
-        vendor: &str,
-        technician: &str,
-        step: i64,
-    ) -> Result<(), StoreError> {
-        let updated = sqlx::query(
-            "UPDATE technicians SET totp_last_step = $3, otp_failures = 0 WHERE vendor = $1 AND technician = $2 AND totp_last_step < $3 AND locked = 0 AND enabled = 1",
-        )
-        .bind(vendor)
-        .bind(technician)
-        .bind(step)
-        .execute(self.pool())
-        .await?;
-        if updated.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Stale)
-        }
-    }
-
     /// Counts a wrong code, and records it (and a lockout at `lockout_after` consecutive
     /// failures, the hospital's `otp_lockout_after`) in the audit log, in one transaction.
     pub async fn record_otp_failure(
