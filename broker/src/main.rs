@@ -100,6 +100,12 @@ enum Command {
         #[command(subcommand)]
         command: VendorCommand,
     },
+    /// Staff accounts of the web UI: list, one-time links to create or reset one, disable,
+    /// enable (for when no admin can log in).
+    Staff {
+        #[command(subcommand)]
+        command: StaffCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -238,6 +244,43 @@ enum VendorCommand {
     Enable {
         /// The vendor id.
         vendor: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum StaffCommand {
+    /// Every account, its roles, and whether it is locked or disabled.
+    List,
+    /// A one-time link (24 hours) that creates the account, or resets it: a new password and
+    /// one-time-password secret, and the lockout lifted.
+    Invite {
+        /// The account's name (the name every action is recorded under).
+        #[arg(value_name = "NAME")]
+        account: String,
+        /// approver, admin or auditor (repeat, or separate with commas).
+        #[arg(long = "role", value_name = "ROLE", required = true)]
+        roles: Vec<String>,
+        /// The web UI's address as staff reach it, e.g. https://broker.hospital.local:8443.
+        #[arg(long, value_name = "URL", env = "SEKISHO_WEB_URL")]
+        web_url: Option<String>,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// End the account's browser sessions and refuse its logins.
+    Disable {
+        /// The account's name.
+        #[arg(value_name = "NAME")]
+        account: String,
+        #[command(flatten)]
+        staff: StaffArg,
+    },
+    /// Let a disabled account log in again.
+    Enable {
+        /// The account's name.
+        #[arg(value_name = "NAME")]
+        account: String,
         #[command(flatten)]
         staff: StaffArg,
     },
@@ -560,6 +603,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             desk.store().close().await;
             result?
         }
+        Command::Staff { command } => {
+            cli::expect_existing_database(&config)?;
+            let hospital = Hospital::open(&config).await?;
+            let directory = sekisho_broker::staff::StaffDirectory::new(
+                hospital.store.clone(),
+                hospital.sealing_key.clone(),
+                Arc::new(CommandClock(now)),
+                &hospital.policies.hospital().name,
+                sekisho_broker::staff::DEFAULT_IDLE_TIMEOUT,
+            );
+            let result = staff(&directory, command).await;
+            hospital.store.close().await;
+            result?
+        }
         Command::Request { command } => {
             let desk = open_desk(&config, now).await?;
             let result = request(&desk, command, now).await;
@@ -657,6 +714,32 @@ async fn lockdown(desk: &Desk, command: LockdownCommand) -> Result<String, cli::
             cli::lockdown_off(desk, &reason, &staff).await
         }
         LockdownCommand::Status => cli::lockdown_status(desk).await,
+    }
+}
+
+async fn staff(
+    directory: &sekisho_broker::staff::StaffDirectory,
+    command: StaffCommand,
+) -> Result<String, cli::CliError> {
+    match command {
+        StaffCommand::List => cli::staff_list(directory).await,
+        StaffCommand::Invite {
+            account,
+            roles,
+            web_url,
+            staff,
+        } => {
+            let by = cli::staff_name(staff.name.as_deref())?;
+            cli::staff_invite(directory, &account, &roles, web_url.as_deref(), &by).await
+        }
+        StaffCommand::Disable { account, staff } => {
+            let by = cli::staff_name(staff.name.as_deref())?;
+            cli::staff_set_disabled(directory, &account, true, &by).await
+        }
+        StaffCommand::Enable { account, staff } => {
+            let by = cli::staff_name(staff.name.as_deref())?;
+            cli::staff_set_disabled(directory, &account, false, &by).await
+        }
     }
 }
 

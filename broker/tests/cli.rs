@@ -2256,3 +2256,62 @@ fn unreviewed_marks_a_session_ended_longer_ago_than_the_limit_overdue() {
     let sentence = hospital.refused(&["audit", "unreviewed", "--within", "3 days"]);
     assert!(sentence.contains("is not a duration"), "{sentence}");
 }
+
+#[test]
+fn staff_invite_prints_a_one_time_link_and_list_disable_name_the_account() {
+    let hospital = Hospital::new();
+    assert!(
+        hospital
+            .ok(&["staff", "list"])
+            .starts_with("No staff accounts yet;")
+    );
+    let out = hospital.ok(&[
+        "staff",
+        "invite",
+        "yamada",
+        "--role",
+        "admin,auditor",
+        "--web-url",
+        "https://broker.hospital.example:8443/",
+        "--as",
+        "it-oncall",
+    ]);
+    assert!(
+        out.starts_with("Link to create the account yamada"),
+        "{out}"
+    );
+    let link = out
+        .split_whitespace()
+        .find(|word| word.starts_with("https://broker.hospital.example:8443/setup/"))
+        .unwrap_or_else(|| panic!("a link: {out}"));
+    assert_eq!(link.rsplit('/').next().unwrap().len(), 64, "{link}");
+    // Without --web-url it says what to fill in.
+    let out = hospital.ok(&[
+        "staff",
+        "invite",
+        "suzuki",
+        "--role",
+        "approver",
+        "--as",
+        "it-oncall",
+    ]);
+    assert!(out.contains("https://BROKER-HOST:8443/setup/"), "{out}");
+    let sentence = hospital.refused(&[
+        "staff",
+        "invite",
+        "kato",
+        "--role",
+        "boss",
+        "--as",
+        "it-oncall",
+    ]);
+    assert!(sentence.contains("`boss` is not a role"), "{sentence}");
+    // The account exists once its link is used; before that there is nothing to disable.
+    let sentence = hospital.refused(&["staff", "disable", "yamada", "--as", "it-oncall"]);
+    assert!(
+        sentence.contains("There is no staff account yamada"),
+        "{sentence}"
+    );
+    let invited = hospital.ok(&["audit", "list", "--kind", "staff-invited"]);
+    assert!(invited.contains("it-oncall"), "{invited}");
+}

@@ -18,6 +18,7 @@
 //! - `identity`: `vendor add|list|disable|enable`, `technician add|list|disable|enable|
 //!   unlock|reset`.
 //! - `audit`: `audit head|verify|list|show|export|review|unreviewed`.
+//! - `staff`: `staff list|invite|disable|enable` (the web UI's accounts, from the host).
 //! - `policy`: `policy check|render|reload`.
 
 mod admin;
@@ -25,6 +26,7 @@ pub(crate) mod audit;
 mod identity;
 mod policy;
 mod requests;
+mod staff;
 mod table;
 mod when;
 
@@ -45,6 +47,7 @@ pub use policy::{policy_check, policy_reload, policy_render};
 pub use requests::{
     request_approve, request_deny, request_list, session_extend, session_list, session_revoke,
 };
+pub use staff::{staff_invite, staff_list, staff_set_disabled};
 pub use table::clean;
 pub use when::{end_time, parse_duration, parse_end_time};
 

@@ -658,3 +658,60 @@ async fn each_new_request_is_posted_to_the_webhook_as_json() {
     assert_eq!(json["technician"], "tanaka");
     assert_eq!(json["purpose"], "patch <5.2.1>");
 }
+
+#[tokio::test]
+async fn the_only_admin_locked_out_is_let_back_in_with_a_reset_link_made_on_the_broker_host() {
+    let (broker, _echo) = broker().await;
+    let admin = StaffAccount::create(&broker, "yamada", &[Role::Admin]).await;
+    let mut client = WebClient::new(broker.web_addr());
+    for _ in 0..5 {
+        let code = admin.code(&broker);
+        client
+            .login_with("yamada", "not the password!", &code)
+            .await;
+    }
+    broker.first_event(EventKind::StaffLocked).await;
+
+    // On the broker host: `sekisho-broker staff invite yamada --role admin`.
+    let staff = sekisho_e2e::web::directory(&broker);
+    let listed = sekisho_broker::cli::staff_list(&staff).await.unwrap();
+    let row = listed
+        .lines()
+        .find(|line| line.starts_with("yamada"))
+        .unwrap();
+    assert!(row.contains("locked"), "{listed}");
+    let base = format!("http://{}", broker.web_addr());
+    let printed = sekisho_broker::cli::staff_invite(
+        &staff,
+        "yamada",
+        &["admin".to_owned()],
+        Some(&base),
+        "it-oncall",
+    )
+    .await
+    .unwrap();
+    assert!(printed.starts_with("Reset link for yamada"), "{printed}");
+    let link = printed
+        .split_whitespace()
+        .find(|word| word.starts_with(&base))
+        .unwrap_or_else(|| panic!("no link in: {printed}"));
+    let token = link.rsplit('/').next().unwrap();
+    let page = client.get(&format!("/setup/{token}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+
+    // They set a new password and secret through the link and log in again.
+    let password = "a brand new long password";
+    let enrolled = staff
+        .enroll(token, "yamada", password, password)
+        .await
+        .unwrap();
+    let reset = StaffAccount {
+        name: "yamada".into(),
+        password: password.into(),
+        secret: enrolled.secret,
+    };
+    client.login(&broker, &reset).await;
+    assert_eq!(client.get("/staff").await.status, 200);
+    // The link worked once.
+    assert!(staff.invite_for(token).await.is_err());
+}
