@@ -298,6 +298,10 @@ async fn the_first_start_prints_a_one_time_link_that_makes_the_first_admin() {
         .await;
     assert_eq!(made.status, 200, "{}", made.body);
     assert!(made.body.contains("otpauth://totp/"), "{}", made.body);
+    // The secret is also a QR code to scan, drawn as inline SVG (no script, no image file).
+    let qr = made.body.find("id=\"otp-qr\"").expect("a QR code");
+    assert!(made.body[qr..].contains("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(!made.body.contains("<?xml"), "no XML prologue inside HTML");
     // The link works once.
     let again = client
         .post_form(

@@ -319,6 +319,9 @@ async fn setup(
         Ok(enrolled) => {
             let body = html! {
                 p { (lang.t("Your account is ready. Add this one-time-password secret to your authenticator app now; it is shown only once.", "アカウントができました。このワンタイムパスワードの秘密鍵を認証アプリに今すぐ登録してください。表示は一度だけです。")) }
+                @if let Some(svg) = qr_svg(enrolled.otpauth_uri.expose_secret()) {
+                    div.qr id="otp-qr" role="img" aria-label=(lang.t("QR code of the one-time-password secret", "ワンタイムパスワード秘密鍵のQRコード")) { (maud::PreEscaped(svg)) }
+                }
                 p.secret id="otpauth" { (enrolled.otpauth_uri.expose_secret()) }
                 p { (lang.t("Or type this key: ", "手入力の場合のキー: ")) span.secret id="otp-key" { (base32(enrolled.secret.expose_secret())) } }
                 p { a href="/login" { (lang.t("Then log in", "ログインへ")) } }
@@ -353,4 +356,17 @@ async fn events(State(state): Shared, headers: HeaderMap) -> Response {
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// `text` as a QR code in inline SVG (no XML prologue), for an authenticator app to scan. The
+/// markup is made here from the code's modules only: nothing of `text` appears in it as text.
+fn qr_svg(text: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(240, 240)
+        .quiet_zone(true)
+        .build();
+    let start = svg.find("<svg")?;
+    Some(svg[start..].to_owned())
 }
