@@ -165,7 +165,8 @@ impl Reloader {
     }
 
     /// Pulls in the end of each live session of this broker that `policies` allows less
-    /// time (measured from when it opened), and ends those whose vendor or targets are gone.
+    /// time (a shorter `max_session`, measured from when it opened; hours or holidays that
+    /// now exclude part of what is left), and ends those whose vendor or targets are gone.
     /// The session's driver learns of each change through the hub, as of any other change.
     async fn tighten_live_sessions(&self, policies: &PolicySet, now: SystemTime) -> usize {
         let live = match self.store.live_requests(now).await {
@@ -217,7 +218,24 @@ impl Reloader {
                 else {
                     continue;
                 };
-                let cap = opened_at + vendor.access.max_session;
+                let mut cap = opened_at + vendor.access.max_session;
+                let mut why = format!(
+                    "max_session is now {}",
+                    proto::duration::format_duration(vendor.access.max_session)
+                );
+                // Hours or holidays that now exclude part of what is left end it there.
+                if let Some(outside) = crate::session::first_disallowed(
+                    &vendor.access,
+                    &self.zone,
+                    now,
+                    end_at.min(cap),
+                ) {
+                    cap = outside;
+                    why = format!(
+                        "the vendor's hours or holidays no longer allow it from {}",
+                        self.zone.format(outside)
+                    );
+                }
                 if end_at <= cap {
                     continue;
                 }
@@ -232,13 +250,7 @@ impl Reloader {
                 .technician(&record.vendor, &record.technician)
                 .detail("from", crate::audit::timestamp(end_at))
                 .detail("to", crate::audit::timestamp(new_end))
-                .detail(
-                    "why",
-                    format!(
-                        "max_session is now {}",
-                        proto::duration::format_duration(vendor.access.max_session)
-                    ),
-                );
+                .detail("why", &why);
                 self.store
                     .set_session_end(&record.id, new_end, RELOAD_ACTOR, now, &event)
                     .await

@@ -107,6 +107,43 @@ pub fn check_hours(
     }
 }
 
+/// The first minute of `[from, to)` that `access` no longer allows (outside its hours, or on
+/// one of its holidays), if any: where a live session must end when a reload tightens them.
+/// `from` itself when it is already outside.
+pub fn first_disallowed(
+    access: &crate::policy::Access,
+    zone: &HospitalZone,
+    from: SystemTime,
+    to: SystemTime,
+) -> Option<SystemTime> {
+    const MINUTE: Duration = Duration::from_secs(60);
+    if access.hours.is_none() && access.holidays.is_empty() {
+        return None;
+    }
+    let allowed = |at: SystemTime| {
+        let in_hours = access.hours.as_ref().is_none_or(|hours| {
+            zone.weekday_and_minute(at)
+                .is_some_and(|(weekday, minute)| hours.contains(weekday, minute))
+        });
+        let holiday = zone.date(at).is_some_and(|date| access.is_holiday(date));
+        in_hours && !holiday
+    };
+    // A minute at a time, from the start of `from`'s minute: at most 1,440 steps for the
+    // longest session.
+    let mut at = from;
+    while at < to {
+        if !allowed(at) {
+            return Some(at);
+        }
+        let seconds = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() % 60)
+            .unwrap_or(0);
+        at += MINUTE - Duration::from_secs(seconds);
+    }
+    None
+}
+
 /// Checks that no day of `[start, end)` is one of `holidays` (in the hospital's zone);
 /// otherwise names the first one.
 pub fn check_holidays(

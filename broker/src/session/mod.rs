@@ -21,7 +21,7 @@ use proto::{ErrorCode, ErrorMessage, RequestState};
 
 use crate::policy::VendorPolicy;
 
-pub use hours::{HospitalZone, check_holidays, check_hours};
+pub use hours::{HospitalZone, check_holidays, check_hours, first_disallowed};
 
 /// Longest purpose text accepted, in characters.
 pub const MAX_PURPOSE_CHARS: usize = 500;

@@ -353,3 +353,40 @@ async fn a_broken_reload_is_refused_and_the_policies_in_force_stay() {
     assert_eq!(mine.end_at, Some(mine.approvals[0].until));
     assert!(mine.extensions.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_whose_hours_end_earlier_ends_a_live_session_when_they_end() {
+    let echo = EchoServer::start().await;
+    let vendor = Vendor::new("acme-ehr")
+        .target("echo", echo.addr())
+        .idle_timeout("3h");
+    let broker = TestBroker::start(std::slice::from_ref(&vendor)).await;
+    // The clock starts on a Monday at 10:00 in Tokyo; the session is approved for an hour.
+    let mut session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+
+    broker.rewrite_policies(&[vendor.hours("Mon-Fri 08:00-10:30")]);
+    let asked = broker.request_reload().await;
+    let loaded = broker
+        .event_after(
+            &[EventKind::PolicyLoaded, EventKind::PolicyReloadRefused],
+            asked,
+        )
+        .await;
+    assert_eq!(loaded.event.kind, EventKind::PolicyLoaded);
+    match next_event(&mut session).await {
+        SessionEvent::Extended { end_at, by } => {
+            assert_eq!(end_at, to_unix_secs(sekisho_e2e::clock_start() + 30 * MIN));
+            assert_eq!(by, "policy-reload");
+        }
+        other => panic!("expected the new end time, got {other:?}"),
+    }
+    let moved = broker.first_event(EventKind::SessionExtended).await;
+    let why = moved
+        .event
+        .details
+        .iter()
+        .find(|(key, _)| key == "why")
+        .map(|(_, value)| value.clone())
+        .unwrap();
+    assert!(why.contains("hours or holidays"), "{why}");
+}
