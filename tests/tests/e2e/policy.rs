@@ -10,6 +10,18 @@ use sekisho_client::SessionEvent;
 use sekisho_e2e::{APPROVER, EchoServer, TestBroker, Vendor, write_policies};
 
 const MIN: Duration = Duration::from_secs(60);
+
+/// Asks the brokers to reload (as `policy reload` does) and returns what this one recorded:
+/// `policy-loaded` or `policy-reload-refused`.
+async fn reload(broker: &TestBroker) -> sekisho_broker::audit::StoredEvent {
+    let asked = broker.request_reload().await;
+    broker
+        .event_after(
+            &[EventKind::PolicyLoaded, EventKind::PolicyReloadRefused],
+            asked,
+        )
+        .await
+}
 /// A bound on waits that are not themselves under test.
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -257,13 +269,7 @@ async fn a_reload_that_tightens_max_session_ends_a_live_session_at_the_new_limit
 
     broker.clock().advance(10 * MIN);
     broker.rewrite_policies(&[vendor.max_session("30m")]);
-    let asked = broker.request_reload().await;
-    let loaded = broker
-        .event_after(
-            &[EventKind::PolicyLoaded, EventKind::PolicyReloadRefused],
-            asked,
-        )
-        .await;
+    let loaded = reload(&broker).await;
     assert_eq!(loaded.event.kind, EventKind::PolicyLoaded);
     let sha = |event: &sekisho_broker::audit::StoredEvent| {
         event
@@ -309,13 +315,7 @@ async fn a_broken_reload_is_refused_and_the_policies_in_force_stay() {
 
     // A tighter limit and a typo: nothing of it may apply.
     broker.rewrite_policies(&[vendor.clone().max_session("30m").approvals(9)]);
-    let asked = broker.request_reload().await;
-    let refused = broker
-        .event_after(
-            &[EventKind::PolicyLoaded, EventKind::PolicyReloadRefused],
-            asked,
-        )
-        .await;
+    let refused = reload(&broker).await;
     assert_eq!(refused.event.kind, EventKind::PolicyReloadRefused);
     let problems = &refused
         .event
@@ -365,13 +365,7 @@ async fn a_reload_whose_hours_end_earlier_ends_a_live_session_when_they_end() {
     let mut session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
 
     broker.rewrite_policies(&[vendor.hours("Mon-Fri 08:00-10:30")]);
-    let asked = broker.request_reload().await;
-    let loaded = broker
-        .event_after(
-            &[EventKind::PolicyLoaded, EventKind::PolicyReloadRefused],
-            asked,
-        )
-        .await;
+    let loaded = reload(&broker).await;
     assert_eq!(loaded.event.kind, EventKind::PolicyLoaded);
     match next_event(&mut session).await {
         SessionEvent::Extended { end_at, by } => {
