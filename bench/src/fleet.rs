@@ -171,6 +171,7 @@ pub(crate) async fn sessions(
     results.add_figure(SESSION_RATE, "/s", rate);
 
     // Let the handshakes' transient buffers go before reading the idle figure.
+    // sync-ok: a measurement's settling time, not a wait for an event.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (idle, _) = memory(lab.broker_pid())?;
     results.add_figure(IDLE_MEMORY, "MiB", idle as f64 / MIB);

@@ -500,12 +500,7 @@ pub(crate) fn policy_digest(policies: &PolicySet) -> String {
         context.update(format!("{}:{name}\n{}:", name.len(), contents.len()).as_bytes());
         context.update(&contents);
     }
-    context
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    encoding::hex(context.finish().as_ref())
 }
 
 /// This broker's id, made on first start and kept in `DATA_DIR/broker-id`.
@@ -519,7 +514,7 @@ fn broker_id(data_dir: &std::path::Path) -> Result<String, BindError> {
     }
     let mut bytes = [0u8; 8];
     secret::random_bytes(&mut bytes).map_err(|e| BindError::Tls(e.to_string()))?;
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let id = encoding::hex(&bytes);
     pki::files::write_public(&path, id.as_bytes())?;
     Ok(id)
 }

@@ -99,8 +99,8 @@ impl SealingKey {
                 &mut sealed,
             )
             .map_err(|_| SealError::Random)?;
-        let mut out = hex(&nonce);
-        out.push_str(&hex(&sealed));
+        let mut out = crate::encoding::hex(&nonce);
+        out.push_str(&crate::encoding::hex(&sealed));
         Ok(out)
     }
 
@@ -119,10 +119,6 @@ impl SealingKey {
             .map_err(|_| SealError::Unsealable)?;
         Ok(Secret::new(plaintext.to_vec()))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {

@@ -206,6 +206,22 @@ impl Fixture {
 }
 
 fn sekisho_with(broker: &str, [ca, cert, key]: &[PathBuf; 3], args: &[&str]) -> Command {
+    let mut command = bare_sekisho();
+    command
+        .args(args)
+        .args(["--broker", broker])
+        .arg("--ca")
+        .arg(ca)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key);
+    command
+}
+
+/// `sekisho` with nothing from the environment's SEKISHO_* credentials, stdin closed, stdout
+/// and stderr captured, killed if the test ends first.
+fn bare_sekisho() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sekisho"));
     for variable in [
         "SEKISHO_BROKER",
@@ -216,14 +232,6 @@ fn sekisho_with(broker: &str, [ca, cert, key]: &[PathBuf; 3], args: &[&str]) -> 
         command.env_remove(variable);
     }
     command
-        .args(args)
-        .args(["--broker", broker])
-        .arg("--ca")
-        .arg(ca)
-        .arg("--cert")
-        .arg(cert)
-        .arg("--key")
-        .arg(key)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -270,24 +278,12 @@ async fn add_technician(desk: &Desk, technician: &str) -> String {
 
 /// `sekisho enroll` as the hospital's printed command says, into `config_dir`.
 fn enroll_command(broker: &str, token: &str, fingerprint: &str, config_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sekisho"));
-    for variable in [
-        "SEKISHO_BROKER",
-        "SEKISHO_CA",
-        "SEKISHO_CERT",
-        "SEKISHO_KEY",
-    ] {
-        command.env_remove(variable);
-    }
+    let mut command = bare_sekisho();
     command
         .args(["enroll", "--broker", broker, "--token", token])
         .args(["--ca-fingerprint", fingerprint])
         .arg("--config-dir")
-        .arg(config_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .arg(config_dir);
     command
 }
 
@@ -886,23 +882,8 @@ async fn a_local_port_in_use_fails_before_connecting() {
 
 /// `sekisho ARGS --config-dir DIR`, with nothing from the environment.
 fn sekisho_in(config_dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sekisho"));
-    for variable in [
-        "SEKISHO_BROKER",
-        "SEKISHO_CA",
-        "SEKISHO_CERT",
-        "SEKISHO_KEY",
-    ] {
-        command.env_remove(variable);
-    }
-    command
-        .args(args)
-        .arg("--config-dir")
-        .arg(config_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut command = bare_sekisho();
+    command.args(args).arg("--config-dir").arg(config_dir);
     command
 }
 

@@ -267,11 +267,7 @@ pub fn timestamp(time: SystemTime) -> String {
 
 /// The hash of event number `seq` chained to `prev_hash`: SHA-256, lowercase hex.
 pub fn chain_hash(seq: i64, prev_hash: &str, event: &AuditEvent) -> String {
-    digest(&SHA256, &event.canonical(seq, prev_hash))
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::encoding::hex(digest(&SHA256, &event.canonical(seq, prev_hash)).as_ref())
 }
 
 /// An event as stored: numbered and chained.

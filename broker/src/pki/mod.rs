@@ -452,11 +452,7 @@ impl From<rcgen::Error> for RequestRefusal {
 
 /// SHA-256 of a DER certificate, lowercase hex: the registry's key.
 pub fn fingerprint(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::encoding::hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
 }
 
 /// What the registry keeps of a DER certificate: fingerprint, serial, expiry.

@@ -261,36 +261,16 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
 pub fn random_token() -> Result<Secret<String>, StaffError> {
     let mut bytes = [0u8; 32];
     random_bytes(&mut bytes)?;
-    Ok(Secret::new(hex(&bytes)))
+    Ok(Secret::new(crate::encoding::hex(&bytes)))
 }
 
 /// SHA-256 of a token, hex: what the store keeps instead of the token.
 pub fn token_hash(token: &str) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::encoding::hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
 }
 
 /// RFC 4648 base32 without padding, as authenticator apps take a secret typed by hand.
-pub fn base32(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::new();
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for &byte in bytes {
-        buffer = (buffer << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
-        }
-    }
-    if bits > 0 {
-        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
-    }
-    out
-}
+pub use crate::encoding::base32_encode as base32;
 
 /// Whether two secrets are equal, in time that does not depend on where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {

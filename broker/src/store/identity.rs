@@ -199,10 +199,10 @@ impl Store {
         } else {
             EventKind::VendorDisabled
         };
-        let mut ended = 0;
-        if !enabled {
-            void_tokens(&mut tx, vendor, None, now).await?;
-            ended = end_requests_of(
+        let ended = if enabled {
+            0
+        } else {
+            withdraw_access(
                 &mut tx,
                 vendor,
                 None,
@@ -211,8 +211,8 @@ impl Store {
                 reason,
                 now,
             )
-            .await?;
-        }
+            .await?
+        };
         let event = AuditEvent::new(now, actor, kind)
             .for_vendor(vendor)
             .detail("reason", reason)
@@ -298,10 +298,8 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        void_tokens(&mut tx, vendor, Some(technician), now).await?;
-        insert_token(&mut tx, vendor, technician, token, by, now).await?;
         let actor = Actor::Staff(by.to_owned());
-        let ended = end_requests_of(
+        let ended = withdraw_access(
             &mut tx,
             vendor,
             Some(technician),
@@ -311,6 +309,7 @@ impl Store {
             now,
         )
         .await?;
+        insert_token(&mut tx, vendor, technician, token, by, now).await?;
         let event = AuditEvent::new(now, actor, EventKind::TechnicianReset)
             .technician(vendor, technician)
             .detail("certificates_revoked", revoked)
@@ -355,10 +354,10 @@ impl Store {
             .await);
         }
         let actor = Actor::Staff(by.to_owned());
-        let mut ended = 0;
-        if !enabled {
-            void_tokens(&mut tx, vendor, Some(technician), now).await?;
-            ended = end_requests_of(
+        let ended = if enabled {
+            0
+        } else {
+            withdraw_access(
                 &mut tx,
                 vendor,
                 Some(technician),
@@ -367,8 +366,8 @@ impl Store {
                 reason,
                 now,
             )
-            .await?;
-        }
+            .await?
+        };
         let kind = if enabled {
             EventKind::TechnicianEnabled
         } else {
@@ -565,6 +564,22 @@ async fn insert_token(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Takes away what one technician (or every technician of `vendor`) holds: voids their
+/// unused enrollment tokens and ends their open requests and live sessions for `reason`,
+/// each recorded. Returns how many requests were ended.
+async fn withdraw_access(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    vendor: &str,
+    technician: Option<&str>,
+    reason: EndReason,
+    actor: &Actor,
+    note: &str,
+    now: SystemTime,
+) -> Result<u64, StoreError> {
+    void_tokens(tx, vendor, technician, now).await?;
+    end_requests_of(tx, vendor, technician, reason, actor, note, now).await
 }
 
 /// Voids the unused tokens of one technician, or of every technician of `vendor`.

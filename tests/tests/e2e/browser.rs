@@ -48,6 +48,7 @@ impl Driver {
                 .await
                 .is_err()
             {
+                // sync-ok: chromedriver gives no readiness signal; its port is polled, bounded.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
@@ -169,6 +170,8 @@ async fn wait_for_stage(broker: &TestBroker, id: &str, wanted: impl Fn(Stage) ->
     let id = RequestId::parse(id).unwrap();
     tokio::time::timeout(PATIENCE, async {
         while !wanted(store.request(&id).await.unwrap().stage) {
+            // sync-ok: the browser's form post is the only signal, and it says nothing of the
+            // store; the row is polled, bounded by PATIENCE.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })

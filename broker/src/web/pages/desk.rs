@@ -283,16 +283,22 @@ async fn requests_page(State(state): Shared, headers: HeaderMap) -> Response {
     or_refusal(result, &headers)
 }
 
-async fn requests_fragment(State(state): Shared, headers: HeaderMap) -> Response {
-    match async {
-        let ctx = state.require(&headers, &[Role::Approver]).await?;
-        requests_list(&state, &ctx).await
-    }
-    .await
-    {
+/// A live part's markup for the page's script to swap in, or the refusal as plain text.
+fn fragment(result: Result<maud::Markup, Refused>) -> Response {
+    match result {
         Ok(markup) => Html(markup.into_string()).into_response(),
         Err(refused) => (refused.status, refused.message).into_response(),
     }
+}
+
+async fn requests_fragment(State(state): Shared, headers: HeaderMap) -> Response {
+    fragment(
+        async {
+            let ctx = state.require(&headers, &[Role::Approver]).await?;
+            requests_list(&state, &ctx).await
+        }
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -451,15 +457,13 @@ async fn sessions_page(State(state): Shared, headers: HeaderMap) -> Response {
 }
 
 async fn sessions_fragment(State(state): Shared, headers: HeaderMap) -> Response {
-    match async {
-        let ctx = state.require(&headers, &[Role::Approver]).await?;
-        sessions_list(&state, &ctx).await
-    }
-    .await
-    {
-        Ok(markup) => Html(markup.into_string()).into_response(),
-        Err(refused) => (refused.status, refused.message).into_response(),
-    }
+    fragment(
+        async {
+            let ctx = state.require(&headers, &[Role::Approver]).await?;
+            sessions_list(&state, &ctx).await
+        }
+        .await,
+    )
 }
 
 async fn revoke_form(
