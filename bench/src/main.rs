@@ -112,6 +112,13 @@ struct AllArgs {
     /// Idle sessions for figures 6 and 7.
     #[arg(long)]
     sessions: Option<usize>,
+    /// Only figures 1–3 (the paths side by side): for tuning the data path quickly.
+    #[arg(long)]
+    paths_only: bool,
+    /// Measure only these paths (by their name in the table; repeatable). Ratios need their
+    /// baselines in the same run.
+    #[arg(long = "only", value_name = "PATH")]
+    only: Vec<String>,
 }
 
 /// Sizes of one run.
@@ -265,7 +272,11 @@ async fn all(args: AllArgs) -> anyhow::Result<()> {
 
     for round in 1..=plan.rounds {
         for setup in &setups {
-            for route in &setup.paths {
+            for route in setup
+                .paths
+                .iter()
+                .filter(|route| args.only.is_empty() || args.only.iter().any(|o| o == route.name))
+            {
                 progress(&format!(
                     "round {round}/{}: {} on {}",
                     plan.rounds, route.name, setup.network.name
@@ -278,14 +289,27 @@ async fn all(args: AllArgs) -> anyhow::Result<()> {
     let Some(loopback) = setups.first() else {
         anyhow::bail!("no network to measure on");
     };
+    if args.paths_only {
+        results.skipped.push("figures 4–7: --paths-only".into());
+    } else {
+        fleet_figures(loopback, &plan, &mut results).await?;
+    }
+    report(&args, &plan, &results)
+}
+
+/// Figures 4–7, on loopback.
+async fn fleet_figures(loopback: &Setup, plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
     progress("figure 4: connect to first byte");
-    fleet::connect_to_first_byte(&loopback.lab, plan.fleet.connect_samples, &mut results).await?;
+    fleet::connect_to_first_byte(&loopback.lab, plan.fleet.connect_samples, results).await?;
     progress("figure 5: audited forward opens");
-    fleet::forward_opens(&loopback.lab, plan.fleet.forward_opens_for, &mut results).await?;
+    fleet::forward_opens(&loopback.lab, plan.fleet.forward_opens_for, results).await?;
     let fleet_lab =
         lab::Lab::start(&Network::loopback(), &[("sink", loopback.paths[0].sink)]).await?;
-    fleet::sessions(Arc::new(fleet_lab), plan.fleet, &mut results).await?;
+    fleet::sessions(Arc::new(fleet_lab), plan.fleet, results).await
+}
 
+/// Prints the table and the goals, and writes the JSON file.
+fn report(args: &AllArgs, plan: &Plan, results: &Results) -> anyhow::Result<()> {
     let table = results.table();
     println!("{table}");
     if args.smoke {

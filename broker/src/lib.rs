@@ -107,6 +107,10 @@ pub struct BrokerConfig {
     pub audit_stream: Option<PathBuf>,
     /// The web UI for staff; `None` serves none.
     pub web: Option<web::WebConfig>,
+    /// Threads that carry tunnels, each with a UDP socket on the listening port, its own
+    /// QUIC endpoint and the connections that socket receives (see [`quic`]). Default: one
+    /// per core.
+    pub data_threads: usize,
 }
 
 impl std::fmt::Debug for BrokerConfig {
@@ -119,6 +123,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("limits", &self.limits)
             .field("audit_stream", &self.audit_stream)
             .field("web", &self.web)
+            .field("data_threads", &self.data_threads)
             .finish_non_exhaustive()
     }
 }
@@ -136,6 +141,7 @@ impl BrokerConfig {
             clock: Arc::new(SystemClock),
             audit_stream: None,
             web: None,
+            data_threads: default_data_threads(),
         }
     }
 
@@ -145,6 +151,11 @@ impl BrokerConfig {
             .clone()
             .unwrap_or_else(|| StoreLocation::default_in(&self.data_dir))
     }
+}
+
+/// One data thread per core the system gives this process.
+pub fn default_data_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// Bounds on the work and memory a peer can cause, set explicitly rather than left to library
@@ -224,7 +235,7 @@ pub enum BindError {
 
 /// A broker bound to its port, ready to [`run`](Broker::run).
 pub struct Broker {
-    endpoint: quinn::Endpoint,
+    data_plane: quic::DataPlane,
     local_addr: SocketAddr,
     shared: Arc<quic::Shared>,
     pki: Arc<BrokerPki>,
@@ -324,17 +335,12 @@ impl Broker {
             hospital.store.record(&event).await.map_err(store_error)?;
         }
         let server_config = quic::server_config(&pki, &config.limits)?;
-        let endpoint =
-            tunnel::udp::endpoint(config.listen, Some(server_config)).map_err(|source| {
-                BindError::Listen {
-                    addr: config.listen,
-                    source,
-                }
-            })?;
-        let local_addr = endpoint.local_addr().map_err(|source| BindError::Listen {
+        let data_plane = quic::DataPlane::bind(config.listen, config.data_threads, server_config)
+            .map_err(|source| BindError::Listen {
             addr: config.listen,
             source,
         })?;
+        let local_addr = data_plane.local_addr();
         tracing::info!(
             %local_addr,
             hospital = %hospital.policies.hospital().name,
@@ -387,7 +393,7 @@ impl Broker {
             None => None,
         };
         Ok(Broker {
-            endpoint,
+            data_plane,
             local_addr,
             shared,
             pki,
@@ -463,7 +469,13 @@ impl Broker {
             ))
         });
         let web = self.web.map(|web| tokio::spawn(web.run(shutdown.clone())));
-        quic::serve(self.endpoint, self.shared.clone(), shutdown).await;
+        // The data threads keep their runtimes until the store is closed below: a database
+        // connection one of them opened is driven by that runtime, wherever it is used.
+        let data_threads_released = CancellationToken::new();
+        let release_on_return = data_threads_released.clone().drop_guard();
+        self.data_plane
+            .serve(self.shared.clone(), shutdown, data_threads_released)
+            .await;
         let _ = hub.await;
         let _ = follower.await;
         if let Some(web) = web {
@@ -483,6 +495,7 @@ impl Broker {
             let _ = stream.await;
         }
         self.shared.store.close().await;
+        drop(release_on_return);
     }
 }
 

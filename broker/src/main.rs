@@ -61,6 +61,10 @@ enum Command {
         /// Also append every audit event, as one JSON line, to this file for a SIEM to follow.
         #[arg(long, value_name = "FILE", env = "SEKISHO_AUDIT_STREAM")]
         audit_stream: Option<PathBuf>,
+        /// Threads carrying tunnels, each with its own socket on the listening port [default:
+        /// one per core].
+        #[arg(long, value_name = "N", env = "SEKISHO_DATA_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
+        data_threads: Option<u16>,
         #[command(flatten)]
         web: WebArgs,
     },
@@ -575,11 +579,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             listen,
             audit_stream,
+            data_threads,
             web,
         } => {
             return serve(BrokerConfig {
                 listen,
                 audit_stream,
+                data_threads: data_threads.map_or(config.data_threads, usize::from),
                 web: web.resolve()?,
                 ..config
             })

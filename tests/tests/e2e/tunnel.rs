@@ -231,3 +231,61 @@ async fn closing_the_session_cuts_its_forwards_at_the_target() {
         "the target must see the cut as a reset, got {outcome:?}"
     );
 }
+
+/// A broker with four data threads, each with its own socket on the port: sessions from many
+/// technicians (each client on its own UDP port, so the kernel spreads them over the sockets)
+/// all carry their bytes at once, and when the broker stops, every one of them is told and
+/// recorded as ended, whichever thread held it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_spread_over_data_threads_all_carry_and_all_end_at_shutdown() {
+    let echo = EchoServer::start().await;
+    let broker = TestBroker::start_with(
+        &[Vendor::new("acme-ehr").target("echo", echo.addr())],
+        |config| config.data_threads = 4,
+    )
+    .await;
+    let mut sessions = Vec::new();
+    for i in 0..12 {
+        sessions.push(
+            broker
+                .open_session("acme-ehr", &format!("tech-{i}"), &["echo"])
+                .await,
+        );
+    }
+    let mut forwards = Vec::new();
+    for session in &sessions {
+        forwards.push(LocalForward::start(session.forwarder(), "echo").await);
+    }
+    let transfers: Vec<_> = forwards
+        .iter()
+        .enumerate()
+        .map(|(i, forward)| {
+            tokio::spawn(echo_through(forward.addr(), MIB + i * 991, 500 + i as u64))
+        })
+        .collect();
+    for transfer in transfers {
+        transfer.await.unwrap();
+    }
+
+    broker.halt().await;
+    for session in &mut sessions {
+        match tokio::time::timeout(Duration::from_secs(10), session.next_event()).await {
+            Ok(sekisho_client::SessionEvent::Ended { reason, .. }) => {
+                assert_eq!(reason, "broker-shutdown");
+            }
+            other => panic!("expected the end of the session, got {other:?}"),
+        }
+    }
+    let active = broker
+        .desk()
+        .requests(&sekisho_broker::store::RequestFilter {
+            states: vec!["active"],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        active.is_empty(),
+        "sessions still active after the stop: {active:?}"
+    );
+}
