@@ -40,7 +40,7 @@ impl Network {
     /// no `ip`, no namespace support).
     pub(crate) fn veth() -> anyhow::Result<Network> {
         // A namespace left by a benchmark that was killed goes first.
-        let _ = ip(&["netns", "del", NAMESPACE]);
+        remove_namespace();
         ip(&["netns", "add", NAMESPACE])?;
         // From here on, dropping the value cleans up.
         let network = Network {
@@ -99,11 +99,31 @@ impl Network {
 impl Drop for Network {
     fn drop(&mut self) {
         if self.namespace {
-            // Deleting the namespace deletes its end of the pair, and with it the host's end.
-            let _ = ip(&["netns", "del", NAMESPACE]);
-            let _ = ip(&["link", "del", HOST_LINK]);
+            remove_namespace();
         }
     }
+}
+
+/// Removes the namespace, every process still in it, and the veth pair.
+///
+/// The processes go first: `sshd` starts each session in a process of its own that outlives
+/// the listener, and a namespace whose processes live on is only unnamed, not removed, so
+/// the session would wait forever on a link that no longer leads anywhere, and the pair
+/// would stay and block the next run.
+fn remove_namespace() {
+    if let Ok(output) = StdCommand::new("ip")
+        .args(["netns", "pids", NAMESPACE])
+        .output()
+    {
+        let pids = String::from_utf8_lossy(&output.stdout);
+        for pid in pids.split_whitespace() {
+            let _ = StdCommand::new("kill").args(["-KILL", pid]).output();
+        }
+    }
+    // Deleting the namespace deletes its end of the pair, and with it the host's end; the
+    // host's end is deleted on its own too in case the pair was never moved.
+    let _ = ip(&["netns", "del", NAMESPACE]);
+    let _ = ip(&["link", "del", HOST_LINK]);
 }
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
