@@ -36,8 +36,9 @@
 //! - [`otp`], [`secret`]: TOTP codes; secrets sealed at rest and never printed.
 //! - [`pki`]: the broker's CA, server certificate and client certificates.
 //! - [`targets`]: target names resolved at approval and pinned for the session.
-//! - [`quic`]: the QUIC endpoint, one task per connection and one per forward; the only place
-//!   that does network I/O with technicians.
+//! - [`quic`]: the data threads (one per core, each with its own socket, QUIC endpoint and
+//!   runtime), one task per connection and one per forward; the only place that does network
+//!   I/O with technicians.
 //! - [`clock`]: the time, as an argument (tests move a manual clock).
 //! - [`encoding`]: hex and base32.
 //! - [`staff`]: staff accounts for the web UI: roles, argon2id passwords, TOTP, logins.

@@ -4,7 +4,7 @@
 //! - `server_config`: TLS 1.3 only, client certificates from our CA (required for ALPN
 //!   `sekisho/1`; an enrollment, ALPN `sekisho-enroll/1`, has none), no resumption, no 0-RTT,
 //!   no migration, explicit stream limits.
-//! - [`DataPlane`]: the threads that carry tunnels, and on each `serve_endpoint`, which
+//! - `DataPlane`: the threads that carry tunnels, and on each `serve_endpoint`, which
 //!   accepts connections, bounding how many handshakes run at once.
 //! - `connection`: one technician's session: identity, `Hello`/`Welcome`, forwards.
 //! - `enroll`: one enrollment (the only connections without a client certificate).
