@@ -44,7 +44,7 @@ use serde_json::json;
 use crate::fleet::FleetSize;
 use crate::netns::Network;
 use crate::paths::Setup;
-use crate::procs::{cpu_seconds, cpu_snapshot};
+use crate::procs::{cpu_seconds, cpu_snapshot, cpu_spent};
 use crate::report::{Results, metric, percentile};
 
 #[derive(Parser)]
@@ -368,12 +368,27 @@ async fn measure_route(
         "Gbit/s",
         gigabytes * 8.0 / took.as_secs_f64(),
     );
+    let relays = cpu_spent(&relays_before, &relays_after);
     results.add(
         network,
         route.name,
         metric::CPU_RELAY,
         "CPU-s/GB",
-        cpu_seconds(&relays_before, &relays_after) / gigabytes,
+        relays.total() / gigabytes,
+    );
+    results.add(
+        network,
+        route.name,
+        metric::CPU_RELAY_USER,
+        "CPU-s/GB",
+        relays.user / gigabytes,
+    );
+    results.add(
+        network,
+        route.name,
+        metric::CPU_RELAY_KERNEL,
+        "CPU-s/GB",
+        relays.kernel / gigabytes,
     );
     results.add(
         network,

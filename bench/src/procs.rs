@@ -2,8 +2,9 @@
 //!
 //! Every process the benchmark starts is a [`Child`]: killed when dropped (also when the
 //! benchmark fails half-way), with its first stdout lines read as readiness signals. CPU time
-//! is `utime + stime` from `/proc/PID/stat`, summed over a process and all its descendants
-//! (sshd forks a child per connection); memory is `VmRSS`/`VmHWM` from `/proc/PID/status`.
+//! is `utime + stime` from `/proc/PID/stat` (kept apart too: user space and kernel), summed
+//! over a process and all its descendants (sshd forks a child per connection); memory is
+//! `VmRSS`/`VmHWM` from `/proc/PID/status`.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -172,19 +173,41 @@ pub(crate) fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// `(ppid, utime + stime)` of `pid`, in clock ticks.
-fn stat(pid: u32) -> Option<(u32, u64)> {
+/// CPU time of one process, in clock ticks.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ticks {
+    /// In user space (`utime`).
+    user: u64,
+    /// In the kernel on its behalf (`stime`).
+    kernel: u64,
+}
+
+/// CPU seconds between two snapshots, split.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuSpent {
+    pub(crate) user: f64,
+    pub(crate) kernel: f64,
+}
+
+impl CpuSpent {
+    pub(crate) fn total(self) -> f64 {
+        self.user + self.kernel
+    }
+}
+
+/// `(ppid, times)` of `pid`.
+fn stat(pid: u32) -> Option<(u32, Ticks)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses; the fields follow the last ')'.
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
     let ppid = fields.get(1)?.parse().ok()?;
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((ppid, utime + stime))
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let kernel: u64 = fields.get(12)?.parse().ok()?;
+    Some((ppid, Ticks { user, kernel }))
 }
 
 /// CPU ticks of every process in the trees rooted at `roots`, by pid.
-pub(crate) fn cpu_snapshot(roots: &[u32]) -> HashMap<u32, u64> {
+pub(crate) fn cpu_snapshot(roots: &[u32]) -> HashMap<u32, Ticks> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut ticks = HashMap::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
@@ -211,12 +234,23 @@ pub(crate) fn cpu_snapshot(roots: &[u32]) -> HashMap<u32, u64> {
 }
 
 /// CPU seconds spent between two snapshots (processes that appeared count from zero).
-pub(crate) fn cpu_seconds(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> f64 {
-    let ticks: u64 = after
-        .iter()
-        .map(|(pid, now)| now.saturating_sub(before.get(pid).copied().unwrap_or(0)))
-        .sum();
-    ticks as f64 / clock_ticks()
+pub(crate) fn cpu_seconds(before: &HashMap<u32, Ticks>, after: &HashMap<u32, Ticks>) -> f64 {
+    cpu_spent(before, after).total()
+}
+
+/// [`cpu_seconds`], in user space and in the kernel.
+pub(crate) fn cpu_spent(before: &HashMap<u32, Ticks>, after: &HashMap<u32, Ticks>) -> CpuSpent {
+    let (mut user, mut kernel) = (0u64, 0u64);
+    for (pid, now) in after {
+        let then = before.get(pid).copied().unwrap_or_default();
+        user += now.user.saturating_sub(then.user);
+        kernel += now.kernel.saturating_sub(then.kernel);
+    }
+    let per_second = clock_ticks();
+    CpuSpent {
+        user: user as f64 / per_second,
+        kernel: kernel as f64 / per_second,
+    }
 }
 
 /// Resident memory of `pid` now and at its peak, in bytes.

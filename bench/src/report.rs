@@ -61,6 +61,10 @@ pub(crate) mod metric {
     pub(crate) const BULK_1: &str = "bulk_1_forward_gbit_s";
     pub(crate) const BULK_8: &str = "bulk_8_forwards_gbit_s";
     pub(crate) const CPU_RELAY: &str = "cpu_s_per_gb_relays";
+    /// The relays' CPU in user space: protocol and cipher work.
+    pub(crate) const CPU_RELAY_USER: &str = "cpu_s_per_gb_relays_user";
+    /// The relays' CPU in the kernel: sockets, and on loopback the peer's receive too.
+    pub(crate) const CPU_RELAY_KERNEL: &str = "cpu_s_per_gb_relays_kernel";
     pub(crate) const CPU_ALL: &str = "cpu_s_per_gb_all";
     pub(crate) const RTT_P50: &str = "rtt_p50_us";
     pub(crate) const RTT_P99: &str = "rtt_p99_us";
@@ -135,9 +139,9 @@ impl Results {
             let _ = writeln!(out, "\n### {network}\n");
             let _ = writeln!(
                 out,
-                "| path | 1 forward Gbit/s | 8 forwards Gbit/s | CPU-s/GB relays | CPU-s/GB all | RTT p50 µs | RTT p99 µs | added p50 µs |"
+                "| path | 1 forward Gbit/s | 8 forwards Gbit/s | CPU-s/GB relays | relays user / kernel | CPU-s/GB all | RTT p50 µs | RTT p99 µs | added p50 µs |"
             );
-            let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
             let direct_p50 = self.median(&network, "direct", metric::RTT_P50);
             for path in self.path_names(&network) {
                 let cell = |metric: &str, digits| {
@@ -152,14 +156,25 @@ impl Results {
                     }
                     _ => "—".to_owned(),
                 };
-                let relay_cpu = if path == "direct" {
-                    "—".to_owned()
+                let (relay_cpu, relay_split) = if path == "direct" {
+                    ("—".to_owned(), "—".to_owned())
                 } else {
-                    cell(metric::CPU_RELAY, 2)
+                    let median = |metric| {
+                        self.median(&network, &path, metric)
+                            .map_or_else(|| "—".to_owned(), |m| format!("{m:.2}"))
+                    };
+                    (
+                        cell(metric::CPU_RELAY, 2),
+                        format!(
+                            "{} / {}",
+                            median(metric::CPU_RELAY_USER),
+                            median(metric::CPU_RELAY_KERNEL)
+                        ),
+                    )
                 };
                 let _ = writeln!(
                     out,
-                    "| {path} | {} | {} | {relay_cpu} | {} | {} | {} | {added} |",
+                    "| {path} | {} | {} | {relay_cpu} | {relay_split} | {} | {} | {} | {added} |",
                     cell(metric::BULK_1, 2),
                     cell(metric::BULK_8, 2),
                     cell(metric::CPU_ALL, 2),
@@ -179,9 +194,18 @@ impl Results {
                     (Some(ours), Some(theirs)) if theirs > 0.0 => format!("{:.2}×", ours / theirs),
                     _ => "—".to_owned(),
                 };
+                let relay_split = if path == "direct" {
+                    String::new()
+                } else {
+                    format!(
+                        " (relays in user space {}, in the kernel {})",
+                        ratio(metric::CPU_RELAY_USER),
+                        ratio(metric::CPU_RELAY_KERNEL)
+                    )
+                };
                 let _ = writeln!(
                     out,
-                    "- sekisho / {path}: throughput 1 forward {}, 8 forwards {}, CPU per GB (all) {}",
+                    "- sekisho / {path}: throughput 1 forward {}, 8 forwards {}, CPU per GB (all) {}{relay_split}",
                     ratio(metric::BULK_1),
                     ratio(metric::BULK_8),
                     ratio(metric::CPU_ALL),
