@@ -21,6 +21,7 @@ use crate::paths::{client_port, spawn_client};
 use crate::procs::memory;
 use crate::report::{Results, percentile};
 use crate::{load, progress};
+use tunnel::udp::PacketSize;
 
 pub(crate) const CONNECT_P50: &str = "4. connect to first byte, p50";
 pub(crate) const CONNECT_P99: &str = "4. connect to first byte, p99";
@@ -56,7 +57,7 @@ pub(crate) async fn connect_to_first_byte(
     for _ in 0..samples {
         let technician = lab.technician().await?;
         let request = lab.approved_request(&technician, &["echo"]).await?;
-        let mut client = spawn_client(lab, &technician, &request, &["echo"])?;
+        let mut client = spawn_client(lab, &technician, &request, &["echo"], PacketSize::ETHERNET)?;
         let port = client_port(&mut client, "echo").await?;
         let code = lab.otp(&technician)?;
         let started = Instant::now();

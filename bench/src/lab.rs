@@ -59,6 +59,7 @@ impl Lab {
     pub(crate) async fn start(
         network: &Network,
         targets: &[(&str, SocketAddr)],
+        max_packet: tunnel::udp::PacketSize,
     ) -> anyhow::Result<Lab> {
         let dir = tempfile::tempdir()?;
         let policies = write_policies(dir.path(), targets)?;
@@ -75,7 +76,9 @@ impl Lab {
             .arg("--policies")
             .arg(&policies)
             .arg("--listen")
-            .arg(config.listen.to_string());
+            .arg(config.listen.to_string())
+            .arg("--max-packet")
+            .arg(max_packet.to_string());
         let mut broker = Child::spawn(&format!("broker ({})", network.name), command)?;
         let broker_addr = broker
             .expect_stdout("LISTENING")

@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use tunnel::udp::PacketSize;
 
 use crate::fleet::FleetSize;
 use crate::netns::Network;
@@ -69,6 +70,8 @@ enum Command {
         policies: PathBuf,
         #[arg(long)]
         listen: SocketAddr,
+        #[arg(long, default_value_t = PacketSize::ETHERNET)]
+        max_packet: PacketSize,
     },
     #[command(hide = true)]
     Client {
@@ -84,6 +87,8 @@ enum Command {
         request: String,
         #[arg(long = "target")]
         targets: Vec<String>,
+        #[arg(long, default_value_t = PacketSize::ETHERNET)]
+        max_packet: PacketSize,
     },
     #[command(hide = true)]
     Target {
@@ -207,7 +212,8 @@ fn main() -> ExitCode {
                 data_dir,
                 policies,
                 listen,
-            } => roles::broker(data_dir, policies, listen).await,
+                max_packet,
+            } => roles::broker(data_dir, policies, listen, max_packet).await,
             Command::Client {
                 broker,
                 ca,
@@ -215,8 +221,11 @@ fn main() -> ExitCode {
                 key,
                 request,
                 targets,
+                max_packet,
             } => {
-                let config = sekisho_client::ClientConfig::from_files(&broker, &ca, &cert, &key)?;
+                let mut config =
+                    sekisho_client::ClientConfig::from_files(&broker, &ca, &cert, &key)?;
+                config.max_packet = max_packet;
                 roles::client(config, request, targets).await
             }
             Command::Target { ip } => roles::target(ip).await,
@@ -303,8 +312,12 @@ async fn fleet_figures(loopback: &Setup, plan: &Plan, results: &mut Results) -> 
     fleet::connect_to_first_byte(&loopback.lab, plan.fleet.connect_samples, results).await?;
     progress("figure 5: audited forward opens");
     fleet::forward_opens(&loopback.lab, plan.fleet.forward_opens_for, results).await?;
-    let fleet_lab =
-        lab::Lab::start(&Network::loopback(), &[("sink", loopback.paths[0].sink)]).await?;
+    let fleet_lab = lab::Lab::start(
+        &Network::loopback(),
+        &[("sink", loopback.paths[0].sink)],
+        PacketSize::ETHERNET,
+    )
+    .await?;
     fleet::sessions(Arc::new(fleet_lab), plan.fleet, results).await
 }
 

@@ -16,6 +16,8 @@ use crate::lab::Lab;
 use crate::load;
 use crate::netns::Network;
 use crate::procs::Child;
+use crate::report::{SEKISHO, SEKISHO_JUMBO};
+use tunnel::udp::PacketSize;
 
 /// One path: where the load generator connects, and the processes that carry the bytes.
 pub(crate) struct Route {
@@ -40,7 +42,7 @@ pub(crate) struct Setup {
     pub(crate) lab: Lab,
     _sshd: Child,
     _ssh: Vec<Child>,
-    _client: Child,
+    _clients: Vec<Child>,
     _ssh_dir: TempDir,
 }
 
@@ -114,28 +116,38 @@ impl Setup {
         }
 
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        // The broker accepts jumbo-sized packets, so that the second client can use them;
+        // the first, at the defaults, never sends or is sent larger than Ethernet's.
         let lab = Lab::start(
             &network,
             &[
                 ("sink", SocketAddr::new(loopback, sink_port)),
                 ("echo", SocketAddr::new(loopback, echo_port)),
             ],
+            PacketSize::JUMBO,
         )
         .await?;
-        let technician = lab.technician().await?;
-        let request = lab.approved_request(&technician, &["sink", "echo"]).await?;
-        let mut client = spawn_client(&lab, &technician, &request, &["sink", "echo"])?;
-        let sink = client_port(&mut client, "sink").await?;
-        let echo = client_port(&mut client, "echo").await?;
-        client.say(&lab.otp(&technician)?).await?;
-        client.expect_stdout("OPEN").await?;
-        client.drain();
-        paths.push(Route {
-            name: "sekisho",
-            sink: local(sink),
-            echo: local(echo),
-            relays: vec![lab.broker_pid(), client.pid],
-        });
+        let mut clients = Vec::new();
+        for (name, packets) in [
+            (SEKISHO, PacketSize::ETHERNET),
+            (SEKISHO_JUMBO, PacketSize::JUMBO),
+        ] {
+            let technician = lab.technician().await?;
+            let request = lab.approved_request(&technician, &["sink", "echo"]).await?;
+            let mut client = spawn_client(&lab, &technician, &request, &["sink", "echo"], packets)?;
+            let sink = client_port(&mut client, "sink").await?;
+            let echo = client_port(&mut client, "echo").await?;
+            client.say(&lab.otp(&technician)?).await?;
+            client.expect_stdout("OPEN").await?;
+            client.drain();
+            paths.push(Route {
+                name,
+                sink: local(sink),
+                echo: local(echo),
+                relays: vec![lab.broker_pid(), client.pid],
+            });
+            clients.push(client);
+        }
 
         Ok(Setup {
             network,
@@ -144,7 +156,7 @@ impl Setup {
             lab,
             _sshd: sshd,
             _ssh: ssh,
-            _client: client,
+            _clients: clients,
             _ssh_dir: ssh_dir,
         })
     }
@@ -157,6 +169,7 @@ pub(crate) fn spawn_client(
     technician: &crate::lab::Technician,
     request: &str,
     targets: &[&str],
+    packets: PacketSize,
 ) -> anyhow::Result<Child> {
     let [ca, cert, key] = lab.credential_files(technician)?;
     let mut command = Command::new(std::env::current_exe()?);
@@ -171,7 +184,9 @@ pub(crate) fn spawn_client(
         .arg("--key")
         .arg(key)
         .arg("--request")
-        .arg(request);
+        .arg(request)
+        .arg("--max-packet")
+        .arg(packets.to_string());
     for target in targets {
         command.arg("--target").arg(target);
     }

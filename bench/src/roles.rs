@@ -37,9 +37,11 @@ pub(crate) async fn broker(
     data_dir: PathBuf,
     policies: PathBuf,
     listen: SocketAddr,
+    max_packet: tunnel::udp::PacketSize,
 ) -> anyhow::Result<()> {
     let mut config = BrokerConfig::new(data_dir, policies);
     config.listen = listen;
+    config.max_packet = max_packet;
     let broker = Broker::bind(config).await?;
     println!("LISTENING {}", broker.local_addr());
     broker.run(until_stdin_closes()).await;

@@ -112,6 +112,9 @@ pub struct BrokerConfig {
     /// QUIC endpoint and the connections that socket receives (see [`quic`]). Default: one
     /// per core.
     pub data_threads: usize,
+    /// The largest QUIC packets the broker accepts and probes for: Ethernet's by default;
+    /// raise it only where the technicians' paths carry jumbo frames.
+    pub max_packet: tunnel::udp::PacketSize,
 }
 
 impl std::fmt::Debug for BrokerConfig {
@@ -125,6 +128,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("audit_stream", &self.audit_stream)
             .field("web", &self.web)
             .field("data_threads", &self.data_threads)
+            .field("max_packet", &self.max_packet)
             .finish_non_exhaustive()
     }
 }
@@ -143,6 +147,7 @@ impl BrokerConfig {
             audit_stream: None,
             web: None,
             data_threads: default_data_threads(),
+            max_packet: tunnel::udp::PacketSize::default(),
         }
     }
 
@@ -335,9 +340,14 @@ impl Broker {
         ] {
             hospital.store.record(&event).await.map_err(store_error)?;
         }
-        let server_config = quic::server_config(&pki, &config.limits)?;
-        let data_plane = quic::DataPlane::bind(config.listen, config.data_threads, server_config)
-            .map_err(|source| BindError::Listen {
+        let server_config = quic::server_config(&pki, &config.limits, config.max_packet)?;
+        let data_plane = quic::DataPlane::bind(
+            config.listen,
+            config.data_threads,
+            server_config,
+            config.max_packet,
+        )
+        .map_err(|source| BindError::Listen {
             addr: config.listen,
             source,
         })?;

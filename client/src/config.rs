@@ -3,7 +3,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
+
 use std::time::Duration;
+use tunnel::udp::PacketSize;
 
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
@@ -27,6 +29,9 @@ pub struct ClientConfig {
     pub broker: String,
     /// How long to wait for the broker before giving up.
     pub connect_timeout: Duration,
+    /// The largest packets to probe the path for ([`PacketSize::ETHERNET`] unless the path
+    /// to the broker is known to carry jumbo frames; the broker must allow as much).
+    pub max_packet: PacketSize,
     ca: CertificateDer<'static>,
     chain: Vec<CertificateDer<'static>>,
     key: Arc<PrivateKeyDer<'static>>,
@@ -37,6 +42,7 @@ impl std::fmt::Debug for ClientConfig {
         f.debug_struct("ClientConfig")
             .field("broker", &self.broker)
             .field("connect_timeout", &self.connect_timeout)
+            .field("max_packet", &self.max_packet)
             .finish_non_exhaustive()
     }
 }
@@ -106,6 +112,7 @@ impl ClientConfig {
         Ok(ClientConfig {
             broker: broker.to_owned(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_packet: PacketSize::default(),
             ca,
             chain,
             key: Arc::new(key),
@@ -138,7 +145,7 @@ impl ClientConfig {
             .map_err(|e| ConnectError::Credentials(e.to_string()))?;
 
         let mut transport = TransportConfig::default();
-        tunnel::udp::tune_transport(&mut transport);
+        tunnel::udp::tune_transport(&mut transport, self.max_packet);
         transport.keep_alive_interval(Some(KEEP_ALIVE));
         transport.max_concurrent_uni_streams(VarInt::from_u32(0));
         // The broker never opens streams towards the client.

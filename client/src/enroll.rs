@@ -145,7 +145,13 @@ pub async fn enroll(args: &EnrollArgs) -> Result<Enrollment, EnrollError> {
     });
     let quic_config = enroll_quic_config(verifier)?;
     let broker_address = crate::session::resolve(&args.broker).await?;
-    let endpoint = crate::session::client_endpoint(&args.broker, broker_address, quic_config)?;
+    // Enrollment moves a few kilobytes: Ethernet-sized packets, whatever the path.
+    let endpoint = crate::session::client_endpoint(
+        &args.broker,
+        broker_address,
+        quic_config,
+        tunnel::udp::PacketSize::ETHERNET,
+    )?;
 
     let conversation = async {
         let connecting = endpoint

@@ -82,7 +82,12 @@ impl Session {
     /// Connects to the broker, authenticates, and waits for `Welcome`.
     pub async fn connect(config: &ClientConfig) -> Result<Session, ConnectError> {
         let broker_address = resolve(&config.broker).await?;
-        let endpoint = client_endpoint(&config.broker, broker_address, config.quic_config()?)?;
+        let endpoint = client_endpoint(
+            &config.broker,
+            broker_address,
+            config.quic_config()?,
+            config.max_packet,
+        )?;
 
         let handshake = async {
             let connecting = endpoint
@@ -340,6 +345,7 @@ pub(crate) fn client_endpoint(
     broker: &str,
     broker_address: SocketAddr,
     config: quinn::ClientConfig,
+    packets: tunnel::udp::PacketSize,
 ) -> Result<quinn::Endpoint, ConnectError> {
     let bind: SocketAddr = if broker_address.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
@@ -347,7 +353,7 @@ pub(crate) fn client_endpoint(
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     };
     let mut endpoint =
-        tunnel::udp::endpoint(bind, None).map_err(|e| ConnectError::Unreachable {
+        tunnel::udp::endpoint(bind, None, packets).map_err(|e| ConnectError::Unreachable {
             broker: broker.to_owned(),
             reason: format!("cannot open a UDP socket: {e}"),
         })?;

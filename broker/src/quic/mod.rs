@@ -58,6 +58,7 @@ pub(crate) struct Shared {
 pub(crate) fn server_config(
     pki: &BrokerPki,
     limits: &Limits,
+    packets: tunnel::udp::PacketSize,
 ) -> Result<quinn::ServerConfig, BindError> {
     let provider = tunnel::crypto_provider();
     let mut roots = RootCertStore::empty();
@@ -88,7 +89,7 @@ pub(crate) fn server_config(
     let quic_tls = QuicServerConfig::try_from(tls).map_err(|e| BindError::Tls(e.to_string()))?;
 
     let mut transport = TransportConfig::default();
-    tunnel::udp::tune_transport(&mut transport);
+    tunnel::udp::tune_transport(&mut transport, packets);
     // +1 for the control stream.
     transport.max_concurrent_bidi_streams(VarInt::from_u32(
         limits.max_forwards_per_session.saturating_add(1),
@@ -148,6 +149,7 @@ impl DataPlane {
         listen: SocketAddr,
         count: usize,
         server_config: quinn::ServerConfig,
+        packets: tunnel::udp::PacketSize,
     ) -> std::io::Result<DataPlane> {
         let sockets = tunnel::udp::bind_group(listen, count)?;
         let mut threads = Vec::with_capacity(sockets.len());
@@ -161,7 +163,7 @@ impl DataPlane {
             // entered here, which runs them once its thread starts.
             let endpoint = {
                 let _entered = runtime.enter();
-                tunnel::udp::endpoint_on(socket, Some(server_config.clone()))?
+                tunnel::udp::endpoint_on(socket, Some(server_config.clone()), packets)?
             };
             threads.push(DataThread {
                 runtime: Some(runtime),

@@ -289,3 +289,88 @@ async fn sessions_spread_over_data_threads_all_carry_and_all_end_at_shutdown() {
         "sessions still active after the stop: {active:?}"
     );
 }
+
+/// Opens a session for `technician` whose client probes for packets of up to `packets`.
+async fn session_with_packets(
+    broker: &TestBroker,
+    technician: &str,
+    packets: tunnel::udp::PacketSize,
+) -> Session {
+    let mut config = broker.client_config("acme-ehr", technician).await;
+    config.max_packet = packets;
+    let mut session = Session::connect(&config).await.unwrap();
+    let id = broker.request(&mut session, &["echo"]).await;
+    broker.approve(&id).await;
+    let code = broker.next_otp("acme-ehr", technician).await;
+    session.open(&id, &code).await.unwrap();
+    session
+}
+
+/// Echoes `len` bytes through a new forward on `session`, failing (not hanging) if they do
+/// not all come back within 30 s.
+async fn echo_within(session: &Session, len: usize, seed: u64) {
+    let forward = LocalForward::start(session.forwarder(), "echo").await;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        echo_through(forward.addr(), len, seed),
+    )
+    .await
+    .expect("the bytes came back within 30 s");
+}
+
+/// The QUIC path MTU once `session` has carried 8 MiB both ways and it rose above `above`,
+/// or `patience` passed. Polled: quinn gives no signal when its path MTU changes.
+async fn settled_mtu(session: &Session, above: u16, patience: Duration) -> u16 {
+    echo_within(session, 8 * MIB, 77).await;
+    let deadline = Instant::now() + patience;
+    loop {
+        let mtu = session.connection().stats().path.current_mtu;
+        if mtu > above || Instant::now() > deadline {
+            return mtu;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await; // sync-ok: no signal to wait for
+    }
+}
+
+/// With jumbo-sized packets allowed at both ends, the client finds loopback carries them,
+/// sends them (in GSO sends kept under 64 KiB) and every byte still arrives; allowed at only
+/// one end, packets stay at Ethernet's size and the bytes arrive just the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jumbo_packets_are_used_only_when_both_ends_allow_them() {
+    use tunnel::udp::PacketSize;
+    let echo = EchoServer::start().await;
+    let vendors = [Vendor::new("acme-ehr").target("echo", echo.addr())];
+
+    let jumbo_broker = TestBroker::start_with(&vendors, |config| {
+        config.max_packet = PacketSize::JUMBO;
+    })
+    .await;
+    let both = session_with_packets(&jumbo_broker, "tanaka", PacketSize::JUMBO).await;
+    let mtu = settled_mtu(&both, PacketSize::ETHERNET.bytes(), Duration::from_secs(10)).await;
+    assert!(
+        mtu > PacketSize::ETHERNET.bytes() && mtu <= PacketSize::JUMBO.bytes(),
+        "both ends allow jumbo packets, yet the path MTU is {mtu}"
+    );
+    // 8 MiB more in large packets, still byte-identical.
+    echo_within(&both, 8 * MIB, 78).await;
+
+    // An endpoint at the defaults accepts up to 1,472 bytes (quinn's default, an IPv4
+    // Ethernet frame's payload), so that is as far as a jumbo-minded peer can go with it.
+    const DEFAULT_ACCEPTED: u16 = 1472;
+    let client_only = session_with_packets(&jumbo_broker, "sato", PacketSize::ETHERNET).await;
+    // Probing takes milliseconds on loopback (the first case shows it); 2 s is ample.
+    let patience = Duration::from_secs(2);
+    let mtu = settled_mtu(&client_only, PacketSize::ETHERNET.bytes(), patience).await;
+    assert!(
+        mtu <= PacketSize::ETHERNET.bytes(),
+        "a client at the defaults probed to {mtu}"
+    );
+
+    let ethernet_broker = TestBroker::start(&vendors).await;
+    let broker_only = session_with_packets(&ethernet_broker, "tanaka", PacketSize::JUMBO).await;
+    let mtu = settled_mtu(&broker_only, DEFAULT_ACCEPTED, patience).await;
+    assert!(
+        mtu <= DEFAULT_ACCEPTED,
+        "a broker at the defaults was sent {mtu}-byte packets"
+    );
+}
