@@ -12,8 +12,8 @@
 //!   (jumbo frames, or loopback), [`PacketSize`] raises the probe's upper bound, and with it
 //!   what the endpoint accepts, and keeps each GSO send under 64 KiB (quinn puts up to 10
 //!   packets in one, whatever their size, and the kernel refuses larger sends). With
-//!   8,952-byte packets `sekisho-bench` measured a third more throughput on loopback and 30%
-//!   less CPU per GB, since most of the relays' user-space work is per packet. Probing to
+//!   8,952-byte packets `sekisho-bench` measured 1.7 × the throughput on loopback at 55% of
+//!   the CPU per GB, since most of the relays' user-space work is per packet. Probing to
 //!   64 KB on every connection was tried first: it cut new sessions per second by two thirds,
 //!   which is why the bound is a setting and stays at Ethernet's by default.
 
