@@ -108,7 +108,7 @@ pub struct Reloader {
 }
 
 /// The actor reloads and the session changes they cause are recorded under.
-const RELOAD_ACTOR: &str = "policy-reload";
+pub(crate) const RELOAD_ACTOR: &str = "policy-reload";
 
 impl Reloader {
     /// Reads the policy directory again and, if it passes the check, puts it in force and

@@ -186,8 +186,10 @@ pub(super) async fn serve_connection(
         return;
     }
     tracing::info!(%peer, %identity, client = %hello.client_software, "connection authenticated");
+    let policy_updates = shared.policies.subscribe();
     let driver = Driver {
         shared,
+        policy_updates,
         identity,
         connection,
         control_send,
@@ -256,6 +258,8 @@ fn idle_deadline(
 /// session's deadlines and changes, and its forwards.
 struct Driver {
     shared: Arc<Shared>,
+    /// Told of every policy reload, for what only this connection can check (its address).
+    policy_updates: watch::Receiver<Arc<crate::policy::PolicySet>>,
     identity: TechnicianIdentity,
     connection: quinn::Connection,
     control_send: quinn::SendStream,
@@ -340,6 +344,12 @@ impl Driver {
                     }
                 }
                 changed = changed(self.watching.as_mut()) => self.handle_watch_change(changed).await,
+                // `shared` holds the sender, so this never fails while the driver lives.
+                Ok(()) = self.policy_updates.changed(), if self.session.is_some() => {
+                    if let Err(stop) = self.recheck_source_after_reload().await {
+                        break stop;
+                    }
+                }
                 () = self.store_failed.cancelled(), if self.session.is_some() => {
                     break Stop::SessionEnded(EndReason::StoreUnavailable, None, None);
                 }
@@ -538,6 +548,61 @@ impl Driver {
             }
             // Traffic since, or the policy changed: recompute.
             _ => Ok(()),
+        }
+    }
+
+    /// After a reload, ends the live session if the vendor's `source_networks` no longer
+    /// include the technician's address. The reload itself ends sessions whose vendor or
+    /// targets are gone and pulls in end times, but only this connection knows the address.
+    async fn recheck_source_after_reload(&mut self) -> Result<(), Stop> {
+        let Some(session) = self.session.as_ref() else {
+            return Ok(());
+        };
+        let peer = self.connection.remote_address().ip();
+        let still_allowed = self
+            .shared
+            .policies
+            .current()
+            .vendor(self.identity.vendor())
+            .is_none_or(|vendor| source_allowed(&vendor.access.source_networks, peer));
+        if still_allowed {
+            return Ok(());
+        }
+        let now = self.shared.clock.now();
+        let why = format!("the address {peer} is no longer one the vendor's agreement allows");
+        let event = AuditEvent::new(
+            now,
+            Actor::Broker(self.shared.broker_id.clone()),
+            EventKind::SessionEnded,
+        )
+        .request(&session.id)
+        .technician(self.identity.vendor(), self.identity.technician())
+        .detail("reason", EndReason::Revoked.as_str())
+        .detail("note", &why);
+        let ended = self
+            .shared
+            .store
+            .end_request(
+                &session.id,
+                &[session::Stage::Active],
+                EndReason::Revoked,
+                Some(crate::reload::RELOAD_ACTOR),
+                Some(&why),
+                &event,
+            )
+            .await;
+        match ended {
+            Ok(()) => Err(Stop::SessionEnded(
+                EndReason::Revoked,
+                Some(crate::reload::RELOAD_ACTOR.to_owned()),
+                Some(why),
+            )),
+            // Ended meanwhile by someone else: that change arrives through the hub.
+            Err(StoreError::Stale) => Ok(()),
+            Err(e) => {
+                tracing::error!(identity = %self.identity, error = %e, "cannot end a session whose address a reload no longer allows");
+                Err(Stop::SessionEnded(EndReason::StoreUnavailable, None, None))
+            }
         }
     }
 

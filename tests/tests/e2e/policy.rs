@@ -384,3 +384,47 @@ async fn a_reload_whose_hours_end_earlier_ends_a_live_session_when_they_end() {
         .unwrap();
     assert!(why.contains("hours or holidays"), "{why}");
 }
+
+/// Only the connection knows the technician's address, so after a reload each connection
+/// checks it against the vendor's new `source_networks`: one no longer allowed ends at once,
+/// on the record with why, and the client is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_drops_the_technicians_network_ends_their_live_session() {
+    let echo = EchoServer::start().await;
+    let vendor = Vendor::new("acme-ehr")
+        .target("echo", echo.addr())
+        .idle_timeout("3h");
+    let broker = TestBroker::start(&[vendor.clone().source_networks(&["127.0.0.0/8"])]).await;
+    let mut session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    sekisho_e2e::echo_once(&session, "echo").await;
+
+    broker.rewrite_policies(&[vendor.source_networks(&["192.0.2.0/24"])]);
+    assert_eq!(reload(&broker).await.event.kind, EventKind::PolicyLoaded);
+
+    match next_event(&mut session).await {
+        SessionEvent::Ended { reason, message } => {
+            assert_eq!(reason, "revoked");
+            assert!(
+                message.contains("127.0.0.1") && message.contains("no longer"),
+                "{message}"
+            );
+        }
+        other => panic!("expected the end of the session, got {other:?}"),
+    }
+    let ended = broker.first_event(EventKind::SessionEnded).await;
+    let detail = |key: &str| {
+        ended
+            .event
+            .details
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(detail("reason"), "revoked");
+    assert!(
+        detail("note").contains("127.0.0.1"),
+        "{:?}",
+        ended.event.details
+    );
+}
