@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{Actor, AuditEvent, EventKind};
 use crate::clock::Clock;
 use crate::policy::{PolicyErrors, PolicySet};
-use crate::session::{EndReason, HospitalZone, Stage};
+use crate::session::{EndReason, HospitalZone, RequestId, Stage};
 use crate::store::{AuditFilter, Store, StoreError};
 
 /// The policy set in force, shared and swappable.
@@ -109,6 +109,38 @@ pub struct Reloader {
 
 /// The actor reloads and the session changes they cause are recorded under.
 pub(crate) const RELOAD_ACTOR: &str = "policy-reload";
+
+/// Ends live session `id` because the reloaded policies no longer allow it (`why`), on the
+/// record as revoked by [`RELOAD_ACTOR`] on behalf of broker `broker_id`. `Stale` if it was
+/// no longer active.
+pub(crate) async fn end_disallowed_session(
+    store: &Store,
+    broker_id: &str,
+    id: &RequestId,
+    (vendor, technician): (&str, &str),
+    why: &str,
+    now: SystemTime,
+) -> Result<(), StoreError> {
+    let event = AuditEvent::new(
+        now,
+        Actor::Broker(broker_id.to_owned()),
+        EventKind::SessionEnded,
+    )
+    .request(id)
+    .technician(vendor, technician)
+    .detail("reason", EndReason::Revoked.as_str())
+    .detail("note", why);
+    store
+        .end_request(
+            id,
+            &[Stage::Active],
+            EndReason::Revoked,
+            Some(RELOAD_ACTOR),
+            Some(why),
+            &event,
+        )
+        .await
+}
 
 impl Reloader {
     /// Reads the policy directory again and, if it passes the check, puts it in force and
@@ -193,25 +225,15 @@ impl Reloader {
                     .map(|target| format!("target `{target}` is no longer in the policy")),
             };
             let result = if let Some(why) = gone {
-                let event = AuditEvent::new(
+                end_disallowed_session(
+                    &self.store,
+                    &self.broker_id,
+                    &record.id,
+                    (&record.vendor, &record.technician),
+                    &why,
                     now,
-                    Actor::Broker(self.broker_id.clone()),
-                    EventKind::SessionEnded,
                 )
-                .request(&record.id)
-                .technician(&record.vendor, &record.technician)
-                .detail("reason", EndReason::Revoked.as_str())
-                .detail("note", &why);
-                self.store
-                    .end_request(
-                        &record.id,
-                        &[Stage::Active],
-                        EndReason::Revoked,
-                        Some(RELOAD_ACTOR),
-                        Some(&why),
-                        &event,
-                    )
-                    .await
+                .await
             } else {
                 let (Some(vendor), Some(opened_at), Some(end_at)) =
                     (vendor, record.opened_at, record.end_at)

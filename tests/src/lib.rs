@@ -526,7 +526,19 @@ impl TestBroker {
 
     /// The whole flow: connect, request `targets`, approve, open with a fresh code.
     pub async fn open_session(&self, vendor: &str, technician: &str, targets: &[&str]) -> Session {
-        let mut session = self.connect(vendor, technician).await.unwrap();
+        let session = self.connect(vendor, technician).await.unwrap();
+        self.open_on(session, vendor, technician, targets).await
+    }
+
+    /// The rest of the flow on a `session` the test connected itself (with a client
+    /// configuration of its own): request `targets`, approve, open with a fresh code.
+    pub async fn open_on(
+        &self,
+        mut session: Session,
+        vendor: &str,
+        technician: &str,
+        targets: &[&str],
+    ) -> Session {
         let id = self.request(&mut session, targets).await;
         self.approve(&id).await;
         let code = self.next_otp(vendor, technician).await;

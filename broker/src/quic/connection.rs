@@ -568,29 +568,16 @@ impl Driver {
         if still_allowed {
             return Ok(());
         }
-        let now = self.shared.clock.now();
         let why = format!("the address {peer} is no longer one the vendor's agreement allows");
-        let event = AuditEvent::new(
-            now,
-            Actor::Broker(self.shared.broker_id.clone()),
-            EventKind::SessionEnded,
+        let ended = crate::reload::end_disallowed_session(
+            &self.shared.store,
+            &self.shared.broker_id,
+            &session.id,
+            (self.identity.vendor(), self.identity.technician()),
+            &why,
+            self.shared.clock.now(),
         )
-        .request(&session.id)
-        .technician(self.identity.vendor(), self.identity.technician())
-        .detail("reason", EndReason::Revoked.as_str())
-        .detail("note", &why);
-        let ended = self
-            .shared
-            .store
-            .end_request(
-                &session.id,
-                &[session::Stage::Active],
-                EndReason::Revoked,
-                Some(crate::reload::RELOAD_ACTOR),
-                Some(&why),
-                &event,
-            )
-            .await;
+        .await;
         match ended {
             Ok(()) => Err(Stop::SessionEnded(
                 EndReason::Revoked,

@@ -152,10 +152,13 @@ impl DataPlane {
         packets: tunnel::udp::PacketSize,
     ) -> std::io::Result<DataPlane> {
         let sockets = tunnel::udp::bind_group(listen, count)?;
+        // Every socket of the group has the same address.
+        let local_addr = match sockets.first() {
+            Some(socket) => socket.local_addr()?,
+            None => listen,
+        };
         let mut threads = Vec::with_capacity(sockets.len());
-        let mut local_addr = listen;
         for socket in sockets {
-            local_addr = socket.local_addr()?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;

@@ -298,12 +298,10 @@ async fn session_with_packets(
 ) -> Session {
     let mut config = broker.client_config("acme-ehr", technician).await;
     config.max_packet = packets;
-    let mut session = Session::connect(&config).await.unwrap();
-    let id = broker.request(&mut session, &["echo"]).await;
-    broker.approve(&id).await;
-    let code = broker.next_otp("acme-ehr", technician).await;
-    session.open(&id, &code).await.unwrap();
-    session
+    let session = Session::connect(&config).await.unwrap();
+    broker
+        .open_on(session, "acme-ehr", technician, &["echo"])
+        .await
 }
 
 /// Echoes `len` bytes through a new forward on `session`, failing (not hanging) if they do
