@@ -56,6 +56,7 @@ pub mod clock;
 pub mod encoding;
 pub mod hub;
 pub mod identity;
+pub mod keys;
 pub mod otp;
 pub mod pki;
 pub mod policy;
@@ -226,6 +227,9 @@ pub enum BindError {
         /// Why.
         source: StoreError,
     },
+    /// The data directory's CA or sealing key is missing, or not the database's.
+    #[error(transparent)]
+    Keys(#[from] keys::KeysError),
     /// The web UI could not start.
     #[error(transparent)]
     Web(#[from] web::WebError),
@@ -253,7 +257,7 @@ pub struct Broker {
 }
 
 /// Everything the broker and the admin CLI open from a configuration: policies, time zone,
-/// database, sealing key.
+/// database, and the hospital's keys (sealing key and CA), checked against the database.
 pub struct Hospital {
     /// The policies.
     pub policies: Arc<PolicySet>,
@@ -263,6 +267,8 @@ pub struct Hospital {
     pub store: Store,
     /// The key that seals TOTP secrets.
     pub sealing_key: Arc<SealingKey>,
+    /// The hospital's CA and this broker's server certificate.
+    pub pki: Arc<BrokerPki>,
 }
 
 impl Hospital {
@@ -277,16 +283,25 @@ impl Hospital {
         let zone =
             HospitalZone::resolve(&policies.hospital().timezone).map_err(BindError::TimeZone)?;
         pki::files::create_private_dir(&config.data_dir)?;
-        let sealing_key = SealingKey::load_or_create(&config.data_dir)?;
         let location = config.store_location();
         let store = Store::open(&location)
             .await
             .map_err(|source| BindError::Store { location, source })?;
+        let actor = audit::Actor::Broker(broker_id(&config.data_dir)?);
+        let (sealing_key, pki) =
+            match keys::open(&config.data_dir, &store, &actor, config.clock.now()).await {
+                Ok(keys) => keys,
+                Err(refusal) => {
+                    store.close().await;
+                    return Err(refusal.into());
+                }
+            };
         Ok(Hospital {
             policies: Arc::new(policies),
             zone,
             store,
             sealing_key: Arc::new(sealing_key),
+            pki: Arc::new(pki),
         })
     }
 
@@ -306,7 +321,7 @@ impl Broker {
     /// Nothing is served until [`run`](Broker::run).
     pub async fn bind(config: BrokerConfig) -> Result<Broker, BindError> {
         let hospital = Hospital::open(&config).await?;
-        let pki = Arc::new(BrokerPki::load_or_create(&config.data_dir)?);
+        let pki = hospital.pki.clone();
         let broker_id = broker_id(&config.data_dir)?;
         let now = config.clock.now();
         let store_error = |source| BindError::Store {

@@ -154,6 +154,7 @@ event_kinds! {
     StaffDisabled => "staff-disabled": "An admin disabled a staff account.",
     StaffEnabled => "staff-enabled": "An admin enabled a staff account again.",
     StaffRefused => "staff-refused": "A staff member's web action was refused (role, CSRF token).",
+    KeysRefused => "keys-refused": "A broker or admin command was refused: its data directory lacks the hospital's CA or sealing key, or holds other ones.",
 }
 
 /// One event, before it is numbered and chained.

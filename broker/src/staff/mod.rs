@@ -626,7 +626,7 @@ impl StaffDirectory {
 }
 
 /// What a staff member's sealed TOTP secret is bound to (distinct from any technician's).
-fn binding(name: &str) -> String {
+pub(crate) fn binding(name: &str) -> String {
     format!("staff:{name}")
 }
 

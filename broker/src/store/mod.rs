@@ -19,6 +19,7 @@
 
 mod audit;
 mod identity;
+mod keys;
 mod requests;
 mod staff;
 mod technicians;
@@ -35,6 +36,7 @@ pub use identity::{
     CertificateRecord, CertificateStanding, EnrollmentRecord, NewTechnician, TokenRow,
     TokenToStore, VendorRow,
 };
+pub use keys::{KeysRecord, SealedSecret};
 pub use requests::{LockdownState, Opening, RequestFilter};
 pub use staff::{Enrollment, InviteRow, StaffRow};
 pub use technicians::TechnicianRow;

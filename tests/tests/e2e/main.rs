@@ -8,6 +8,8 @@ mod audit;
 mod browser;
 /// Enrollment, the certificate registry, disabling and resetting technicians and vendors.
 mod identity;
+/// The hospital's CA and sealing key, checked against the database at start.
+mod keys;
 /// Each rule a policy states, refusing when broken against a live broker; reloads.
 mod policy;
 /// What the broker and the client refuse, and the sentence each refusal carries.
