@@ -36,7 +36,7 @@ pub use identity::{
     TokenToStore, VendorRow,
 };
 pub use requests::{LockdownState, Opening, RequestFilter};
-pub use staff::{Enrollment, InviteRow, StaffRow};
+pub use staff::{Activation, ActivationOutcome, InviteRow, PendingSetup, StaffRow};
 pub use technicians::TechnicianRow;
 
 /// Why the store could not do what was asked.
