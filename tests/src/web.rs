@@ -39,7 +39,9 @@ pub struct StaffAccount {
 }
 
 impl StaffAccount {
-    /// Makes `name` with `roles` through a one-time link, as an admin and the person would.
+    /// Makes `name` with `roles` through a one-time link, as an admin and the person would:
+    /// the person chooses a password, adds the secret shown to their authenticator and
+    /// confirms it with the code it shows.
     pub async fn create(broker: &TestBroker, name: &str, roles: &[Role]) -> StaffAccount {
         let staff = directory(broker);
         let token = staff
@@ -47,15 +49,33 @@ impl StaffAccount {
             .await
             .unwrap();
         let password = format!("{name} long password");
-        let enrolled = staff
-            .enroll(token.expose_secret(), name, &password, &password)
+        StaffAccount::set_up(broker, token.expose_secret(), name, &password).await
+    }
+
+    /// Uses the one-time link `token` for account `name` with `password`: the first step,
+    /// then the confirming code computed from the secret it showed.
+    pub async fn set_up(
+        broker: &TestBroker,
+        token: &str,
+        name: &str,
+        password: &str,
+    ) -> StaffAccount {
+        let staff = directory(broker);
+        let shown = staff
+            .begin_enrollment(token, name, password, password)
             .await
             .unwrap();
-        StaffAccount {
+        let account = StaffAccount {
             name: name.to_owned(),
-            password,
-            secret: enrolled.secret,
-        }
+            password: password.to_owned(),
+            secret: shown.secret,
+        };
+        let confirmed = staff
+            .confirm_enrollment(token, &account.code(broker), "test")
+            .await
+            .unwrap();
+        assert_eq!(confirmed, name);
+        account
     }
 
     /// A fresh code: moves the broker's clock to the next 30-second step first.
@@ -223,6 +243,33 @@ impl WebClient {
         let page = self.get(path).await;
         hidden_csrf(&page.body).unwrap_or_else(|| panic!("no CSRF field on {path}: {}", page.body))
     }
+}
+
+/// The TOTP secret a setup page shows as the key to type by hand (`id="otp-key"`), read as a
+/// person would type it into their authenticator app.
+pub fn shown_secret(html: &str) -> Option<Secret<Vec<u8>>> {
+    let at = html.find("id=\"otp-key\">")? + "id=\"otp-key\">".len();
+    let rest = &html[at..];
+    let key = &rest[..rest.find('<')?];
+    sekisho_broker::encoding::base32_decode(key.trim().as_bytes()).map(Secret::new)
+}
+
+/// A 6-digit code that `secret` accepts at no step near `broker`'s clock (the current one and
+/// one either side, as the broker allows).
+pub fn wrong_code(broker: &TestBroker, secret: &Secret<Vec<u8>>) -> String {
+    let now = broker.clock().now();
+    let near: Vec<String> = [
+        now - Duration::from_secs(30),
+        now,
+        now + Duration::from_secs(30),
+    ]
+    .into_iter()
+    .map(|at| sekisho_broker::otp::code_at(secret, at).unwrap())
+    .collect();
+    (0..4u32)
+        .map(|n| format!("{:06}", 123_456 + n))
+        .find(|code| !near.contains(code))
+        .unwrap()
 }
 
 /// The value of the first `name="csrf"` hidden field.

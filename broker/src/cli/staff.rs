@@ -3,7 +3,8 @@
 //! The web UI's Staff page does the same for a logged-in admin; this is for the host's
 //! administrator when no admin can log in (the only admin locked out, or lost their phone):
 //! `staff invite NAME --role admin` prints a one-time link that resets the account (a new
-//! password and TOTP secret). Links are shown once; only their hash is stored.
+//! password and TOTP secret, taking effect once the person confirms the new authenticator
+//! with a code on the link's page). Links are shown once; only their hash is stored.
 
 use super::CliError;
 use super::table::{Table, clean};

@@ -5,10 +5,21 @@
 //! admin makes the link (the very first admin's link is printed by the broker at its first
 //! start), and the person opens it, chooses a password of at least
 //! [`MIN_PASSWORD_CHARS`] characters (stored as an argon2id hash) and gets a TOTP secret of
-//! their own (sealed at rest with [`SealingKey`]). A login needs the password and a fresh
-//! code; after [`LOGIN_LOCKOUT_THRESHOLD`] consecutive failures the account is locked until an
-//! admin resets it. A login makes a new random browser session id (only its hash is stored)
-//! with its own CSRF token; a session unused for the idle limit is over.
+//! their own (sealed at rest with [`SealingKey`]).
+//!
+//! The setup counts only once the person typed a current code from the new authenticator
+//! ([`StaffDirectory::begin_enrollment`], then [`StaffDirectory::confirm_enrollment`]): a
+//! mis-scanned QR code must not lock them out at their first login, and a reset must not take
+//! the old password and secret away before the new ones are known to work. Until then the
+//! password hash and the sealed secret wait on the link, the account (if any) is untouched,
+//! and the link's expiry still applies. The confirming code's step is spent like a login's,
+//! so it never logs in. After [`SETUP_CODE_ATTEMPTS`] wrong codes the link stops working and
+//! an admin makes a new one.
+//!
+//! A login needs the password and a fresh code; after [`LOGIN_LOCKOUT_THRESHOLD`]
+//! consecutive failures the account is locked until an admin resets it. A login makes a new
+//! random browser session id (only its hash is stored) with its own CSRF token; a session
+//! unused for the idle limit is over.
 //!
 //! This module checks credentials and keeps accounts; it never decides what a role may do
 //! (that is the web layer's, checked on every action) and never sees HTTP.
@@ -22,12 +33,17 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use crate::audit::{Actor, AuditEvent, EventKind};
 use crate::clock::Clock;
 use crate::secret::{SealError, SealingKey, Secret, random_bytes};
-use crate::store::{Enrollment, InviteRow, StaffRow, Store, StoreError};
+use crate::store::{
+    Activation, ActivationOutcome, InviteRow, PendingSetup, StaffRow, Store, StoreError,
+};
 
 /// The shortest password accepted, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 13;
 /// Consecutive failed logins that lock an account.
 pub const LOGIN_LOCKOUT_THRESHOLD: i64 = 5;
+/// Wrong confirming codes a one-time link takes before it stops working (as many as a login
+/// gets before the account locks).
+pub const SETUP_CODE_ATTEMPTS: i64 = LOGIN_LOCKOUT_THRESHOLD;
 /// How long a one-time link works.
 pub const INVITE_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 /// How long a browser session lasts without use, unless configured otherwise.
@@ -128,9 +144,10 @@ pub struct LoginSession {
     pub member: StaffMember,
 }
 
-/// What a person gets from a one-time link, shown once.
+/// The new authenticator a person sets up through a one-time link: shown to them until they
+/// confirm it with a code, and never after.
 #[derive(Debug)]
-pub struct Enrolled {
+pub struct NewAuthenticator {
     /// The account's name.
     pub name: String,
     /// The TOTP secret.
@@ -155,6 +172,22 @@ pub enum StaffError {
         "This link is not valid any more (used, expired or mistyped); ask an admin for a new one."
     )]
     InviteInvalid,
+    /// A confirming code was typed on a link whose password form was not sent yet.
+    #[error("Choose your password on this link's page first; then the code is asked for.")]
+    SetupNotBegun,
+    /// The confirming code does not match the new secret; nothing changed.
+    #[error(
+        "That code does not match the new authenticator; check the app's clock and type the current 6-digit code."
+    )]
+    CodeMismatch {
+        /// Wrong codes the link still takes before it stops working.
+        attempts_left: i64,
+    },
+    /// The last wrong confirming code the link takes; nothing changed and the link is spent.
+    #[error(
+        "That code does not match the new authenticator either, and after {SETUP_CODE_ATTEMPTS} wrong codes this link does not work any more; nothing was changed, ask an admin for a new link."
+    )]
+    SetupVoided,
     /// No such account.
     #[error("There is no staff account {0}.")]
     NoSuchStaff(String),
@@ -323,6 +356,8 @@ impl StaffDirectory {
             roles: Roles::new([Role::Admin]).encode(),
             created_by: "broker".to_owned(),
             expires_at: now + INVITE_VALIDITY,
+            pending: None,
+            code_failures: 0,
         };
         let event = AuditEvent::new(
             now,
@@ -338,7 +373,8 @@ impl StaffDirectory {
     }
 
     /// `by` makes a one-time link that creates account `name` with `roles`, or resets it if
-    /// it exists (new password and TOTP secret). Returns the token, to be shown once.
+    /// it exists (new password and TOTP secret, once confirmed with a code from it). Returns
+    /// the token, to be shown once.
     pub async fn invite(
         &self,
         name: &str,
@@ -359,6 +395,8 @@ impl StaffDirectory {
             roles: roles.encode(),
             created_by: by.to_owned(),
             expires_at: now + INVITE_VALIDITY,
+            pending: None,
+            code_failures: 0,
         };
         let event = AuditEvent::new(now, Actor::Staff(by.to_owned()), EventKind::StaffInvited)
             .detail("staff", &name)
@@ -385,46 +423,135 @@ impl StaffDirectory {
             .ok_or(StaffError::InviteInvalid)
     }
 
-    /// Uses a one-time link: sets the password (and the name, for the first admin's link)
-    /// and makes a new TOTP secret, returned to be shown once.
-    pub async fn enroll(
+    /// Uses a one-time link, first step: checks the password (and the name, for the first
+    /// admin's link) and makes a new TOTP secret, returned to be shown. Both wait on the link
+    /// until [`confirm_enrollment`](StaffDirectory::confirm_enrollment); no account is made or
+    /// changed here. Sending the same name and password again shows the same secret (a
+    /// reloaded page must not invalidate a QR code already scanned); anything else replaces
+    /// the pending setup with a new secret.
+    pub async fn begin_enrollment(
         &self,
         token: &str,
         chosen_name: &str,
         password: &str,
         repeated: &str,
-    ) -> Result<Enrolled, StaffError> {
+    ) -> Result<NewAuthenticator, StaffError> {
         let invite = self.invite_for(token).await?;
         let name = if invite.name.is_empty() {
             let name = check_name(chosen_name)?;
             if self.store.staff_member(&name).await?.is_some() {
-                return Err(StaffError::Input(format!(
-                    "There is already an account {name}; choose another name."
-                )));
+                return Err(name_taken(&name));
             }
             name
         } else {
             invite.name.clone()
         };
         check_password(password, repeated)?;
-        let password_hash = hash_password(password)?;
+        if let Some(pending) = invite
+            .pending
+            .as_ref()
+            .filter(|pending| pending.name == name)
+            .filter(|pending| verify_password(&pending.password_hash, password))
+        {
+            return self.shown(pending);
+        }
         let secret = crate::otp::new_secret()?;
-        let sealed = self
-            .sealing_key
-            .seal(&binding(&name), secret.expose_secret())?;
-        let now = self.clock.now();
-        let event = AuditEvent::new(now, Actor::Staff(name.clone()), EventKind::StaffEnrolled)
-            .detail("staff", &name)
-            .detail("roles", &invite.roles)
-            .detail("link_by", &invite.created_by);
+        let pending = PendingSetup {
+            sealed_totp_secret: self
+                .sealing_key
+                .seal(&binding(&name), secret.expose_secret())?,
+            password_hash: hash_password(password)?,
+            name,
+        };
         self.store
-            .enroll_staff(
-                &Enrollment {
-                    token_hash: &token_hash(token),
-                    name: &name,
+            .put_staff_setup_pending(&token_hash(token), &pending, self.clock.now())
+            .await
+            .map_err(|e| match e {
+                StoreError::Stale => StaffError::InviteInvalid,
+                other => StaffError::Store(other),
+            })?;
+        self.authenticator(pending.name, secret)
+    }
+
+    /// The new authenticator waiting on a one-time link for its confirming code, to show it
+    /// again (after a wrong code).
+    pub async fn pending_enrollment(&self, token: &str) -> Result<NewAuthenticator, StaffError> {
+        let invite = self.invite_for(token).await?;
+        let pending = invite.pending.as_ref().ok_or(StaffError::SetupNotBegun)?;
+        self.shown(pending)
+    }
+
+    /// Uses a one-time link, second step: when `code` is a current code of the pending
+    /// secret, spends the link and makes the account usable with the pending password and
+    /// secret, in one transaction (recorded as [`EventKind::StaffEnrolled`]); the code's step
+    /// is spent, so it never logs in. A wrong code changes nothing but the link's count of
+    /// wrong codes (recorded as [`EventKind::StaffConfirmFailed`]); at
+    /// [`SETUP_CODE_ATTEMPTS`] the link stops working. `from` is the client's address, for
+    /// the record. Returns the account's name.
+    pub async fn confirm_enrollment(
+        &self,
+        token: &str,
+        code: &str,
+        from: &str,
+    ) -> Result<String, StaffError> {
+        let now = self.clock.now();
+        let hash = token_hash(token);
+        let invite = self.invite_for(token).await?;
+        let pending = invite.pending.as_ref().ok_or(StaffError::SetupNotBegun)?;
+        let secret = self
+            .sealing_key
+            .open(&binding(&pending.name), &pending.sealed_totp_secret)?;
+        let step = crate::otp::matching_step(&secret, code, now)
+            .map_err(|e| StaffError::Crypto(e.to_string()))?;
+        let Some(step) = step else {
+            let (failures, void) = self
+                .store
+                .record_staff_setup_failure(&hash, SETUP_CODE_ATTEMPTS, now, |failures, void| {
+                    let event = AuditEvent::new(
+                        now,
+                        Actor::Staff(pending.name.clone()),
+                        EventKind::StaffConfirmFailed,
+                    )
+                    .detail("staff", &pending.name)
+                    .detail("wrong_codes", failures)
+                    .detail("from", from);
+                    if void {
+                        event.detail("link", "void")
+                    } else {
+                        event
+                    }
+                })
+                .await
+                .map_err(|e| match e {
+                    StoreError::Stale => StaffError::InviteInvalid,
+                    other => StaffError::Store(other),
+                })?;
+            return Err(if void {
+                StaffError::SetupVoided
+            } else {
+                StaffError::CodeMismatch {
+                    attempts_left: SETUP_CODE_ATTEMPTS - failures,
+                }
+            });
+        };
+        let event = AuditEvent::new(
+            now,
+            Actor::Staff(pending.name.clone()),
+            EventKind::StaffEnrolled,
+        )
+        .detail("staff", &pending.name)
+        .detail("roles", &invite.roles)
+        .detail("link_by", &invite.created_by)
+        .detail("from", from);
+        let outcome = self
+            .store
+            .activate_staff_setup(
+                &Activation {
+                    token_hash: &hash,
                     roles: &invite.roles,
-                    password_hash: &password_hash,
-                    sealed_totp_secret: &sealed,
+                    pending,
+                    step,
+                    may_reset: !invite.name.is_empty(),
                 },
                 now,
                 &event,
@@ -434,9 +561,28 @@ impl StaffDirectory {
                 StoreError::Stale => StaffError::InviteInvalid,
                 other => StaffError::Store(other),
             })?;
+        match outcome {
+            ActivationOutcome::Activated => Ok(pending.name.clone()),
+            ActivationOutcome::NameTaken => Err(name_taken(&pending.name)),
+        }
+    }
+
+    /// A pending setup's secret, opened to be shown again.
+    fn shown(&self, pending: &PendingSetup) -> Result<NewAuthenticator, StaffError> {
+        let secret = self
+            .sealing_key
+            .open(&binding(&pending.name), &pending.sealed_totp_secret)?;
+        self.authenticator(pending.name.clone(), secret)
+    }
+
+    fn authenticator(
+        &self,
+        name: String,
+        secret: Secret<Vec<u8>>,
+    ) -> Result<NewAuthenticator, StaffError> {
         let uri = crate::otp::otpauth_uri(&secret, &self.hospital, &format!("staff {name}"))
             .map_err(|e| StaffError::Crypto(e.to_string()))?;
-        Ok(Enrolled {
+        Ok(NewAuthenticator {
             name,
             secret,
             otpauth_uri: Secret::new(uri),
@@ -623,6 +769,13 @@ impl StaffDirectory {
     pub async fn members(&self) -> Result<Vec<StaffRow>, StaffError> {
         Ok(self.store.staff_members().await?)
     }
+}
+
+/// The refusal for a first admin's link whose chosen name is someone's account already.
+fn name_taken(name: &str) -> StaffError {
+    StaffError::Input(format!(
+        "There is already an account {name}; choose another name."
+    ))
 }
 
 /// What a staff member's sealed TOTP secret is bound to (distinct from any technician's).

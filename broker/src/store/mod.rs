@@ -38,7 +38,7 @@ pub use identity::{
 };
 pub use keys::{KeysRecord, SealedSecret};
 pub use requests::{LockdownState, Opening, RequestFilter};
-pub use staff::{Enrollment, InviteRow, StaffRow};
+pub use staff::{Activation, ActivationOutcome, InviteRow, PendingSetup, StaffRow};
 pub use technicians::TechnicianRow;
 
 /// Why the store could not do what was asked.

@@ -1,7 +1,15 @@
 //! Staff accounts for the web UI, their logged-in browsers, and one-time account links.
 //!
 //! Like the rest of the store, this decides nothing: passwords, codes and roles are checked
-//! in [`crate::staff`]. Every change carries its audit event in the same transaction.
+//! in [`crate::staff`]. Every change to an account carries its audit event in the same
+//! transaction.
+//!
+//! Setting up an account through a one-time link is two steps, so that nothing is
+//! half-written: the chosen password and the new TOTP secret wait on the link's row
+//! ([`PendingSetup`], [`Store::put_staff_setup_pending`]) while the account, if it exists,
+//! keeps its old ones; once the person typed a code from the new authenticator, one
+//! transaction spends the link and makes the account usable
+//! ([`Store::activate_staff_setup`]).
 
 use std::time::SystemTime;
 
@@ -37,7 +45,7 @@ pub struct StaffRow {
 /// A one-time link, as stored (without its token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InviteRow {
-    /// The account it creates or resets.
+    /// The account it creates or resets; '' for the first admin's link (the person names it).
     pub name: String,
     /// The roles the account gets.
     pub roles: String,
@@ -45,21 +53,49 @@ pub struct InviteRow {
     pub created_by: String,
     /// When it stops working.
     pub expires_at: SystemTime,
+    /// The setup chosen through it and waiting for its confirming code, if any.
+    pub pending: Option<PendingSetup>,
+    /// Wrong confirming codes typed on it so far.
+    pub code_failures: i64,
 }
 
-/// What a new or reset account is given through a one-time link.
+/// A password and TOTP secret chosen through a one-time link, held on the link until the
+/// person types a code from the new authenticator. Nothing of the account changes before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSetup {
+    /// The account it is for.
+    pub name: String,
+    /// The chosen password's argon2id hash, PHC string.
+    pub password_hash: String,
+    /// The new TOTP secret, sealed to `name`.
+    pub sealed_totp_secret: String,
+}
+
+/// A confirmed setup to make usable: the link's pending password and secret become the
+/// account's.
 #[derive(Debug, Clone)]
-pub struct Enrollment<'a> {
+pub struct Activation<'a> {
     /// SHA-256 (hex) of the link's token.
     pub token_hash: &'a str,
-    /// The account.
-    pub name: &'a str,
-    /// Its roles.
+    /// The roles the account gets.
     pub roles: &'a str,
-    /// The new password's argon2id hash.
-    pub password_hash: &'a str,
-    /// The new TOTP secret, sealed.
-    pub sealed_totp_secret: &'a str,
+    /// The pending setup that was confirmed, exactly as read: activation happens only if it
+    /// is still the link's pending setup (not replaced by a setup begun again meanwhile).
+    pub pending: &'a PendingSetup,
+    /// The TOTP step of the confirming code, spent: no login accepts it or an earlier one.
+    pub step: i64,
+    /// Whether the link may replace an existing account's credentials (a reset). The first
+    /// admin's link, whose person chose the name, never may.
+    pub may_reset: bool,
+}
+
+/// What activating a confirmed setup did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivationOutcome {
+    /// The link is spent and the account usable with its new password and secret.
+    Activated,
+    /// Nothing changed: the chosen name was taken meanwhile, and this link may not reset.
+    NameTaken,
 }
 
 const STAFF_COLUMNS: &str =
@@ -106,7 +142,8 @@ impl Store {
         .map_err(StoreError::from)
     }
 
-    /// Stores a one-time link (its token's hash) with its audit event.
+    /// Stores a one-time link (its token's hash) with its audit event, and drops the pending
+    /// setups of links that expired before they were confirmed.
     pub async fn put_staff_invite(
         &self,
         token_hash: &str,
@@ -126,6 +163,14 @@ impl Store {
         .bind(to_unix_ms(invite.expires_at))
         .execute(&mut *tx)
         .await?;
+        // Links that expired with a setup still pending can never be confirmed: their
+        // password hash and sealed secret need not stay.
+        sqlx::query(
+            "UPDATE staff_invites SET pending_password_hash = '', pending_totp_secret = '' WHERE used_at IS NULL AND expires_at <= $1 AND pending_totp_secret <> ''",
+        )
+        .bind(to_unix_ms(now))
+        .execute(&mut *tx)
+        .await?;
         append(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
@@ -138,18 +183,25 @@ impl Store {
         now: SystemTime,
     ) -> Result<Option<InviteRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT name, roles, created_by, expires_at FROM staff_invites WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+            "SELECT name, roles, created_by, expires_at, pending_name, pending_password_hash, pending_totp_secret, code_failures FROM staff_invites WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
         )
         .bind(token_hash)
         .bind(to_unix_ms(now))
         .fetch_optional(self.pool())
         .await?;
         row.map(|row| {
+            let pending = PendingSetup {
+                name: row.try_get(4)?,
+                password_hash: row.try_get(5)?,
+                sealed_totp_secret: row.try_get(6)?,
+            };
             Ok(InviteRow {
                 name: row.try_get(0)?,
                 roles: row.try_get(1)?,
                 created_by: row.try_get(2)?,
                 expires_at: crate::clock::from_unix_ms(row.try_get(3)?),
+                pending: (!pending.sealed_totp_secret.is_empty()).then_some(pending),
+                code_failures: row.try_get(7)?,
             })
         })
         .transpose()
@@ -173,58 +225,136 @@ impl Store {
         Ok(!invites.is_empty())
     }
 
-    /// Uses a one-time link: creates the account or replaces its password and TOTP secret
-    /// (clearing its lock, failures and logged-in browsers). `Stale` when the link was used
-    /// or expired meanwhile.
-    pub async fn enroll_staff(
+    /// Holds `pending` on the unused, unexpired link (replacing a setup begun before on it),
+    /// for the account the link is for (any name on the first admin's link). Changes no
+    /// account, so it carries no audit event: the confirmation, or its failure, is the event.
+    /// `Stale` when the link was used or expired meanwhile.
+    pub async fn put_staff_setup_pending(
         &self,
-        enrollment: &Enrollment<'_>,
+        token_hash: &str,
+        pending: &PendingSetup,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE staff_invites SET pending_name = $2, pending_password_hash = $3, pending_totp_secret = $4 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $5 AND (name = $2 OR name = '')",
+        )
+        .bind(token_hash)
+        .bind(&pending.name)
+        .bind(&pending.password_hash)
+        .bind(&pending.sealed_totp_secret)
+        .bind(to_unix_ms(now))
+        .execute(self.pool())
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::Stale);
+        }
+        Ok(())
+    }
+
+    /// Activates a confirmed setup in one transaction: spends the link (only if it is unused,
+    /// unexpired and still holds exactly `activation.pending`), creates the account or
+    /// replaces its password and TOTP secret (clearing its lock, failures and logged-in
+    /// browsers), marks the confirming code's step used, and appends `event`. `Stale` when
+    /// the link was used, voided, expired or given another setup meanwhile.
+    pub async fn activate_staff_setup(
+        &self,
+        activation: &Activation<'_>,
         now: SystemTime,
         event: &AuditEvent,
-    ) -> Result<(), StoreError> {
+    ) -> Result<ActivationOutcome, StoreError> {
         let now_ms = to_unix_ms(now);
+        let pending = activation.pending;
         let mut tx = self.pool().begin().await?;
-        let used = sqlx::query(
-            "UPDATE staff_invites SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND (name = $3 OR name = '')",
+        // Spent first (the write that takes SQLite's lock); the pending copies go with it.
+        let spent = sqlx::query(
+            "UPDATE staff_invites SET used_at = $2, pending_password_hash = '', pending_totp_secret = '' WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND pending_name = $3 AND pending_password_hash = $4 AND pending_totp_secret = $5",
         )
-        .bind(enrollment.token_hash)
+        .bind(activation.token_hash)
         .bind(now_ms)
-        .bind(enrollment.name)
+        .bind(&pending.name)
+        .bind(&pending.password_hash)
+        .bind(&pending.sealed_totp_secret)
         .execute(&mut *tx)
         .await?;
-        if used.rows_affected() != 1 {
+        if spent.rows_affected() != 1 {
             tx.rollback().await?;
             return Err(StoreError::Stale);
         }
-        let updated = sqlx::query(
-            "UPDATE staff SET roles = $2, password_hash = $3, totp_secret = $4, totp_last_step = 0, login_failures = 0, locked = 0, updated_at = $5 WHERE name = $1",
-        )
-        .bind(enrollment.name)
-        .bind(enrollment.roles)
-        .bind(enrollment.password_hash)
-        .bind(enrollment.sealed_totp_secret)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
+        let updated = if activation.may_reset {
+            // The step only moves forward: a code the old secret's last login used stays
+            // spent too.
             sqlx::query(
-                "INSERT INTO staff (name, roles, password_hash, totp_secret, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+                "UPDATE staff SET roles = $2, password_hash = $3, totp_secret = $4, totp_last_step = CASE WHEN totp_last_step > $5 THEN totp_last_step ELSE $5 END, login_failures = 0, locked = 0, updated_at = $6 WHERE name = $1",
             )
-            .bind(enrollment.name)
-            .bind(enrollment.roles)
-            .bind(enrollment.password_hash)
-            .bind(enrollment.sealed_totp_secret)
+            .bind(&pending.name)
+            .bind(activation.roles)
+            .bind(&pending.password_hash)
+            .bind(&pending.sealed_totp_secret)
+            .bind(activation.step)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        } else {
+            0
+        };
+        if updated == 0 {
+            let inserted = sqlx::query(
+                "INSERT INTO staff (name, roles, password_hash, totp_secret, totp_last_step, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(&pending.name)
+            .bind(activation.roles)
+            .bind(&pending.password_hash)
+            .bind(&pending.sealed_totp_secret)
+            .bind(activation.step)
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;
+            if inserted.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Ok(ActivationOutcome::NameTaken);
+            }
         }
         sqlx::query("DELETE FROM staff_sessions WHERE staff = $1")
-            .bind(enrollment.name)
+            .bind(&pending.name)
             .execute(&mut *tx)
             .await?;
         append(&mut tx, event).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(ActivationOutcome::Activated)
+    }
+
+    /// Counts a wrong confirming code against the unused, unexpired link; at `limit` the
+    /// link is spent (voided) and its pending setup dropped. Appends the event `failed`
+    /// makes from the new count and whether the link is now void, and returns both. `Stale`
+    /// (and nothing recorded) when the link was used or expired meanwhile.
+    pub async fn record_staff_setup_failure(
+        &self,
+        token_hash: &str,
+        limit: i64,
+        now: SystemTime,
+        failed: impl FnOnce(i64, bool) -> AuditEvent,
+    ) -> Result<(i64, bool), StoreError> {
+        let now_ms = to_unix_ms(now);
+        let mut tx = self.pool().begin().await?;
+        // Every SET expression reads the row as it was before this update.
+        let row = sqlx::query(
+            "UPDATE staff_invites SET code_failures = code_failures + 1, used_at = CASE WHEN code_failures + 1 >= $2 THEN $3 ELSE used_at END, pending_password_hash = CASE WHEN code_failures + 1 >= $2 THEN '' ELSE pending_password_hash END, pending_totp_secret = CASE WHEN code_failures + 1 >= $2 THEN '' ELSE pending_totp_secret END WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $3 RETURNING code_failures",
+        )
+        .bind(token_hash)
+        .bind(limit)
+        .bind(now_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(StoreError::Stale);
+        };
+        let failures: i64 = row.try_get(0)?;
+        let void = failures >= limit;
+        append(&mut tx, &failed(failures, void)).await?;
+        tx.commit().await?;
+        Ok((failures, void))
     }
 
     /// Accepts a login: TOTP `step` must be later than every step accepted before and the

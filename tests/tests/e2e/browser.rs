@@ -1,6 +1,7 @@
 //! The staff web UI in real headless Chromium, driven through chromedriver (WebDriver):
-//! an approver logs in with password and TOTP, sees a real client's request appear without
-//! reloading, approves it (the client's tunnel opens), revokes it (the client is told and
+//! an approver sets up their account through a one-time link (a wrong confirming code first,
+//! then the right one from the key shown), logs in with password and TOTP, sees a real
+//! client's request appear without reloading, approves it (the client's tunnel opens), revokes it (the client is told and
 //! the session ends); an auditor marks it reviewed. Each page is saved as a screenshot.
 //!
 //! Needs `SEKISHO_TEST_CHROMEDRIVER` (the path of chromedriver; `.ci/run` sets it); without
@@ -13,10 +14,11 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use proto::RequestAccess;
+use sekisho_broker::clock::Clock;
 use sekisho_broker::session::{RequestId, Stage};
-use sekisho_broker::staff::Role;
+use sekisho_broker::staff::{Role, Roles};
 use sekisho_client::SessionEvent;
-use sekisho_e2e::web::{StaffAccount, start_web_broker};
+use sekisho_e2e::web::{StaffAccount, directory, start_web_broker, wrong_code};
 use sekisho_e2e::{EchoServer, TestBroker, Vendor};
 use tokio::process::{Child, Command};
 
@@ -99,6 +101,118 @@ impl Shots {
     }
 }
 
+/// The element `locator` finds, once it appears (within [`PATIENCE`]). Right after a form
+/// was sent the page may still be navigating, which chromedriver reports as a command
+/// "aborted by navigation" rather than as "not there yet": then it looks again.
+async fn appears(
+    browser: &Client,
+    locator: Locator<'_>,
+) -> Result<fantoccini::elements::Element, fantoccini::error::CmdError> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match browser.wait().at_most(left).for_element(locator).await {
+            Err(fantoccini::error::CmdError::NotW3C(value))
+                if value
+                    .as_str()
+                    .is_some_and(|text| text.contains("aborted by navigation"))
+                    && !left.is_zero() => {}
+            done => return done,
+        }
+    }
+}
+
+/// Types `text` into the input `css` finds.
+async fn type_into(browser: &Client, css: &str, text: &str) {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+/// An admin makes a one-time link for `name`; the person opens it in the browser, chooses a
+/// password, types the key shown into their "authenticator" (a wrong code first, which shows
+/// the same key again), then the right code.
+async fn set_up_in_browser(
+    browser: &Client,
+    base: &str,
+    broker: &TestBroker,
+    shots: &Shots,
+    name: &str,
+    roles: &[Role],
+) -> StaffAccount {
+    let token = directory(broker)
+        .invite(name, &Roles::new(roles.iter().copied()), "it-oncall")
+        .await
+        .unwrap();
+    browser
+        .goto(&format!("{base}/setup/{}", token.expose_secret()))
+        .await
+        .unwrap();
+    let password = format!("{name} long password");
+    type_into(browser, "input[name=password]", &password).await;
+    type_into(browser, "input[name=repeated]", &password).await;
+    submit(browser, None, "form button[type=submit]").await;
+    let key = appears(browser, Locator::Id("otp-key"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    browser.find(Locator::Id("otp-qr")).await.unwrap();
+    let secret = sekisho_broker::encoding::base32_decode(key.trim().as_bytes())
+        .map(sekisho_broker::secret::Secret::new)
+        .unwrap_or_else(|| panic!("not a base32 key: {key}"));
+    shots.take(browser, "0a-setup-authenticator").await;
+
+    submit(
+        browser,
+        Some(("input[name=code]", &wrong_code(broker, &secret))),
+        "form button[type=submit]",
+    )
+    .await;
+    let error = appears(browser, Locator::Id("setup-error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        error.starts_with("That code does not match the new authenticator"),
+        "{error}"
+    );
+    let shown_again = browser
+        .find(Locator::Id("otp-key"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(shown_again, key, "the same key is shown again");
+    browser.find(Locator::Id("otp-qr")).await.unwrap();
+    shots.take(browser, "0b-setup-wrong-code").await;
+
+    let code = sekisho_broker::otp::code_at(&secret, broker.clock().now()).unwrap();
+    submit(
+        browser,
+        Some(("input[name=code]", &code)),
+        "form button[type=submit]",
+    )
+    .await;
+    appears(browser, Locator::Id("setup-done"))
+        .await
+        .expect("the right code makes the account");
+    shots.take(browser, "0c-setup-done").await;
+    StaffAccount {
+        name: name.to_owned(),
+        password,
+        secret,
+    }
+}
+
 async fn log_in(browser: &Client, base: &str, broker: &TestBroker, account: &StaffAccount) {
     browser.goto(&format!("{base}/login")).await.unwrap();
     browser
@@ -130,10 +244,7 @@ async fn log_in(browser: &Client, base: &str, broker: &TestBroker, account: &Sta
         .await
         .unwrap();
     // Only a logged-in page names its member; the login page stays if the login failed.
-    let who = browser
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css("span.who"))
+    let who = appears(browser, Locator::Css("span.who"))
         .await
         .unwrap_or_else(|e| panic!("login of {} failed: {e}", account.name));
     assert_eq!(who.text().await.unwrap(), account.name);
@@ -190,12 +301,20 @@ async fn an_approver_approves_and_revokes_in_a_real_browser_and_an_auditor_revie
     let echo = EchoServer::start().await;
     let broker = start_web_broker(&[Vendor::new("acme").target("echo", echo.addr())], true).await;
     let base = format!("https://{}", broker.web_addr());
-    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
     let auditor = StaffAccount::create(&broker, "kato", &[Role::Auditor]).await;
     let driver = Driver::start(&chromedriver).await;
     let browser = driver.browser().await;
     let shots = Shots::new();
 
+    let approver = set_up_in_browser(
+        &browser,
+        &base,
+        &broker,
+        &shots,
+        "suzuki",
+        &[Role::Approver],
+    )
+    .await;
     log_in(&browser, &base, &broker, &approver).await;
     browser.goto(&format!("{base}/requests")).await.unwrap();
     browser.find(Locator::Id("no-requests")).await.unwrap();
@@ -220,10 +339,7 @@ async fn an_approver_approves_and_revokes_in_a_real_browser_and_an_auditor_revie
         .unwrap()
         .id;
     let card = format!("#request-{id}");
-    browser
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css(&card))
+    appears(&browser, Locator::Css(&card))
         .await
         .expect("the new request appears without reloading");
     let mark = browser
@@ -245,20 +361,13 @@ async fn an_approver_approves_and_revokes_in_a_real_browser_and_an_auditor_revie
     shots.take(&browser, "2-request-arrived").await;
 
     submit(&browser, None, &format!("{card} form.approve button")).await;
-    browser
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css("p.notice"))
-        .await
-        .unwrap();
+    appears(&browser, Locator::Css("p.notice")).await.unwrap();
     shots.take(&browser, "3-approved").await;
     wait_for_stage(&broker, &id, |stage| stage == Stage::Approved).await;
 
     // The technician opens the session with their code, and bytes flow to the target.
     broker.clock().advance(Duration::from_secs(30));
-    let code =
-        sekisho_broker::otp::code_at(&secret, sekisho_broker::clock::Clock::now(broker.clock()))
-            .unwrap();
+    let code = sekisho_broker::otp::code_at(&secret, broker.clock().now()).unwrap();
     session
         .open(&id, &code)
         .await
@@ -271,12 +380,7 @@ async fn an_approver_approves_and_revokes_in_a_real_browser_and_an_auditor_revie
 
     browser.goto(&format!("{base}/sessions")).await.unwrap();
     let live = format!("#session-{id}");
-    browser
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css(&live))
-        .await
-        .unwrap();
+    appears(&browser, Locator::Css(&live)).await.unwrap();
     shots.take(&browser, "4-live-session").await;
     let reason = format!("{live} form.revoke input[name=reason]");
     submit(
@@ -305,22 +409,14 @@ async fn an_approver_approves_and_revokes_in_a_real_browser_and_an_auditor_revie
         .click()
         .await
         .unwrap();
-    browser
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css("input[name=code]"))
+    appears(&browser, Locator::Css("input[name=code]"))
         .await
         .unwrap();
     log_in(&browser, &base, &broker, &auditor).await;
     wait_for_stage(&broker, &id, |stage| matches!(stage, Stage::Ended(_))).await;
     browser.goto(&format!("{base}/audit/review")).await.unwrap();
     let review = format!("#review-{id}");
-    browser
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css(&review))
-        .await
-        .unwrap();
+    appears(&browser, Locator::Css(&review)).await.unwrap();
     shots.take(&browser, "6-review-queue").await;
     browser
         .find(Locator::Css(&format!("{review} input[name=comment]")))
@@ -336,12 +432,7 @@ async fn an_approver_approves_and_revokes_in_a_real_browser_and_an_auditor_revie
         .click()
         .await
         .unwrap();
-    browser
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css("p.notice"))
-        .await
-        .unwrap();
+    appears(&browser, Locator::Css("p.notice")).await.unwrap();
     shots.take(&browser, "7-reviewed").await;
     let reviews = broker.desk().store().reviews(&id).await.unwrap();
     assert_eq!(reviews.len(), 1);

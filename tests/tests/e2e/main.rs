@@ -16,6 +16,9 @@ mod policy;
 mod refusals;
 /// Sessions: request, approval, one-time password, end time, revocation, lockdown, restart.
 mod sessions;
+/// Setting up a staff account: the new authenticator's confirming code, wrong codes, resets,
+/// expiry.
+mod staff_setup;
 /// Real programs through a forward: curl, psql, ssh and scp against real servers.
 mod third_party;
 /// The data path: transfers, concurrency, half-close, backpressure, resets.

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use proto::RequestAccess;
 use sekisho_broker::audit::EventKind;
+use sekisho_broker::clock::Clock;
 use sekisho_broker::session::{RequestId, Stage};
 use sekisho_broker::staff::Role;
 use sekisho_broker::web::{WebConfig, WebTls};
-use sekisho_e2e::web::{StaffAccount, WebClient, hidden_csrf, start_web_broker};
+use sekisho_e2e::web::{StaffAccount, WebClient, hidden_csrf, shown_secret, start_web_broker};
 use sekisho_e2e::{EchoServer, TestBroker, Vendor};
 
 async fn broker() -> (TestBroker, EchoServer) {
@@ -302,6 +303,31 @@ async fn the_first_start_prints_a_one_time_link_that_makes_the_first_admin() {
     let qr = made.body.find("id=\"otp-qr\"").expect("a QR code");
     assert!(made.body[qr..].contains("<svg xmlns=\"http://www.w3.org/2000/svg\""));
     assert!(!made.body.contains("<?xml"), "no XML prologue inside HTML");
+    // The admin exists once a code from the new authenticator confirms it.
+    assert!(
+        broker
+            .desk()
+            .store()
+            .staff_member("yamada")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let secret = shown_secret(&made.body).expect("the key to type by hand");
+    let confirm = format!("{path}/confirm");
+    let code = sekisho_broker::otp::code_at(&secret, broker.clock().now()).unwrap();
+    let ready = client.post_form(&confirm, &[("code", &code)]).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert!(ready.body.contains("id=\"setup-done\""), "{}", ready.body);
+    assert!(
+        broker
+            .desk()
+            .store()
+            .staff_member("yamada")
+            .await
+            .unwrap()
+            .is_some()
+    );
     // The link works once.
     let again = client
         .post_form(
@@ -703,17 +729,9 @@ async fn the_only_admin_locked_out_is_let_back_in_with_a_reset_link_made_on_the_
     let page = client.get(&format!("/setup/{token}")).await;
     assert_eq!(page.status, 200, "{}", page.body);
 
-    // They set a new password and secret through the link and log in again.
-    let password = "a brand new long password";
-    let enrolled = staff
-        .enroll(token, "yamada", password, password)
-        .await
-        .unwrap();
-    let reset = StaffAccount {
-        name: "yamada".into(),
-        password: password.into(),
-        secret: enrolled.secret,
-    };
+    // They set a new password and secret through the link, confirm it with a code, and log
+    // in again.
+    let reset = StaffAccount::set_up(&broker, token, "yamada", "a brand new long password").await;
     client.login(&broker, &reset).await;
     assert_eq!(client.get("/staff").await.status, 200);
     // The link worked once.

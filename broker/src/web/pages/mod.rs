@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //!
-//! - this file: routes, login, logout, one-time links, the language switch, static files,
-//!   server-sent events;
+//! - this file: routes, login, logout, one-time links (password, then the new
+//!   authenticator's confirming code), the language switch, static files, server-sent events;
 //! - `desk`: pending requests, live sessions, lockdown (and the actions the API shares);
 //! - `admin`: technicians and staff accounts;
 //! - `audit`: events, one session's timeline, the review queue, export, chain status.
@@ -32,7 +32,7 @@ use super::auth::{
 };
 use super::i18n::Lang;
 use super::layout::{SCRIPT, STYLE, page, refusal_page, respond};
-use crate::staff::{Role, base32, random_token, same_secret};
+use crate::staff::{NewAuthenticator, Role, StaffError, base32, random_token, same_secret};
 
 type Shared = State<Arc<AppState>>;
 
@@ -42,6 +42,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/setup/{token}", get(setup_page).post(setup))
+        .route("/setup/{token}/confirm", post(confirm_setup))
         .route("/lang/{lang}", get(switch_lang))
         .route("/static/style.css", get(style))
         .route("/static/app.js", get(script))
@@ -290,7 +291,7 @@ async fn setup_page(
             }
             label { (lang.t("Password (at least 13 characters)", "パスワード（13文字以上）")) input type="password" name="password" autocomplete="new-password" minlength="13" required; }
             label { (lang.t("Password again", "パスワード（確認）")) input type="password" name="repeated" autocomplete="new-password" minlength="13" required; }
-            button type="submit" { (lang.t("Create my login", "ログインを作成")) }
+            button type="submit" { (lang.t("Next: add the authenticator app", "次へ: 認証アプリの登録")) }
         }
     };
     respond(StatusCode::OK, page(None, lang, false, title, body))
@@ -303,6 +304,43 @@ pub(crate) struct SetupForm {
     repeated: String,
 }
 
+/// The new authenticator to add (QR code, URI, key typed by hand) and the form for the code
+/// that confirms it; `error` says why it is shown again.
+fn confirm_page(
+    lang: Lang,
+    token: &str,
+    shown: &NewAuthenticator,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let body = html! {
+        @if let Some(error) = error { p.error role="alert" id="setup-error" { (error) } }
+        p { (lang.t(
+            "Add this one-time-password secret to your authenticator app, then type the 6-digit code the app shows for it. Your login is made (or, for a reset, replaces the old one) only once that code is right; until then nothing has changed.",
+            "このワンタイムパスワードの秘密鍵を認証アプリに登録し、アプリに表示される6桁のコードを入力してください。コードが正しいと確認できた時点でログインが作成されます（再設定の場合は古いものと置き換わります）。それまでは何も変わりません。",
+        )) }
+        @if let Some(svg) = qr_svg(shown.otpauth_uri.expose_secret()) {
+            div.qr id="otp-qr" role="img" aria-label=(lang.t("QR code of the one-time-password secret", "ワンタイムパスワード秘密鍵のQRコード")) { (maud::PreEscaped(svg)) }
+        }
+        p.secret id="otpauth" { (shown.otpauth_uri.expose_secret()) }
+        p { (lang.t("Or type this key: ", "手入力の場合のキー: ")) span.secret id="otp-key" { (base32(shown.secret.expose_secret())) } }
+        form.stack method="post" action={ "/setup/" (token) "/confirm" } {
+            label { (lang.t("The code the app shows now", "アプリに今表示されているコード")) input name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]{6,7}" required; }
+            button type="submit" { (lang.t("Confirm and finish", "確認して完了")) }
+        }
+    };
+    respond(
+        status,
+        page(
+            None,
+            lang,
+            false,
+            lang.t("Add your authenticator", "認証アプリの登録"),
+            body,
+        ),
+    )
+}
+
 async fn setup(
     State(state): Shared,
     headers: HeaderMap,
@@ -313,25 +351,87 @@ async fn setup(
     let lang = Lang::of(&headers);
     match state
         .staff
-        .enroll(&token, &form.name, &form.password, &form.repeated)
+        .begin_enrollment(&token, &form.name, &form.password, &form.repeated)
         .await
     {
-        Ok(enrolled) => {
-            let body = html! {
-                p { (lang.t("Your account is ready. Add this one-time-password secret to your authenticator app now; it is shown only once.", "アカウントができました。このワンタイムパスワードの秘密鍵を認証アプリに今すぐ登録してください。表示は一度だけです。")) }
-                @if let Some(svg) = qr_svg(enrolled.otpauth_uri.expose_secret()) {
-                    div.qr id="otp-qr" role="img" aria-label=(lang.t("QR code of the one-time-password secret", "ワンタイムパスワード秘密鍵のQRコード")) { (maud::PreEscaped(svg)) }
-                }
-                p.secret id="otpauth" { (enrolled.otpauth_uri.expose_secret()) }
-                p { (lang.t("Or type this key: ", "手入力の場合のキー: ")) span.secret id="otp-key" { (base32(enrolled.secret.expose_secret())) } }
-                p { a href="/login" { (lang.t("Then log in", "ログインへ")) } }
-            };
-            respond(
-                StatusCode::OK,
-                page(None, lang, false, lang.t("Account ready", "設定完了"), body),
-            )
-        }
+        Ok(shown) => confirm_page(lang, &token, &shown, StatusCode::OK, None),
         Err(e) => refusal_page(Refused::bad_request(e.to_string()), lang),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ConfirmForm {
+    code: String,
+}
+
+fn setup_done_page(lang: Lang, name: &str) -> Response {
+    let body = html! {
+        p id="setup-done" { (lang.t("Your login is ready: ", "ログインの準備ができました: ")) strong { (name) } }
+        p { (lang.t(
+            "The code you just typed is used up; log in with your password and the next code your app shows (a new one every 30 seconds).",
+            "入力したコードは使用済みです。パスワードと、アプリに次に表示されるコード（30秒ごとに変わります）でログインしてください。",
+        )) }
+        p { a href="/login" { (lang.t("Log in", "ログインへ")) } }
+    };
+    respond(
+        StatusCode::OK,
+        page(None, lang, false, lang.t("Account ready", "設定完了"), body),
+    )
+}
+
+async fn confirm_setup(
+    State(state): Shared,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    Form(form): Form<ConfirmForm>,
+) -> Response {
+    let lang = Lang::of(&headers);
+    let peer = peer.map(|Extension(peer)| peer);
+    // Codes typed here count against the same per-address allowance as logins.
+    let (status, error) = if !state.allow_login_attempt(peer) {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            lang.t(
+                "Too many attempts from this address; wait a minute and try again.",
+                "このアドレスからの試行が多すぎます。1分待ってからもう一度試してください。",
+            )
+            .to_owned(),
+        )
+    } else {
+        let from = peer
+            .map(|Peer(addr)| addr.ip().to_string())
+            .unwrap_or_else(|| "-".to_owned());
+        match state
+            .staff
+            .confirm_enrollment(&token, &form.code, &from)
+            .await
+        {
+            Ok(name) => return setup_done_page(lang, &name),
+            Err(mismatch @ StaffError::CodeMismatch { attempts_left }) => (
+                StatusCode::BAD_REQUEST,
+                match lang {
+                    Lang::Ja => format!(
+                        "コードが新しい認証アプリと一致しません。アプリの時刻を確認し、今表示されている6桁のコードを入力してください。あと{attempts_left}回間違えるとこのリンクは使えなくなります。"
+                    ),
+                    Lang::En => format!(
+                        "{mismatch} After {attempts_left} more wrong code(s) this link stops working."
+                    ),
+                },
+            ),
+            Err(error @ StaffError::Store(_)) => {
+                return refusal_page(
+                    Refused::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+                    lang,
+                );
+            }
+            Err(other) => return refusal_page(Refused::bad_request(other.to_string()), lang),
+        }
+    };
+    // Nothing changed: the same secret again, with the reason, so they can try once more.
+    match state.staff.pending_enrollment(&token).await {
+        Ok(shown) => confirm_page(lang, &token, &shown, status, Some(&error)),
+        Err(e) => refusal_page(Refused::new(status, format!("{error} {e}")), lang),
     }
 }
 
