@@ -154,6 +154,7 @@ event_kinds! {
     StaffDisabled => "staff-disabled": "An admin disabled a staff account.",
     StaffEnabled => "staff-enabled": "An admin enabled a staff account again.",
     StaffRefused => "staff-refused": "A staff member's web action was refused (role, CSRF token).",
+    WebhookFailed => "webhook-failed": "A message to the approvers' webhook was not delivered after its attempts: approvers may not have been alerted.",
 }
 
 /// One event, before it is numbered and chained.
