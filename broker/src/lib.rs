@@ -43,6 +43,8 @@
 //! - [`encoding`]: hex and base32.
 //! - [`staff`]: staff accounts for the web UI: roles, argon2id passwords, TOTP, logins.
 //! - [`web`]: the web UI and JSON API for approvers, admins and auditors (axum).
+//! - [`webhook`]: each request, approval, denial and revocation POSTed to the hospital's
+//!   relay (HTTPS, signed, retried; a final failure on the audit record).
 //! - [`cli`]: the admin command line's commands.
 //!
 //! The broker never dials an address a policy did not name, never dials a name it did not
@@ -68,6 +70,7 @@ pub mod staff;
 pub mod store;
 pub mod targets;
 pub mod web;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -109,6 +112,8 @@ pub struct BrokerConfig {
     pub audit_stream: Option<PathBuf>,
     /// The web UI for staff; `None` serves none.
     pub web: Option<web::WebConfig>,
+    /// The approvers' webhook (with or without the web UI); `None` sends nothing.
+    pub webhook: Option<webhook::WebhookConfig>,
     /// Threads that carry tunnels, each with a UDP socket on the listening port, its own
     /// QUIC endpoint and the connections that socket receives (see [`quic`]). Default: one
     /// per core.
@@ -128,6 +133,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("limits", &self.limits)
             .field("audit_stream", &self.audit_stream)
             .field("web", &self.web)
+            .field("webhook", &self.webhook)
             .field("data_threads", &self.data_threads)
             .field("max_packet", &self.max_packet)
             .finish_non_exhaustive()
@@ -147,6 +153,7 @@ impl BrokerConfig {
             clock: Arc::new(SystemClock),
             audit_stream: None,
             web: None,
+            webhook: None,
             data_threads: default_data_threads(),
             max_packet: tunnel::udp::PacketSize::default(),
         }
@@ -233,6 +240,9 @@ pub enum BindError {
     /// The web UI could not start.
     #[error(transparent)]
     Web(#[from] web::WebError),
+    /// The webhook's URL, CA file or secret file cannot be used.
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
     /// The UDP port could not be bound.
     #[error("could not listen on UDP {addr}: {source}")]
     Listen {
@@ -254,6 +264,7 @@ pub struct Broker {
     /// The audit log's head at start: reload requests after it are followed.
     audit_seq_at_start: i64,
     web: Option<web::WebServer>,
+    webhook: Option<webhook::Sender>,
 }
 
 /// Everything the broker and the admin CLI open from a configuration: policies, time zone,
@@ -320,8 +331,17 @@ impl Broker {
     /// Loads the policies and the PKI (creating the CA on first start) and binds the UDP port.
     /// Nothing is served until [`run`](Broker::run).
     pub async fn bind(config: BrokerConfig) -> Result<Broker, BindError> {
+        // Before anything is created: a webhook that cannot work stops the start here.
+        let webhook = config
+            .webhook
+            .as_ref()
+            .map(webhook::Webhook::prepare)
+            .transpose()?;
         let hospital = Hospital::open(&config).await?;
         let pki = hospital.pki.clone();
+        let webhook = webhook
+            .map(|webhook| webhook.sender(pki.ca_der(), config.clock.clone()))
+            .transpose()?;
         let broker_id = broker_id(&config.data_dir)?;
         let now = config.clock.now();
         let store_error = |source| BindError::Store {
@@ -427,6 +447,7 @@ impl Broker {
             reloader,
             audit_seq_at_start,
             web,
+            webhook,
         })
     }
 
@@ -443,6 +464,12 @@ impl Broker {
     /// The first admin's one-time link, when no admin exists yet (print it once).
     pub fn first_admin_url(&self) -> Option<&str> {
         self.web.as_ref().and_then(web::WebServer::first_admin_url)
+    }
+
+    /// Where the approvers' webhook goes (`https://host:port`, never the URL's path) and
+    /// whether it is signed, when one is configured.
+    pub fn webhook_description(&self) -> Option<String> {
+        self.webhook.as_ref().map(webhook::Sender::describe)
     }
 
     /// The broker's PKI: its CA (what clients pin) and the means to issue client certificates.
@@ -495,6 +522,17 @@ impl Broker {
             ))
         });
         let web = self.web.map(|web| tokio::spawn(web.run(shutdown.clone())));
+        let webhook = self.webhook.map(|sender| {
+            tokio::spawn(webhook::run(
+                sender,
+                webhook::Follow {
+                    store: self.shared.store.clone(),
+                    broker_id: self.shared.broker_id.clone(),
+                    after_seq: self.audit_seq_at_start,
+                },
+                shutdown.clone(),
+            ))
+        });
         // The data threads keep their runtimes until the store is closed below: a database
         // connection one of them opened is driven by that runtime, wherever it is used.
         let data_threads_released = CancellationToken::new();
@@ -506,6 +544,11 @@ impl Broker {
         let _ = follower.await;
         if let Some(web) = web {
             let _ = web.await;
+        }
+        if let Some(webhook) = webhook {
+            // Attempts under way finish (each within its time limit) and messages still
+            // waiting are recorded as not delivered, before the store closes.
+            let _ = webhook.await;
         }
         let stopped = audit::AuditEvent::new(
             self.shared.clock.now(),

@@ -597,6 +597,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 audit_stream,
                 data_threads: data_threads.map_or(config.data_threads, usize::from),
                 max_packet: max_packet_size,
+                webhook: web.webhook(),
                 web: web.resolve()?,
                 ..config
             })
@@ -1001,6 +1002,9 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     if let Some(addr) = broker.web_addr() {
         eprintln!("Web UI for staff on TCP {addr}");
     }
+    if let Some(webhook) = broker.webhook_description() {
+        eprintln!("Approvers' webhook: {webhook}");
+    }
     if let Some(url) = broker.first_admin_url() {
         eprintln!(
             "No admin account exists yet. Open this one-time link within 24 hours to create the first admin (it is shown only now):\n  {url}"
@@ -1050,9 +1054,17 @@ struct WebArgs {
     /// Plain HTTP (only on a loopback --web-listen, behind a reverse proxy doing TLS).
     #[arg(long, conflicts_with = "web_cert")]
     web_plain_http: bool,
-    /// POST a JSON message to this http:// URL for each new request.
+    /// POST a JSON message to this URL for each new request, approval, denial and
+    /// revocation: https://, or http:// only to a relay on this host.
     #[arg(long, value_name = "URL")]
     web_webhook: Option<String>,
+    /// The CA certificate(s) (PEM) that issued the webhook receiver's certificate, trusted
+    /// with the broker's own CA instead of the system's roots.
+    #[arg(long, value_name = "FILE", requires = "web_webhook")]
+    web_webhook_ca: Option<PathBuf>,
+    /// A file holding the secret that signs every webhook message (X-Sekisho-Signature).
+    #[arg(long, value_name = "FILE", requires = "web_webhook")]
+    web_webhook_secret_file: Option<PathBuf>,
     /// Minutes a staff login lasts without use.
     #[arg(long, value_name = "MINUTES", default_value_t = 15)]
     web_idle_minutes: u64,
@@ -1063,6 +1075,16 @@ struct WebArgs {
 }
 
 impl WebArgs {
+    /// The webhook, checked when the broker binds (before anything is created).
+    fn webhook(&self) -> Option<sekisho_broker::webhook::WebhookConfig> {
+        use sekisho_broker::webhook::WebhookConfig;
+        self.web_webhook.as_ref().map(|url| WebhookConfig {
+            ca_file: self.web_webhook_ca.clone(),
+            secret_file: self.web_webhook_secret_file.clone(),
+            ..WebhookConfig::new(url.clone())
+        })
+    }
+
     fn resolve(self) -> anyhow::Result<Option<sekisho_broker::web::WebConfig>> {
         use sekisho_broker::web::{WebConfig, WebTls};
         if self.no_web {
@@ -1087,7 +1109,6 @@ impl WebArgs {
         Ok(Some(WebConfig {
             tls,
             idle_timeout: std::time::Duration::from_secs(self.web_idle_minutes * 60),
-            webhook: self.web_webhook,
             broker_address: self.broker_address,
             ..WebConfig::new(self.web_listen)
         }))

@@ -106,6 +106,80 @@ fn serve_refuses_to_start_on_a_broken_policy_and_creates_nothing() {
 }
 
 #[test]
+fn serve_refuses_a_webhook_it_cannot_use_in_one_sentence_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let missing_ca = dir.path().join("hospital-ca.pem");
+    let missing_ca = missing_ca.to_str().unwrap();
+    for (webhook, expected) in [
+        (
+            &["--web-webhook", "relay.hospital.local/sekisho"][..],
+            "is not a URL (it does not start with https://); give one like https://",
+        ),
+        (
+            &["--web-webhook", "ftp://relay.hospital.local/sekisho"][..],
+            "--web-webhook must start with https:// (or http:// for a relay on this host), not ftp://.",
+        ),
+        (
+            &["--web-webhook", "http://relay.hospital.local/sekisho"][..],
+            "would send request details unencrypted across the network; use https://",
+        ),
+        (
+            &[
+                "--web-webhook",
+                "https://relay.hospital.local/sekisho",
+                "--web-webhook-ca",
+                missing_ca,
+            ][..],
+            "--web-webhook-ca ",
+        ),
+    ] {
+        let (output, text) = run(broker(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--web-listen",
+            "127.0.0.1:0",
+        ])
+        .args(webhook)
+        .arg("--policies")
+        .arg(repo_policies())
+        .arg("--data-dir")
+        .arg(&data));
+        assert_eq!(output.status.code(), Some(1), "{webhook:?}: {text}");
+        assert!(text.contains(expected), "{webhook:?}: {text}");
+        let line = text.trim_end();
+        assert!(
+            line.starts_with("sekisho-broker: ") && !line.contains('\n') && line.ends_with('.'),
+            "{webhook:?}: one sentence on one line: {text}"
+        );
+        assert!(
+            !data.exists(),
+            "{webhook:?}: a refused start must not create the data directory"
+        );
+    }
+    let (_, text) = run(broker(&[
+        "serve",
+        "--web-webhook",
+        "https://relay.hospital.local/",
+        "--web-webhook-ca",
+        missing_ca,
+    ])
+    .arg("--policies")
+    .arg(repo_policies())
+    .arg("--data-dir")
+    .arg(&data));
+    assert!(
+        text.contains(&format!("--web-webhook-ca {missing_ca}: cannot read it (")),
+        "{text}"
+    );
+    assert!(
+        text.contains("; give the PEM file of the CA that issued the receiver's certificate."),
+        "{text}"
+    );
+}
+
+#[test]
 fn serve_starts_on_the_example_policies_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

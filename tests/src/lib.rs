@@ -9,6 +9,8 @@
 //!   request → approve → one-time password → open flow ([`TestBroker::open_session`]).
 //! - [`EchoServer`], [`pattern`]: targets and data whose correctness a test can check.
 //! - [`LocalForward`]: a client-side `-L` listener on an open session, with its events.
+//! - [`webhook`]: a relay that receives the approvers' webhook, over HTTP or HTTPS, and a
+//!   hospital CA for its certificate.
 //!
 //! Tests that need services from outside (PostgreSQL, sshd, a browser) read where they are
 //! from the environment; see [`env_postgres`].
@@ -20,6 +22,7 @@ pub mod stores;
 /// Real third-party servers (Python's http.server, sshd) and client programs, bounded in time.
 pub mod third_party;
 pub mod web;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -337,6 +340,11 @@ impl TestBroker {
     /// The broker's CA, PEM.
     pub fn ca_pem(&self) -> &str {
         self.pki.ca_pem()
+    }
+
+    /// The broker's PKI (to issue certificates from its CA).
+    pub fn pki(&self) -> &BrokerPki {
+        &self.pki
     }
 
     /// A working directory that lives as long as the broker.

@@ -156,6 +156,7 @@ event_kinds! {
     StaffEnabled => "staff-enabled": "An admin enabled a staff account again.",
     StaffRefused => "staff-refused": "A staff member's web action was refused (role, CSRF token).",
     KeysRefused => "keys-refused": "A broker or admin command was refused: its data directory lacks the hospital's CA or sealing key, or holds other ones.",
+    WebhookFailed => "webhook-failed": "A message to the approvers' webhook was not delivered after its attempts: approvers may not have been alerted.",
 }
 
 /// One event, before it is numbered and chained.

@@ -21,7 +21,8 @@
 //!
 //! - this file: configuration, binding (TLS), serving, the shared state and security headers;
 //! - `auth`: cookies, the logged-in member on each request, roles, CSRF, login rate limits;
-//! - `live`: watches the store for new requests and changes (server-sent events, webhook);
+//! - `live`: watches the store for new requests and changes (server-sent events); the
+//!   webhook that tells approvers elsewhere is [`crate::webhook`];
 //! - `layout`, `i18n`: the page frame, the language switch, times in the hospital's zone;
 //! - `pages`: login and one-time links, requests, sessions, lockdown, technicians, staff,
 //!   audit;
@@ -89,8 +90,6 @@ pub struct WebConfig {
     pub tls: WebTls,
     /// A browser session unused this long is over.
     pub idle_timeout: Duration,
-    /// A URL to POST a JSON message to for each new request.
-    pub webhook: Option<String>,
     /// The address staff use, for the printed first-admin link (default: from `listen`).
     pub public_url: Option<String>,
     /// `HOST:PORT` technicians reach the broker at, printed in their enrollment command.
@@ -99,13 +98,12 @@ pub struct WebConfig {
 
 impl WebConfig {
     /// HTTPS on `listen` with a broker-issued certificate for `localhost`, 15-minute idle
-    /// sessions, no webhook.
+    /// sessions.
     pub fn new(listen: SocketAddr) -> WebConfig {
         WebConfig {
             listen,
             tls: WebTls::BrokerIssued { names: Vec::new() },
             idle_timeout: crate::staff::DEFAULT_IDLE_TIMEOUT,
-            webhook: None,
             public_url: None,
             broker_address: None,
         }
@@ -224,7 +222,7 @@ impl WebServer {
                 token.expose_secret()
             )
         });
-        let (live, receiver) = live::Watcher::new(desk.store().clone(), config.webhook.clone());
+        let (live, receiver) = live::Watcher::new(desk.store().clone());
         let review_within = desk.policies().hospital().review_within;
         let state = Arc::new(AppState {
             desk,

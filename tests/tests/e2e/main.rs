@@ -25,3 +25,5 @@ mod third_party;
 mod tunnel;
 /// The staff web UI and JSON API over HTTP: roles, CSRF, logins, escaping.
 mod web;
+/// The approvers' webhook against a real relay: events, signature, trust, retries, failures.
+mod webhook;

@@ -1,0 +1,705 @@
+//! The approvers' webhook: each new access request, approval, denial and revocation POSTed
+//! as JSON to a URL the hospital runs (a relay to its chat, pager or ticketing system), so
+//! that the staff on duty learn of a request without watching the web UI.
+//!
+//! It follows the audit log, as the SIEM stream does ([`crate::audit::stream`]): a message
+//! is sent for what was recorded, whichever broker or admin command recorded it, with the
+//! actor and reason the log names. Requests already recorded when the broker started are not
+//! sent again.
+//!
+//! - **Checked at start.** [`Webhook::prepare`] reads the URL, the CA file and the secret file
+//!   before the broker creates or serves anything; a mistake stops `serve` with one sentence.
+//! - **Transport.** `https://`, verified with rustls against the broker's own CA plus either
+//!   the CA file given (`--web-webhook-ca`, which replaces the system's roots, as curl's
+//!   `--cacert` does) or, without one, the host's trust store. `http://` only to this host
+//!   (`127.0.0.1`, `[::1]`, `localhost`), for a relay beside the broker: request details
+//!   (vendor, technician, targets, purpose) never cross the network in clear.
+//! - **Signed.** With a shared secret (`--web-webhook-secret-file`), every POST carries
+//!   `X-Sekisho-Signature: sha256=HEX`, the HMAC-SHA256 of the raw body. The body holds the
+//!   delivery id (the audit event's hash, the same for every attempt and every broker) and
+//!   the time of this attempt, so a receiver that checks the signature can refuse replays
+//!   (`message`).
+//! - **Delivered, or known not to be.** Connection errors, attempts over their time limit,
+//!   408, 429 and 5xx answers are tried again after a wait ([`RetryPolicy`]: 4 attempts over
+//!   about a minute); other answers and a certificate the broker does not trust are not. A
+//!   message that is finally not delivered is recorded once as `webhook-failed`, with the
+//!   request, the last error and the number of attempts, so auditors see that approvers may
+//!   not have been alerted (the request still shows in the web UI).
+//!
+//! It never holds up anything else: deliveries run on their own tasks, at most
+//! [`MAX_IN_FLIGHT`] at once, and the follower waits for a free slot rather than queueing
+//! without bound (the audit log is the queue). It never follows a redirect, never puts the
+//! secret anywhere but into the HMAC, and never logs or records more of the URL than its
+//! scheme, host and port (a relay's URL may carry a token in its path).
+//!
+//! # Layout
+//!
+//! - this file: the configuration, the check at start, following the log;
+//! - `message`: which events are sent, the JSON body, the signature;
+//! - `delivery`: one message to the URL: connection, TLS, attempts and waits.
+
+mod delivery;
+mod message;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{Actor, AuditEvent, EventKind, StoredEvent};
+use crate::clock::Clock;
+use crate::secret::Secret;
+use crate::session::{RequestId, RequestRecord};
+use crate::store::{AuditFilter, Store, StoreError};
+
+use delivery::Outcome;
+pub(crate) use delivery::Sender;
+use message::Message;
+
+/// How often the audit log is read for new events to send.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Events read at once.
+const BATCH: i64 = 100;
+/// Deliveries under way at once (most of them wait between attempts when the receiver is
+/// down). The follower waits for a free slot.
+pub const MAX_IN_FLIGHT: usize = 16;
+/// The shortest secret accepted, in bytes: a guessable secret signs nothing.
+const MIN_SECRET_LEN: usize = 16;
+
+/// The webhook as configured, not yet checked: `--web-webhook URL`, `--web-webhook-ca FILE`,
+/// `--web-webhook-secret-file FILE`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// Where to POST: `https://…`, or `http://` to a relay on this host.
+    pub url: String,
+    /// PEM certificates of the CA(s) that issue the receiver's certificate (the hospital's
+    /// internal CA). Trusted with the broker's own CA, instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// A file holding the shared secret that signs every message (its contents, without the
+    /// final line break).
+    pub secret_file: Option<PathBuf>,
+    /// How often and how long a message is tried.
+    pub retry: RetryPolicy,
+}
+
+impl WebhookConfig {
+    /// POSTs to `url`, trusting the system's roots and the broker's CA, unsigned, with the
+    /// default retries.
+    pub fn new(url: impl Into<String>) -> WebhookConfig {
+        WebhookConfig {
+            url: url.into(),
+            ca_file: None,
+            secret_file: None,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &origin_of(&self.url))
+            .field("ca_file", &self.ca_file)
+            .field("secret_file", &self.secret_file)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+/// How hard one message is tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The waits between attempts: a first attempt, then one more after each wait.
+    pub backoff: Vec<Duration>,
+    /// How long one attempt may take: connecting, TLS, sending, and the answer's status.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 4 attempts: at once, then after 5, 15 and 40 seconds (the last a minute after the
+    /// first), each within 10 seconds. Long enough to ride out a relay's restart, short
+    /// enough that the audit log soon says when approvers were not alerted.
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            backoff: vec![
+                Duration::from_secs(5),
+                Duration::from_secs(15),
+                Duration::from_secs(40),
+            ],
+            attempt_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the webhook's configuration cannot be used; `serve` stops with this sentence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// The URL does not parse.
+    #[error(
+        "--web-webhook {url:?} is not a URL ({reason}); give one like https://relay.hospital.local/sekisho."
+    )]
+    NotAUrl {
+        /// What was given.
+        url: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// Neither `https://` nor `http://`.
+    #[error(
+        "--web-webhook must start with https:// (or http:// for a relay on this host), not {scheme}."
+    )]
+    UnsupportedScheme {
+        /// The scheme given, with its `://`.
+        scheme: String,
+    },
+    /// `http://` to another host: request details would cross the network in clear.
+    #[error(
+        "--web-webhook http://{host}… would send request details unencrypted across the network; use https:// (with --web-webhook-ca for the hospital's CA) or a relay on this host (http://127.0.0.1:PORT/…)."
+    )]
+    PlainHttpNotLoopback {
+        /// The host named.
+        host: String,
+    },
+    /// A user name or password in the URL.
+    #[error(
+        "--web-webhook carries a user name or password, which this broker does not send; drop it and sign the messages with --web-webhook-secret-file instead."
+    )]
+    CredentialsInUrl,
+    /// The CA file cannot be read or holds no certificate.
+    #[error(
+        "--web-webhook-ca {}: {reason}; give the PEM file of the CA that issued the receiver's certificate.",
+        path.display()
+    )]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The secret file cannot be read, or its secret is too short.
+    #[error(
+        "--web-webhook-secret-file {}: {reason}; put a long random secret in it (openssl rand -hex 32 > FILE) and give the receiver the same.",
+        path.display()
+    )]
+    SecretFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("the webhook's TLS configuration could not be built: {0}.")]
+    Tls(String),
+}
+
+/// A checked webhook: its URL understood, its CA file and secret read. Made at start, before
+/// anything is created or served, so that a mistake stops the broker there.
+pub struct Webhook {
+    endpoint: Endpoint,
+    /// For `https://`: the CA file's certificates, or else the system's roots.
+    roots: rustls::RootCertStore,
+    secret: Option<Secret<Vec<u8>>>,
+    retry: RetryPolicy,
+}
+
+impl Webhook {
+    /// Checks `config`: the URL (scheme, host, `http://` only to this host), the CA file (or
+    /// the system's roots), the secret file.
+    pub fn prepare(config: &WebhookConfig) -> Result<Webhook, WebhookError> {
+        let endpoint = Endpoint::parse(&config.url)?;
+        let roots = match (&endpoint.scheme, &config.ca_file) {
+            (Scheme::Http, _) => rustls::RootCertStore::empty(),
+            (Scheme::Https, Some(path)) => read_ca_file(path)?,
+            (Scheme::Https, None) => system_roots(),
+        };
+        let secret = config.secret_file.as_deref().map(read_secret).transpose()?;
+        Ok(Webhook {
+            endpoint,
+            roots,
+            secret,
+            retry: config.retry.clone(),
+        })
+    }
+
+    /// The sender, trusting the broker's own CA too (known only once the PKI is loaded, hence
+    /// this second step).
+    pub(crate) fn sender(
+        mut self,
+        broker_ca: &CertificateDer<'static>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Sender, WebhookError> {
+        if self.endpoint.scheme == Scheme::Https {
+            self.roots
+                .add(broker_ca.clone())
+                .map_err(|e| WebhookError::Tls(format!("the broker's CA is not usable ({e})")))?;
+        }
+        Sender::new(self.endpoint, self.roots, self.secret, self.retry, clock)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Https,
+    Http,
+}
+
+/// Where messages go, parsed once at start.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    scheme: Scheme,
+    /// The host to connect to and (for TLS) to verify: a DNS name or an IP address, without
+    /// IPv6 brackets.
+    host: String,
+    port: u16,
+    /// The `Host` header: the URL's authority.
+    authority: String,
+    /// What the request line asks for.
+    path_and_query: String,
+}
+
+impl Endpoint {
+    fn parse(url: &str) -> Result<Endpoint, WebhookError> {
+        if !url.contains("://") {
+            return Err(WebhookError::NotAUrl {
+                url: url.to_owned(),
+                reason: "it does not start with https://".to_owned(),
+            });
+        }
+        let uri: hyper::Uri = url.trim().parse().map_err(|e| WebhookError::NotAUrl {
+            url: url.to_owned(),
+            reason: format!("{e}"),
+        })?;
+        let scheme = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
+            Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
+            other => {
+                return Err(WebhookError::UnsupportedScheme {
+                    scheme: format!("{}://", other.unwrap_or_default()),
+                });
+            }
+        };
+        let authority = uri.authority().ok_or_else(|| WebhookError::NotAUrl {
+            url: url.to_owned(),
+            reason: "it names no host".to_owned(),
+        })?;
+        if authority.as_str().contains('@') {
+            return Err(WebhookError::CredentialsInUrl);
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if host.is_empty() {
+            return Err(WebhookError::NotAUrl {
+                url: url.to_owned(),
+                reason: "it names no host".to_owned(),
+            });
+        }
+        if scheme == Scheme::Http && !is_loopback_host(&host) {
+            return Err(WebhookError::PlainHttpNotLoopback { host });
+        }
+        if scheme == Scheme::Https && rustls_pki_types::ServerName::try_from(host.as_str()).is_err()
+        {
+            return Err(WebhookError::NotAUrl {
+                url: url.to_owned(),
+                reason: format!("{host:?} is neither a DNS name nor an IP address"),
+            });
+        }
+        let port = authority.port_u16().unwrap_or(match scheme {
+            Scheme::Https => 443,
+            Scheme::Http => 80,
+        });
+        let path_and_query = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "/".to_owned());
+        Ok(Endpoint {
+            scheme,
+            host,
+            port,
+            authority: authority.as_str().to_owned(),
+            path_and_query,
+        })
+    }
+
+    /// `https://relay.hospital.local:443`: what logs and the audit log name (never the path,
+    /// which may carry a token).
+    fn origin(&self) -> String {
+        let scheme = match self.scheme {
+            Scheme::Https => "https",
+            Scheme::Http => "http",
+        };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `127.0.0.1`, `::1` (any loopback address) or `localhost`. (A `localhost` that resolves
+/// elsewhere is not dialled: see `delivery`.)
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The URL up to its path, for debug output of a configuration that was not parsed yet.
+fn origin_of(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    match url[after_scheme..].find('/') {
+        Some(slash) => format!("{}/…", &url[..after_scheme + slash]),
+        None => url.to_owned(),
+    }
+}
+
+fn read_ca_file(path: &Path) -> Result<rustls::RootCertStore, WebhookError> {
+    use rustls_pki_types::pem::PemObject;
+    let problem = |reason: String| WebhookError::CaFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|e| problem(format!("cannot read it ({e})")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| problem(format!("not PEM certificates ({e})")))?;
+    if certificates.is_empty() {
+        return Err(problem("holds no PEM certificate".to_owned()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in certificates {
+        roots.add(certificate).map_err(|e| {
+            problem(format!(
+                "holds a certificate that is not usable as a CA ({e})"
+            ))
+        })?;
+    }
+    Ok(roots)
+}
+
+/// The host's trust store (`SSL_CERT_FILE`, `SSL_CERT_DIR`, or the distribution's bundle).
+/// Certificates that do not parse are skipped; an empty store leaves only the broker's CA,
+/// which is said at start.
+fn system_roots() -> rustls::RootCertStore {
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::warn!(%error, "webhook: a system trust store could not be read");
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, skipped) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        tracing::warn!(
+            skipped,
+            "webhook: the system's trust store holds no usable root; only receivers with a certificate from the broker's CA are trusted (give --web-webhook-ca for the hospital's CA)"
+        );
+    }
+    roots
+}
+
+fn read_secret(path: &Path) -> Result<Secret<Vec<u8>>, WebhookError> {
+    let problem = |reason: String| WebhookError::SecretFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut bytes = std::fs::read(path).map_err(|e| problem(format!("cannot read it ({e})")))?;
+    // A file written by `echo` or an editor ends with a line break that is not part of the
+    // secret (receivers that read it with `$(cat FILE)` drop it too).
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    if bytes.len() < MIN_SECRET_LEN {
+        return Err(problem(format!(
+            "holds {} byte(s), fewer than the {MIN_SECRET_LEN} a secret needs",
+            bytes.len()
+        )));
+    }
+    Ok(Secret::new(bytes))
+}
+
+/// The audit kinds the webhook reads (a `session-ended` is sent only for a revocation).
+const FOLLOWED: [EventKind; 4] = [
+    EventKind::RequestMade,
+    EventKind::RequestApproved,
+    EventKind::RequestDenied,
+    EventKind::SessionEnded,
+];
+
+/// What the follower needs besides the sender.
+pub(crate) struct Follow {
+    /// The database whose audit log is followed, and where failures are recorded.
+    pub(crate) store: Store,
+    /// `webhook-failed` events name the broker as their actor.
+    pub(crate) broker_id: String,
+    /// Events up to this number were recorded before this start; they are not sent.
+    pub(crate) after_seq: i64,
+}
+
+/// Follows the audit log and delivers a message for each event approvers want, until
+/// `shutdown`. Then no new attempt starts: attempts under way finish (each within its time
+/// limit), messages still waiting to be tried again are recorded as failed, and it returns.
+/// (Events it had not started on, because all slots were taken, are neither sent nor recorded
+/// as failed; the next start begins after them.)
+pub(crate) async fn run(sender: Sender, follow: Follow, shutdown: CancellationToken) {
+    let sender = Arc::new(sender);
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut deliveries = JoinSet::new();
+    let mut after = follow.after_seq;
+    let mut ticker = tokio::time::interval(POLL_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    'follow: loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        while deliveries.try_join_next().is_some() {}
+        let events = match next_events(&follow.store, after).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook: cannot read the audit log; trying again");
+                continue;
+            }
+        };
+        for stored in events {
+            let record = match request_of(&follow.store, &stored).await {
+                Ok(record) => record,
+                Err(e) => {
+                    // Not skipped: the same event is read again at the next tick.
+                    tracing::warn!(error = %e, "webhook: cannot read a request; trying again");
+                    continue 'follow;
+                }
+            };
+            if let Some(message) = Message::of(&stored, record.as_ref()) {
+                let slot = tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot,
+                    () = shutdown.cancelled() => break 'follow,
+                };
+                let Ok(slot) = slot else { break 'follow };
+                let sender = sender.clone();
+                let (store, broker_id) = (follow.store.clone(), follow.broker_id.clone());
+                let shutdown = shutdown.clone();
+                deliveries.spawn(async move {
+                    deliver_and_record(&sender, &store, broker_id, &message, &shutdown).await;
+                    drop(slot);
+                });
+            }
+            after = stored.seq;
+        }
+    }
+    while deliveries.join_next().await.is_some() {}
+}
+
+async fn next_events(store: &Store, after: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    store
+        .audit_events(&AuditFilter {
+            kinds: FOLLOWED.to_vec(),
+            after_seq: after,
+            limit: BATCH,
+            ..AuditFilter::default()
+        })
+        .await
+}
+
+/// The request `stored` is about, as it is now (for its targets and purpose); `None` when
+/// the event names none the store knows.
+async fn request_of(
+    store: &Store,
+    stored: &StoredEvent,
+) -> Result<Option<RequestRecord>, StoreError> {
+    let Some(id) = stored.event.request.as_deref().and_then(RequestId::parse) else {
+        return Ok(None);
+    };
+    match store.request(&id).await {
+        Ok(record) => Ok(Some(record)),
+        Err(StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Delivers `message`; records a final failure once, as `webhook-failed`.
+async fn deliver_and_record(
+    sender: &Sender,
+    store: &Store,
+    broker_id: String,
+    message: &Message,
+    shutdown: &CancellationToken,
+) {
+    let origin = sender.origin();
+    match sender.deliver(message, shutdown).await {
+        Outcome::Delivered { attempts } => {
+            tracing::info!(event = message.event(), request = message.request(), url = %origin, attempts, "webhook delivered");
+        }
+        Outcome::Failed { attempts, error } => {
+            tracing::error!(event = message.event(), request = message.request(), url = %origin, attempts, %error, "webhook not delivered; approvers may not have been alerted");
+            let mut event = AuditEvent::new(
+                sender.now(),
+                Actor::Broker(broker_id),
+                EventKind::WebhookFailed,
+            );
+            if let Some(request) = message.request() {
+                event = event.request(request);
+            }
+            if let Some((vendor, technician)) = message.technician() {
+                event = event.technician(vendor, technician);
+            }
+            let event = event
+                .detail("event", message.event())
+                .detail("delivery", message.delivery())
+                .detail("url", &origin)
+                .detail("attempts", attempts)
+                .detail("error", &error);
+            if let Err(e) = store.record(&event).await {
+                tracing::error!(error = %e, "cannot record that a webhook was not delivered");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(url: &str) -> Result<Endpoint, WebhookError> {
+        Endpoint::parse(url)
+    }
+
+    #[test]
+    fn https_urls_are_understood_with_their_default_port_and_path() {
+        let endpoint = parsed("https://relay.hospital.local/sekisho?room=it").unwrap();
+        assert_eq!(endpoint.scheme, Scheme::Https);
+        assert_eq!(endpoint.host, "relay.hospital.local");
+        assert_eq!(endpoint.port, 443);
+        assert_eq!(endpoint.authority, "relay.hospital.local");
+        assert_eq!(endpoint.path_and_query, "/sekisho?room=it");
+        assert_eq!(endpoint.origin(), "https://relay.hospital.local:443");
+
+        let endpoint = parsed("https://[fd00::7]:8443").unwrap();
+        assert_eq!(endpoint.host, "fd00::7");
+        assert_eq!(endpoint.port, 8443);
+        assert_eq!(endpoint.path_and_query, "/");
+        assert_eq!(endpoint.origin(), "https://[fd00::7]:8443");
+    }
+
+    #[test]
+    fn plain_http_is_accepted_only_to_this_host() {
+        for url in [
+            "http://127.0.0.1:9000/hook",
+            "http://localhost/hook",
+            "http://[::1]:9000/",
+            "http://127.0.0.53/",
+        ] {
+            assert_eq!(parsed(url).unwrap().scheme, Scheme::Http, "{url}");
+        }
+        for (url, host) in [
+            ("http://relay.hospital.local/hook", "relay.hospital.local"),
+            ("http://10.1.2.3:8080/hook", "10.1.2.3"),
+            ("http://localhost.example.com/", "localhost.example.com"),
+        ] {
+            assert_eq!(
+                parsed(url).unwrap_err(),
+                WebhookError::PlainHttpNotLoopback { host: host.into() },
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_in_one_sentence_that_says_what_to_do() {
+        let not_a_url = parsed("https://relay hospital/").unwrap_err();
+        assert!(matches!(not_a_url, WebhookError::NotAUrl { .. }));
+        assert_eq!(
+            parsed("ftp://relay.hospital.local/").unwrap_err(),
+            WebhookError::UnsupportedScheme {
+                scheme: "ftp://".into()
+            }
+        );
+        assert_eq!(
+            parsed("relay.hospital.local/hook").unwrap_err(),
+            WebhookError::NotAUrl {
+                url: "relay.hospital.local/hook".into(),
+                reason: "it does not start with https://".into()
+            }
+        );
+        assert_eq!(
+            parsed("https://me:pw@relay.hospital.local/").unwrap_err(),
+            WebhookError::CredentialsInUrl
+        );
+        for error in [
+            not_a_url,
+            parsed("ftp://relay/").unwrap_err(),
+            parsed("http://relay.hospital.local/").unwrap_err(),
+        ] {
+            let sentence = error.to_string();
+            assert!(sentence.starts_with("--web-webhook "), "{sentence}");
+            assert!(sentence.ends_with('.'), "{sentence}");
+            assert_eq!(
+                sentence.matches(". ").count(),
+                0,
+                "one sentence: {sentence}"
+            );
+            assert!(!sentence.contains('\n'), "{sentence}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_empty_ca_file_and_a_short_secret_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("hospital-ca.pem");
+        let config = WebhookConfig {
+            ca_file: Some(missing.clone()),
+            ..WebhookConfig::new("https://relay.hospital.local/")
+        };
+        let Err(WebhookError::CaFile { path, reason }) = Webhook::prepare(&config) else {
+            panic!("a missing CA file must be refused");
+        };
+        assert_eq!(path, missing);
+        assert!(reason.contains("cannot read it"), "{reason}");
+
+        std::fs::write(&missing, "not a certificate\n").unwrap();
+        let Err(WebhookError::CaFile { reason, .. }) = Webhook::prepare(&config) else {
+            panic!("a CA file without certificates must be refused");
+        };
+        assert!(reason.contains("no PEM certificate"), "{reason}");
+
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "short\n").unwrap();
+        let config = WebhookConfig {
+            secret_file: Some(secret),
+            ..WebhookConfig::new("http://127.0.0.1:9/")
+        };
+        let Err(error @ WebhookError::SecretFile { .. }) = Webhook::prepare(&config) else {
+            panic!("a short secret must be refused");
+        };
+        let sentence = error.to_string();
+        assert!(sentence.contains("5 byte(s)"), "{sentence}");
+        assert!(
+            !sentence.contains("short"),
+            "the secret is never shown: {sentence}"
+        );
+    }
+
+    #[test]
+    fn the_secret_is_the_file_without_its_final_line_break() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "0123456789abcdef0123\r\n").unwrap();
+        assert_eq!(
+            read_secret(&path).unwrap().expose_secret().as_slice(),
+            b"0123456789abcdef0123"
+        );
+    }
+
+    #[test]
+    fn debug_output_names_no_path_or_token_of_the_url() {
+        let config = WebhookConfig::new("https://hooks.example/services/T000/B000/XXXXSECRET");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("XXXXSECRET"), "{printed}");
+        assert!(printed.contains("https://hooks.example/…"), "{printed}");
+    }
+}
