@@ -62,6 +62,17 @@ pub async fn echo_once(session: &Session, target: &str) {
     assert_eq!(&back, b"ping");
 }
 
+/// The value of detail `key` of a recorded event; panics, naming the event, if it has none.
+pub fn detail<'a>(event: &'a StoredEvent, key: &str) -> &'a str {
+    event
+        .event
+        .details
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no detail {key} in {:?}", event.event))
+}
+
 /// Installs a log subscriber once, so `SEKISHO_LOG=debug cargo test` shows what happened.
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()

@@ -290,3 +290,20 @@ fn encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// A request by `acme/technician` (enrolled first) for target `echo`, made over QUIC with
+/// `purpose`, as the web UI's and the webhook's tests need one; returns its id.
+pub async fn request(broker: &TestBroker, technician: &str, purpose: &str) -> String {
+    broker.enroll("acme", technician).await;
+    let mut session = broker.connect("acme", technician).await.unwrap();
+    session
+        .request(proto::RequestAccess {
+            targets: vec!["echo".into()],
+            purpose: purpose.into(),
+            ticket: "INC-1".into(),
+            duration_secs: 3600,
+        })
+        .await
+        .unwrap()
+        .id
+}

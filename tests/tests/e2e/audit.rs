@@ -5,7 +5,7 @@ use sekisho_broker::audit::{self, Actor, EventKind, StoredEvent, Verdict};
 use sekisho_broker::session::RequestId;
 use sekisho_broker::store::AuditFilter;
 use sekisho_client::{ControlError, ForwardError};
-use sekisho_e2e::{APPROVER, EchoServer, TestBroker, Vendor};
+use sekisho_e2e::{APPROVER, EchoServer, TestBroker, Vendor, detail};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -34,16 +34,6 @@ async fn assert_chain_intact(store: &sekisho_broker::store::Store) -> i64 {
         .collect();
     assert_eq!(audit::verify(events), Verdict::Intact { count, head });
     count
-}
-
-fn detail<'a>(event: &'a StoredEvent, key: &str) -> &'a str {
-    event
-        .event
-        .details
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("no detail {key} in {:?}", event.event))
 }
 
 /// Waits until `request` has an event of `kind` (events of a forward's end are written as it

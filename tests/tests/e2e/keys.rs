@@ -10,7 +10,7 @@ use sekisho_broker::pki::BrokerPki;
 use sekisho_broker::secret::SealingKey;
 use sekisho_broker::store::{KeysRecord, StoreLocation};
 use sekisho_broker::{BindError, Broker, BrokerConfig};
-use sekisho_e2e::{EchoServer, TestBroker, Vendor, echo_once};
+use sekisho_e2e::{EchoServer, TestBroker, Vendor, detail, echo_once};
 
 /// The files an admin copies to a new broker of the same hospital.
 const HOSPITAL_KEY_FILES: [&str; 3] = ["pki/ca.pem", "pki/ca.key", "secret.key"];
@@ -46,22 +46,10 @@ async fn events_of(broker: &TestBroker, kind: EventKind) -> Vec<StoredEvent> {
         .collect()
 }
 
-fn detail<'a>(event: &'a StoredEvent, key: &str) -> &'a str {
-    event
-        .event
-        .details
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_broker_without_the_hospitals_keys_is_refused_and_creates_none() {
     let echo = EchoServer::start().await;
-    let vendors = [Vendor::new("acme-ehr").target("echo", echo.addr())];
-    let first = TestBroker::start(&vendors).await;
-    first.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    let first = broker_with_a_sealed_secret(&echo).await;
     let recorded = recorded_keys(&first).await;
     assert_eq!(recorded.ca_fingerprint, first_ca(&first));
 
@@ -101,8 +89,7 @@ async fn a_new_broker_without_the_hospitals_keys_is_refused_and_creates_none() {
         recorded,
         "the record stays as made"
     );
-    let session = first.open_session("acme-ehr", "tanaka", &["echo"]).await;
-    echo_once(&session, "echo").await;
+    technician_still_works(&first).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,9 +138,7 @@ async fn a_broker_with_another_ca_or_another_sealing_key_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_secret_key_is_not_replaced_by_a_new_one() {
     let echo = EchoServer::start().await;
-    let mut broker =
-        TestBroker::start(&[Vendor::new("acme-ehr").target("echo", echo.addr())]).await;
-    broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    let mut broker = broker_with_a_sealed_secret(&echo).await;
     let config = broker.config().clone();
     let key_path = config.data_dir.join("secret.key");
     broker
@@ -176,16 +161,13 @@ async fn a_lost_secret_key_is_not_replaced_by_a_new_one() {
             std::fs::write(&key_path, saved).unwrap();
         })
         .await;
-    let session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
-    echo_once(&session, "echo").await;
+    technician_still_works(&broker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_from_before_the_record_is_checked_against_its_sealed_secrets() {
     let echo = EchoServer::start().await;
-    let mut broker =
-        TestBroker::start(&[Vendor::new("acme-ehr").target("echo", echo.addr())]).await;
-    broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    let mut broker = broker_with_a_sealed_secret(&echo).await;
     let config = broker.config().clone();
     let key_path = config.data_dir.join("secret.key");
     broker
@@ -208,8 +190,7 @@ async fn a_database_from_before_the_record_is_checked_against_its_sealed_secrets
         recorded_keys(&broker).await.ca_fingerprint,
         first_ca(&broker)
     );
-    let session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
-    echo_once(&session, "echo").await;
+    technician_still_works(&broker).await;
 }
 
 /// Runs `sql` on the test broker's database, behind the broker's back.
@@ -227,6 +208,21 @@ async fn execute(config: &BrokerConfig, sql: &'static str) {
     let mut connection = sqlx::AnyConnection::connect(&url).await.unwrap();
     connection.execute(sql).await.unwrap();
     connection.close().await.unwrap();
+}
+
+/// A broker whose technician acme-ehr/tanaka enrolled and opened a session, so that a
+/// one-time-password secret is sealed in its database.
+async fn broker_with_a_sealed_secret(echo: &EchoServer) -> TestBroker {
+    let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("echo", echo.addr())]).await;
+    broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    broker
+}
+
+/// acme-ehr/tanaka opens a session and carries bytes: their secret opens with the key the
+/// broker holds.
+async fn technician_still_works(broker: &TestBroker) {
+    let session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    echo_once(&session, "echo").await;
 }
 
 async fn recorded_keys(broker: &TestBroker) -> KeysRecord {

@@ -4,35 +4,20 @@
 
 use std::time::Duration;
 
-use proto::RequestAccess;
 use sekisho_broker::audit::EventKind;
 use sekisho_broker::clock::Clock;
 use sekisho_broker::session::{RequestId, Stage};
 use sekisho_broker::staff::Role;
 use sekisho_broker::web::{WebConfig, WebTls};
-use sekisho_e2e::web::{StaffAccount, WebClient, hidden_csrf, shown_secret, start_web_broker};
+use sekisho_e2e::web::{
+    StaffAccount, WebClient, hidden_csrf, request, shown_secret, start_web_broker,
+};
 use sekisho_e2e::{EchoServer, TestBroker, Vendor};
 
 async fn broker() -> (TestBroker, EchoServer) {
     let echo = EchoServer::start().await;
     let broker = start_web_broker(&[Vendor::new("acme").target("echo", echo.addr())], false).await;
     (broker, echo)
-}
-
-/// A request made by `acme/technician` over QUIC, with `purpose`; returns its id.
-async fn request(broker: &TestBroker, technician: &str, purpose: &str) -> String {
-    broker.enroll("acme", technician).await;
-    let mut session = broker.connect("acme", technician).await.unwrap();
-    session
-        .request(RequestAccess {
-            targets: vec!["echo".into()],
-            purpose: purpose.into(),
-            ticket: "INC-1".into(),
-            duration_secs: 3600,
-        })
-        .await
-        .unwrap()
-        .id
 }
 
 async fn stage(broker: &TestBroker, id: &str) -> Stage {

@@ -6,15 +6,15 @@
 
 use std::time::Duration;
 
-use proto::RequestAccess;
 use sekisho_broker::audit::{EventKind, StoredEvent};
 use sekisho_broker::session::RequestId;
 use sekisho_broker::store::AuditFilter;
 use sekisho_broker::web::{WebConfig, WebTls};
 use sekisho_broker::webhook::{RetryPolicy, WebhookConfig};
 use sekisho_e2e::servers::ManualServer;
-use sekisho_e2e::webhook::{HospitalCa, Posted, RelaySocket};
-use sekisho_e2e::{APPROVER, EchoServer, TestBroker, Vendor};
+use sekisho_e2e::web::request;
+use sekisho_e2e::webhook::{HospitalCa, Posted, RelaySocket, WebhookRelay};
+use sekisho_e2e::{APPROVER, EchoServer, TestBroker, Vendor, detail};
 
 const SECRET: &str = "9c1f0e6a27b4d8c3a5e7f90b1d2c3e4f";
 
@@ -36,30 +36,21 @@ async fn broker_with(webhook: WebhookConfig, echo: &EchoServer) -> TestBroker {
     .await
 }
 
-/// A request by `acme/technician` over QUIC, with `purpose`; returns its id.
-async fn request(broker: &TestBroker, technician: &str, purpose: &str) -> String {
-    broker.enroll("acme", technician).await;
-    let mut session = broker.connect("acme", technician).await.unwrap();
-    session
-        .request(RequestAccess {
-            targets: vec!["echo".into()],
-            purpose: purpose.into(),
-            ticket: "INC-1".into(),
-            duration_secs: 3600,
-        })
-        .await
-        .unwrap()
-        .id
-}
-
-fn detail<'a>(event: &'a StoredEvent, key: &str) -> &'a str {
-    event
-        .event
-        .details
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("no {key} in {event:?}"))
+/// A relay over plain HTTP that answers with `statuses` first (then 204), and a broker
+/// posting to it with quick retries.
+async fn http_relay_answering(statuses: &[u16], echo: &EchoServer) -> (WebhookRelay, TestBroker) {
+    let socket = RelaySocket::bind().await;
+    let url = socket.url("http");
+    let relay = socket.serve_http(statuses);
+    let broker = broker_with(
+        WebhookConfig {
+            retry: quick_retries(),
+            ..WebhookConfig::new(url)
+        },
+        echo,
+    )
+    .await;
+    (relay, broker)
 }
 
 async fn webhook_failures(broker: &TestBroker) -> Vec<StoredEvent> {
@@ -329,17 +320,7 @@ async fn a_relay_whose_certificate_another_ca_issued_gets_nothing_and_the_failur
 #[tokio::test]
 async fn a_503_is_tried_again_and_the_message_delivered_exactly_once() {
     let echo = EchoServer::start().await;
-    let socket = RelaySocket::bind().await;
-    let url = socket.url("http");
-    let mut relay = socket.serve_http(&[503]);
-    let broker = broker_with(
-        WebhookConfig {
-            retry: quick_retries(),
-            ..WebhookConfig::new(url)
-        },
-        &echo,
-    )
-    .await;
+    let (mut relay, broker) = http_relay_answering(&[503], &echo).await;
     request(&broker, "tanaka", "patch").await;
     let refused = relay.next().await;
     let delivered = relay.next().await;
@@ -359,17 +340,7 @@ async fn a_503_is_tried_again_and_the_message_delivered_exactly_once() {
 #[tokio::test]
 async fn a_400_is_not_tried_again_and_the_failure_is_audited_once() {
     let echo = EchoServer::start().await;
-    let socket = RelaySocket::bind().await;
-    let url = socket.url("http");
-    let mut relay = socket.serve_http(&[400]);
-    let broker = broker_with(
-        WebhookConfig {
-            retry: quick_retries(),
-            ..WebhookConfig::new(url)
-        },
-        &echo,
-    )
-    .await;
+    let (mut relay, broker) = http_relay_answering(&[400], &echo).await;
     let id = request(&broker, "tanaka", "patch").await;
     let failed = broker.first_event(EventKind::WebhookFailed).await;
     assert_eq!(failed.event.request.as_deref(), Some(id.as_str()));
