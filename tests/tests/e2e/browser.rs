@@ -122,6 +122,16 @@ async fn appears(
     }
 }
 
+/// The text of the element `locator` finds, once it appears.
+async fn text_of(browser: &Client, locator: Locator<'_>) -> String {
+    appears(browser, locator)
+        .await
+        .unwrap_or_else(|e| panic!("no {locator:?} on the page: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Types `text` into the input `css` finds.
 async fn type_into(browser: &Client, css: &str, text: &str) {
     browser
@@ -156,12 +166,7 @@ async fn set_up_in_browser(
     type_into(browser, "input[name=password]", &password).await;
     type_into(browser, "input[name=repeated]", &password).await;
     submit(browser, None, "form button[type=submit]").await;
-    let key = appears(browser, Locator::Id("otp-key"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let key = text_of(browser, Locator::Id("otp-key")).await;
     browser.find(Locator::Id("otp-qr")).await.unwrap();
     let secret = sekisho_broker::encoding::base32_decode(key.trim().as_bytes())
         .map(sekisho_broker::secret::Secret::new)
@@ -174,23 +179,12 @@ async fn set_up_in_browser(
         "form button[type=submit]",
     )
     .await;
-    let error = appears(browser, Locator::Id("setup-error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let error = text_of(browser, Locator::Id("setup-error")).await;
     assert!(
         error.starts_with("That code does not match the new authenticator"),
         "{error}"
     );
-    let shown_again = browser
-        .find(Locator::Id("otp-key"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let shown_again = text_of(browser, Locator::Id("otp-key")).await;
     assert_eq!(shown_again, key, "the same key is shown again");
     browser.find(Locator::Id("otp-qr")).await.unwrap();
     shots.take(browser, "0b-setup-wrong-code").await;
@@ -347,13 +341,7 @@ async fn an_approver_approves_and_revokes_in_a_real_browser_and_an_auditor_revie
         .await
         .unwrap();
     assert_eq!(mark, serde_json::json!(42), "the page was reloaded");
-    let text = browser
-        .find(Locator::Css(&card))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = text_of(&browser, Locator::Css(&card)).await;
     assert!(
         text.contains("apply patch 5.2.1") && text.contains("INC-1234"),
         "{text}"
@@ -443,13 +431,7 @@ async fn an_approver_approves_and_revokes_in_a_real_browser_and_an_auditor_revie
         .unwrap();
     shots.take(&browser, "8-session-timeline").await;
     browser.goto(&format!("{base}/audit/chain")).await.unwrap();
-    let status = browser
-        .find(Locator::Id("chain-status"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let status = text_of(&browser, Locator::Id("chain-status")).await;
     assert!(status.starts_with("Intact"), "{status}");
     shots.take(&browser, "9-chain").await;
     browser.close().await.unwrap();
