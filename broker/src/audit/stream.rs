@@ -3,7 +3,7 @@
 //! a SIEM agent) follows. (To send the same lines straight to a syslog collector, see
 //! [`super::syslog`].)
 //!
-//! The stream follows the database, not the code paths that write events ([`super::follow`]),
+//! The stream follows the database, not the code paths that write events (`audit::follow`),
 //! so it carries every event from every broker sharing the database, in chain order, and a
 //! line in the file can be checked against the chain. It never blocks the broker: it runs on
 //! its own, and when the file cannot be written (disk full, removed directory) it records an

@@ -12,7 +12,7 @@
 //!   nobody can see.
 //! - **Checked at start.** [`Syslog::prepare`] reads the URL and the CA file before the broker
 //!   creates anything; a mistake stops `serve` with one sentence ([`SyslogError`]).
-//! - **Follows the log** as the file stream does ([`super::follow`]): in chain order, from
+//! - **Follows the log** as the file stream does (`audit::follow`): in chain order, from
 //!   every broker sharing the database, never blocking the broker. A collector that is down,
 //!   refuses TLS or stops reading is recorded once as `audit-syslog-failed`; the events are
 //!   kept (the database is the queue), the connection is tried again with a growing wait (up
