@@ -110,6 +110,9 @@ pub struct BrokerConfig {
     /// A file to append every audit event to, as a JSON line, for a SIEM (see
     /// [`audit::stream`]).
     pub audit_stream: Option<PathBuf>,
+    /// A syslog collector (SIEM) to send every audit event to, as an RFC 5424 message (see
+    /// [`audit::syslog`]); `None` sends nothing.
+    pub audit_syslog: Option<audit::syslog::SyslogConfig>,
     /// The web UI for staff; `None` serves none.
     pub web: Option<web::WebConfig>,
     /// The approvers' webhook (with or without the web UI); `None` sends nothing.
@@ -132,6 +135,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("database", &self.database)
             .field("limits", &self.limits)
             .field("audit_stream", &self.audit_stream)
+            .field("audit_syslog", &self.audit_syslog)
             .field("web", &self.web)
             .field("webhook", &self.webhook)
             .field("data_threads", &self.data_threads)
@@ -152,6 +156,7 @@ impl BrokerConfig {
             limits: Limits::default(),
             clock: Arc::new(SystemClock),
             audit_stream: None,
+            audit_syslog: None,
             web: None,
             webhook: None,
             data_threads: default_data_threads(),
@@ -240,6 +245,9 @@ pub enum BindError {
     /// The web UI could not start.
     #[error(transparent)]
     Web(#[from] web::WebError),
+    /// The audit syslog's URL or CA file cannot be used.
+    #[error(transparent)]
+    AuditSyslog(#[from] audit::syslog::SyslogError),
     /// The webhook's URL, CA file or secret file cannot be used.
     #[error(transparent)]
     Webhook(#[from] webhook::WebhookError),
@@ -260,6 +268,7 @@ pub struct Broker {
     shared: Arc<quic::Shared>,
     pki: Arc<BrokerPki>,
     audit_stream: Option<PathBuf>,
+    audit_syslog: Option<audit::syslog::Sender>,
     reloader: reload::Reloader,
     /// The audit log's head at start: reload requests after it are followed.
     audit_seq_at_start: i64,
@@ -337,10 +346,18 @@ impl Broker {
             .as_ref()
             .map(webhook::Webhook::prepare)
             .transpose()?;
+        let audit_syslog = config
+            .audit_syslog
+            .as_ref()
+            .map(audit::syslog::Syslog::prepare)
+            .transpose()?;
         let hospital = Hospital::open(&config).await?;
         let pki = hospital.pki.clone();
         let webhook = webhook
             .map(|webhook| webhook.sender(pki.ca_der(), config.clock.clone()))
+            .transpose()?;
+        let audit_syslog = audit_syslog
+            .map(|syslog| syslog.sender(pki.ca_der(), &config.data_dir))
             .transpose()?;
         let broker_id = broker_id(&config.data_dir)?;
         let now = config.clock.now();
@@ -444,6 +461,7 @@ impl Broker {
             shared,
             pki,
             audit_stream: config.audit_stream,
+            audit_syslog,
             reloader,
             audit_seq_at_start,
             web,
@@ -470,6 +488,11 @@ impl Broker {
     /// whether it is signed, when one is configured.
     pub fn webhook_description(&self) -> Option<String> {
         self.webhook.as_ref().map(webhook::Sender::describe)
+    }
+
+    /// The syslog collector the audit log goes to (`tls://host:port`), when one is configured.
+    pub fn audit_syslog_url(&self) -> Option<String> {
+        self.audit_syslog.as_ref().map(audit::syslog::Sender::url)
     }
 
     /// The broker's PKI: its CA (what clients pin) and the means to issue client certificates.
@@ -521,6 +544,15 @@ impl Broker {
                 shutdown.clone(),
             ))
         });
+        let syslog = self.audit_syslog.map(|sender| {
+            tokio::spawn(audit::syslog::run(
+                sender,
+                self.shared.store.clone(),
+                self.shared.clock.clone(),
+                self.shared.broker_id.clone(),
+                shutdown.clone(),
+            ))
+        });
         let web = self.web.map(|web| tokio::spawn(web.run(shutdown.clone())));
         let webhook = self.webhook.map(|sender| {
             tokio::spawn(webhook::run(
@@ -562,6 +594,11 @@ impl Broker {
             // It writes what it has on its way out; anything recorded after that (the stop)
             // is written at the next start, which resumes after the file's last line.
             let _ = stream.await;
+        }
+        if let Some(syslog) = syslog {
+            // The same for the collector: one last batch (within its time limit), and the
+            // rest at the next start, after the cursor it leaves in the data directory.
+            let _ = syslog.await;
         }
         self.shared.store.close().await;
         drop(release_on_return);

@@ -61,6 +61,21 @@ enum Command {
         /// Also append every audit event, as one JSON line, to this file for a SIEM to follow.
         #[arg(long, value_name = "FILE", env = "SEKISHO_AUDIT_STREAM")]
         audit_stream: Option<PathBuf>,
+        /// Also send every audit event to this syslog collector (SIEM) as an RFC 5424 message
+        /// whose text is the same JSON line: tls://HOST:PORT (RFC 5425) or tcp://HOST:PORT
+        /// (plain; this host or a trusted management network). UDP is refused: it loses events
+        /// silently.
+        #[arg(long, value_name = "URL", env = "SEKISHO_AUDIT_SYSLOG")]
+        audit_syslog: Option<String>,
+        /// The CA certificate(s) (PEM) that issued the collector's certificate, trusted with
+        /// the broker's own CA instead of the system's roots (tls:// only).
+        #[arg(
+            long,
+            value_name = "FILE",
+            env = "SEKISHO_AUDIT_SYSLOG_CA",
+            requires = "audit_syslog"
+        )]
+        audit_syslog_ca: Option<PathBuf>,
         /// Threads carrying tunnels, each with its own socket on the listening port [default:
         /// one per core].
         #[arg(long, value_name = "N", env = "SEKISHO_DATA_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -588,6 +603,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             listen,
             audit_stream,
+            audit_syslog,
+            audit_syslog_ca,
             data_threads,
             max_packet_size,
             web,
@@ -595,6 +612,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return serve(BrokerConfig {
                 listen,
                 audit_stream,
+                audit_syslog: audit_syslog.map(|url| sekisho_broker::audit::syslog::SyslogConfig {
+                    url,
+                    ca_file: audit_syslog_ca,
+                }),
                 data_threads: data_threads.map_or(config.data_threads, usize::from),
                 max_packet: max_packet_size,
                 webhook: web.webhook(),
@@ -1004,6 +1025,9 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     }
     if let Some(webhook) = broker.webhook_description() {
         eprintln!("Approvers' webhook: {webhook}");
+    }
+    if let Some(url) = broker.audit_syslog_url() {
+        eprintln!("Audit log sent to the syslog collector at {url}");
     }
     if let Some(url) = broker.first_admin_url() {
         eprintln!(

@@ -180,6 +180,55 @@ fn serve_refuses_a_webhook_it_cannot_use_in_one_sentence_and_creates_nothing() {
 }
 
 #[test]
+fn serve_refuses_an_audit_syslog_it_cannot_use_in_one_sentence_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let missing_ca = dir.path().join("siem-ca.pem");
+    let missing_ca = missing_ca.to_str().unwrap();
+    for (syslog, expected) in [
+        (
+            &["--audit-syslog", "udp://siem.hospital.local:514"][..],
+            "--audit-syslog udp:// is refused because UDP loses messages without anyone knowing",
+        ),
+        (
+            &["--audit-syslog", "ftp://siem.hospital.local"][..],
+            "--audit-syslog must start with tls:// (RFC 5425) or tcp:// (plain, for a collector on this host or a trusted management network), not ftp://.",
+        ),
+        (
+            &["--audit-syslog", "siem.hospital.local:514"][..],
+            "is not a URL (it does not start with tls:// or tcp://); give one like tls://",
+        ),
+        (
+            &[
+                "--audit-syslog",
+                "tls://siem.hospital.local",
+                "--audit-syslog-ca",
+                missing_ca,
+            ][..],
+            &*format!("--audit-syslog-ca {missing_ca}: cannot read it ("),
+        ),
+    ] {
+        let (output, text) = run(broker(&["serve", "--listen", "127.0.0.1:0", "--no-web"])
+            .args(syslog)
+            .arg("--policies")
+            .arg(repo_policies())
+            .arg("--data-dir")
+            .arg(&data));
+        assert_eq!(output.status.code(), Some(1), "{syslog:?}: {text}");
+        assert!(text.contains(expected), "{syslog:?}: {text}");
+        let line = text.trim_end();
+        assert!(
+            line.starts_with("sekisho-broker: ") && !line.contains('\n') && line.ends_with('.'),
+            "{syslog:?}: one sentence on one line: {text}"
+        );
+        assert!(
+            !data.exists(),
+            "{syslog:?}: a refused start must not create the data directory"
+        );
+    }
+}
+
+#[test]
 fn serve_starts_on_the_example_policies_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

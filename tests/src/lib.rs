@@ -11,6 +11,7 @@
 //! - [`LocalForward`]: a client-side `-L` listener on an open session, with its events.
 //! - [`webhook`]: a relay that receives the approvers' webhook, over HTTP or HTTPS, and a
 //!   hospital CA for its certificate.
+//! - [`syslog`]: a real rsyslogd receiving the audit stream over TCP or TLS.
 //!
 //! Tests that need services from outside (PostgreSQL, sshd, a browser) read where they are
 //! from the environment; see [`env_postgres`].
@@ -19,6 +20,7 @@
 pub mod pattern;
 pub mod servers;
 pub mod stores;
+pub mod syslog;
 /// Real third-party servers (Python's http.server, sshd) and client programs, bounded in time.
 pub mod third_party;
 pub mod web;

@@ -220,6 +220,18 @@ impl HospitalCa {
         path
     }
 
+    /// A server certificate for `names` and its key, both PEM (certificate, PKCS #8 key),
+    /// for servers that read files (rsyslog).
+    pub fn issue_server_pem(&self, names: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        (certificate.pem(), key.serialize_pem())
+    }
+
     /// A server certificate for `names` (DNS names or IP addresses) and its key.
     pub fn issue_server(
         &self,

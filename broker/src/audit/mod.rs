@@ -10,8 +10,10 @@
 //!
 //! This module computes and checks; it never reads or writes the database itself.
 
+mod follow;
 mod line;
 pub mod stream;
+pub mod syslog;
 
 pub use line::ExportLine;
 
@@ -157,6 +159,8 @@ event_kinds! {
     StaffRefused => "staff-refused": "A staff member's web action was refused (role, CSRF token).",
     KeysRefused => "keys-refused": "A broker or admin command was refused: its data directory lacks the hospital's CA or sealing key, or holds other ones.",
     WebhookFailed => "webhook-failed": "A message to the approvers' webhook was not delivered after its attempts: approvers may not have been alerted.",
+    AuditSyslogFailed => "audit-syslog-failed": "The audit stream to the hospital's syslog collector could not be delivered (collector down, TLS refused); events are kept and sent when it is back.",
+    AuditSyslogRecovered => "audit-syslog-recovered": "The audit stream reached the syslog collector again; the events kept meanwhile follow.",
 }
 
 /// One event, before it is numbered and chained.

@@ -14,6 +14,7 @@
 //! ([`BrokerPki::sign_request`]); the broker never sees their private key.
 
 pub(crate) mod files;
+pub(crate) mod trust;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

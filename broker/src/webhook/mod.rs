@@ -361,46 +361,15 @@ fn origin_of(url: &str) -> String {
 }
 
 fn read_ca_file(path: &Path) -> Result<rustls::RootCertStore, WebhookError> {
-    use rustls_pki_types::pem::PemObject;
-    let problem = |reason: String| WebhookError::CaFile {
+    crate::pki::trust::read_ca_file(path).map_err(|reason| WebhookError::CaFile {
         path: path.to_owned(),
         reason,
-    };
-    let certificates = CertificateDer::pem_file_iter(path)
-        .map_err(|e| problem(format!("cannot read it ({e})")))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| problem(format!("not PEM certificates ({e})")))?;
-    if certificates.is_empty() {
-        return Err(problem("holds no PEM certificate".to_owned()));
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in certificates {
-        roots.add(certificate).map_err(|e| {
-            problem(format!(
-                "holds a certificate that is not usable as a CA ({e})"
-            ))
-        })?;
-    }
-    Ok(roots)
+    })
 }
 
-/// The host's trust store (`SSL_CERT_FILE`, `SSL_CERT_DIR`, or the distribution's bundle).
-/// Certificates that do not parse are skipped; an empty store leaves only the broker's CA,
-/// which is said at start.
+/// The host's trust store, for `https://` without `--web-webhook-ca`.
 fn system_roots() -> rustls::RootCertStore {
-    let found = rustls_native_certs::load_native_certs();
-    for error in &found.errors {
-        tracing::warn!(%error, "webhook: a system trust store could not be read");
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, skipped) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        tracing::warn!(
-            skipped,
-            "webhook: the system's trust store holds no usable root; only receivers with a certificate from the broker's CA are trusted (give --web-webhook-ca for the hospital's CA)"
-        );
-    }
-    roots
+    crate::pki::trust::system_roots("webhook", "--web-webhook-ca")
 }
 
 fn read_secret(path: &Path) -> Result<Secret<Vec<u8>>, WebhookError> {

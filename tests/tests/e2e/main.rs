@@ -4,6 +4,8 @@
 
 /// The audit log: every step on the record, in order, chained.
 mod audit;
+/// The audit stream to a real rsyslogd over TCP and TLS.
+mod audit_syslog;
 /// The staff web UI in real headless Chromium, against a real client.
 mod browser;
 /// Enrollment, the certificate registry, disabling and resetting technicians and vendors.

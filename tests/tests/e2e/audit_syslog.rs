@@ -1,0 +1,328 @@
+//! The audit stream sent to a real rsyslogd over TCP and TLS: every event, in order, as the
+//! same JSON line `audit export` writes; a collector down or refused is on the record once
+//! and catches up; a restart resumes where it left off.
+//!
+//! Needs rsyslogd (`.ci/run` installs it and sets `SEKISHO_TEST_RSYSLOGD`); without it each
+//! test says it was skipped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use sekisho_broker::audit::syslog::{self, SyslogConfig, message};
+use sekisho_broker::audit::{EventKind, ExportLine, StoredEvent};
+use sekisho_broker::store::AuditFilter;
+use sekisho_e2e::syslog::{CollectorTls, Received, Rsyslog, free_port, program};
+use sekisho_e2e::webhook::HospitalCa;
+use sekisho_e2e::{EchoServer, TestBroker, Vendor};
+
+async fn broker_sending_to(echo: &EchoServer, url: String, ca_file: Option<PathBuf>) -> TestBroker {
+    TestBroker::start_with(
+        &[Vendor::new("acme-ehr").target("echo", echo.addr())],
+        |config| {
+            config.audit_syslog = Some(SyslogConfig { url, ca_file });
+        },
+    )
+    .await
+}
+
+async fn all_events(broker: &TestBroker) -> Vec<StoredEvent> {
+    broker.desk().store().all_audit_events().await.unwrap()
+}
+
+async fn count_of(broker: &TestBroker, kind: EventKind) -> usize {
+    broker
+        .desk()
+        .store()
+        .audit_events(&AuditFilter {
+            kinds: vec![kind],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+/// Every message received is the event of its `seq`, each once, from 1 on without a gap:
+/// its MSG the event's export line byte for byte, its header the event's kind, severity and
+/// time, from this broker.
+async fn assert_received_exactly_the_log(broker: &TestBroker, received: &[Received]) {
+    let events: HashMap<i64, StoredEvent> = all_events(broker)
+        .await
+        .into_iter()
+        .map(|event| (event.seq, event))
+        .collect();
+    let broker_id = std::fs::read_to_string(broker.dir().join("data").join("broker-id")).unwrap();
+    let seqs: Vec<i64> = received.iter().map(Received::seq).collect();
+    let expected: Vec<i64> = (1..=received.len() as i64).collect();
+    assert_eq!(seqs, expected, "every event once, in order, from the first");
+    for message in received {
+        let event = &events[&message.seq()];
+        let kind = event.event.kind;
+        assert_eq!(
+            message.msg(),
+            ExportLine::of(event).to_json(),
+            "seq {}",
+            event.seq
+        );
+        assert_eq!(message.msgid, kind.as_str());
+        assert_eq!(message.app_name, "sekisho");
+        assert_eq!(message.procid, broker_id.trim());
+        assert_eq!(message.facility, "authpriv");
+        let severity = match message::severity(kind) {
+            message::Severity::Warning => "warning",
+            message::Severity::Notice => "notice",
+            message::Severity::Info => "info",
+        };
+        assert_eq!(message.severity, severity, "{}", kind.as_str());
+        assert_eq!(message.pri(), format!("<{}>1", message::priority(kind)));
+        assert_eq!(message.timestamp(), message::timestamp(event.event.at));
+    }
+}
+
+/// The last event the broker wrote down as sent, once it has written its cursor file.
+fn cursor_seq(broker: &TestBroker) -> Option<i64> {
+    let text = std::fs::read_to_string(broker.dir().join("data").join(syslog::CURSOR_FILE)).ok()?;
+    Some(text.lines().next()?.parse().unwrap())
+}
+
+fn collector_dir(test_dir: &Path) -> PathBuf {
+    test_dir.join("rsyslog")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_events_reach_rsyslog_over_tcp_in_order_as_their_export_lines() {
+    let Some(rsyslogd) = program("a_sessions_events_reach_rsyslog_over_tcp") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rsyslog = Rsyslog::start(
+        &rsyslogd,
+        &collector_dir(dir.path()),
+        free_port().await,
+        None,
+    )
+    .await;
+    let echo = EchoServer::start().await;
+    let broker =
+        broker_sending_to(&echo, format!("tcp://127.0.0.1:{}", rsyslog.port()), None).await;
+    let _session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    let received = rsyslog
+        .wait_for("session-opened", |m| m.msgid == "session-opened")
+        .await;
+    assert_received_exactly_the_log(&broker, &received).await;
+    for kind in [
+        "broker-started",
+        "request-made",
+        "request-approved",
+        "session-opened",
+    ] {
+        assert!(received.iter().any(|m| m.msgid == kind), "{kind}");
+    }
+    let last = received.last().unwrap().seq();
+    rsyslog
+        .wait_until("the cursor file", || {
+            (cursor_seq(&broker)? >= last).then_some(())
+        })
+        .await;
+    assert_eq!(count_of(&broker, EventKind::AuditSyslogFailed).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_collector_is_verified_against_the_hospitals_ca() {
+    let Some(rsyslogd) = program("over_tls_the_collector_is_verified") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hospital = HospitalCa::new("Hospital SIEM CA");
+    let (cert_pem, key_pem) = hospital.issue_server_pem(&["127.0.0.1"]);
+    let tls = CollectorTls {
+        cert_pem,
+        key_pem,
+        ca_pem: std::fs::read_to_string(hospital.write_pem(dir.path())).unwrap(),
+    };
+    let rsyslog = Rsyslog::start(
+        &rsyslogd,
+        &collector_dir(dir.path()),
+        free_port().await,
+        Some(&tls),
+    )
+    .await;
+    let echo = EchoServer::start().await;
+    let broker = broker_sending_to(
+        &echo,
+        format!("tls://127.0.0.1:{}", rsyslog.port()),
+        Some(hospital.write_pem(dir.path())),
+    )
+    .await;
+    let _session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    let received = rsyslog
+        .wait_for("session-opened", |m| m.msgid == "session-opened")
+        .await;
+    assert_received_exactly_the_log(&broker, &received).await;
+    assert_eq!(count_of(&broker, EventKind::AuditSyslogFailed).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_with_a_certificate_from_another_ca_gets_nothing_and_the_failure_is_recorded_once()
+ {
+    let Some(rsyslogd) = program("a_collector_with_a_certificate_from_another_ca") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hospital = HospitalCa::new("Hospital SIEM CA");
+    let impostor = HospitalCa::new("Someone else's CA");
+    let (cert_pem, key_pem) = impostor.issue_server_pem(&["127.0.0.1"]);
+    let impostor_dir = dir.path().join("impostor");
+    std::fs::create_dir(&impostor_dir).unwrap();
+    let tls = CollectorTls {
+        cert_pem,
+        key_pem,
+        ca_pem: std::fs::read_to_string(impostor.write_pem(&impostor_dir)).unwrap(),
+    };
+    let rsyslog = Rsyslog::start(
+        &rsyslogd,
+        &collector_dir(dir.path()),
+        free_port().await,
+        Some(&tls),
+    )
+    .await;
+    let echo = EchoServer::start().await;
+    let broker = broker_sending_to(
+        &echo,
+        format!("tls://127.0.0.1:{}", rsyslog.port()),
+        Some(hospital.write_pem(dir.path())),
+    )
+    .await;
+    // The broker works as usual.
+    let _session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    let failed = broker.first_event(EventKind::AuditSyslogFailed).await;
+    let details: HashMap<_, _> = failed.event.details.iter().cloned().collect();
+    assert_eq!(
+        details["url"],
+        format!("tls://127.0.0.1:{}", rsyslog.port())
+    );
+    assert!(details["error"].contains("TLS"), "{details:?}");
+    // The broker keeps trying (rsyslog sees the broker refuse its certificate again and
+    // again), and records the failure only once.
+    rsyslog
+        .wait_until("a second refused handshake", || {
+            (rsyslog.own_log().matches("fatal alert").count() >= 2).then_some(())
+        })
+        .await;
+    assert_eq!(count_of(&broker, EventKind::AuditSyslogFailed).await, 1);
+    assert_eq!(
+        rsyslog.received(),
+        Vec::new(),
+        "nothing reached the impostor"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_at_first_receives_everything_once_it_starts() {
+    let Some(rsyslogd) = program("a_collector_that_is_down_at_first") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().await;
+    let echo = EchoServer::start().await;
+    let broker = broker_sending_to(&echo, format!("tcp://127.0.0.1:{port}"), None).await;
+    let _session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    let failed = broker.first_event(EventKind::AuditSyslogFailed).await;
+    assert!(
+        failed
+            .event
+            .details
+            .iter()
+            .any(|(k, v)| k == "error" && v.contains("refused")),
+        "{:?}",
+        failed.event
+    );
+    let rsyslog = Rsyslog::start(&rsyslogd, &collector_dir(dir.path()), port, None).await;
+    let received = rsyslog
+        .wait_for("audit-syslog-recovered", |m| {
+            m.msgid == "audit-syslog-recovered"
+        })
+        .await;
+    assert_received_exactly_the_log(&broker, &received).await;
+    for kind in [
+        "session-opened",
+        "audit-syslog-failed",
+        "audit-syslog-recovered",
+    ] {
+        assert!(received.iter().any(|m| m.msgid == kind), "{kind}");
+    }
+    assert_eq!(count_of(&broker, EventKind::AuditSyslogFailed).await, 1);
+    assert_eq!(count_of(&broker, EventKind::AuditSyslogRecovered).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_nothing_sent_is_sent_again_and_nothing_is_lost() {
+    let Some(rsyslogd) = program("after_a_restart_nothing_sent_is_sent_again") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rsyslog = Rsyslog::start(
+        &rsyslogd,
+        &collector_dir(dir.path()),
+        free_port().await,
+        None,
+    )
+    .await;
+    let echo = EchoServer::start().await;
+    let mut broker =
+        broker_sending_to(&echo, format!("tcp://127.0.0.1:{}", rsyslog.port()), None).await;
+    let _session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    rsyslog
+        .wait_for("session-opened", |m| m.msgid == "session-opened")
+        .await;
+    broker.restart().await;
+    // Something recorded after the restart, and everything before it, arrives once.
+    let reload = broker.request_reload().await;
+    let received = rsyslog
+        .wait_for("the reload request", |m| m.seq() == reload)
+        .await;
+    assert_received_exactly_the_log(&broker, &received).await;
+    for kind in [
+        "session-opened",
+        "broker-stopped",
+        "policy-reload-requested",
+    ] {
+        assert!(received.iter().any(|m| m.msgid == kind), "{kind}");
+    }
+    assert_eq!(
+        received
+            .iter()
+            .filter(|m| m.msgid == "broker-started")
+            .count(),
+        2,
+        "both starts, each once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_restarted_mid_stream_misses_nothing() {
+    let Some(rsyslogd) = program("a_collector_restarted_mid_stream") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().await;
+    let rsyslog = Rsyslog::start(&rsyslogd, &dir.path().join("first"), port, None).await;
+    let echo = EchoServer::start().await;
+    let broker = broker_sending_to(&echo, format!("tcp://127.0.0.1:{port}"), None).await;
+    let _session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    let before = rsyslog
+        .wait_for("session-opened", |m| m.msgid == "session-opened")
+        .await;
+    drop(rsyslog);
+    // While it is down and once it is back: everything recorded arrives, the batch sent last
+    // on the closed connection possibly twice (at least once), nothing missing.
+    let reload = broker.request_reload().await;
+    let rsyslog = Rsyslog::start(&rsyslogd, &dir.path().join("second"), port, None).await;
+    let after = rsyslog
+        .wait_for("the reload request", |m| m.seq() == reload)
+        .await;
+    let mut seqs: Vec<i64> = before.iter().chain(&after).map(Received::seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs, (1..=reload).collect::<Vec<_>>());
+}
