@@ -567,20 +567,24 @@ impl TestBroker {
         session
     }
 
+    /// Every recorded event of `kind`, oldest first.
+    pub async fn events_of(&self, kind: EventKind) -> Vec<StoredEvent> {
+        self.desk()
+            .store()
+            .audit_events(&AuditFilter {
+                kinds: vec![kind],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
     /// The first audit event of `kind`, waiting (up to 10 s) for it to be written: some events
     /// land a moment after what the test can observe (a forward's refusal, a sink's failure).
     pub async fn first_event(&self, kind: EventKind) -> StoredEvent {
-        let store = self.desk().store().clone();
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                let found = store
-                    .audit_events(&AuditFilter {
-                        kinds: vec![kind],
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap();
-                if let Some(event) = found.into_iter().next() {
+                if let Some(event) = self.events_of(kind).await.into_iter().next() {
                     return event;
                 }
                 tokio::task::yield_now().await;

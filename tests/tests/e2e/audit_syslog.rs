@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use sekisho_broker::audit::syslog::{self, SyslogConfig, message};
 use sekisho_broker::audit::{EventKind, ExportLine, StoredEvent};
-use sekisho_broker::store::AuditFilter;
 use sekisho_e2e::syslog::{CollectorTls, Received, Rsyslog, free_port, program};
 use sekisho_e2e::webhook::HospitalCa;
 use sekisho_e2e::{EchoServer, TestBroker, Vendor};
@@ -27,19 +26,6 @@ async fn broker_sending_to(echo: &EchoServer, url: String, ca_file: Option<PathB
 
 async fn all_events(broker: &TestBroker) -> Vec<StoredEvent> {
     broker.desk().store().all_audit_events().await.unwrap()
-}
-
-async fn count_of(broker: &TestBroker, kind: EventKind) -> usize {
-    broker
-        .desk()
-        .store()
-        .audit_events(&AuditFilter {
-            kinds: vec![kind],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .len()
 }
 
 /// Every message received is the event of its `seq`, each once, from 1 on without a gap:
@@ -124,7 +110,10 @@ async fn a_sessions_events_reach_rsyslog_over_tcp_in_order_as_their_export_lines
             (cursor_seq(&broker)? >= last).then_some(())
         })
         .await;
-    assert_eq!(count_of(&broker, EventKind::AuditSyslogFailed).await, 0);
+    assert_eq!(
+        broker.events_of(EventKind::AuditSyslogFailed).await.len(),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +148,10 @@ async fn over_tls_the_collector_is_verified_against_the_hospitals_ca() {
         .wait_for("session-opened", |m| m.msgid == "session-opened")
         .await;
     assert_received_exactly_the_log(&broker, &received).await;
-    assert_eq!(count_of(&broker, EventKind::AuditSyslogFailed).await, 0);
+    assert_eq!(
+        broker.events_of(EventKind::AuditSyslogFailed).await.len(),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,7 +201,10 @@ async fn a_collector_with_a_certificate_from_another_ca_gets_nothing_and_the_fai
             (rsyslog.own_log().matches("fatal alert").count() >= 2).then_some(())
         })
         .await;
-    assert_eq!(count_of(&broker, EventKind::AuditSyslogFailed).await, 1);
+    assert_eq!(
+        broker.events_of(EventKind::AuditSyslogFailed).await.len(),
+        1
+    );
     assert_eq!(
         rsyslog.received(),
         Vec::new(),
@@ -251,8 +246,17 @@ async fn a_collector_that_is_down_at_first_receives_everything_once_it_starts() 
     ] {
         assert!(received.iter().any(|m| m.msgid == kind), "{kind}");
     }
-    assert_eq!(count_of(&broker, EventKind::AuditSyslogFailed).await, 1);
-    assert_eq!(count_of(&broker, EventKind::AuditSyslogRecovered).await, 1);
+    assert_eq!(
+        broker.events_of(EventKind::AuditSyslogFailed).await.len(),
+        1
+    );
+    assert_eq!(
+        broker
+            .events_of(EventKind::AuditSyslogRecovered)
+            .await
+            .len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use sekisho_broker::audit::{EventKind, StoredEvent};
+use sekisho_broker::audit::EventKind;
 use sekisho_broker::keys::KeysError;
 use sekisho_broker::pki::BrokerPki;
 use sekisho_broker::secret::SealingKey;
@@ -38,14 +38,6 @@ async fn bind_error(config: BrokerConfig) -> KeysError {
     }
 }
 
-async fn events_of(broker: &TestBroker, kind: EventKind) -> Vec<StoredEvent> {
-    let events = broker.desk().store().all_audit_events().await.unwrap();
-    events
-        .into_iter()
-        .filter(|e| e.event.kind == kind)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_broker_without_the_hospitals_keys_is_refused_and_creates_none() {
     let echo = EchoServer::start().await;
@@ -70,7 +62,7 @@ async fn a_new_broker_without_the_hospitals_keys_is_refused_and_creates_none() {
             "{file} was made for a refused broker"
         );
     }
-    let refused = events_of(&first, EventKind::KeysRefused).await;
+    let refused = first.events_of(EventKind::KeysRefused).await;
     assert_eq!(refused.len(), 1);
     assert_eq!(detail(&refused[0], "reason"), "missing");
     assert_eq!(detail(&refused[0], "message"), message);
@@ -122,7 +114,8 @@ async fn a_broker_with_another_ca_or_another_sealing_key_is_refused() {
     );
     assert!(message.contains("secret.key is not the key"), "{message}");
 
-    let reasons: Vec<String> = events_of(&first, EventKind::KeysRefused)
+    let reasons: Vec<String> = first
+        .events_of(EventKind::KeysRefused)
         .await
         .iter()
         .map(|e| detail(e, "reason").to_owned())

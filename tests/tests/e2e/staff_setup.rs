@@ -9,7 +9,6 @@ use sekisho_broker::audit::{AuditEvent, EventKind};
 use sekisho_broker::clock::Clock;
 use sekisho_broker::secret::Secret;
 use sekisho_broker::staff::{INVITE_VALIDITY, Role, Roles};
-use sekisho_broker::store::AuditFilter;
 use sekisho_e2e::web::{
     Answer, StaffAccount, WebClient, directory, shown_secret, start_web_broker, wrong_code,
 };
@@ -90,18 +89,8 @@ fn current_code(broker: &TestBroker, account: &StaffAccount) -> String {
 }
 
 async fn events(broker: &TestBroker, kind: EventKind) -> Vec<AuditEvent> {
-    broker
-        .desk()
-        .store()
-        .audit_events(&AuditFilter {
-            kinds: vec![kind],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|stored| stored.event)
-        .collect()
+    let stored = broker.events_of(kind).await;
+    stored.into_iter().map(|stored| stored.event).collect()
 }
 
 fn detail<'a>(event: &'a AuditEvent, key: &str) -> Option<&'a str> {

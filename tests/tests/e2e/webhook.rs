@@ -6,9 +6,8 @@
 
 use std::time::Duration;
 
-use sekisho_broker::audit::{EventKind, StoredEvent};
+use sekisho_broker::audit::EventKind;
 use sekisho_broker::session::RequestId;
-use sekisho_broker::store::AuditFilter;
 use sekisho_broker::web::{WebConfig, WebTls};
 use sekisho_broker::webhook::{RetryPolicy, WebhookConfig};
 use sekisho_e2e::servers::ManualServer;
@@ -51,18 +50,6 @@ async fn http_relay_answering(statuses: &[u16], echo: &EchoServer) -> (WebhookRe
     )
     .await;
     (relay, broker)
-}
-
-async fn webhook_failures(broker: &TestBroker) -> Vec<StoredEvent> {
-    broker
-        .desk()
-        .store()
-        .audit_events(&AuditFilter {
-            kinds: vec![EventKind::WebhookFailed],
-            ..AuditFilter::default()
-        })
-        .await
-        .unwrap()
 }
 
 /// What a receiver does: the signature over the raw body, with the shared secret.
@@ -313,7 +300,7 @@ async fn a_relay_whose_certificate_another_ca_issued_gets_nothing_and_the_failur
     // Once: nothing more is recorded or sent after the broker stops (which waits for every
     // delivery under way).
     broker.halt().await;
-    assert_eq!(webhook_failures(&broker).await.len(), 1);
+    assert_eq!(broker.events_of(EventKind::WebhookFailed).await.len(), 1);
     assert!(relay.received().is_empty());
 }
 
@@ -334,7 +321,7 @@ async fn a_503_is_tried_again_and_the_message_delivered_exactly_once() {
     // failure recorded.
     broker.halt().await;
     assert_eq!(relay.received().len(), 0, "delivered once, not again");
-    assert!(webhook_failures(&broker).await.is_empty());
+    assert!(broker.events_of(EventKind::WebhookFailed).await.is_empty());
 }
 
 #[tokio::test]
@@ -348,7 +335,7 @@ async fn a_400_is_not_tried_again_and_the_failure_is_audited_once() {
     assert!(detail(&failed, "error").contains("400"), "{failed:?}");
     broker.halt().await;
     assert_eq!(relay.received().len(), 1, "one POST, not tried again");
-    assert_eq!(webhook_failures(&broker).await.len(), 1);
+    assert_eq!(broker.events_of(EventKind::WebhookFailed).await.len(), 1);
 }
 
 #[tokio::test]
