@@ -134,28 +134,11 @@ fn serve_refuses_a_webhook_it_cannot_use_in_one_sentence_and_creates_nothing() {
             "--web-webhook-ca ",
         ),
     ] {
-        let (output, text) = run(broker(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--web-listen",
-            "127.0.0.1:0",
-        ])
-        .args(webhook)
-        .arg("--policies")
-        .arg(repo_policies())
-        .arg("--data-dir")
-        .arg(&data));
-        assert_eq!(output.status.code(), Some(1), "{webhook:?}: {text}");
-        assert!(text.contains(expected), "{webhook:?}: {text}");
-        let line = text.trim_end();
-        assert!(
-            line.starts_with("sekisho-broker: ") && !line.contains('\n') && line.ends_with('.'),
-            "{webhook:?}: one sentence on one line: {text}"
-        );
-        assert!(
-            !data.exists(),
-            "{webhook:?}: a refused start must not create the data directory"
+        refused_at_start_in_one_sentence(
+            &["--web-listen", "127.0.0.1:0"],
+            webhook,
+            expected,
+            &data,
         );
     }
     let (_, text) = run(broker(&[
@@ -208,24 +191,31 @@ fn serve_refuses_an_audit_syslog_it_cannot_use_in_one_sentence_and_creates_nothi
             &*format!("--audit-syslog-ca {missing_ca}: cannot read it ("),
         ),
     ] {
-        let (output, text) = run(broker(&["serve", "--listen", "127.0.0.1:0", "--no-web"])
-            .args(syslog)
-            .arg("--policies")
-            .arg(repo_policies())
-            .arg("--data-dir")
-            .arg(&data));
-        assert_eq!(output.status.code(), Some(1), "{syslog:?}: {text}");
-        assert!(text.contains(expected), "{syslog:?}: {text}");
-        let line = text.trim_end();
-        assert!(
-            line.starts_with("sekisho-broker: ") && !line.contains('\n') && line.ends_with('.'),
-            "{syslog:?}: one sentence on one line: {text}"
-        );
-        assert!(
-            !data.exists(),
-            "{syslog:?}: a refused start must not create the data directory"
-        );
+        refused_at_start_in_one_sentence(&["--no-web"], syslog, expected, &data);
     }
+}
+
+/// `serve` with `web` and `options` (on the example policies, data in `data`) exits 1 with
+/// one sentence on one line that contains `expected`, and creates no data directory.
+fn refused_at_start_in_one_sentence(web: &[&str], options: &[&str], expected: &str, data: &Path) {
+    let (output, text) = run(broker(&["serve", "--listen", "127.0.0.1:0"])
+        .args(web)
+        .args(options)
+        .arg("--policies")
+        .arg(repo_policies())
+        .arg("--data-dir")
+        .arg(data));
+    assert_eq!(output.status.code(), Some(1), "{options:?}: {text}");
+    assert!(text.contains(expected), "{options:?}: {text}");
+    let line = text.trim_end();
+    assert!(
+        line.starts_with("sekisho-broker: ") && !line.contains('\n') && line.ends_with('.'),
+        "{options:?}: one sentence on one line: {text}"
+    );
+    assert!(
+        !data.exists(),
+        "{options:?}: a refused start must not create the data directory"
+    );
 }
 
 #[test]

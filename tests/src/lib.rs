@@ -68,10 +68,7 @@ pub async fn echo_once(session: &Session, target: &str) {
 pub fn detail<'a>(event: &'a StoredEvent, key: &str) -> &'a str {
     event
         .event
-        .details
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+        .detail_value(key)
         .unwrap_or_else(|| panic!("no detail {key} in {:?}", event.event))
 }
 

@@ -230,6 +230,14 @@ impl AuditEvent {
         self
     }
 
+    /// The value of detail `key`, if the event has one.
+    pub fn detail_value(&self, key: &str) -> Option<&str> {
+        self.details
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, value)| value.as_str())
+    }
+
     /// The bytes the chain hash covers: every field, each length-prefixed, so no two
     /// different events encode alike, whatever characters they contain.
     pub fn canonical(&self, seq: i64, prev_hash: &str) -> Vec<u8> {

@@ -100,11 +100,9 @@ pub async fn policy_reload(
         let detail = |key: &str| {
             stored
                 .event
-                .details
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
+                .detail_value(key)
                 .unwrap_or_default()
+                .to_owned()
         };
         match stored.event.kind {
             EventKind::PolicyReloadRefused => {

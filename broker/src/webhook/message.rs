@@ -42,13 +42,7 @@ impl Message {
     /// approvers are not sent (a session that ended other than by revocation).
     pub(crate) fn of(stored: &StoredEvent, record: Option<&RequestRecord>) -> Option<Message> {
         let event = &stored.event;
-        let detail = |key: &str| {
-            event
-                .details
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, value)| value.as_str())
-        };
+        let detail = |key: &str| event.detail_value(key);
         let mut fields = Map::new();
         let word = match event.kind {
             EventKind::RequestMade => "request-made",

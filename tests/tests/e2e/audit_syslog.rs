@@ -75,6 +75,39 @@ fn collector_dir(test_dir: &Path) -> PathBuf {
     test_dir.join("rsyslog")
 }
 
+/// An rsyslogd listening over TLS with a certificate `ca` signed.
+async fn tls_collector(rsyslogd: &Path, test_dir: &Path, ca: &HospitalCa) -> Rsyslog {
+    let (cert_pem, key_pem) = ca.issue_server_pem(&["127.0.0.1"]);
+    let tls = CollectorTls {
+        cert_pem,
+        key_pem,
+        ca_pem: ca.pem().to_owned(),
+    };
+    Rsyslog::start(
+        rsyslogd,
+        &collector_dir(test_dir),
+        free_port().await,
+        Some(&tls),
+    )
+    .await
+}
+
+/// A broker sending to `rsyslog` over TLS, trusting `trusted` (its CA file written into
+/// `test_dir`).
+async fn broker_sending_over_tls(
+    echo: &EchoServer,
+    rsyslog: &Rsyslog,
+    trusted: &HospitalCa,
+    test_dir: &Path,
+) -> TestBroker {
+    broker_sending_to(
+        echo,
+        format!("tls://127.0.0.1:{}", rsyslog.port()),
+        Some(trusted.write_pem(test_dir)),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sessions_events_reach_rsyslog_over_tcp_in_order_as_their_export_lines() {
     let Some(rsyslogd) = program("a_sessions_events_reach_rsyslog_over_tcp") else {
@@ -123,26 +156,9 @@ async fn over_tls_the_collector_is_verified_against_the_hospitals_ca() {
     };
     let dir = tempfile::tempdir().unwrap();
     let hospital = HospitalCa::new("Hospital SIEM CA");
-    let (cert_pem, key_pem) = hospital.issue_server_pem(&["127.0.0.1"]);
-    let tls = CollectorTls {
-        cert_pem,
-        key_pem,
-        ca_pem: std::fs::read_to_string(hospital.write_pem(dir.path())).unwrap(),
-    };
-    let rsyslog = Rsyslog::start(
-        &rsyslogd,
-        &collector_dir(dir.path()),
-        free_port().await,
-        Some(&tls),
-    )
-    .await;
+    let rsyslog = tls_collector(&rsyslogd, dir.path(), &hospital).await;
     let echo = EchoServer::start().await;
-    let broker = broker_sending_to(
-        &echo,
-        format!("tls://127.0.0.1:{}", rsyslog.port()),
-        Some(hospital.write_pem(dir.path())),
-    )
-    .await;
+    let broker = broker_sending_over_tls(&echo, &rsyslog, &hospital, dir.path()).await;
     let _session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
     let received = rsyslog
         .wait_for("session-opened", |m| m.msgid == "session-opened")
@@ -163,28 +179,9 @@ async fn a_collector_with_a_certificate_from_another_ca_gets_nothing_and_the_fai
     let dir = tempfile::tempdir().unwrap();
     let hospital = HospitalCa::new("Hospital SIEM CA");
     let impostor = HospitalCa::new("Someone else's CA");
-    let (cert_pem, key_pem) = impostor.issue_server_pem(&["127.0.0.1"]);
-    let impostor_dir = dir.path().join("impostor");
-    std::fs::create_dir(&impostor_dir).unwrap();
-    let tls = CollectorTls {
-        cert_pem,
-        key_pem,
-        ca_pem: std::fs::read_to_string(impostor.write_pem(&impostor_dir)).unwrap(),
-    };
-    let rsyslog = Rsyslog::start(
-        &rsyslogd,
-        &collector_dir(dir.path()),
-        free_port().await,
-        Some(&tls),
-    )
-    .await;
+    let rsyslog = tls_collector(&rsyslogd, dir.path(), &impostor).await;
     let echo = EchoServer::start().await;
-    let broker = broker_sending_to(
-        &echo,
-        format!("tls://127.0.0.1:{}", rsyslog.port()),
-        Some(hospital.write_pem(dir.path())),
-    )
-    .await;
+    let broker = broker_sending_over_tls(&echo, &rsyslog, &hospital, dir.path()).await;
     // The broker works as usual.
     let _session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
     let failed = broker.first_event(EventKind::AuditSyslogFailed).await;

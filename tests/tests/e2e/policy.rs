@@ -412,15 +412,7 @@ async fn a_reload_that_drops_the_technicians_network_ends_their_live_session() {
         other => panic!("expected the end of the session, got {other:?}"),
     }
     let ended = broker.first_event(EventKind::SessionEnded).await;
-    let detail = |key: &str| {
-        ended
-            .event
-            .details
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, value)| value.clone())
-            .unwrap_or_default()
-    };
+    let detail = |key: &str| ended.event.detail_value(key).unwrap_or_default().to_owned();
     assert_eq!(detail("reason"), "revoked");
     assert!(
         detail("note").contains("127.0.0.1"),

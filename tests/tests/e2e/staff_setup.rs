@@ -93,14 +93,6 @@ async fn events(broker: &TestBroker, kind: EventKind) -> Vec<AuditEvent> {
     stored.into_iter().map(|stored| stored.event).collect()
 }
 
-fn detail<'a>(event: &'a AuditEvent, key: &str) -> Option<&'a str> {
-    event
-        .details
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 async fn account_exists(broker: &TestBroker, name: &str) -> bool {
     broker
         .desk()
@@ -143,8 +135,8 @@ async fn a_correct_code_from_the_new_authenticator_makes_the_account_and_never_l
     assert!(ready.body.contains("id=\"setup-done\""), "{}", ready.body);
     assert!(account_exists(&broker, "suzuki").await);
     let enrolled = broker.first_event(EventKind::StaffEnrolled).await.event;
-    assert_eq!(detail(&enrolled, "staff"), Some("suzuki"));
-    assert_eq!(detail(&enrolled, "link_by"), Some("it-oncall"));
+    assert_eq!(enrolled.detail_value("staff"), Some("suzuki"));
+    assert_eq!(enrolled.detail_value("link_by"), Some("it-oncall"));
 
     // The confirming code was spent like a login's: it does not log in.
     let replayed = person
@@ -153,7 +145,7 @@ async fn a_correct_code_from_the_new_authenticator_makes_the_account_and_never_l
     assert_eq!(replayed.status, 401, "{}", replayed.body);
     let failed = events(&broker, EventKind::StaffLoginFailed).await;
     assert_eq!(
-        failed.last().and_then(|e| detail(e, "why")),
+        failed.last().and_then(|e| e.detail_value("why")),
         Some("one-time code already used"),
         "{failed:?}"
     );
@@ -182,9 +174,13 @@ async fn a_wrong_code_makes_nothing_and_is_recorded_and_the_fifth_voids_the_link
         .first_event(EventKind::StaffConfirmFailed)
         .await
         .event;
-    assert_eq!(detail(&recorded, "staff"), Some("suzuki"));
-    assert_eq!(detail(&recorded, "wrong_codes"), Some("1"));
-    assert!(detail(&recorded, "from").is_some_and(|from| from.starts_with("127.")));
+    assert_eq!(recorded.detail_value("staff"), Some("suzuki"));
+    assert_eq!(recorded.detail_value("wrong_codes"), Some("1"));
+    assert!(
+        recorded
+            .detail_value("from")
+            .is_some_and(|from| from.starts_with("127."))
+    );
 
     for _ in 2..5 {
         let wrong = confirm(&mut person, &token, &wrong_code(&broker, &account.secret)).await;
@@ -206,7 +202,7 @@ async fn a_wrong_code_makes_nothing_and_is_recorded_and_the_fifth_voids_the_link
     assert!(!account_exists(&broker, "suzuki").await);
     let failures = events(&broker, EventKind::StaffConfirmFailed).await;
     assert_eq!(failures.len(), 5, "{failures:?}");
-    assert_eq!(detail(&failures[4], "link"), Some("void"));
+    assert_eq!(failures[4].detail_value("link"), Some("void"));
     assert!(events(&broker, EventKind::StaffEnrolled).await.is_empty());
 }
 

@@ -6,24 +6,17 @@
 )]
 use super::*;
 
-fn detail<'a>(event: &'a AuditEvent, key: &str) -> Option<&'a str> {
-    event
-        .details
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 /// What `event` says happened, in words, with its key details.
 fn describe(event: &AuditEvent, zone: &HospitalZone) -> String {
-    let text = |key: &str| detail(event, key).map(clean).unwrap_or_default();
+    let text = |key: &str| event.detail_value(key).map(clean).unwrap_or_default();
     let time = |key: &str| {
-        detail(event, key)
+        event
+            .detail_value(key)
             .map(|value| local_stamp(zone, value))
             .unwrap_or_else(|| "?".to_owned())
     };
     let target = or_dash(&event.target);
-    let with_reason = |what: String| match detail(event, "reason").filter(|r| !r.is_empty()) {
+    let with_reason = |what: String| match event.detail_value("reason").filter(|r| !r.is_empty()) {
         Some(reason) => format!("{what}: {}", clean(reason)),
         None => what,
     };
@@ -55,7 +48,8 @@ fn describe(event: &AuditEvent, zone: &HospitalZone) -> String {
         EventKind::SessionOpened => format!("opened the session until {}", time("end_at")),
         EventKind::SessionOpenRefused => with_reason("was refused opening the session".to_owned()),
         EventKind::SessionWarned => {
-            let left = detail(event, "seconds_left")
+            let left = event
+                .detail_value("seconds_left")
                 .and_then(|s| s.parse::<u64>().ok())
                 .map(|s| human_duration(Duration::from_secs(s)))
                 .unwrap_or_else(|| "?".to_owned());
@@ -66,11 +60,11 @@ fn describe(event: &AuditEvent, zone: &HospitalZone) -> String {
         }
         EventKind::SessionEnded => {
             let mut out = format!("ended the session ({}", text("reason"));
-            if let Some(was) = detail(event, "was").filter(|was| *was != "active") {
+            if let Some(was) = event.detail_value("was").filter(|was| *was != "active") {
                 out.push_str(&format!(", it was {}", clean(was)));
             }
             out.push(')');
-            if let Some(note) = detail(event, "note").filter(|note| !note.is_empty()) {
+            if let Some(note) = event.detail_value("note").filter(|note| !note.is_empty()) {
                 out.push_str(&format!(": {}", clean(note)));
             }
             out
@@ -79,7 +73,8 @@ fn describe(event: &AuditEvent, zone: &HospitalZone) -> String {
             format!("opened a forward to {target} at {}", text("address"))
         }
         EventKind::ForwardClosed => {
-            let took = detail(event, "duration_ms")
+            let took = event
+                .detail_value("duration_ms")
                 .and_then(|ms| ms.parse::<u64>().ok())
                 .map(|ms| human_duration(Duration::from_secs(ms / 1000)))
                 .unwrap_or_else(|| "?".to_owned());
@@ -126,7 +121,8 @@ impl Traffic {
     fn of(events: &[StoredEvent]) -> Traffic {
         let mut traffic = Traffic::default();
         let number = |event: &AuditEvent, key: &str| {
-            detail(event, key)
+            event
+                .detail_value(key)
                 .and_then(|value| value.parse::<u64>().ok())
                 .unwrap_or(0)
         };
