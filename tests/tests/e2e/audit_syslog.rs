@@ -75,6 +75,11 @@ fn collector_dir(test_dir: &Path) -> PathBuf {
     test_dir.join("rsyslog")
 }
 
+/// An rsyslogd listening over plain TCP on a port of its own.
+async fn tcp_collector(rsyslogd: &Path, test_dir: &Path) -> Rsyslog {
+    Rsyslog::start(rsyslogd, &collector_dir(test_dir), free_port().await, None).await
+}
+
 /// An rsyslogd listening over TLS with a certificate `ca` signed.
 async fn tls_collector(rsyslogd: &Path, test_dir: &Path, ca: &HospitalCa) -> Rsyslog {
     let (cert_pem, key_pem) = ca.issue_server_pem(&["127.0.0.1"]);
@@ -114,13 +119,7 @@ async fn a_sessions_events_reach_rsyslog_over_tcp_in_order_as_their_export_lines
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let rsyslog = Rsyslog::start(
-        &rsyslogd,
-        &collector_dir(dir.path()),
-        free_port().await,
-        None,
-    )
-    .await;
+    let rsyslog = tcp_collector(&rsyslogd, dir.path()).await;
     let echo = EchoServer::start().await;
     let broker =
         broker_sending_to(&echo, format!("tcp://127.0.0.1:{}", rsyslog.port()), None).await;
@@ -262,13 +261,7 @@ async fn after_a_restart_nothing_sent_is_sent_again_and_nothing_is_lost() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let rsyslog = Rsyslog::start(
-        &rsyslogd,
-        &collector_dir(dir.path()),
-        free_port().await,
-        None,
-    )
-    .await;
+    let rsyslog = tcp_collector(&rsyslogd, dir.path()).await;
     let echo = EchoServer::start().await;
     let mut broker =
         broker_sending_to(&echo, format!("tcp://127.0.0.1:{}", rsyslog.port()), None).await;
