@@ -17,6 +17,7 @@
 //! - `lab`: the hospital: policies, data directory, broker process, technicians, approvals.
 //! - `paths`: direct, `ssh -L` (two ciphers), sekisho, on one network.
 //! - `load`: the load generator (bulk transfers, 64-byte round trips).
+//! - `transports`: QUIC and TLS over TCP alone, the floor under any relay built on each.
 //! - `fleet`: figures 4–7 (connect time, forward opens, memory, session rate).
 //! - `report`: medians, the table, goals, JSON.
 //!
@@ -31,6 +32,7 @@ mod paths;
 mod procs;
 mod report;
 mod roles;
+mod transports;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -94,6 +96,28 @@ enum Command {
     Target {
         #[arg(long)]
         ip: IpAddr,
+    },
+    #[command(hide = true)]
+    TransportReceive {
+        #[arg(long)]
+        transport: transports::Transport,
+        #[arg(long)]
+        ip: IpAddr,
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    #[command(hide = true)]
+    TransportSend {
+        #[arg(long)]
+        transport: transports::Transport,
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long)]
+        ca: PathBuf,
     },
 }
 
@@ -191,9 +215,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // The client role runs as `sekisho` does: one thread; the others on a multi-threaded runtime.
+    // The client role runs as `sekisho` does: one thread, and so do both ends of a transport
+    // alone (as a broker data thread does); the others on a multi-threaded runtime.
     let runtime = match &cli.command {
-        Command::Client { .. } => tokio::runtime::Builder::new_current_thread()
+        Command::Client { .. }
+        | Command::TransportReceive { .. }
+        | Command::TransportSend { .. } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
         _ => tokio::runtime::Runtime::new(),
@@ -229,6 +256,18 @@ fn main() -> ExitCode {
                 roles::client(config, request, targets).await
             }
             Command::Target { ip } => roles::target(ip).await,
+            Command::TransportReceive {
+                transport,
+                ip,
+                cert,
+                key,
+            } => transports::receive(transport, ip, &cert, &key).await,
+            Command::TransportSend {
+                transport,
+                to,
+                bytes,
+                ca,
+            } => transports::send(transport, to, bytes, &ca).await,
         }
     });
     // Children and tasks still running are dropped with the runtime (children are killed).
@@ -279,18 +318,35 @@ async fn all(args: AllArgs) -> anyhow::Result<()> {
         setups.push(Setup::start(network).await?);
     }
 
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let credentials = transports::Credentials::generate()?;
     for round in 1..=plan.rounds {
         for setup in &setups {
-            for route in setup
-                .paths
-                .iter()
-                .filter(|route| args.only.is_empty() || args.only.iter().any(|o| o == route.name))
-            {
+            for route in setup.paths.iter().filter(|route| wanted(route.name)) {
                 progress(&format!(
                     "round {round}/{}: {} on {}",
                     plan.rounds, route.name, setup.network.name
                 ));
                 measure_route(setup, route, &plan, &mut results).await?;
+            }
+            for transport in transports::Transport::ALL
+                .into_iter()
+                .filter(|transport| wanted(transport.name()))
+            {
+                progress(&format!(
+                    "round {round}/{}: {} on {}",
+                    plan.rounds,
+                    transport.name(),
+                    setup.network.name
+                ));
+                transports::measure(
+                    &setup.network,
+                    transport,
+                    plan.bulk_bytes,
+                    &credentials,
+                    &mut results,
+                )
+                .await?;
             }
         }
     }

@@ -17,6 +17,9 @@ const SERVER_LINK: &str = "skbench1";
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 
+/// The name of the loopback network in the report.
+pub(crate) const LOOPBACK: &str = "loopback";
+
 /// The network between the load generator and the servers.
 pub(crate) struct Network {
     /// `loopback` or `veth`.
@@ -30,7 +33,7 @@ impl Network {
     /// Loopback: everything on 127.0.0.1.
     pub(crate) fn loopback() -> Network {
         Network {
-            name: "loopback",
+            name: LOOPBACK,
             server_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             namespace: false,
         }
@@ -87,6 +90,16 @@ impl Network {
             command
         } else {
             Command::new(program)
+        }
+    }
+
+    /// The address servers listen on: every address inside the namespace, else the servers'
+    /// address.
+    pub(crate) fn listen_ip(&self) -> IpAddr {
+        if self.namespace {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            self.server_ip
         }
     }
 

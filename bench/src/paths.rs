@@ -51,11 +51,7 @@ impl Setup {
     /// with an open session forwarding to the sink and the echo server.
     pub(crate) async fn start(network: Network) -> anyhow::Result<Setup> {
         let exe = std::env::current_exe()?;
-        let listen = if network.is_namespace() {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        } else {
-            network.server_ip
-        };
+        let listen = network.listen_ip();
         let mut command = network.server_command(&exe);
         command.arg("target").arg("--ip").arg(listen.to_string());
         let mut target = Child::spawn(&format!("target ({})", network.name), command)?;

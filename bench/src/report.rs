@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use crate::netns::LOOPBACK;
+
 /// Every sample of one figure, on one network, for one path.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Series {
@@ -80,6 +82,9 @@ const OURS: [&str; 2] = [SEKISHO, SEKISHO_JUMBO];
 pub(crate) struct Results {
     /// (network, path, metric) → samples.
     pub(crate) paths: BTreeMap<(String, String, String), Series>,
+    /// The transports alone (figures 1–2 of one stream): (network, transport, metric) →
+    /// samples.
+    pub(crate) transports: BTreeMap<(String, String, String), Series>,
     /// Figures 4–7: name → samples.
     pub(crate) figures: BTreeMap<String, Series>,
     /// Networks that were skipped, and why.
@@ -103,6 +108,22 @@ impl Results {
         series.samples.push(value);
     }
 
+    pub(crate) fn add_transport(
+        &mut self,
+        network: &str,
+        transport: &str,
+        metric: &str,
+        unit: &'static str,
+        value: f64,
+    ) {
+        let series = self
+            .transports
+            .entry((network.to_owned(), transport.to_owned(), metric.to_owned()))
+            .or_default();
+        series.unit = unit;
+        series.samples.push(value);
+    }
+
     pub(crate) fn add_figure(&mut self, name: &str, unit: &'static str, value: f64) {
         let series = self.figures.entry(name.to_owned()).or_default();
         series.unit = unit;
@@ -116,7 +137,14 @@ impl Results {
     }
 
     fn networks(&self) -> Vec<String> {
-        let mut networks: Vec<String> = self.paths.keys().map(|k| k.0.clone()).collect();
+        let mut networks: Vec<String> = self
+            .paths
+            .keys()
+            .chain(self.transports.keys())
+            .map(|k| k.0.clone())
+            .collect();
+        // Loopback first, as measured.
+        networks.sort_by(|a, b| (a != LOOPBACK, a).cmp(&(b != LOOPBACK, b)));
         networks.dedup();
         networks
     }
@@ -223,6 +251,7 @@ impl Results {
                     ratio(metric::CPU_ALL),
                 );
             }
+            self.transports_table(&network, &mut out);
         }
         if !self.figures.is_empty() {
             let _ = writeln!(out, "\n| figure | median (min–max) | unit |\n|---|---|---|");
@@ -234,6 +263,67 @@ impl Results {
             let _ = writeln!(out, "\nSkipped: {skipped}");
         }
         out
+    }
+
+    /// The transports alone on `network`, with their CPU per GB against the relays of
+    /// `ssh -L` aes128-gcm and of sekisho in the same run.
+    fn transports_table(&self, network: &str, out: &mut String) {
+        let transports: Vec<&String> = {
+            let mut names: Vec<&String> = self
+                .transports
+                .keys()
+                .filter(|(net, _, _)| net == network)
+                .map(|(_, transport, _)| transport)
+                .collect();
+            names.dedup();
+            names
+        };
+        if transports.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "\nThe transports alone (one stream between two processes; no TCP legs, no relay):\n"
+        );
+        let _ = writeln!(
+            out,
+            "| transport | Gbit/s | CPU-s/GB both ends | user / kernel |\n|---|---|---|---|"
+        );
+        let series = |transport: &str, metric: &str| {
+            self.transports
+                .get(&(network.to_owned(), transport.to_owned(), metric.to_owned()))
+        };
+        let median =
+            |transport: &str, metric: &str| series(transport, metric).and_then(Series::median);
+        let show = |value: Option<f64>| value.map_or_else(|| "—".to_owned(), |v| format!("{v:.2}"));
+        for transport in &transports {
+            let cell = |metric: &str| {
+                series(transport, metric).map_or_else(|| "—".to_owned(), |s| s.show(2))
+            };
+            let _ = writeln!(
+                out,
+                "| {transport} | {} | {} | {} / {} |",
+                cell(metric::BULK_1),
+                cell(metric::CPU_RELAY),
+                show(median(transport, metric::CPU_RELAY_USER)),
+                show(median(transport, metric::CPU_RELAY_KERNEL)),
+            );
+        }
+        let _ = writeln!(out);
+        for relays in ["ssh -L aes128-gcm", SEKISHO] {
+            let Some(theirs) = self.median(network, relays, metric::CPU_RELAY) else {
+                continue;
+            };
+            for transport in &transports {
+                if let Some(alone) = median(transport, metric::CPU_RELAY) {
+                    let _ = writeln!(
+                        out,
+                        "- {transport} / {relays}'s relays (with their TCP legs): CPU per GB {:.2}×",
+                        alone / theirs
+                    );
+                }
+            }
+        }
     }
 
     /// The goals of issue #8, each with the measured value and whether it is met.
@@ -335,17 +425,20 @@ impl Results {
                 "max": series.max(),
             })
         };
-        let paths: Vec<Value> = self
-            .paths
-            .iter()
-            .map(|((network, path, metric), series)| {
-                let mut value = summary(series);
-                value["network"] = json!(network);
-                value["path"] = json!(path);
-                value["metric"] = json!(metric);
-                value
-            })
-            .collect();
+        // Each series with its key: network, what was measured (`what_key`), metric.
+        let listed = |map: &BTreeMap<(String, String, String), Series>, what_key: &str| {
+            map.iter()
+                .map(|((network, what, metric), series)| {
+                    let mut value = summary(series);
+                    value["network"] = json!(network);
+                    value[what_key] = json!(what);
+                    value["metric"] = json!(metric);
+                    value
+                })
+                .collect::<Vec<Value>>()
+        };
+        let paths = listed(&self.paths, "path");
+        let transports = listed(&self.transports, "transport");
         let figures: serde_json::Map<String, Value> = self
             .figures
             .iter()
@@ -362,6 +455,7 @@ impl Results {
             "machine": machine,
             "settings": settings,
             "paths": paths,
+            "transports": transports,
             "figures": figures,
             "goals": goals,
             "skipped": self.skipped,

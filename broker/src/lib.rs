@@ -45,6 +45,9 @@
 //! - [`web`]: the web UI and JSON API for approvers, admins and auditors (axum).
 //! - [`webhook`]: each request, approval, denial and revocation POSTed to the hospital's
 //!   relay (HTTPS, signed, retried; a final failure on the audit record).
+//! - [`sender`]: one sender per destination of the webhook and the audit syslog among the
+//!   brokers sharing a database: a lease in the database, with the cursor the next sender
+//!   resumes from.
 //! - [`cli`]: the admin command line's commands.
 //!
 //! The broker never dials an address a policy did not name, never dials a name it did not
@@ -65,6 +68,7 @@ pub mod policy;
 pub mod quic;
 pub mod reload;
 pub mod secret;
+pub mod sender;
 pub mod session;
 pub mod staff;
 pub mod store;
@@ -117,6 +121,11 @@ pub struct BrokerConfig {
     pub web: Option<web::WebConfig>,
     /// The approvers' webhook (with or without the web UI); `None` sends nothing.
     pub webhook: Option<webhook::WebhookConfig>,
+    /// How long the lease of a broker sending the webhook or the audit syslog lasts without
+    /// renewal ([`sender::DEFAULT_LEASE`]): with brokers sharing a database, one sends to each
+    /// destination, and another takes over within this (and a quarter of it) when it stops
+    /// without letting go. Tests shorten it.
+    pub sender_lease: Duration,
     /// Threads that carry tunnels, each with a UDP socket on the listening port, its own
     /// QUIC endpoint and the connections that socket receives (see [`quic`]). Default: one
     /// per core.
@@ -138,6 +147,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("audit_syslog", &self.audit_syslog)
             .field("web", &self.web)
             .field("webhook", &self.webhook)
+            .field("sender_lease", &self.sender_lease)
             .field("data_threads", &self.data_threads)
             .field("max_packet", &self.max_packet)
             .finish_non_exhaustive()
@@ -159,6 +169,7 @@ impl BrokerConfig {
             audit_syslog: None,
             web: None,
             webhook: None,
+            sender_lease: sender::DEFAULT_LEASE,
             data_threads: default_data_threads(),
             max_packet: tunnel::udp::PacketSize::default(),
         }
@@ -274,6 +285,7 @@ pub struct Broker {
     audit_seq_at_start: i64,
     web: Option<web::WebServer>,
     webhook: Option<webhook::Sender>,
+    sender_lease: Duration,
 }
 
 /// Everything the broker and the admin CLI open from a configuration: policies, time zone,
@@ -466,6 +478,7 @@ impl Broker {
             audit_seq_at_start,
             web,
             webhook,
+            sender_lease: config.sender_lease,
         })
     }
 
@@ -544,23 +557,22 @@ impl Broker {
                 shutdown.clone(),
             ))
         });
+        let leases = sender::Leases {
+            store: self.shared.store.clone(),
+            broker_id: self.shared.broker_id.clone(),
+            clock: self.shared.clock.clone(),
+            ttl: self.sender_lease,
+        };
         let syslog = self.audit_syslog.map(|sender| {
-            tokio::spawn(audit::syslog::run(
-                sender,
-                self.shared.store.clone(),
-                self.shared.clock.clone(),
-                self.shared.broker_id.clone(),
-                shutdown.clone(),
-            ))
+            tokio::spawn(audit::syslog::run(sender, leases.clone(), shutdown.clone()))
         });
         let web = self.web.map(|web| tokio::spawn(web.run(shutdown.clone())));
         let webhook = self.webhook.map(|sender| {
             tokio::spawn(webhook::run(
                 sender,
                 webhook::Follow {
-                    store: self.shared.store.clone(),
-                    broker_id: self.shared.broker_id.clone(),
-                    after_seq: self.audit_seq_at_start,
+                    leases: leases.clone(),
+                    first_after_seq: self.audit_seq_at_start,
                 },
                 shutdown.clone(),
             ))
@@ -578,8 +590,9 @@ impl Broker {
             let _ = web.await;
         }
         if let Some(webhook) = webhook {
-            // Attempts under way finish (each within its time limit) and messages still
-            // waiting are recorded as not delivered, before the store closes.
+            // Attempts under way finish (each within its time limit), the cursor is stored and
+            // the lease let go before the store closes; messages still waiting are left for
+            // the next sender.
             let _ = webhook.await;
         }
         let stopped = audit::AuditEvent::new(
@@ -597,7 +610,7 @@ impl Broker {
         }
         if let Some(syslog) = syslog {
             // The same for the collector: one last batch (within its time limit), and the
-            // rest at the next start, after the cursor it leaves in the data directory.
+            // rest from the next sender, after the cursor it leaves in the database.
             let _ = syslog.await;
         }
         self.shared.store.close().await;

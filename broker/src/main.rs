@@ -517,6 +517,11 @@ struct StaffArg {
     name: Option<String>,
 }
 
+/// What is logged when `SEKISHO_LOG` is not set: information, but not PostgreSQL's notices,
+/// which say on every start that the migrations table "already exists, skipping" (a warning
+/// or worse from PostgreSQL still shows).
+const DEFAULT_LOG: &str = "info,sqlx::postgres::notice=warn";
+
 fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -525,7 +530,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SEKISHO_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

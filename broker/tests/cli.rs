@@ -2428,3 +2428,52 @@ fn staff_invite_prints_a_one_time_link_and_list_disable_name_the_account() {
     let invited = hospital.ok(&["audit", "list", "--kind", "staff-invited"]);
     assert!(invited.contains("it-oncall"), "{invited}");
 }
+
+/// PostgreSQL answers every start's "create the migrations table if it does not exist" with
+/// a notice; at the default log level an admin command must not print it (it reads like a
+/// problem on every run). Runs where `SEKISHO_TEST_POSTGRES` is set (always in CI).
+#[test]
+fn postgres_notices_are_not_printed_at_the_default_log_level() {
+    let Ok(host) = std::env::var("SEKISHO_TEST_POSTGRES") else {
+        eprintln!("skipped: SEKISHO_TEST_POSTGRES is not set");
+        return;
+    };
+    let name = format!("sekisho_t_{}_notices", std::process::id());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin = |sql: String| {
+        runtime.block_on(async {
+            use sqlx::{Connection, Executor};
+            let mut connection =
+                sqlx::PgConnection::connect(&format!("postgres://postgres@{host}/postgres"))
+                    .await
+                    .unwrap();
+            connection.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
+        })
+    };
+    admin(format!("CREATE DATABASE {name}"));
+    let dir = tempfile::tempdir().unwrap();
+    let list = || {
+        let mut command = broker(&["vendor", "list"]);
+        command
+            .env_remove("SEKISHO_LOG")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--policies")
+            .arg(repo_policies())
+            .arg("--database")
+            .arg(format!("postgres://postgres@{host}/{name}"));
+        command.output().unwrap()
+    };
+    // The first run makes the tables; the second finds them, which is what PostgreSQL
+    // notices.
+    let first = list();
+    let second = list();
+    admin(format!("DROP DATABASE {name} WITH (FORCE)"));
+    succeeded(first);
+    let stderr = String::from_utf8_lossy(&second.stderr).into_owned();
+    succeeded(second);
+    assert!(!stderr.contains("already exists"), "{stderr}");
+}

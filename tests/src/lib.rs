@@ -41,7 +41,7 @@ use sekisho_broker::otp;
 use sekisho_broker::pki::{BrokerPki, IssuedCertificate, TechnicianIdentity};
 use sekisho_broker::secret::Secret;
 use sekisho_broker::session::RequestId;
-use sekisho_broker::store::{AuditFilter, NewTechnician};
+use sekisho_broker::store::{AuditFilter, NewTechnician, SenderLease};
 use sekisho_broker::{Broker, BrokerConfig, Hospital};
 use sekisho_client::enroll::EnrollArgs;
 use sekisho_client::forward::{EventSink, serve_local_forward};
@@ -268,6 +268,41 @@ impl TestBroker {
         config.clock = Arc::new(clock.clone());
         adjust(&mut config);
         TestBroker::run(dir, config, clock).await
+    }
+
+    /// Starts another broker of the same hospital beside this one: the same database, and the
+    /// CA and sealing key copied as an admin copies them; a data directory, broker id and
+    /// clock of its own. `adjust` changes its configuration last.
+    pub async fn start_beside(
+        &self,
+        vendors: &[Vendor],
+        adjust: impl FnOnce(&mut BrokerConfig),
+    ) -> TestBroker {
+        let shared_dir = self.config.data_dir.clone();
+        let database = self.config.database.clone();
+        TestBroker::start_with(vendors, |config| {
+            config.database = database;
+            std::fs::create_dir_all(config.data_dir.join("pki")).unwrap();
+            for file in [
+                "pki/ca.pem",
+                "pki/ca.key",
+                "pki/broker.pem",
+                "pki/broker.key",
+                "secret.key",
+            ] {
+                std::fs::copy(shared_dir.join(file), config.data_dir.join(file)).unwrap();
+            }
+            adjust(config);
+        })
+        .await
+    }
+
+    /// This broker's id (`DATA_DIR/broker-id`): what `broker:` actors and leases name.
+    pub fn broker_id(&self) -> String {
+        std::fs::read_to_string(self.config.data_dir.join("broker-id"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     async fn run(dir: TempDir, config: BrokerConfig, clock: ManualClock) -> TestBroker {
@@ -589,6 +624,46 @@ impl TestBroker {
         })
         .await
         .unwrap_or_else(|_| panic!("no {} event was recorded", kind.as_str()))
+    }
+
+    /// The lease of `feature` (`webhook`, `audit-syslog`), once a broker holds it, waiting (up
+    /// to 10 s) for one to take it.
+    pub async fn lease_of(&self, feature: &str) -> SenderLease {
+        let store = self.desk().store().clone();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let held = store
+                    .sender_leases()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|lease| lease.feature == feature && lease.expires_at > 0);
+                if let Some(lease) = held {
+                    return lease;
+                }
+                // sync-ok: the lease is taken by another task; its row is polled, bounded.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no broker took the {feature} lease within 10 s"))
+    }
+
+    /// The lease of `feature` once its cursor has reached `seq` (every event up to it handled
+    /// by its sender), waiting up to 10 s.
+    pub async fn lease_past(&self, feature: &str, seq: i64) -> SenderLease {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let lease = self.lease_of(feature).await;
+                if lease.after_seq >= seq {
+                    return lease;
+                }
+                // sync-ok: the cursor is moved by the sender's task; its row is polled, bounded.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the {feature} cursor did not reach {seq} within 10 s"))
     }
 
     /// Asks the running broker to reload its policy files, as `sekisho-broker policy reload`

@@ -10,7 +10,10 @@
 //! the sink's recovery event, which then travels to the sink like any other.
 //!
 //! It never blocks the broker: it runs on a task of its own, and nothing waits for it but the
-//! shutdown, which lets it try once more to write what is left.
+//! shutdown, which lets it try once more to write what is left. A sink that only one broker
+//! may write at a time (the syslog's, under its lease: `crate::sender`) says when it may no
+//! longer write ([`Sink::is_revoked`]); the follower then stops at once, writing nothing more
+//! and recording no failure.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -46,9 +49,16 @@ pub(crate) trait Sink: Send {
     /// Writes `events` (one batch, in chain order, never empty); `Ok` only once they are
     /// written as far as the sink can tell.
     fn write(&mut self, events: &[StoredEvent]) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Whether the sink may no longer write (another broker writes to it now): the follower
+    /// stops without writing or recording anything more. Never, by default.
+    fn is_revoked(&self) -> bool {
+        false
+    }
 }
 
 /// What the follower needs besides the sink.
+#[derive(Clone)]
 pub(crate) struct Follow {
     /// The database whose log is followed, and where failures are recorded.
     pub(crate) store: Store,
@@ -82,6 +92,9 @@ pub(crate) async fn run<S: Sink>(mut sink: S, follow: Follow, shutdown: Cancella
             _ = ticker.tick() => false,
             () = shutdown.cancelled() => true,
         };
+        if sink.is_revoked() {
+            return;
+        }
         match write_new_events(&follow.store, &mut sink, &mut after).await {
             Ok(()) => {
                 if failing {
@@ -96,6 +109,7 @@ pub(crate) async fn run<S: Sink>(mut sink: S, follow: Follow, shutdown: Cancella
                     let _ = follow.store.record(&event).await;
                 }
             }
+            Err(Failure::Revoked) => return,
             Err(Failure::Sink(why)) if !failing => {
                 failing = true;
                 tracing::error!(place = %place, error = %why, "cannot write the {}; events are kept and written when it works again", S::NAME);
@@ -124,6 +138,7 @@ pub(crate) async fn run<S: Sink>(mut sink: S, follow: Follow, shutdown: Cancella
 enum Failure {
     Sink(String),
     Store(String),
+    Revoked,
 }
 
 /// Hands the events after `after` to the sink, batch by batch, moving `after` past each batch
@@ -145,7 +160,13 @@ async fn write_new_events<S: Sink>(
         let Some(last) = events.last().map(|event| event.seq) else {
             return Ok(());
         };
-        sink.write(&events).await.map_err(Failure::Sink)?;
+        if let Err(why) = sink.write(&events).await {
+            return Err(if sink.is_revoked() {
+                Failure::Revoked
+            } else {
+                Failure::Sink(why)
+            });
+        }
         *after = last;
         if (events.len() as i64) < BATCH {
             return Ok(());

@@ -161,6 +161,8 @@ event_kinds! {
     WebhookFailed => "webhook-failed": "A message to the approvers' webhook was not delivered after its attempts: approvers may not have been alerted.",
     AuditSyslogFailed => "audit-syslog-failed": "The audit stream to the hospital's syslog collector could not be delivered (collector down, TLS refused); events are kept and sent when it is back.",
     AuditSyslogRecovered => "audit-syslog-recovered": "The audit stream reached the syslog collector again; the events kept meanwhile follow.",
+    SenderTookOver => "sender-took-over": "A broker took over sending to a destination (the approvers' webhook, a syslog collector) from another broker, or after its own lease ran out; it resumes after the last event the previous sender handled.",
+    WebhookSkipped => "webhook-skipped": "Events found after an outage, older than the webhook's bound, were not sent to the approvers' webhook: approvers were not alerted of them.",
 }
 
 /// One event, before it is numbered and chained.

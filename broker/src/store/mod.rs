@@ -20,6 +20,7 @@
 mod audit;
 mod identity;
 mod keys;
+mod leases;
 mod requests;
 mod staff;
 mod technicians;
@@ -37,6 +38,7 @@ pub use identity::{
     TokenToStore, VendorRow,
 };
 pub use keys::{KeysRecord, SealedSecret};
+pub use leases::{Acquired, LeaseState, PreviousLease, SenderLease};
 pub use requests::{LockdownState, Opening, RequestFilter};
 pub use staff::{Activation, ActivationOutcome, InviteRow, PendingSetup, StaffRow};
 pub use technicians::TechnicianRow;
@@ -116,7 +118,15 @@ impl std::fmt::Display for StoreLocation {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    backend: Backend,
     group: std::sync::Arc<audit::GroupCommit>,
+}
+
+/// Which database a store is: the SQL is the same for both but for the database's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -125,16 +135,20 @@ impl Store {
     /// Connects, applies migrations, and returns the store.
     pub async fn open(location: &StoreLocation) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let (url, max_connections) = match location {
+        let (url, max_connections, backend) = match location {
             StoreLocation::Sqlite(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent).map_err(|e| {
                         StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
                     })?;
                 }
-                (format!("sqlite://{}?mode=rwc", path.display()), 4)
+                (
+                    format!("sqlite://{}?mode=rwc", path.display()),
+                    4,
+                    Backend::Sqlite,
+                )
             }
-            StoreLocation::Postgres(url) => (url.clone(), 8),
+            StoreLocation::Postgres(url) => (url.clone(), 8, Backend::Postgres),
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
@@ -163,6 +177,7 @@ impl Store {
             .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
         Ok(Store {
             pool,
+            backend,
             group: std::sync::Arc::default(),
         })
     }
@@ -174,6 +189,10 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    fn backend(&self) -> Backend {
+        self.backend
     }
 
     fn group(&self) -> &audit::GroupCommit {

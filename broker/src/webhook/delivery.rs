@@ -42,6 +42,12 @@ pub(crate) enum Outcome {
         /// What went wrong the last time.
         error: String,
     },
+    /// Left for the next sender: the broker stopped before trying again, or its lease on the
+    /// webhook was lost (an attempt under way is then cut off).
+    Abandoned {
+        /// Attempts made.
+        attempts: usize,
+    },
 }
 
 /// Why one attempt failed, and whether another can help.
@@ -58,6 +64,7 @@ pub(crate) struct Sender {
     /// The HMAC key made from the shared secret.
     key: Option<ring::hmac::Key>,
     retry: RetryPolicy,
+    max_age: std::time::Duration,
     clock: Arc<dyn Clock>,
 }
 
@@ -67,6 +74,7 @@ impl Sender {
         roots: rustls::RootCertStore,
         secret: Option<Secret<Vec<u8>>>,
         retry: RetryPolicy,
+        max_age: std::time::Duration,
         clock: Arc<dyn Clock>,
     ) -> Result<Sender, WebhookError> {
         let tls = match endpoint.scheme {
@@ -92,6 +100,7 @@ impl Sender {
             tls,
             key,
             retry,
+            max_age,
             clock,
         })
     }
@@ -99,6 +108,17 @@ impl Sender {
     /// `https://host:port`, for logs and the audit log.
     pub(crate) fn origin(&self) -> String {
         self.endpoint.origin()
+    }
+
+    /// The lease's key: the origin, and a hash of the path that tells two URLs of one relay
+    /// apart without storing the path (it may carry a token).
+    pub(crate) fn lease_key(&self) -> String {
+        self.endpoint.lease_key()
+    }
+
+    /// How old an event may be and still be sent.
+    pub(crate) fn max_age(&self) -> std::time::Duration {
+        self.max_age
     }
 
     /// `https://host:port, signed`: what the broker says at start.
@@ -116,22 +136,32 @@ impl Sender {
 
     /// Tries `message` until it is answered with a 2xx, a failure that another attempt cannot
     /// help, or the last attempt. After `shutdown`, an attempt under way finishes but no new
-    /// one starts.
-    pub(crate) async fn deliver(&self, message: &Message, shutdown: &CancellationToken) -> Outcome {
+    /// one starts; once `lost` (this broker may no longer send), an attempt under way is cut
+    /// off too.
+    pub(crate) async fn deliver(
+        &self,
+        message: &Message,
+        shutdown: &CancellationToken,
+        lost: &CancellationToken,
+    ) -> Outcome {
         let mut waits = self.retry.backoff.iter();
         let mut attempts = 0;
         loop {
+            if lost.is_cancelled() {
+                return Outcome::Abandoned { attempts };
+            }
             attempts += 1;
-            let failure =
-                match tokio::time::timeout(self.retry.attempt_timeout, self.attempt(message)).await
-                {
-                    Ok(Ok(())) => return Outcome::Delivered { attempts },
-                    Ok(Err(failure)) => failure,
-                    Err(_) => Failure::TryAgain(format!(
-                        "no answer within {:?}",
-                        self.retry.attempt_timeout
-                    )),
-                };
+            let attempt = tokio::select! {
+                attempt = tokio::time::timeout(self.retry.attempt_timeout, self.attempt(message)) => attempt,
+                () = lost.cancelled() => return Outcome::Abandoned { attempts },
+            };
+            let failure = match attempt {
+                Ok(Ok(())) => return Outcome::Delivered { attempts },
+                Ok(Err(failure)) => failure,
+                Err(_) => {
+                    Failure::TryAgain(format!("no answer within {:?}", self.retry.attempt_timeout))
+                }
+            };
             let error = match failure {
                 Failure::GiveUp(error) => return Outcome::Failed { attempts, error },
                 Failure::TryAgain(error) => error,
@@ -142,12 +172,8 @@ impl Sender {
             tracing::warn!(event = message.event(), request = message.request(), url = %self.origin(), attempts, %error, ?wait, "webhook attempt failed; trying again");
             tokio::select! {
                 () = tokio::time::sleep(*wait) => {}
-                () = shutdown.cancelled() => {
-                    return Outcome::Failed {
-                        attempts,
-                        error: format!("{error}; the broker stopped before trying again"),
-                    };
-                }
+                () = shutdown.cancelled() => return Outcome::Abandoned { attempts },
+                () = lost.cancelled() => return Outcome::Abandoned { attempts },
             }
         }
     }

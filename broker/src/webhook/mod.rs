@@ -4,8 +4,16 @@
 //!
 //! It follows the audit log, as the SIEM stream does ([`crate::audit::stream`]): a message
 //! is sent for what was recorded, whichever broker or admin command recorded it, with the
-//! actor and reason the log names. Requests already recorded when the broker started are not
-//! sent again.
+//! actor and reason the log names.
+//!
+//! - **One sender per URL.** Of the brokers sharing a database, the one holding the webhook's
+//!   lease for the URL sends ([`crate::sender`]); the others stand by and take over when it
+//!   stops. The lease keeps a cursor: the highest event below which every message is handled
+//!   (delivered, or recorded as not; deliveries finish in any order). The next sender resumes
+//!   there, so what was recorded while no broker sent is sent when one starts, and messages
+//!   waiting at a shutdown are sent by the next sender. The first sender ever for a URL starts
+//!   at the log's head (an old log is not replayed). Events older than [`DEFAULT_MAX_AGE`] when
+//!   read, after an outage, are not sent and are recorded once as `webhook-skipped`.
 //!
 //! - **Checked at start.** [`Webhook::prepare`] reads the URL, the CA file and the secret file
 //!   before the broker creates or serves anything; a mistake stops `serve` with one sentence.
@@ -25,6 +33,8 @@
 //!   message that is finally not delivered is recorded once as `webhook-failed`, with the
 //!   request, the last error and the number of attempts, so auditors see that approvers may
 //!   not have been alerted (the request still shows in the web UI).
+//!   Delivery is at least once: a message under way when its sender crashed is sent again by
+//!   the next (the delivery id lets a receiver drop the repeat).
 //!
 //! It never holds up anything else: deliveries run on their own tasks, at most
 //! [`MAX_IN_FLIGHT`] at once, and the follower waits for a free slot rather than queueing
@@ -54,6 +64,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{Actor, AuditEvent, EventKind, StoredEvent};
 use crate::clock::Clock;
 use crate::secret::Secret;
+use crate::sender::{self, Destination, Holding, Leases};
 use crate::session::{RequestId, RequestRecord};
 use crate::store::{AuditFilter, Store, StoreError};
 
@@ -68,6 +79,10 @@ const BATCH: i64 = 100;
 /// Deliveries under way at once (most of them wait between attempts when the receiver is
 /// down). The follower waits for a free slot.
 pub const MAX_IN_FLIGHT: usize = 16;
+/// How old an event may be when it is read and still be sent: after an outage longer than
+/// this, approvers are not paged for what has long been answered or expired (a request
+/// waits `answer_within`, 30 minutes in the example policy); what is skipped is recorded.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
 /// The shortest secret accepted, in bytes: a guessable secret signs nothing.
 const MIN_SECRET_LEN: usize = 16;
 
@@ -85,6 +100,9 @@ pub struct WebhookConfig {
     pub secret_file: Option<PathBuf>,
     /// How often and how long a message is tried.
     pub retry: RetryPolicy,
+    /// Events older than this when they are read, after an outage, are not sent (and that is
+    /// recorded, `webhook-skipped`); [`DEFAULT_MAX_AGE`].
+    pub max_age: Duration,
 }
 
 impl WebhookConfig {
@@ -96,6 +114,7 @@ impl WebhookConfig {
             ca_file: None,
             secret_file: None,
             retry: RetryPolicy::default(),
+            max_age: DEFAULT_MAX_AGE,
         }
     }
 }
@@ -107,6 +126,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("ca_file", &self.ca_file)
             .field("secret_file", &self.secret_file)
             .field("retry", &self.retry)
+            .field("max_age", &self.max_age)
             .finish()
     }
 }
@@ -205,6 +225,7 @@ pub struct Webhook {
     roots: rustls::RootCertStore,
     secret: Option<Secret<Vec<u8>>>,
     retry: RetryPolicy,
+    max_age: Duration,
 }
 
 impl Webhook {
@@ -223,6 +244,7 @@ impl Webhook {
             roots,
             secret,
             retry: config.retry.clone(),
+            max_age: config.max_age,
         })
     }
 
@@ -238,7 +260,14 @@ impl Webhook {
                 .add(broker_ca.clone())
                 .map_err(|e| WebhookError::Tls(format!("the broker's CA is not usable ({e})")))?;
         }
-        Sender::new(self.endpoint, self.roots, self.secret, self.retry, clock)
+        Sender::new(
+            self.endpoint,
+            self.roots,
+            self.secret,
+            self.retry,
+            self.max_age,
+            clock,
+        )
     }
 }
 
@@ -329,6 +358,15 @@ impl Endpoint {
         })
     }
 
+    /// `https://relay.hospital.local:443 path-sha256:0123456789abcdef`: the origin and the
+    /// start of the path's SHA-256, so that two URLs of one relay are two destinations, and
+    /// the database never holds the path (it may carry a token).
+    fn lease_key(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.path_and_query.as_bytes());
+        let hex = crate::encoding::hex(digest.as_ref());
+        format!("{} path-sha256:{}", self.origin(), &hex[..16])
+    }
+
     /// `https://relay.hospital.local:443`: what logs and the audit log name (never the path,
     /// which may carry a token).
     fn origin(&self) -> String {
@@ -402,41 +440,145 @@ const FOLLOWED: [EventKind; 4] = [
 
 /// What the follower needs besides the sender.
 pub(crate) struct Follow {
-    /// The database whose audit log is followed, and where failures are recorded.
-    pub(crate) store: Store,
-    /// `webhook-failed` events name the broker as their actor.
-    pub(crate) broker_id: String,
-    /// Events up to this number were recorded before this start; they are not sent.
-    pub(crate) after_seq: i64,
+    /// The database whose audit log is followed, where failures are recorded and where the
+    /// lease and its cursor are; the broker, named by `webhook-failed`, and its leases.
+    pub(crate) leases: Leases,
+    /// Where a destination never sent to starts: the log's head at this broker's start
+    /// (requests recorded before are not sent).
+    pub(crate) first_after_seq: i64,
 }
 
-/// Follows the audit log and delivers a message for each event approvers want, until
-/// `shutdown`. Then no new attempt starts: attempts under way finish (each within its time
-/// limit), messages still waiting to be tried again are recorded as failed, and it returns.
-/// (Events it had not started on, because all slots were taken, are neither sent nor recorded
-/// as failed; the next start begins after them.)
+/// Follows the audit log and delivers a message for each event approvers want, whenever this
+/// broker holds the webhook's lease (another broker sharing the database may hold it: then
+/// this one stands by), until `shutdown`. The lease's cursor moves past an event only once
+/// its message is delivered, or finally not and recorded so; the next sender (another broker,
+/// or this one after a restart) resumes there.
+///
+/// At `shutdown` no new attempt starts: attempts under way finish (each within its time
+/// limit), the cursor is stored, the lease let go, and it returns. Messages waiting to be tried
+/// again, and events not yet started on, are left for the next sender. A lost lease stops
+/// everything at once, attempts under way included.
 pub(crate) async fn run(sender: Sender, follow: Follow, shutdown: CancellationToken) {
+    let destination = Destination {
+        feature: "webhook",
+        key: sender.lease_key(),
+        shown: sender.origin(),
+    };
     let sender = Arc::new(sender);
+    let leases = follow.leases.clone();
+    sender::serve(
+        leases,
+        destination,
+        follow.first_after_seq,
+        shutdown,
+        |holding, shutdown| deliver_while_held(sender.clone(), &follow.leases, holding, shutdown),
+    )
+    .await;
+}
+
+/// Which events are handled: the lease's cursor is the highest number below which every
+/// event read was handled (deliveries run concurrently and finish in any order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Progress {
+    /// The last event read and handed out (or passed over): the next read starts after it.
+    read: i64,
+    /// Events whose delivery has not finished.
+    pending: std::collections::BTreeSet<i64>,
+}
+
+impl Progress {
+    fn after(seq: i64) -> Progress {
+        Progress {
+            read: seq,
+            pending: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Event `seq` was read; `delivering` when a message for it is under way.
+    fn read(&mut self, seq: i64, delivering: bool) {
+        if delivering {
+            self.pending.insert(seq);
+        }
+        self.read = self.read.max(seq);
+    }
+
+    /// The delivery for event `seq` finished (delivered, or finally not and recorded so).
+    fn finished(&mut self, seq: i64) {
+        self.pending.remove(&seq);
+    }
+
+    /// Every event up to this one is handled.
+    fn handled(&self) -> i64 {
+        self.pending
+            .first()
+            .map_or(self.read, |first| (first - 1).min(self.read))
+    }
+}
+
+/// Old events passed over in a row, recorded once as `webhook-skipped`.
+struct Skipped {
+    first: i64,
+    last: i64,
+    count: usize,
+}
+
+/// The follower while this broker holds the lease (see [`run`]).
+async fn deliver_while_held(
+    sender: Arc<Sender>,
+    leases: &Leases,
+    holding: Holding,
+    shutdown: CancellationToken,
+) {
+    let store = &leases.store;
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut deliveries = JoinSet::new();
-    let mut after = follow.after_seq;
+    let mut deliveries: JoinSet<Option<i64>> = JoinSet::new();
+    let mut progress = Progress::after(holding.after_seq());
+    let mut stored_cursor = holding.after_seq();
     let mut ticker = tokio::time::interval(POLL_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'follow: loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => break,
+            () = holding.lost() => break,
         }
-        while deliveries.try_join_next().is_some() {}
-        let events = match next_events(&follow.store, after).await {
+        while let Some(joined) = deliveries.try_join_next() {
+            if let Ok(Some(seq)) = joined {
+                progress.finished(seq);
+            }
+        }
+        if progress.handled() > stored_cursor {
+            if holding.advance(progress.handled()).await.is_err() {
+                break;
+            }
+            stored_cursor = progress.handled();
+        }
+        let events = match next_events(store, progress.read).await {
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!(error = %e, "webhook: cannot read the audit log; trying again");
                 continue;
             }
         };
+        let mut skipped: Option<Skipped> = None;
         for stored in events {
-            let record = match request_of(&follow.store, &stored).await {
+            if is_too_old(&stored, &sender) {
+                let run = skipped.get_or_insert(Skipped {
+                    first: stored.seq,
+                    last: stored.seq,
+                    count: 0,
+                });
+                run.last = stored.seq;
+                run.count += 1;
+                continue;
+            }
+            if let Some(run) = skipped.take() {
+                if !record_skipped(&sender, leases, &run).await {
+                    continue 'follow;
+                }
+                progress.read(run.last, false);
+            }
+            let record = match request_of(store, &stored).await {
                 Ok(record) => record,
                 Err(e) => {
                     // Not skipped: the same event is read again at the next tick.
@@ -444,24 +586,80 @@ pub(crate) async fn run(sender: Sender, follow: Follow, shutdown: CancellationTo
                     continue 'follow;
                 }
             };
-            if let Some(message) = Message::of(&stored, record.as_ref()) {
+            let message = Message::of(&stored, record.as_ref());
+            if let Some(message) = &message {
                 let slot = tokio::select! {
                     slot = slots.clone().acquire_owned() => slot,
                     () = shutdown.cancelled() => break 'follow,
+                    () = holding.lost() => break 'follow,
                 };
                 let Ok(slot) = slot else { break 'follow };
                 let sender = sender.clone();
-                let (store, broker_id) = (follow.store.clone(), follow.broker_id.clone());
-                let shutdown = shutdown.clone();
+                let (store, broker_id) = (store.clone(), leases.broker_id.clone());
+                let (shutdown, lost) = (shutdown.clone(), holding.lost_token());
+                let message = message.clone();
+                let seq = stored.seq;
                 deliveries.spawn(async move {
-                    deliver_and_record(&sender, &store, broker_id, &message, &shutdown).await;
+                    let handled =
+                        deliver_and_record(&sender, &store, broker_id, &message, &shutdown, &lost)
+                            .await;
                     drop(slot);
+                    handled.then_some(seq)
                 });
             }
-            after = stored.seq;
+            progress.read(stored.seq, message.is_some());
+        }
+        if let Some(run) = skipped.take()
+            && record_skipped(&sender, leases, &run).await
+        {
+            progress.read(run.last, false);
         }
     }
-    while deliveries.join_next().await.is_some() {}
+    if !holding.is_held() {
+        // Another broker may send now: nothing more from this one.
+        deliveries.abort_all();
+        return;
+    }
+    // Shutting down: attempts under way finish, the others give up their turn.
+    while let Some(joined) = deliveries.join_next().await {
+        if let Ok(Some(seq)) = joined {
+            progress.finished(seq);
+        }
+    }
+    if progress.handled() > stored_cursor {
+        let _ = holding.advance(progress.handled()).await;
+    }
+}
+
+/// Whether `stored` is too old to page anyone for (see [`DEFAULT_MAX_AGE`]).
+fn is_too_old(stored: &StoredEvent, sender: &Sender) -> bool {
+    sender
+        .now()
+        .duration_since(stored.event.at)
+        .is_ok_and(|age| age > sender.max_age())
+}
+
+/// Records that a run of old events was not sent; `false` when that cannot be recorded (they
+/// are read again, and passed over again, at the next tick).
+async fn record_skipped(sender: &Sender, leases: &Leases, run: &Skipped) -> bool {
+    tracing::warn!(url = %sender.origin(), count = run.count, first = run.first, last = run.last, "webhook: events older than {:?} were not sent", sender.max_age());
+    let event = AuditEvent::new(
+        sender.now(),
+        Actor::Broker(leases.broker_id.clone()),
+        EventKind::WebhookSkipped,
+    )
+    .detail("url", sender.origin())
+    .detail("events", run.count)
+    .detail("first_seq", run.first)
+    .detail("last_seq", run.last)
+    .detail("older_than", format!("{}s", sender.max_age().as_secs()));
+    match leases.store.record(&event).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record that webhook messages were skipped");
+            false
+        }
+    }
 }
 
 async fn next_events(store: &Store, after: i64) -> Result<Vec<StoredEvent>, StoreError> {
@@ -491,18 +689,27 @@ async fn request_of(
     }
 }
 
-/// Delivers `message`; records a final failure once, as `webhook-failed`.
+/// Delivers `message`; records a final failure once, as `webhook-failed`. `true` once the
+/// message is handled (delivered, or recorded as not); `false` when it is left for the next
+/// sender (the broker stopped, or lost its lease, before it was), or its failure could not be
+/// recorded.
 async fn deliver_and_record(
     sender: &Sender,
     store: &Store,
     broker_id: String,
     message: &Message,
     shutdown: &CancellationToken,
-) {
+    lost: &CancellationToken,
+) -> bool {
     let origin = sender.origin();
-    match sender.deliver(message, shutdown).await {
+    match sender.deliver(message, shutdown, lost).await {
         Outcome::Delivered { attempts } => {
             tracing::info!(event = message.event(), request = message.request(), url = %origin, attempts, "webhook delivered");
+            true
+        }
+        Outcome::Abandoned { attempts } => {
+            tracing::info!(event = message.event(), request = message.request(), url = %origin, attempts, "webhook message left for the next sender");
+            false
         }
         Outcome::Failed { attempts, error } => {
             tracing::error!(event = message.event(), request = message.request(), url = %origin, attempts, %error, "webhook not delivered; approvers may not have been alerted");
@@ -523,8 +730,12 @@ async fn deliver_and_record(
                 .detail("url", &origin)
                 .detail("attempts", attempts)
                 .detail("error", &error);
-            if let Err(e) = store.record(&event).await {
-                tracing::error!(error = %e, "cannot record that a webhook was not delivered");
+            match store.record(&event).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record that a webhook was not delivered");
+                    false
+                }
             }
         }
     }
@@ -662,6 +873,37 @@ mod tests {
             read_secret(&path).unwrap().expose_secret().as_slice(),
             b"0123456789abcdef0123"
         );
+    }
+
+    #[test]
+    fn the_cursor_stays_below_the_first_delivery_not_finished() {
+        let mut progress = Progress::after(10);
+        assert_eq!(progress.handled(), 10);
+        progress.read(11, true);
+        progress.read(12, false);
+        progress.read(13, true);
+        progress.read(15, true);
+        assert_eq!(progress.handled(), 10, "11 is under way");
+        progress.finished(13);
+        assert_eq!(progress.handled(), 10, "13 finished first: still 11");
+        progress.finished(11);
+        assert_eq!(progress.handled(), 14, "everything below 15 is done");
+        progress.finished(15);
+        assert_eq!(progress.handled(), 15);
+        progress.read(20, false);
+        assert_eq!(progress.handled(), 20);
+    }
+
+    #[test]
+    fn the_lease_key_tells_two_paths_apart_without_holding_either() {
+        let one = parsed("https://relay.hospital.local/hooks/T000/SECRETTOKEN").unwrap();
+        let two = parsed("https://relay.hospital.local/hooks/T000/OTHER").unwrap();
+        assert_ne!(one.lease_key(), two.lease_key());
+        assert!(
+            one.lease_key()
+                .starts_with("https://relay.hospital.local:443 path-sha256:")
+        );
+        assert!(!one.lease_key().contains("SECRETTOKEN"));
     }
 
     #[test]

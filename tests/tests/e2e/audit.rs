@@ -205,22 +205,7 @@ async fn two_brokers_sharing_one_database_append_to_one_chain() {
     let vendors = [Vendor::new("acme-ehr").target("echo", echo.addr())];
     let first = TestBroker::start(&vendors).await;
     // A second broker of the same hospital: the same database, CA and sealing key, its own id.
-    let shared_dir = first.config().data_dir.clone();
-    let database = first.config().database.clone();
-    let second = TestBroker::start_with(&vendors, |config| {
-        config.database = database;
-        std::fs::create_dir_all(config.data_dir.join("pki")).unwrap();
-        for file in [
-            "pki/ca.pem",
-            "pki/ca.key",
-            "pki/broker.pem",
-            "pki/broker.key",
-            "secret.key",
-        ] {
-            std::fs::copy(shared_dir.join(file), config.data_dir.join(file)).unwrap();
-        }
-    })
-    .await;
+    let second = first.start_beside(&vendors, |_| {}).await;
 
     // Work on both at once.
     let (a, b) = tokio::join!(

@@ -1,18 +1,20 @@
 //! The audit stream sent to a real rsyslogd over TCP and TLS: every event, in order, as the
 //! same JSON line `audit export` writes; a collector down or refused is on the record once
-//! and catches up; a restart resumes where it left off.
+//! and catches up; a restart resumes where it left off; of two brokers sharing a database
+//! one sends, and the other takes over when it stops.
 //!
 //! Needs rsyslogd (`.ci/run` installs it and sets `SEKISHO_TEST_RSYSLOGD`); without it each
 //! test says it was skipped.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sekisho_broker::audit::syslog::{self, SyslogConfig, message};
 use sekisho_broker::audit::{EventKind, ExportLine, StoredEvent};
 use sekisho_e2e::syslog::{CollectorTls, Received, Rsyslog, free_port, program};
 use sekisho_e2e::webhook::HospitalCa;
-use sekisho_e2e::{EchoServer, TestBroker, Vendor};
+use sekisho_e2e::{EchoServer, TestBroker, Vendor, detail};
 
 async fn broker_sending_to(echo: &EchoServer, url: String, ca_file: Option<PathBuf>) -> TestBroker {
     TestBroker::start_with(
@@ -63,12 +65,6 @@ async fn assert_received_exactly_the_log(broker: &TestBroker, received: &[Receiv
         assert_eq!(message.pri(), format!("<{}>1", message::priority(kind)));
         assert_eq!(message.timestamp(), message::timestamp(event.event.at));
     }
-}
-
-/// The last event the broker wrote down as sent, once it has written its cursor file.
-fn cursor_seq(broker: &TestBroker) -> Option<i64> {
-    let text = std::fs::read_to_string(broker.dir().join("data").join(syslog::CURSOR_FILE)).ok()?;
-    Some(text.lines().next()?.parse().unwrap())
 }
 
 fn collector_dir(test_dir: &Path) -> PathBuf {
@@ -137,11 +133,7 @@ async fn a_sessions_events_reach_rsyslog_over_tcp_in_order_as_their_export_lines
         assert!(received.iter().any(|m| m.msgid == kind), "{kind}");
     }
     let last = received.last().unwrap().seq();
-    rsyslog
-        .wait_until("the cursor file", || {
-            (cursor_seq(&broker)? >= last).then_some(())
-        })
-        .await;
+    broker.lease_past("audit-syslog", last).await;
     assert_eq!(
         broker.events_of(EventKind::AuditSyslogFailed).await.len(),
         0
@@ -318,5 +310,146 @@ async fn a_collector_restarted_mid_stream_misses_nothing() {
     let mut seqs: Vec<i64> = before.iter().chain(&after).map(Received::seq).collect();
     seqs.sort_unstable();
     seqs.dedup();
-    assert_eq!(seqs, (1..=reload).collect::<Vec<_>>());
+    // The reload's own `policy-loaded` may travel in the same batch as the request.
+    let last = *seqs.last().unwrap();
+    assert!(last >= reload);
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
+}
+
+/// A lease of 2 s rather than 20: takeovers within seconds.
+const LEASE: Duration = Duration::from_secs(2);
+
+/// Every message received once, numbered from `from` on without a gap, each the export line
+/// of its event; returns who sent each (the PROCID).
+async fn assert_received_once_in_order_from(
+    broker: &TestBroker,
+    received: &[Received],
+    from: i64,
+) -> Vec<String> {
+    let events: HashMap<i64, StoredEvent> = all_events(broker)
+        .await
+        .into_iter()
+        .map(|event| (event.seq, event))
+        .collect();
+    let seqs: Vec<i64> = received.iter().map(Received::seq).collect();
+    let expected: Vec<i64> = (from..from + received.len() as i64).collect();
+    assert_eq!(seqs, expected, "every event once, in order");
+    for message in received {
+        assert_eq!(
+            message.msg(),
+            ExportLine::of(&events[&message.seq()]).to_json()
+        );
+    }
+    received.iter().map(|m| m.procid.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_brokers_sharing_a_database_send_each_event_once_and_the_second_takes_over() {
+    let Some(rsyslogd) = program("two_brokers_sharing_a_database_send_each_event_once") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rsyslog = tcp_collector(&rsyslogd, dir.path()).await;
+    let echo = EchoServer::start().await;
+    let vendors = [Vendor::new("acme-ehr").target("echo", echo.addr())];
+    let url = format!("tcp://127.0.0.1:{}", rsyslog.port());
+    let sending = |config: &mut sekisho_broker::BrokerConfig| {
+        config.audit_syslog = Some(SyslogConfig {
+            url: url.clone(),
+            ca_file: None,
+        });
+        config.sender_lease = LEASE;
+    };
+    let first = TestBroker::start_with(&vendors, sending).await;
+    assert_eq!(
+        first.lease_of("audit-syslog").await.holder,
+        first.broker_id()
+    );
+    let second = first.start_beside(&vendors, sending).await;
+    let (_a, _b) = tokio::join!(
+        first.open_session("acme-ehr", "tanaka", &["echo"]),
+        second.open_session("acme-ehr", "sato", &["echo"]),
+    );
+    rsyslog
+        .wait_until("both sessions", || {
+            let opened = rsyslog
+                .received()
+                .iter()
+                .filter(|m| m.msgid == "session-opened")
+                .count();
+            (opened == 2).then_some(())
+        })
+        .await;
+    // The sender stops; the other broker takes over where it stopped, on the record.
+    first.halt().await;
+    let took = second.first_event(EventKind::SenderTookOver).await;
+    assert_eq!(detail(&took, "feature"), "audit-syslog");
+    assert_eq!(detail(&took, "destination"), url);
+    assert_eq!(detail(&took, "previous"), first.broker_id());
+    assert_eq!(detail(&took, "previous_lease"), "released");
+    let reload = second.request_reload().await;
+    let received = rsyslog
+        .wait_for("the reload request", |m| m.seq() == reload)
+        .await;
+    let senders = assert_received_once_in_order_from(&second, &received, 1).await;
+    // The first sent until it stopped, the second from then on, never both.
+    let handover = senders
+        .iter()
+        .position(|s| *s == second.broker_id())
+        .expect("the second broker sent");
+    assert!(senders[..handover].iter().all(|s| *s == first.broker_id()));
+    assert!(senders[handover..].iter().all(|s| *s == second.broker_id()));
+    for kind in [
+        "broker-stopped",
+        "sender-took-over",
+        "policy-reload-requested",
+    ] {
+        assert!(
+            received[handover..].iter().any(|m| m.msgid == kind),
+            "{kind}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_cursor_file_is_the_starting_point_once_then_the_database_decides() {
+    let Some(rsyslogd) = program("an_old_cursor_file_is_the_starting_point_once") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rsyslog = tcp_collector(&rsyslogd, dir.path()).await;
+    let echo = EchoServer::start().await;
+    let url = format!("tcp://127.0.0.1:{}", rsyslog.port());
+    // A data directory from before the cursor moved to the database: the collector had
+    // everything up to event 2.
+    let mut broker = TestBroker::start_with(
+        &[Vendor::new("acme-ehr").target("echo", echo.addr())],
+        |config| {
+            std::fs::create_dir_all(&config.data_dir).unwrap();
+            std::fs::write(
+                config.data_dir.join(syslog::CURSOR_FILE),
+                format!("2\n{url}\n"),
+            )
+            .unwrap();
+            config.audit_syslog = Some(SyslogConfig {
+                url: url.clone(),
+                ca_file: None,
+            });
+        },
+    )
+    .await;
+    let reload = broker.request_reload().await;
+    let received = rsyslog
+        .wait_for("the reload request", |m| m.seq() == reload)
+        .await;
+    assert_received_once_in_order_from(&broker, &received, 3).await;
+    // The file says less than the database now; the database decides.
+    let file = broker.dir().join("data").join(syslog::CURSOR_FILE);
+    std::fs::write(&file, format!("1\n{url}\n")).unwrap();
+    broker.restart().await;
+    let reload = broker.request_reload().await;
+    let received = rsyslog
+        .wait_for("the second reload request", |m| m.seq() == reload)
+        .await;
+    assert_received_once_in_order_from(&broker, &received, 3).await;
 }

@@ -434,5 +434,33 @@ async fn an_approver_approves_and_revokes_in_a_real_browser_and_an_auditor_revie
     let status = text_of(&browser, Locator::Id("chain-status")).await;
     assert!(status.starts_with("Intact"), "{status}");
     shots.take(&browser, "9-chain").await;
+
+    // The switch on every page turns the pages into Japanese and back, and the choice stays
+    // on the next page.
+    switch_language(&browser, "ja").await;
+    browser.goto(&format!("{base}/audit/review")).await.unwrap();
+    appears(&browser, Locator::Css("html[lang=ja]"))
+        .await
+        .unwrap();
+    let nav = text_of(&browser, Locator::Css("a[href='/audit/review']")).await;
+    assert_eq!(nav, "レビュー");
+    shots.take(&browser, "10-japanese").await;
+    switch_language(&browser, "en").await;
+    let nav = text_of(&browser, Locator::Css("a[href='/audit/review']")).await;
+    assert_eq!(nav, "Review");
     browser.close().await.unwrap();
+}
+
+/// Clicks the language switch to `code` and waits for the page it leads to in that language.
+async fn switch_language(browser: &Client, code: &str) {
+    browser
+        .find(Locator::Css(&format!("a[href='/lang/{code}']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    appears(browser, Locator::Css(&format!("html[lang={code}]")))
+        .await
+        .unwrap_or_else(|e| panic!("the page did not turn to {code}: {e:?}"));
 }

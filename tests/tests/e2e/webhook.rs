@@ -383,3 +383,256 @@ async fn requests_made_before_the_broker_started_are_not_sent_again() {
     broker.halt().await;
     assert!(relay.received().is_empty());
 }
+
+/// A lease of 2 s rather than 20: takeovers within seconds.
+const LEASE: Duration = Duration::from_secs(2);
+
+/// Two brokers of one hospital sharing a database, both posting to the same relay; the first
+/// holds the webhook's lease (it took it before the second started).
+async fn two_brokers_posting(
+    webhook: WebhookConfig,
+    echo: &EchoServer,
+) -> (TestBroker, TestBroker) {
+    let vendors = [Vendor::new("acme").target("echo", echo.addr())];
+    let with_webhook = |config: &mut sekisho_broker::BrokerConfig| {
+        config.webhook = Some(webhook.clone());
+        config.sender_lease = LEASE;
+    };
+    let first = TestBroker::start_with(&vendors, with_webhook).await;
+    assert_eq!(first.lease_of("webhook").await.holder, first.broker_id());
+    let second = first.start_beside(&vendors, with_webhook).await;
+    (first, second)
+}
+
+/// Takes `count` POSTs from the relay.
+async fn next_posts(relay: &mut WebhookRelay, count: usize) -> Vec<Posted> {
+    let mut posts = Vec::new();
+    for _ in 0..count {
+        posts.push(relay.next().await);
+    }
+    posts
+}
+
+/// Each delivery id once: what a relay would otherwise drop as a repeat.
+fn assert_each_delivered_once(posts: &[Posted]) {
+    let mut ids: Vec<&str> = posts
+        .iter()
+        .map(|posted| posted.header("x-sekisho-delivery").unwrap())
+        .collect();
+    ids.sort_unstable();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), before, "a message was posted twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_brokers_sharing_a_database_post_each_message_once() {
+    let echo = EchoServer::start().await;
+    let socket = RelaySocket::bind().await;
+    let url = socket.url("http");
+    let mut relay = socket.serve_http(&[]);
+    let (first, second) = two_brokers_posting(WebhookConfig::new(url), &echo).await;
+    // Requests on both brokers, each approved: 8 messages.
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        ids.push(request(&first, &format!("tanaka{n}"), "patch").await);
+        ids.push(request(&second, &format!("sato{n}"), "reboot").await);
+    }
+    for id in &ids {
+        second.approve(id).await;
+    }
+    let posts = next_posts(&mut relay, 8).await;
+    // Once the sender has moved its cursor past them (a tick after it read them, time for the
+    // other broker to have read them too, were it sending), stop both: stopping waits for
+    // every delivery under way, so after it nothing else comes.
+    let last = posts
+        .iter()
+        .map(|p| p.json()["audit_seq"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    first.lease_past("webhook", last).await;
+    first.halt().await;
+    second.halt().await;
+    assert!(relay.received().is_empty(), "a message was posted twice");
+    assert_each_delivered_once(&posts);
+    for id in &ids {
+        for event in ["request-made", "request-approved"] {
+            assert_eq!(
+                posts
+                    .iter()
+                    .filter(|p| p.json()["request"] == id.as_str() && p.json()["event"] == event)
+                    .count(),
+                1,
+                "{event} of {id}"
+            );
+        }
+    }
+    assert!(first.events_of(EventKind::WebhookFailed).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_sending_broker_stops_the_other_takes_over_and_sends_what_was_waiting() {
+    let echo = EchoServer::start().await;
+    let socket = RelaySocket::bind().await;
+    let url = socket.url("http");
+    // The first POST is answered 503, and tried again only after a minute: it is still
+    // waiting when its broker stops.
+    let mut relay = socket.serve_http(&[503]);
+    let (first, second) = two_brokers_posting(
+        WebhookConfig {
+            retry: RetryPolicy {
+                backoff: vec![Duration::from_secs(60)],
+                attempt_timeout: Duration::from_secs(5),
+            },
+            ..WebhookConfig::new(url.clone())
+        },
+        &echo,
+    )
+    .await;
+    let id = request(&first, "tanaka", "patch").await;
+    let refused = relay.next().await;
+    first.halt().await;
+
+    // The second broker takes over (the first let the lease go), on the record, and sends the
+    // message that was waiting, with the same delivery id.
+    let took = second.first_event(EventKind::SenderTookOver).await;
+    assert_eq!(
+        took.event.actor.encode(),
+        format!("broker:{}", second.broker_id())
+    );
+    assert_eq!(detail(&took, "feature"), "webhook");
+    assert_eq!(detail(&took, "previous"), first.broker_id());
+    assert_eq!(detail(&took, "previous_lease"), "released");
+    let origin = url.trim_end_matches("/sekisho");
+    assert_eq!(detail(&took, "destination"), origin, "never the URL's path");
+    let again = relay.next().await;
+    assert_eq!(again.json()["request"], id.as_str());
+    assert_eq!(
+        again.header("x-sekisho-delivery"),
+        refused.header("x-sekisho-delivery")
+    );
+    assert_eq!(second.lease_of("webhook").await.holder, second.broker_id());
+    // And what happens next.
+    let later = request(&second, "sato", "reboot").await;
+    assert_eq!(relay.next().await.json()["request"], later.as_str());
+    second.halt().await;
+    assert!(relay.received().is_empty());
+    assert!(
+        second.events_of(EventKind::WebhookFailed).await.is_empty(),
+        "a message waiting at shutdown is the next sender's, not a failure"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_left_by_a_broker_that_crashed_is_taken_over_once_it_runs_out() {
+    let echo = EchoServer::start().await;
+    let socket = RelaySocket::bind().await;
+    let url = socket.url("http");
+    let mut relay = socket.serve_http(&[]);
+    let mut broker = TestBroker::start_with(
+        &[Vendor::new("acme").target("echo", echo.addr())],
+        |config| {
+            config.webhook = Some(WebhookConfig::new(url));
+            config.sender_lease = LEASE;
+        },
+    )
+    .await;
+    let id = request(&broker, "tanaka", "patch").await;
+    assert_eq!(relay.next().await.json()["event"], "request-made");
+    let lease = broker.lease_of("webhook").await;
+    assert!(
+        !lease.destination.contains("/sekisho"),
+        "the database never holds the URL's path: {}",
+        lease.destination
+    );
+    let desk = broker.desk();
+    let store = desk.store().clone();
+    broker
+        .restart_after(async {
+            // While this broker is down, another takes the lease and dies without letting it
+            // go (it never renews it), and an approver approves on the command line.
+            let taken = store
+                .acquire_lease(
+                    "webhook",
+                    &lease.destination,
+                    "crashed-broker",
+                    LEASE,
+                    0,
+                    |_, _| None,
+                )
+                .await
+                .unwrap();
+            assert!(matches!(
+                taken,
+                sekisho_broker::store::Acquired::Taken { .. }
+            ));
+            desk.approve(
+                &RequestId::parse(&id).unwrap(),
+                APPROVER,
+                sekisho_broker::approval::Until::For(Duration::from_secs(3600)),
+            )
+            .await
+            .unwrap();
+        })
+        .await;
+    // Back, the broker stands by until the dead broker's lease runs out, then takes over and
+    // sends the approval recorded meanwhile.
+    let approved = relay.next().await;
+    assert_eq!(approved.json()["event"], "request-approved");
+    assert_eq!(approved.json()["request"], id.as_str());
+    let took = broker.first_event(EventKind::SenderTookOver).await;
+    assert_eq!(detail(&took, "previous"), "crashed-broker");
+    assert_eq!(detail(&took, "previous_lease"), "expired");
+    broker.halt().await;
+    assert!(relay.received().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_broker_sends_what_was_recorded_while_it_was_down_except_what_is_too_old() {
+    let echo = EchoServer::start().await;
+    let socket = RelaySocket::bind().await;
+    let url = socket.url("http");
+    let mut relay = socket.serve_http(&[]);
+    let mut broker = broker_with(WebhookConfig::new(url), &echo).await;
+    let first = request(&broker, "tanaka", "patch").await;
+    let second = request(&broker, "sato", "reboot").await;
+    broker.approve(&first).await;
+    let sent = next_posts(&mut relay, 3).await;
+    assert_eq!(
+        sent.iter()
+            .filter(|p| p.json()["event"] == "request-made")
+            .count(),
+        2
+    );
+    let desk = broker.desk();
+    let clock = broker.clock().clone();
+    broker
+        .restart_after(async {
+            // While no broker sends: a denial, then two hours later a revocation.
+            desk.deny(&RequestId::parse(&second).unwrap(), APPROVER, "not today")
+                .await
+                .unwrap();
+            clock.advance(Duration::from_secs(2 * 3600));
+            desk.revoke(&RequestId::parse(&first).unwrap(), APPROVER, "done")
+                .await
+                .unwrap();
+        })
+        .await;
+    // The revocation is sent; the denial, two hours old, is not (nobody is paged for it now),
+    // and that is on the record.
+    let revoked = relay.next().await;
+    assert_eq!(revoked.json()["event"], "session-revoked");
+    assert_eq!(revoked.json()["request"], first.as_str());
+    let skipped = broker.first_event(EventKind::WebhookSkipped).await;
+    let denied = broker.first_event(EventKind::RequestDenied).await;
+    assert_eq!(detail(&skipped, "events"), "1");
+    assert_eq!(detail(&skipped, "first_seq"), denied.seq.to_string());
+    assert_eq!(detail(&skipped, "last_seq"), denied.seq.to_string());
+    assert_eq!(detail(&skipped, "older_than"), "3600s");
+    broker.halt().await;
+    assert!(relay.received().is_empty(), "the denial was not sent");
+    assert!(
+        broker.events_of(EventKind::SenderTookOver).await.is_empty(),
+        "a broker taking back the lease it let go is no takeover"
+    );
+}

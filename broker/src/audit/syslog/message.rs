@@ -60,7 +60,8 @@ pub fn severity(kind: EventKind) -> Severity {
         | K::KeysRefused
         | K::AuditStreamFailed
         | K::AuditSyslogFailed
-        | K::WebhookFailed => Severity::Warning,
+        | K::WebhookFailed
+        | K::WebhookSkipped => Severity::Warning,
         K::RequestApproved
         | K::RequestDenied
         | K::RequestExpired
@@ -78,6 +79,7 @@ pub fn severity(kind: EventKind) -> Severity {
         | K::AuditExported
         | K::AuditStreamRecovered
         | K::AuditSyslogRecovered
+        | K::SenderTookOver
         | K::VendorAdded
         | K::VendorDisabled
         | K::VendorEnabled
@@ -212,6 +214,7 @@ mod tests {
             EventKind::AuditSyslogFailed,
             EventKind::KeysRefused,
             EventKind::WebhookFailed,
+            EventKind::WebhookSkipped,
             EventKind::ConnectionRefused,
         ] {
             assert_eq!(severity(kind), Severity::Warning, "{kind:?}");
@@ -221,6 +224,7 @@ mod tests {
             EventKind::SessionOpened,
             EventKind::LockdownOn,
             EventKind::AuditSyslogRecovered,
+            EventKind::SenderTookOver,
         ] {
             assert_eq!(severity(kind), Severity::Notice, "{kind:?}");
         }

@@ -18,10 +18,16 @@
 //!   kept (the database is the queue), the connection is tried again with a growing wait (up
 //!   to [`MAX_RETRY_WAIT`]), and when it works `audit-syslog-recovered` is recorded and
 //!   everything kept is sent.
+//! - **One sender per collector.** Of the brokers sharing a database, the one holding the
+//!   collector's lease sends (`crate::sender`); the others stand by and take over when it
+//!   stops, recording `sender-took-over`. A broker that loses the lease stops sending at once.
 //! - **Resumes where it left off.** After each batch is written the number of its last event
-//!   goes to `DATA_DIR/audit-syslog.seq` (replaced atomically, with the collector's address);
-//!   a restart sends what comes after it. A first start, or a new collector, gets the whole log.
-//! - **At least once.** A crash between sending a batch and writing its number sends the batch
+//!   is stored with the lease in the database (only while the lease is this broker's); the
+//!   next sender, this broker after a restart or another one, sends what comes after it. A
+//!   collector never sent to gets the whole log, or, the first time after an upgrade from a
+//!   version that kept the number in `DATA_DIR/audit-syslog.seq`, what comes after that file's
+//!   number (the file is read then, and no longer written).
+//! - **At least once.** A crash between sending a batch and storing its number sends the batch
 //!   again; so does a connection found closed by the collector (TCP accepts bytes that a
 //!   collector going down never reads, so the batch sent last on it is sent again on the next
 //!   one). A SIEM drops repeats by `seq` or `hash`.
@@ -32,7 +38,7 @@
 //!
 //! # Layout
 //!
-//! - this file: the configuration, the check at start, the connection and the cursor file;
+//! - this file: the configuration, the check at start, the connection, the old cursor file;
 //! - [`message`]: one event as one framed RFC 5424 message (pure).
 
 pub mod message;
@@ -52,11 +58,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::follow::{self, Follow, Sink};
 use super::{EventKind, StoredEvent};
-use crate::clock::Clock;
+use crate::sender::{self, Destination, Holding, Leases};
 use crate::store::Store;
 use message::Origin;
 
-/// The file in the data directory holding the last event sent.
+/// The file in the data directory where versions before the database's cursor kept the last
+/// event sent: read once, when the database has no cursor for the collector yet.
 pub const CURSOR_FILE: &str = "audit-syslog.seq";
 /// How long connecting (with TLS) and writing one batch may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -258,7 +265,7 @@ impl Syslog {
     }
 
     /// The sender, trusting the broker's own CA too (known only once the PKI is loaded, hence
-    /// this second step), keeping its cursor in `data_dir`.
+    /// this second step), finding an old cursor file in `data_dir`.
     pub(crate) fn sender(
         mut self,
         broker_ca: &CertificateDer<'static>,
@@ -294,6 +301,7 @@ pub(crate) struct Sender {
     endpoint: Endpoint,
     /// For `tls://`: the client and the name the certificate must carry.
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The old cursor file.
     cursor: PathBuf,
 }
 
@@ -304,29 +312,67 @@ impl Sender {
     }
 }
 
-/// Follows the audit log to the collector until `shutdown` (then sends what is left, once
-/// and within [`ATTEMPT_TIMEOUT`], and stops).
-pub(crate) async fn run(
-    sender: Sender,
-    store: Store,
-    clock: Arc<dyn Clock>,
-    broker_id: String,
-    shutdown: CancellationToken,
-) {
-    let sink = SyslogSink {
-        origin: Origin::new(&hostname(), &broker_id),
-        sender,
-        connection: None,
-        sent_last: Vec::new(),
-        send_again: Vec::new(),
-        retry: Retry::default(),
+/// Follows the audit log to the collector whenever this broker holds its lease, until
+/// `shutdown` (then sends what is left, once and within [`ATTEMPT_TIMEOUT`], lets the lease
+/// go, and stops).
+pub(crate) async fn run(sender: Sender, leases: Leases, shutdown: CancellationToken) {
+    let store = leases.store.clone();
+    let first_after_seq = first_after_seq(&sender, &store).await;
+    let destination = Destination {
+        feature: "audit-syslog",
+        key: sender.url(),
+        shown: sender.url(),
     };
+    let origin = Origin::new(&hostname(), &leases.broker_id);
     let follow = Follow {
         store,
-        clock,
-        broker_id,
+        clock: leases.clock.clone(),
+        broker_id: leases.broker_id.clone(),
     };
-    follow::run(sink, follow, shutdown).await;
+    let sender = Arc::new(sender);
+    sender::serve(
+        leases,
+        destination,
+        first_after_seq,
+        shutdown,
+        |holding, shutdown| {
+            let sink = SyslogSink {
+                origin: origin.clone(),
+                sender: sender.clone(),
+                holding,
+                connection: None,
+                sent_last: Vec::new(),
+                send_again: Vec::new(),
+                retry: Retry::default(),
+            };
+            follow::run(sink, follow.clone(), shutdown)
+        },
+    )
+    .await;
+}
+
+/// Where a collector that has no cursor in the database yet starts: after the number in the
+/// old cursor file, when it names this collector (an upgrade); else at the start of the log
+/// (a new collector gets the whole log). A file that cannot be read starts after the log's
+/// current head, as before.
+async fn first_after_seq(sender: &Sender, store: &Store) -> i64 {
+    let path = &sender.cursor;
+    let text = match tokio::fs::read_to_string(path).await {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read the old audit syslog cursor file; a collector never sent to starts after the current head");
+            return store.audit_head().await.map(|(seq, _)| seq).unwrap_or(0);
+        }
+    };
+    match Cursor::parse(&text) {
+        Some(cursor) if cursor.url == sender.url() => cursor.seq,
+        Some(_) => 0,
+        None => {
+            tracing::error!(path = %path.display(), "the old audit syslog cursor file holds no cursor; a collector never sent to starts after the current head");
+            store.audit_head().await.map(|(seq, _)| seq).unwrap_or(0)
+        }
+    }
 }
 
 /// This host's name, for the HOSTNAME field (`-` when it cannot be read).
@@ -353,8 +399,10 @@ struct Retry {
 }
 
 struct SyslogSink {
-    sender: Sender,
+    sender: Arc<Sender>,
     origin: Origin,
+    /// This broker's lease on the collector: it writes only while it holds it.
+    holding: Holding,
     connection: Option<Box<dyn Stream>>,
     /// The frames of the last batch written on `connection`. If the collector is then found
     /// to have closed it, they may never have been read, and are sent again first.
@@ -414,20 +462,11 @@ impl Sink for SyslogSink {
     }
 
     async fn resume_after(&mut self) -> Result<i64, String> {
-        let path = self.sender.cursor.clone();
-        let text = match tokio::fs::read_to_string(&path).await {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        };
-        match Cursor::parse(&text) {
-            Some(cursor) if cursor.url == self.sender.url() => Ok(cursor.seq),
-            Some(cursor) => {
-                tracing::warn!(before = %cursor.url, now = %self.sender.url(), "the audit syslog goes to another collector than before; it gets the whole log");
-                Ok(0)
-            }
-            None => Err(format!("{} is not a cursor file", path.display())),
-        }
+        Ok(self.holding.after_seq())
+    }
+
+    fn is_revoked(&self) -> bool {
+        !self.holding.is_held()
     }
 
     async fn write(&mut self, events: &[StoredEvent]) -> Result<(), String> {
@@ -440,12 +479,25 @@ impl Sink for SyslogSink {
         for event in events {
             message::frame(&self.origin.message(event), &mut frames);
         }
-        let sent = match tokio::time::timeout(ATTEMPT_TIMEOUT, self.send(&frames)).await {
-            Ok(sent) => sent,
-            Err(_) => Err(format!(
+        if !self.holding.is_held() {
+            return Err("another broker sends to the collector now".to_owned());
+        }
+        // Cut off when the lease is lost: another broker may start sending soon after.
+        let holding = self.holding.clone();
+        let sent = tokio::select! {
+            sent = tokio::time::timeout(ATTEMPT_TIMEOUT, self.send(&frames)) => Some(sent),
+            () = holding.lost() => None,
+        };
+        let sent = match sent {
+            Some(Ok(sent)) => sent,
+            Some(Err(_)) => Err(format!(
                 "the collector did not take the events within {} s",
                 ATTEMPT_TIMEOUT.as_secs()
             )),
+            None => {
+                self.drop_connection();
+                return Err("another broker sends to the collector now".to_owned());
+            }
         };
         if let Err(error) = sent {
             self.drop_connection();
@@ -460,26 +512,12 @@ impl Sink for SyslogSink {
         self.retry = Retry::default();
         // `events` is never empty (the follower's promise); 0 would only resend everything.
         let last = events.last().map_or(0, |event| event.seq);
-        let cursor = Cursor {
-            seq: last,
-            url: self.sender.url(),
-        };
-        let path = self.sender.cursor.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            crate::pki::files::write_private(&path, cursor.to_text().as_bytes())
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => {}
-            // Sent, but a restart will send it again: at least once, as documented.
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot write the audit syslog's cursor; a restart will send some events again")
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot write the audit syslog's cursor; a restart will send some events again")
-            }
-        }
-        Ok(())
+        // Sent; if the lease was lost meanwhile, the next sender sends the batch again (at
+        // least once, as documented).
+        self.holding
+            .advance(last)
+            .await
+            .map_err(|_| "another broker sends to the collector now".to_owned())
     }
 }
 
@@ -520,7 +558,7 @@ async fn still_open(connection: &mut Box<dyn Stream>) -> bool {
     .await
 }
 
-/// The cursor file: the last event sent, and to which collector.
+/// The old cursor file: the last event sent, and to which collector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Cursor {
     seq: i64,
@@ -529,6 +567,7 @@ struct Cursor {
 
 impl Cursor {
     /// `SEQ\nURL\n`.
+    #[cfg(test)]
     fn to_text(&self) -> String {
         format!("{}\n{}\n", self.seq, self.url)
     }
