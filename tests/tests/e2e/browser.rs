@@ -247,27 +247,57 @@ async fn log_in(browser: &Client, base: &str, broker: &TestBroker, account: &Sta
 /// Types into an input (when `fill` names one and the text) and clicks `button`. The page
 /// refreshes its live parts when the broker reports a change, which can replace an element
 /// between finding it and using it; then both are found again (a few times at most).
+///
+/// Clearing an input takes the focus from it, and leaving a field is when the page catches up
+/// on a refresh it held back, so the replacement can land between clearing and typing.
+/// chromedriver reports typing into the replaced input as "element not interactable", not as
+/// a stale element, so after any error the element is asked whether it is still on the page.
 async fn submit(browser: &Client, fill: Option<(&str, &str)>, button: &str) {
     let mut attempts = 0;
     loop {
         attempts += 1;
+        let mut used = None;
         let done = async {
             if let Some((input, text)) = fill {
                 let field = browser.find(Locator::Css(input)).await?;
+                used = Some(field.clone());
                 field.clear().await?;
                 field.send_keys(text).await?;
             }
-            browser.find(Locator::Css(button)).await?.click().await
+            let pressed = browser.find(Locator::Css(button)).await?;
+            used = Some(pressed.clone());
+            pressed.click().await
         }
         .await;
-        match done {
-            Ok(()) => return,
-            Err(fantoccini::error::CmdError::Standard(error))
-                if error.error == fantoccini::error::ErrorStatus::StaleElementReference
-                    && attempts < 5 => {}
-            Err(other) => panic!("cannot click {button}: {other}"),
+        let Err(error) = done else { return };
+        let replaced = match &error {
+            fantoccini::error::CmdError::Standard(error)
+                if error.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+            {
+                true
+            }
+            _ => match &used {
+                Some(element) => !on_page(browser, element).await,
+                None => false,
+            },
+        };
+        if !replaced || attempts >= 5 {
+            panic!("cannot click {button}: {error}");
         }
     }
+}
+
+/// Whether `element` is still part of the page (a live refresh replaces what it refreshes).
+async fn on_page(browser: &Client, element: &fantoccini::elements::Element) -> bool {
+    let Ok(element) = serde_json::to_value(element) else {
+        return false;
+    };
+    matches!(
+        browser
+            .execute("return document.contains(arguments[0]);", vec![element])
+            .await,
+        Ok(serde_json::Value::Bool(true))
+    )
 }
 
 async fn wait_for_stage(broker: &TestBroker, id: &str, wanted: impl Fn(Stage) -> bool) {
