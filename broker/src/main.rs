@@ -134,6 +134,10 @@ enum Command {
         #[command(subcommand)]
         command: StaffCommand,
     },
+    /// The hospital's brokers at a glance: lockdown, requests and live sessions, the audit
+    /// log's head, and who sends the webhook and the audit syslog. Exits 1 when a sender has
+    /// stopped or fallen behind (for monitoring).
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -684,6 +688,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let result = technician(&desk, &config, command).await;
             desk.store().close().await;
             result?
+        }
+        Command::Status => {
+            let desk = open_desk(&config, now).await?;
+            let result = cli::status(&desk, now).await;
+            desk.store().close().await;
+            let status = result?;
+            println!("{}", status.text);
+            match status.problems.len() {
+                0 => return Ok(()),
+                1 => bail!("1 problem; see PROBLEM above"),
+                n => bail!("{n} problems; see PROBLEM above"),
+            }
         }
         Command::Audit {
             command:

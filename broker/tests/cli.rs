@@ -1502,6 +1502,101 @@ fn a_mistake_in_the_arguments_is_one_sentence_and_exit_code_1() {
 }
 
 /// An audit event for rows the tests write directly.
+#[test]
+fn status_shows_the_queue_and_the_senders_and_fails_while_a_senders_lease_has_run_out() {
+    let hospital = Hospital::new();
+    let fresh = hospital.ok(&["status"]);
+    assert!(fresh.starts_with("Lockdown is off.\n"), "{fresh}");
+    assert!(
+        fresh.contains(
+            "Requests waiting for approval: 0; approved, not yet opened: 0; live sessions: 0."
+        ),
+        "{fresh}"
+    );
+    assert!(fresh.contains("Senders: none"), "{fresh}");
+    assert!(fresh.ends_with("No problems.\n"), "{fresh}");
+
+    hospital.live_session("tanaka");
+    hospital.request("kato");
+    let store = &hospital.store;
+    let (events, _) = hospital.runtime.block_on(store.audit_head()).unwrap();
+    let take = |feature: &str, destination: &str, holder: &str, ttl: Duration, after: i64| {
+        let taken = hospital.runtime.block_on(store.acquire_lease(
+            feature,
+            destination,
+            holder,
+            ttl,
+            after,
+            |_, _| None,
+        ));
+        match taken.unwrap() {
+            sekisho_broker::store::Acquired::Taken { term, .. } => term,
+            held => panic!("not taken: {held:?}"),
+        }
+    };
+    // One sender caught up and holding its lease; one whose lease has run out (a broker that
+    // crashed), the whole log still to send.
+    take(
+        "webhook",
+        "https://relay.hospital.local:8443",
+        "b-one",
+        Duration::from_secs(600),
+        events,
+    );
+    let syslog = "tls://siem.hospital.local:6514";
+    let term = take("audit-syslog", syslog, "b-two", Duration::ZERO, 0);
+
+    let output = hospital.command(&["status"]).output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stderr, "sekisho-broker: 1 problem; see PROBLEM above\n");
+    assert!(
+        stdout.contains(
+            "Requests waiting for approval: 1; approved, not yet opened: 0; live sessions: 1."
+        ),
+        "{stdout}"
+    );
+    let webhook = row(&stdout, "webhook");
+    assert!(
+        webhook.starts_with("webhook https://relay.hospital.local:8443 b-one held, ")
+            && webhook.ends_with(" left 0 events"),
+        "{webhook}"
+    );
+    assert!(
+        row(&stdout, "audit-syslog").starts_with(&format!("audit-syslog {syslog} b-two ran out ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "PROBLEM: no broker is sending the audit-syslog to {syslog}, and {events} events wait: start a broker configured to send it"
+        )),
+        "{stdout}"
+    );
+
+    // Let go at a clean shutdown: nobody sends, on purpose.
+    hospital
+        .runtime
+        .block_on(store.release_lease("audit-syslog", syslog, "b-two", term))
+        .unwrap();
+    let calm = hospital.ok(&["status"]);
+    assert!(
+        row(&calm, "audit-syslog").contains("b-two let go at its broker's shutdown; nobody sends "),
+        "{calm}"
+    );
+    assert!(calm.ends_with("No problems.\n"), "{calm}");
+}
+
+/// The line of `text` starting with `first`, its columns one space apart.
+fn row(text: &str, first: &str) -> String {
+    text.lines()
+        .find(|line| line.starts_with(first))
+        .unwrap_or_else(|| panic!("no {first} row: {text}"))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn test_event(now: SystemTime) -> sekisho_broker::audit::AuditEvent {
     sekisho_broker::audit::AuditEvent::new(
         now,

@@ -314,9 +314,68 @@ pub enum Verdict {
     Broken {
         /// The event number where it breaks.
         seq: i64,
-        /// What is wrong there, in a sentence.
-        problem: String,
+        /// What is wrong there.
+        problem: ChainBreak,
     },
+}
+
+/// What is wrong where the chain breaks. Its `Display` is the English sentence the CLI
+/// prints; the web UI words each case in the page's language from the same fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainBreak {
+    /// Event `missing` is not stored; the next stored is `next`.
+    Missing {
+        /// The number expected.
+        missing: i64,
+        /// The number found instead.
+        next: i64,
+    },
+    /// Event `seq` comes again, or before its turn.
+    OutOfOrder {
+        /// The number found.
+        seq: i64,
+    },
+    /// The event names another hash as the one before it.
+    NotChained,
+    /// The event's contents do not give its hash.
+    Edited,
+    /// The log's head record counts more events than the chain holds.
+    CutOff {
+        /// How many events the head record says the log holds.
+        recorded: i64,
+        /// Where the chain ends.
+        count: i64,
+    },
+    /// The event the head record names is not the chain's event of that number.
+    HeadReplaced,
+}
+
+impl std::fmt::Display for ChainBreak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChainBreak::Missing { missing, next } => write!(
+                f,
+                "event {missing} is missing (the next stored is {next}): events were deleted"
+            ),
+            ChainBreak::OutOfOrder { seq } => write!(
+                f,
+                "event {seq} appears again or out of order: events were inserted or reordered"
+            ),
+            ChainBreak::NotChained => f.write_str(
+                "it does not chain to the event before it: an event before it was changed, removed or inserted",
+            ),
+            ChainBreak::Edited => {
+                f.write_str("its contents do not match its hash: the event was edited")
+            }
+            ChainBreak::CutOff { recorded, count } => write!(
+                f,
+                "the log's head record says it holds {recorded} events, but the chain ends at event {count}: events were cut off the end"
+            ),
+            ChainBreak::HeadReplaced => f.write_str(
+                "it is not the event the log's head record names: events at the end were replaced, or the head record was altered",
+            ),
+        }
+    }
 }
 
 /// Walks `events` (in the order stored, by `seq`) and checks the chain.
@@ -326,15 +385,12 @@ pub fn verify(events: impl IntoIterator<Item = StoredEvent>) -> Verdict {
     for stored in events {
         if stored.seq != expected_seq {
             let problem = if stored.seq > expected_seq {
-                format!(
-                    "event {expected_seq} is missing (the next stored is {}): events were deleted",
-                    stored.seq
-                )
+                ChainBreak::Missing {
+                    missing: expected_seq,
+                    next: stored.seq,
+                }
             } else {
-                format!(
-                    "event {} appears again or out of order: events were inserted or reordered",
-                    stored.seq
-                )
+                ChainBreak::OutOfOrder { seq: stored.seq }
             };
             return Verdict::Broken {
                 seq: expected_seq,
@@ -344,14 +400,14 @@ pub fn verify(events: impl IntoIterator<Item = StoredEvent>) -> Verdict {
         if stored.prev_hash != prev_hash {
             return Verdict::Broken {
                 seq: stored.seq,
-                problem: "it does not chain to the event before it: an event before it was changed, removed or inserted".to_owned(),
+                problem: ChainBreak::NotChained,
             };
         }
         let recomputed = chain_hash(stored.seq, &stored.prev_hash, &stored.event);
         if recomputed != stored.hash {
             return Verdict::Broken {
                 seq: stored.seq,
-                problem: "its contents do not match its hash: the event was edited".to_owned(),
+                problem: ChainBreak::Edited,
             };
         }
         prev_hash = stored.hash;
@@ -411,15 +467,26 @@ mod tests {
     fn an_edit_a_deletion_an_insertion_and_a_reordering_are_each_found_where_they_are() {
         let mut edited = chain(5);
         edited[2].event.details[0].1 = "2026-11-21T23:00:00Z".into();
-        assert!(
-            matches!(verify(edited), Verdict::Broken { seq: 3, problem } if problem.contains("edited"))
-        );
+        assert!(matches!(
+            verify(edited),
+            Verdict::Broken {
+                seq: 3,
+                problem: ChainBreak::Edited
+            }
+        ));
 
         let mut deleted = chain(5);
         deleted.remove(1);
-        assert!(
-            matches!(verify(deleted), Verdict::Broken { seq: 2, problem } if problem.contains("deleted"))
-        );
+        assert!(matches!(
+            verify(deleted),
+            Verdict::Broken {
+                seq: 2,
+                problem: ChainBreak::Missing {
+                    missing: 2,
+                    next: 3
+                }
+            }
+        ));
 
         let mut inserted = chain(5);
         let mut extra = inserted[1].clone();

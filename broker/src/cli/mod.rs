@@ -27,6 +27,7 @@ mod identity;
 mod policy;
 mod requests;
 mod staff;
+mod status;
 mod table;
 mod when;
 
@@ -35,9 +36,9 @@ use std::time::SystemTime;
 
 pub use admin::{lockdown_off, lockdown_on, lockdown_status};
 pub use audit::{
-    AuditError, EventQuery, ExportFormat, ExportRequest, Exported, audit_export, audit_head,
-    audit_list, audit_review, audit_show, audit_unreviewed, audit_verify, audit_verify_file,
-    parse_within,
+    AuditError, ChainIntact, EventQuery, ExportFormat, ExportRequest, Exported, audit_export,
+    audit_head, audit_list, audit_review, audit_show, audit_unreviewed, audit_verify,
+    audit_verify_file, check_chain, parse_within,
 };
 pub use identity::{
     EnrollmentHints, TechnicianToAdd, technician_add, technician_list, technician_reset,
@@ -48,6 +49,7 @@ pub use requests::{
     request_approve, request_deny, request_list, session_extend, session_list, session_revoke,
 };
 pub use staff::{staff_invite, staff_list, staff_set_disabled};
+pub use status::{BEHIND_LIMIT, Status, status};
 pub use table::clean;
 pub use when::{end_time, parse_duration, parse_end_time};
 
@@ -76,6 +78,9 @@ pub enum CliError {
     /// The database could not be read or written; nothing was changed.
     #[error("Nothing was changed: {0}. Check the broker's database and try again.")]
     Store(StoreError),
+    /// A command that only reads could not read the database.
+    #[error("The broker's database cannot be read: {0}. Check it and try again.")]
+    Unreadable(StoreError),
     /// No such technician.
     #[error(
         "There is no technician {vendor}/{technician}; list them with `sekisho-broker technician list`."

@@ -238,6 +238,15 @@ impl Store {
         Ok(())
     }
 
+    /// The database's clock now, in Unix milliseconds: what lease expiries are counted on.
+    pub async fn database_now_ms(&self) -> Result<i64, StoreError> {
+        let sql = format!("SELECT {}", self.backend().now_ms());
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
     /// Every lease, by feature and destination.
     pub async fn sender_leases(&self) -> Result<Vec<SenderLease>, StoreError> {
         sqlx::query(

@@ -375,9 +375,21 @@ async fn review(
 async fn verify(State(state): Shared, headers: HeaderMap) -> Response {
     let result = async {
         member(&state, &headers, &[Role::Auditor], false).await?;
-        let verdict = crate::cli::audit_verify(&state.desk, None).await;
+        let verdict = crate::cli::check_chain(&state.desk, None).await;
         Ok::<_, Refused>(match verdict {
-            Ok(text) => Json(json!({ "intact": true, "status": text })).into_response(),
+            Ok(intact) => Json(json!({
+                "intact": true,
+                "count": intact.count,
+                "head": intact.head,
+                "status": intact.to_string(),
+            }))
+            .into_response(),
+            Err(crate::cli::AuditError::Broken { seq, problem }) => Json(json!({
+                "intact": false,
+                "broken_at": seq,
+                "status": crate::cli::AuditError::Broken { seq, problem }.to_string(),
+            }))
+            .into_response(),
             Err(e) => Json(json!({ "intact": false, "status": e.to_string() })).into_response(),
         })
     }

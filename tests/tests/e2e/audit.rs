@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use proto::ErrorCode;
-use sekisho_broker::audit::{self, Actor, EventKind, StoredEvent, Verdict};
+use sekisho_broker::audit::{self, Actor, ChainBreak, EventKind, StoredEvent, Verdict};
 use sekisho_broker::session::RequestId;
 use sekisho_broker::store::AuditFilter;
 use sekisho_client::{ControlError, ForwardError};
@@ -399,7 +399,7 @@ async fn an_edit_a_deletion_an_insertion_or_a_reordering_in_the_database_is_foun
         .seq;
     let (seq, problem) = broken_at(verdict().await);
     assert_eq!(seq, approved_seq);
-    assert!(problem.contains("edited"), "{problem}");
+    assert_eq!(problem, ChainBreak::Edited);
     broker
         .execute_sql(&format!(
             "UPDATE audit_events SET actor = 'staff:{APPROVER}' WHERE seq = {approved_seq}"
@@ -417,7 +417,13 @@ async fn an_edit_a_deletion_an_insertion_or_a_reordering_in_the_database_is_foun
         .await;
     let (seq, problem) = broken_at(verdict().await);
     assert_eq!(seq, 3);
-    assert!(problem.contains("deleted"), "{problem}");
+    assert_eq!(
+        problem,
+        ChainBreak::Missing {
+            missing: 3,
+            next: 4
+        }
+    );
     broker
         .execute_sql("INSERT INTO audit_events SELECT seq + 1000, at, actor, kind, request_id, vendor, technician, target, details, prev_hash, hash FROM held")
         .await;

@@ -475,6 +475,9 @@ async fn an_approver_approves_and_revokes_in_a_real_browser_and_an_auditor_revie
     let nav = text_of(&browser, Locator::Css("a[href='/audit/review']")).await;
     assert_eq!(nav, "レビュー");
     shots.take(&browser, "10-japanese").await;
+    browser.goto(&format!("{base}/audit/chain")).await.unwrap();
+    let status = text_of(&browser, Locator::Id("chain-status")).await;
+    assert!(status.starts_with("改ざんは見つかりません"), "{status}");
     switch_language(&browser, "en").await;
     let nav = text_of(&browser, Locator::Css("a[href='/audit/review']")).await;
     assert_eq!(nav, "Review");

@@ -650,3 +650,68 @@ async fn the_only_admin_locked_out_is_let_back_in_with_a_reset_link_made_on_the_
     // The link worked once.
     assert!(staff.invite_for(token).await.is_err());
 }
+
+#[tokio::test]
+async fn the_chain_page_and_the_api_say_whether_the_log_is_intact_in_the_pages_language() {
+    let (broker, _echo) = broker().await;
+    let auditor = StaffAccount::create(&broker, "kato", &[Role::Auditor]).await;
+    request(&broker, "tanaka", "apply patch 5.2.1").await;
+    let mut client = WebClient::new(broker.web_addr());
+    client.login(&broker, &auditor).await;
+    // Looking records nothing, so the head read here is the one the pages check.
+    let (count, head) = broker.desk().store().audit_head().await.unwrap();
+
+    let page = client.get("/audit/chain").await;
+    assert!(
+        page.body
+            .contains(&format!("Intact: {count} events, head {head}")),
+        "{}",
+        page.body
+    );
+    let api = client.get("/api/audit/verify").await;
+    let api: serde_json::Value = serde_json::from_str(&api.body).unwrap();
+    assert_eq!(api["intact"], true, "{api}");
+    assert_eq!(api["count"], count, "{api}");
+    assert_eq!(api["head"], head.as_str(), "{api}");
+
+    client.get("/lang/ja").await;
+    let page = client.get("/audit/chain").await;
+    assert!(page.body.contains(r#"<html lang="ja""#), "{}", page.body);
+    assert!(
+        page.body.contains(&format!(
+            "改ざんは見つかりません：{count} 件のイベント、ヘッド {head}"
+        )),
+        "{}",
+        page.body
+    );
+
+    // The technician's request, edited after the fact.
+    let edited = broker.events_of(EventKind::RequestMade).await[0].seq;
+    broker
+        .execute_sql(
+            "UPDATE audit_events SET actor = 'technician:acme/mallory' WHERE kind = 'request-made'",
+        )
+        .await;
+    let page = client.get("/audit/chain").await;
+    assert!(
+        page.body.contains(&format!(
+            "監査ログはイベント {edited} で壊れています：内容がハッシュ値と一致しません。このイベントが書き換えられています。"
+        )),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(r#"role="alert""#), "{}", page.body);
+    client.get("/lang/en").await;
+    let page = client.get("/audit/chain").await;
+    assert!(
+        page.body.contains(&format!(
+            "The audit log is broken at event {edited}: its contents do not match its hash: the event was edited."
+        )),
+        "{}",
+        page.body
+    );
+    let api = client.get("/api/audit/verify").await;
+    let api: serde_json::Value = serde_json::from_str(&api.body).unwrap();
+    assert_eq!(api["intact"], false, "{api}");
+    assert_eq!(api["broken_at"], edited, "{api}");
+}

@@ -22,7 +22,7 @@ mod verify;
 pub use export::{ExportFormat, ExportRequest, Exported, audit_export, audit_list};
 pub use review::{audit_review, audit_unreviewed};
 pub use show::audit_show;
-pub use verify::{audit_head, audit_verify, audit_verify_file};
+pub use verify::{ChainIntact, audit_head, audit_verify, audit_verify_file, check_chain};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -62,7 +62,7 @@ pub enum AuditError {
         /// The first event number where it breaks.
         seq: i64,
         /// What is wrong there.
-        problem: String,
+        problem: crate::audit::ChainBreak,
     },
     /// A stored event cannot be read back (an unknown kind or actor, details that are not
     /// pairs): the log was altered, or written by a newer broker.

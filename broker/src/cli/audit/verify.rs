@@ -5,7 +5,7 @@
     reason = "the parent's imports, shared by every part of the audit commands"
 )]
 use super::*;
-use crate::audit::ExportLine;
+use crate::audit::{ChainBreak, ExportLine};
 
 /// `audit head`: `1234 events; head 9f86…` (the full hash), to write down or send elsewhere.
 pub async fn audit_head(desk: &Desk) -> Result<String, AuditError> {
@@ -20,12 +20,56 @@ fn unreadable(error: StoreError) -> AuditError {
     }
 }
 
-/// `audit verify [--expect-head HASH]`: walks the whole chain in the database.
+/// The database's chain, found whole: how many events, the head, and where the head written
+/// down earlier stands, if one was given. The CLI prints it with its `Display`; the web UI
+/// words the same fields in the page's language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainIntact {
+    /// How many events the chain holds.
+    pub count: i64,
+    /// The last event's hash.
+    pub head: String,
+    /// The number of the event whose hash was given with `--expect-head` (0: the empty log's).
+    pub written_down_at: Option<i64>,
+}
+
+impl std::fmt::Display for ChainIntact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Intact: {} events, head {}", self.count, self.head)?;
+        match self.written_down_at {
+            None => Ok(()),
+            Some(seq) if seq == self.count => {
+                f.write_str("\nThe head you wrote down is the current head.")
+            }
+            Some(seq) => {
+                let after = self.count - seq;
+                let events = if after == 1 { "event" } else { "events" };
+                write!(
+                    f,
+                    "\nThe head you wrote down is event {seq}; {after} {events} came after it."
+                )
+            }
+        }
+    }
+}
+
+/// `audit verify [--expect-head HASH]`: walks the whole chain in the database and says so
+/// in a sentence (see [`check_chain`]).
+pub async fn audit_verify(desk: &Desk, expect_head: Option<&str>) -> Result<String, AuditError> {
+    check_chain(desk, expect_head)
+        .await
+        .map(|intact| intact.to_string())
+}
+
+/// Walks the whole chain in the database.
 ///
 /// Besides the chain itself, the log's head record must name an event of the chain (so a
 /// tail cut without resetting the head is found), and `expect_head`, when given, must be the
 /// hash of some event: the head written down earlier, now or before later events.
-pub async fn audit_verify(desk: &Desk, expect_head: Option<&str>) -> Result<String, AuditError> {
+pub async fn check_chain(
+    desk: &Desk,
+    expect_head: Option<&str>,
+) -> Result<ChainIntact, AuditError> {
     let expected = expect_head.map(head_hash).transpose()?;
     let store = desk.store();
     // The head first: a broker appending meanwhile only adds events after it.
@@ -58,34 +102,28 @@ pub async fn audit_verify(desk: &Desk, expect_head: Option<&str>) -> Result<Stri
     if head_seq > count {
         return Err(AuditError::Broken {
             seq: count + 1,
-            problem: format!(
-                "the log's head record says it holds {head_seq} events, but the chain ends at event {count}: events were cut off the end"
-            ),
+            problem: ChainBreak::CutOff {
+                recorded: head_seq,
+                count,
+            },
         });
     }
     if stored_head_hash.as_deref() != Some(head_hash_stored.as_str()) {
         return Err(AuditError::Broken {
             seq: head_seq,
-            problem: "it is not the event the log's head record names: events at the end were replaced, or the head record was altered".to_owned(),
+            problem: ChainBreak::HeadReplaced,
         });
     }
-    let mut out = format!("Intact: {count} events, head {head}");
-    if let Some(expected) = expected {
-        match expected_at {
-            Some(seq) if seq == count => {
-                out.push_str("\nThe head you wrote down is the current head.");
-            }
-            Some(seq) => {
-                let after = count - seq;
-                let events = if after == 1 { "event" } else { "events" };
-                out.push_str(&format!(
-                    "\nThe head you wrote down is event {seq}; {after} {events} came after it."
-                ));
-            }
-            None => return Err(AuditError::HeadNotFound { count, expected }),
-        }
+    if let Some(expected) = expected
+        && expected_at.is_none()
+    {
+        return Err(AuditError::HeadNotFound { count, expected });
     }
-    Ok(out)
+    Ok(ChainIntact {
+        count,
+        head,
+        written_down_at: expected_at,
+    })
 }
 
 /// `audit verify --file EXPORT.jsonl [--expect-head HASH]`: checks a JSON Lines export on

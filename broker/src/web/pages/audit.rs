@@ -14,11 +14,12 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::{member_page, or_refusal};
-use crate::audit::StoredEvent;
-use crate::cli::{AuditError, EventQuery, ExportFormat, ExportRequest, Exported};
+use crate::audit::{ChainBreak, StoredEvent};
+use crate::cli::{AuditError, ChainIntact, EventQuery, ExportFormat, ExportRequest, Exported};
 use crate::staff::Role;
 use crate::web::AppState;
 use crate::web::auth::{Ctx, Refused};
+use crate::web::i18n::Lang;
 
 type Shared = State<Arc<AppState>>;
 
@@ -346,11 +347,13 @@ async fn export_form(
 async fn chain_page(State(state): Shared, headers: HeaderMap) -> Response {
     let result = async {
         let ctx = state.require(&headers, &[Role::Auditor]).await?;
-        let verdict = crate::cli::audit_verify(&state.desk, None).await;
+        let verdict = crate::cli::check_chain(&state.desk, None).await;
+        let text = chain_verdict(ctx.lang, &verdict);
         let body = html! {
-            @match &verdict {
-                Ok(text) => p.notice id="chain-status" { (text) },
-                Err(e) => p.error id="chain-status" role="alert" { (e.to_string()) },
+            @if verdict.is_ok() {
+                p.notice id="chain-status" { (text) }
+            } @else {
+                p.error id="chain-status" role="alert" { (text) }
             }
             p.muted { (ctx.lang.t("Write the head hash down outside this system (a paper log, an e-mail to yourself); a later check proves nothing before it was changed.", "ヘッドのハッシュ値をこのシステムの外（紙の記録など）に控えてください。後の検証で、それ以前の記録が変更されていないことを証明できます。")) }
         };
@@ -358,4 +361,53 @@ async fn chain_page(State(state): Shared, headers: HeaderMap) -> Response {
     }
     .await;
     or_refusal(result, &headers)
+}
+
+/// The chain check's verdict as a sentence in the page's language. English is the CLI's own
+/// `audit verify` sentence, so the page and the command read the same.
+pub(crate) fn chain_verdict(lang: Lang, verdict: &Result<ChainIntact, AuditError>) -> String {
+    if lang == Lang::En {
+        return match verdict {
+            Ok(intact) => intact.to_string(),
+            Err(error) => error.to_string(),
+        };
+    }
+    match verdict {
+        Ok(intact) => format!(
+            "改ざんは見つかりません：{} 件のイベント、ヘッド {}",
+            intact.count, intact.head
+        ),
+        Err(AuditError::Broken { seq, problem }) => {
+            format!(
+                "監査ログはイベント {seq} で壊れています：{}。",
+                chain_break_ja(problem)
+            )
+        }
+        Err(AuditError::Unreadable(what)) => format!(
+            "監査ログが壊れています：{what}（改ざんされたか、より新しい sekisho-broker が書き込みました）。"
+        ),
+        Err(AuditError::Store(error)) => format!(
+            "監査ログを読み出せません：{error}。ブローカーのデータベースを確認して、もう一度お試しください。"
+        ),
+        // The page checks no written-down head and reads no file, so nothing else arises.
+        Err(other) => other.to_string(),
+    }
+}
+
+/// [`ChainBreak`]'s sentence in Japanese.
+fn chain_break_ja(problem: &ChainBreak) -> String {
+    match problem {
+        ChainBreak::Missing { missing, next } => format!(
+            "イベント {missing} がありません（次に保存されているのはイベント {next}）。イベントが削除されています"
+        ),
+        ChainBreak::OutOfOrder { seq } => format!(
+            "イベント {seq} が重複しているか、順序が違います。イベントが挿入または並べ替えられています"
+        ),
+        ChainBreak::NotChained => "直前のイベントとつながっていません。それより前のイベントが変更・削除・挿入されています".to_owned(),
+        ChainBreak::Edited => "内容がハッシュ値と一致しません。このイベントが書き換えられています".to_owned(),
+        ChainBreak::CutOff { recorded, count } => format!(
+            "ヘッドの記録は {recorded} 件としていますが、チェーンはイベント {count} で終わっています。末尾のイベントが切り取られています"
+        ),
+        ChainBreak::HeadReplaced => "ヘッドの記録が指すイベントではありません。末尾のイベントが差し替えられたか、ヘッドの記録が改変されています".to_owned(),
+    }
 }
