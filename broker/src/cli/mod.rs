@@ -49,7 +49,10 @@ pub use requests::{
     request_approve, request_deny, request_list, session_extend, session_list, session_revoke,
 };
 pub use staff::{staff_invite, staff_list, staff_set_disabled};
-pub use status::{BEHIND_LIMIT, Status, status};
+pub use status::{
+    BEHIND_LIMIT, LeaseNow, SenderProblem, SenderStatus, Status, StatusReport, span, status,
+    status_report,
+};
 pub use table::clean;
 pub use when::{end_time, parse_duration, parse_end_time};
 

@@ -50,6 +50,9 @@ pub(crate) fn page(
                                 a href="/audit" { (lang.t("Audit", "監査")) }
                                 a href="/audit/review" { (lang.t("Review", "レビュー")) }
                             }
+                            @if ctx.member.roles.has(Role::Admin) || ctx.member.roles.has(Role::Auditor) {
+                                a href="/status" { (lang.t("Status", "稼働状況")) }
+                            }
                         }
                     }
                     span.tools {

@@ -49,6 +49,7 @@ async fn each_role_is_refused_what_it_may_not_do_and_nobody_approves_their_own_r
     assert!(export.body.contains("auditor"), "{}", export.body);
     assert_eq!(as_approver.get("/audit").await.status, 403);
     assert_eq!(as_approver.get("/staff").await.status, 403);
+    assert_eq!(as_approver.get("/status").await.status, 403);
 
     let mut as_auditor = WebClient::new(broker.web_addr());
     as_auditor.login(&broker, &auditor).await;
@@ -714,4 +715,70 @@ async fn the_chain_page_and_the_api_say_whether_the_log_is_intact_in_the_pages_l
     let api: serde_json::Value = serde_json::from_str(&api.body).unwrap();
     assert_eq!(api["intact"], false, "{api}");
     assert_eq!(api["broken_at"], edited, "{api}");
+}
+
+#[tokio::test]
+async fn the_status_page_shows_the_queue_and_a_sender_nobody_runs_in_the_pages_language() {
+    let (broker, _echo) = broker().await;
+    let admin = StaffAccount::create(&broker, "sato", &[Role::Admin]).await;
+    request(&broker, "tanaka", "apply patch 5.2.1").await;
+    let mut client = WebClient::new(broker.web_addr());
+    client.login(&broker, &admin).await;
+    let page = client.get("/status").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains(r#"id="status-verdict""#),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(
+            "Requests waiting for approval: 1; approved, not yet opened: 0; live sessions: 0."
+        ),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(r#"id="no-senders""#), "{}", page.body);
+
+    // A collector whose sending broker stopped without letting its lease go (a crash): the
+    // lease is taken, and runs out at once, as a broker would have left it.
+    let store = broker.desk().store().clone();
+    let syslog = "tls://siem.hospital.local:6514";
+    store
+        .acquire_lease(
+            "audit-syslog",
+            syslog,
+            "b-crashed",
+            Duration::ZERO,
+            0,
+            |_, _| None,
+        )
+        .await
+        .unwrap();
+    let (events, _) = store.audit_head().await.unwrap();
+    let page = client.get("/status").await;
+    assert!(
+        page.body.contains(&format!(
+            "Problem: no broker is sending the audit-syslog to {syslog}, and {events} events wait"
+        )),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains(r#"id="status-verdict""#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("b-crashed"), "{}", page.body);
+
+    client.get("/lang/ja").await;
+    let page = client.get("/status").await;
+    assert!(
+        page.body.contains(&format!(
+            "問題：{syslog} の audit-syslog への送信を担うブローカーがなく、{events} 件が送信を待っています。"
+        )),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("承認待ちの申請：1 件"), "{}", page.body);
 }

@@ -6,11 +6,13 @@
 //!   authenticator's confirming code), the language switch, static files, server-sent events;
 //! - `desk`: pending requests, live sessions, lockdown (and the actions the API shares);
 //! - `admin`: technicians and staff accounts;
-//! - `audit`: events, one session's timeline, the review queue, export, chain status.
+//! - `audit`: events, one session's timeline, the review queue, export, chain status;
+//! - `status`: the queue, the audit head and the senders of webhook and syslog (admins, auditors).
 
 pub(crate) mod admin;
 pub(crate) mod audit;
 pub(crate) mod desk;
+pub(crate) mod status;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -50,6 +52,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .merge(desk::routes())
         .merge(admin::routes())
         .merge(audit::routes())
+        .merge(status::routes())
 }
 
 /// Renders `result`, or the refusal as a page.
