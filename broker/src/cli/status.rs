@@ -124,14 +124,10 @@ pub async fn status_report(desk: &Desk, now: SystemTime) -> Result<StatusReport,
     let count = |wanted: Stage| open.iter().filter(|r| r.stage == wanted).count();
     let (audit_events, audit_head) = store.audit_head().await.map_err(CliError::Unreadable)?;
     let leases = store.sender_leases().await.map_err(CliError::Unreadable)?;
-    let now_ms = if leases.is_empty() {
-        0
-    } else {
-        store
-            .database_now_ms()
-            .await
-            .map_err(CliError::Unreadable)?
-    };
+    let now_ms = store
+        .database_now_ms()
+        .await
+        .map_err(CliError::Unreadable)?;
     let senders = leases
         .into_iter()
         .map(|lease| SenderStatus {

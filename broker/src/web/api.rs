@@ -376,22 +376,22 @@ async fn verify(State(state): Shared, headers: HeaderMap) -> Response {
     let result = async {
         member(&state, &headers, &[Role::Auditor], false).await?;
         let verdict = crate::cli::check_chain(&state.desk, None).await;
-        Ok::<_, Refused>(match verdict {
-            Ok(intact) => Json(json!({
+        let body = match verdict {
+            Ok(intact) => json!({
                 "intact": true,
                 "count": intact.count,
                 "head": intact.head,
                 "status": intact.to_string(),
-            }))
-            .into_response(),
-            Err(crate::cli::AuditError::Broken { seq, problem }) => Json(json!({
-                "intact": false,
-                "broken_at": seq,
-                "status": crate::cli::AuditError::Broken { seq, problem }.to_string(),
-            }))
-            .into_response(),
-            Err(e) => Json(json!({ "intact": false, "status": e.to_string() })).into_response(),
-        })
+            }),
+            Err(error) => {
+                let mut body = json!({ "intact": false, "status": error.to_string() });
+                if let crate::cli::AuditError::Broken { seq, .. } = error {
+                    body["broken_at"] = json!(seq);
+                }
+                body
+            }
+        };
+        Ok::<_, Refused>(Json(body).into_response())
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
