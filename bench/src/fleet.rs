@@ -57,7 +57,14 @@ pub(crate) async fn connect_to_first_byte(
     for _ in 0..samples {
         let technician = lab.technician().await?;
         let request = lab.approved_request(&technician, &["echo"]).await?;
-        let mut client = spawn_client(lab, &technician, &request, &["echo"], PacketSize::ETHERNET)?;
+        let mut client = spawn_client(
+            lab,
+            &technician,
+            &request,
+            &["echo"],
+            PacketSize::ETHERNET,
+            "quic",
+        )?;
         let port = client_port(&mut client, "echo").await?;
         let code = lab.otp(&technician)?;
         let started = Instant::now();
@@ -111,7 +118,11 @@ pub(crate) async fn forward_opens(
     results.add_figure(
         PATH_MTU,
         "bytes",
-        f64::from(session.connection().stats().path.current_mtu),
+        f64::from(
+            session
+                .quic()
+                .map_or(0, |quic| quic.stats().path.current_mtu),
+        ),
     );
     let on_record = lab.forwards_on_record(&request).await?;
     if (on_record as u64) < opened {

@@ -50,6 +50,8 @@ pub(crate) struct Lab {
     pki: BrokerPki,
     pub(crate) broker: Child,
     pub(crate) broker_addr: SocketAddr,
+    /// The web UI's address, when the broker serves one.
+    web_addr: Option<SocketAddr>,
     technicians: AtomicUsize,
 }
 
@@ -61,6 +63,36 @@ impl Lab {
         targets: &[(&str, SocketAddr)],
         max_packet: tunnel::udp::PacketSize,
     ) -> anyhow::Result<Lab> {
+        Lab::start_with(network, targets, max_packet, None).await
+    }
+
+    /// [`start`](Lab::start), the broker also serving its web UI and limited to `open_files`
+    /// file descriptors (as systemd's default soft limit of 1,024 would): the web UI's
+    /// address comes back too.
+    pub(crate) async fn start_with_web(
+        network: &Network,
+        targets: &[(&str, SocketAddr)],
+        open_files: u32,
+    ) -> anyhow::Result<(Lab, SocketAddr)> {
+        let lab = Lab::start_with(
+            network,
+            targets,
+            tunnel::udp::PacketSize::ETHERNET,
+            Some(open_files),
+        )
+        .await?;
+        let web = lab
+            .web_addr
+            .ok_or_else(|| anyhow!("the broker printed no web address"))?;
+        Ok((lab, web))
+    }
+
+    async fn start_with(
+        network: &Network,
+        targets: &[(&str, SocketAddr)],
+        max_packet: tunnel::udp::PacketSize,
+        web_with_open_files: Option<u32>,
+    ) -> anyhow::Result<Lab> {
         let dir = tempfile::tempdir()?;
         let policies = write_policies(dir.path(), targets)?;
         let data_dir = dir.path().join("data");
@@ -68,7 +100,19 @@ impl Lab {
         config.listen = SocketAddr::new(network.server_ip, 0);
         let hospital = Hospital::open(&config).await?;
         let pki = BrokerPki::load_or_create(&data_dir)?;
-        let mut command = network.server_command(&std::env::current_exe()?);
+        let exe = std::env::current_exe()?;
+        let mut command = match web_with_open_files {
+            // The shell lowers the limit, then becomes the broker.
+            Some(open_files) => {
+                let mut shell = network.server_command(std::path::Path::new("/bin/sh"));
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+                    .arg(&exe);
+                shell
+            }
+            None => network.server_command(&exe),
+        };
         command
             .arg("broker")
             .arg("--data-dir")
@@ -79,7 +123,20 @@ impl Lab {
             .arg(config.listen.to_string())
             .arg("--max-packet")
             .arg(max_packet.to_string());
+        if web_with_open_files.is_some() {
+            command.arg("--web");
+        }
         let mut broker = Child::spawn(&format!("broker ({})", network.name), command)?;
+        let web_addr = match web_with_open_files {
+            Some(_) => Some(
+                broker
+                    .expect_stdout("WEB")
+                    .await?
+                    .parse()
+                    .context("the broker printed a web address that is not one")?,
+            ),
+            None => None,
+        };
         let broker_addr = broker
             .expect_stdout("LISTENING")
             .await?
@@ -92,6 +149,7 @@ impl Lab {
             pki,
             broker,
             broker_addr,
+            web_addr,
             technicians: AtomicUsize::new(0),
         })
     }
@@ -165,6 +223,16 @@ impl Lab {
     }
 
     /// The broker's process id.
+    /// The hospital's policies, database and keys, as the admin's commands open them.
+    pub(crate) fn hospital(&self) -> &Hospital {
+        &self.hospital
+    }
+
+    /// The broker's CA, PEM (what clients trust).
+    pub(crate) fn ca_pem(&self) -> &str {
+        self.pki.ca_pem()
+    }
+
     pub(crate) fn broker_pid(&self) -> u32 {
         self.broker.pid
     }
@@ -212,6 +280,9 @@ async fn make_technician(
     let laptop = dir.join(format!("client-{name}"));
     let enrollment = sekisho_client::enroll::enroll(&EnrollArgs {
         broker: broker.to_string(),
+        further_brokers: Vec::new(),
+        transport: sekisho_client::transport::TransportChoice::default(),
+        proxy: None,
         token: token.text.expose_secret().clone(),
         ca_fingerprint: pki.ca_fingerprint(),
         dir: laptop.clone(),

@@ -19,6 +19,8 @@
 //! - `load`: the load generator (bulk transfers, 64-byte round trips).
 //! - `transports`: QUIC and TLS over TCP alone, the floor under any relay built on each.
 //! - `fleet`: figures 4–7 (connect time, forward opens, memory, session rate).
+//! - `preauth`: figure 8 (a technician getting in while strangers attack before authenticating).
+//! - `webload`: figure 9 (an approver's page while strangers abuse the web UI).
 //! - `report`: medians, the table, goals, JSON.
 //!
 //! The benchmark never runs in the unit tests: figures depend on the machine, and goals are
@@ -29,10 +31,12 @@ mod lab;
 mod load;
 mod netns;
 mod paths;
+mod preauth;
 mod procs;
 mod report;
 mod roles;
 mod transports;
+mod webload;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -74,6 +78,9 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value_t = PacketSize::ETHERNET)]
         max_packet: PacketSize,
+        /// Also serve the staff web UI (plain HTTP on loopback).
+        #[arg(long)]
+        web: bool,
     },
     #[command(hide = true)]
     Client {
@@ -91,6 +98,8 @@ enum Command {
         targets: Vec<String>,
         #[arg(long, default_value_t = PacketSize::ETHERNET)]
         max_packet: PacketSize,
+        #[arg(long, default_value = "quic")]
+        transport: sekisho_client::transport::TransportChoice,
     },
     #[command(hide = true)]
     Target {
@@ -144,6 +153,12 @@ struct AllArgs {
     /// Only figures 1–3 (the paths side by side): for tuning the data path quickly.
     #[arg(long)]
     paths_only: bool,
+    /// Only figure 8 (a technician getting in under pre-authentication load).
+    #[arg(long, conflicts_with = "paths_only")]
+    preauth_only: bool,
+    /// Only figure 9 (an approver's page while the web UI is abused).
+    #[arg(long, conflicts_with_all = ["paths_only", "preauth_only"])]
+    web_only: bool,
     /// Measure only these paths (by their name in the table; repeatable). Ratios need their
     /// baselines in the same run.
     #[arg(long = "only", value_name = "PATH")]
@@ -156,6 +171,8 @@ struct Plan {
     bulk_bytes: u64,
     round_trips: usize,
     fleet: FleetSize,
+    preauth: preauth::PreauthSize,
+    webload: webload::WebLoadSize,
 }
 
 impl Plan {
@@ -193,6 +210,16 @@ impl Plan {
             fleet.busy_sessions = fleet.busy_sessions.min(sessions);
         }
         Plan {
+            webload: if args.smoke {
+                webload::WebLoadSize::SMOKE
+            } else {
+                webload::WebLoadSize::FULL
+            },
+            preauth: if args.smoke {
+                preauth::PreauthSize::SMOKE
+            } else {
+                preauth::PreauthSize::FULL
+            },
             rounds: args.rounds.unwrap_or(rounds),
             bulk_bytes: args.mib.unwrap_or(mib) * 1024 * 1024,
             round_trips,
@@ -240,7 +267,8 @@ fn main() -> ExitCode {
                 policies,
                 listen,
                 max_packet,
-            } => roles::broker(data_dir, policies, listen, max_packet).await,
+                web,
+            } => roles::broker(data_dir, policies, listen, max_packet, web).await,
             Command::Client {
                 broker,
                 ca,
@@ -249,10 +277,12 @@ fn main() -> ExitCode {
                 request,
                 targets,
                 max_packet,
+                transport,
             } => {
                 let mut config =
                     sekisho_client::ClientConfig::from_files(&broker, &ca, &cert, &key)?;
                 config.max_packet = max_packet;
+                config.transport = transport;
                 roles::client(config, request, targets).await
             }
             Command::Target { ip } => roles::target(ip).await,
@@ -284,6 +314,25 @@ fn main() -> ExitCode {
 async fn all(args: AllArgs) -> anyhow::Result<()> {
     let plan = Plan::from(&args);
     let mut results = Results::default();
+    if args.web_only {
+        let unused = SocketAddr::from(([127, 0, 0, 1], 9));
+        webload::web_under_abuse(&[("sink", unused)], plan.webload, &mut results).await?;
+        results.skipped.push("figures 1–8: --web-only".into());
+        return report(&args, &plan, &results);
+    }
+    if args.preauth_only {
+        // Figure 8 opens no forward; the policy names a target only because one must.
+        let unused = SocketAddr::from(([127, 0, 0, 1], 9));
+        let lab = lab::Lab::start(
+            &Network::loopback(),
+            &[("sink", unused)],
+            PacketSize::ETHERNET,
+        )
+        .await?;
+        preauth::preauth_load(&lab, plan.preauth, &mut results).await?;
+        results.skipped.push("figures 1–7: --preauth-only".into());
+        return report(&args, &plan, &results);
+    }
     for (program, package) in [
         ("/usr/sbin/sshd", "openssh-server"),
         ("/usr/bin/ssh", "openssh-client"),
@@ -362,7 +411,7 @@ async fn all(args: AllArgs) -> anyhow::Result<()> {
     report(&args, &plan, &results)
 }
 
-/// Figures 4–7, on loopback.
+/// Figures 4–9, on loopback.
 async fn fleet_figures(loopback: &Setup, plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
     progress("figure 4: connect to first byte");
     fleet::connect_to_first_byte(&loopback.lab, plan.fleet.connect_samples, results).await?;
@@ -374,7 +423,16 @@ async fn fleet_figures(loopback: &Setup, plan: &Plan, results: &mut Results) -> 
         PacketSize::ETHERNET,
     )
     .await?;
-    fleet::sessions(Arc::new(fleet_lab), plan.fleet, results).await
+    fleet::sessions(Arc::new(fleet_lab), plan.fleet, results).await?;
+    // A broker of its own: the attack must not leave state behind for other figures.
+    let attacked = lab::Lab::start(
+        &Network::loopback(),
+        &[("sink", loopback.paths[0].sink)],
+        PacketSize::ETHERNET,
+    )
+    .await?;
+    preauth::preauth_load(&attacked, plan.preauth, results).await?;
+    webload::web_under_abuse(&[("sink", loopback.paths[0].sink)], plan.webload, results).await
 }
 
 /// Prints the table and the goals, and writes the JSON file.
@@ -403,6 +461,10 @@ fn report(args: &AllArgs, plan: &Plan, results: &Results) -> anyhow::Result<()> 
         "idle_sessions": plan.fleet.idle_sessions,
         "busy_sessions": plan.fleet.busy_sessions,
         "busy_forwards_per_session": 5,
+        "preauth_stalled_handshakes": plan.preauth.stalled_sources * plan.preauth.stalled_per_source,
+        "preauth_silent_enrollments": plan.preauth.silent,
+        "preauth_flood_per_second": plan.preauth.flood_per_second,
+        "preauth_seconds": plan.preauth.duration.as_secs_f64(),
         "smoke": args.smoke,
     });
     let document = results.json(&machine(), &settings);

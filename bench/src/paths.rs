@@ -1,6 +1,6 @@
 //! The paths compared, each set up on one [`Network`]: direct TCP to the target, `ssh -L`
 //! through a real `sshd` (AES-128-GCM, and ChaCha20-Poly1305, OpenSSH's default), and sekisho
-//! (client process → QUIC → broker process → TCP).
+//! (client process → QUIC, or TLS over TCP → broker process → TCP).
 //!
 //! The target (sink + echo), `sshd` and the broker run on the server side; the load
 //! generator, `ssh` and the sekisho client on the client side.
@@ -16,7 +16,7 @@ use crate::lab::Lab;
 use crate::load;
 use crate::netns::Network;
 use crate::procs::Child;
-use crate::report::{SEKISHO, SEKISHO_JUMBO};
+use crate::report::{SEKISHO, SEKISHO_JUMBO, SEKISHO_TCP};
 use tunnel::udp::PacketSize;
 
 /// One path: where the load generator connects, and the processes that carry the bytes.
@@ -124,13 +124,21 @@ impl Setup {
         )
         .await?;
         let mut clients = Vec::new();
-        for (name, packets) in [
-            (SEKISHO, PacketSize::ETHERNET),
-            (SEKISHO_JUMBO, PacketSize::JUMBO),
+        for (name, packets, transport) in [
+            (SEKISHO, PacketSize::ETHERNET, "quic"),
+            (SEKISHO_JUMBO, PacketSize::JUMBO, "quic"),
+            (SEKISHO_TCP, PacketSize::ETHERNET, "tcp"),
         ] {
             let technician = lab.technician().await?;
             let request = lab.approved_request(&technician, &["sink", "echo"]).await?;
-            let mut client = spawn_client(&lab, &technician, &request, &["sink", "echo"], packets)?;
+            let mut client = spawn_client(
+                &lab,
+                &technician,
+                &request,
+                &["sink", "echo"],
+                packets,
+                transport,
+            )?;
             let sink = client_port(&mut client, "sink").await?;
             let echo = client_port(&mut client, "echo").await?;
             client.say(&lab.otp(&technician)?).await?;
@@ -166,6 +174,7 @@ pub(crate) fn spawn_client(
     request: &str,
     targets: &[&str],
     packets: PacketSize,
+    transport: &str,
 ) -> anyhow::Result<Child> {
     let [ca, cert, key] = lab.credential_files(technician)?;
     let mut command = Command::new(std::env::current_exe()?);
@@ -182,7 +191,9 @@ pub(crate) fn spawn_client(
         .arg("--request")
         .arg(request)
         .arg("--max-packet")
-        .arg(packets.to_string());
+        .arg(packets.to_string())
+        .arg("--transport")
+        .arg(transport);
     for target in targets {
         command.arg("--target").arg(target);
     }

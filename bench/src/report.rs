@@ -75,7 +75,9 @@ pub(crate) mod metric {
 /// sekisho's paths, as named in the table: the defaults, and packets for a jumbo-frame path.
 pub(crate) const SEKISHO: &str = "sekisho";
 pub(crate) const SEKISHO_JUMBO: &str = "sekisho, 8952-byte packets";
-const OURS: [&str; 2] = [SEKISHO, SEKISHO_JUMBO];
+/// sekisho over its second transport, TLS 1.3 on TCP (HTTP/2 streams).
+pub(crate) const SEKISHO_TCP: &str = "sekisho over TLS/TCP";
+const OURS: [&str; 3] = [SEKISHO, SEKISHO_JUMBO, SEKISHO_TCP];
 
 /// Everything measured in one run.
 #[derive(Default)]
@@ -161,6 +163,7 @@ impl Results {
             "direct" => 0,
             SEKISHO => 9,
             SEKISHO_JUMBO => 10,
+            SEKISHO_TCP => 11,
             _ => 1,
         });
         names
@@ -400,6 +403,44 @@ impl Results {
                 "broker memory ≤ 256 MiB with 1,000 idle sessions".into(),
                 mib,
                 256.0,
+                "MiB",
+            ));
+        }
+        if let (Some(under), Some(quiet)) = (
+            figure(crate::preauth::UNDER_P95),
+            figure(crate::preauth::QUIET_P95),
+        ) {
+            goals.push(Goal::at_most(
+                format!(
+                    "technician gets in under pre-auth load, p95 ≤ 3 s (nobody attacking: {quiet:.0} ms)"
+                ),
+                under,
+                3000.0,
+                "ms",
+            ));
+        }
+        if let Some(p99) = figure(crate::webload::SLOW_P99) {
+            goals.push(Goal::at_most(
+                "approver's page p99 < 1 s with 1,000 slow connections held (open files 1,024)"
+                    .into(),
+                p99,
+                1000.0,
+                "ms",
+            ));
+        }
+        if let Some(p99) = figure(crate::webload::LOGIN_P99) {
+            goals.push(Goal::at_most(
+                "approver's page p99 < 200 ms during 1,000 logins from 1,000 addresses".into(),
+                p99,
+                200.0,
+                "ms",
+            ));
+        }
+        if let Some(mib) = figure(crate::webload::LOGIN_RSS) {
+            goals.push(Goal::at_most(
+                "broker under 300 MB during 1,000 logins from 1,000 addresses".into(),
+                mib,
+                300.0,
                 "MiB",
             ));
         }

@@ -38,11 +38,23 @@ pub(crate) async fn broker(
     policies: PathBuf,
     listen: SocketAddr,
     max_packet: tunnel::udp::PacketSize,
+    web: bool,
 ) -> anyhow::Result<()> {
     let mut config = BrokerConfig::new(data_dir, policies);
     config.listen = listen;
+    // TLS over TCP on the QUIC port's number, for the path over TCP.
+    config.listen_tcp = Some(SocketAddr::new(listen.ip(), 0));
     config.max_packet = max_packet;
+    if web {
+        // Plain HTTP on loopback: the figure is about connections and logins, not TLS.
+        let mut web = sekisho_broker::web::WebConfig::new(SocketAddr::new(listen.ip(), 0));
+        web.tls = sekisho_broker::web::WebTls::PlainHttpOnLoopback;
+        config.web = Some(web);
+    }
     let broker = Broker::bind(config).await?;
+    if let Some(web) = broker.web_addr() {
+        println!("WEB {web}");
+    }
     println!("LISTENING {}", broker.local_addr());
     broker.run(until_stdin_closes()).await;
     Ok(())

@@ -14,6 +14,17 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// Bytes from lowercase or uppercase hex; `None` for anything else.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// RFC 4648 base32 without padding (20 bytes make exactly 32 letters).
 pub fn base32_encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);

@@ -6,7 +6,10 @@
 //! [`POLL_INTERVAL`] and publishes each change on a `watch` channel per request, so a waiting
 //! technician learns of an approval, and a live session of its revocation, well within a
 //! second, whichever process made the change. The hub also expires what nobody answered or
-//! opened in time (a conditional update: if an approver got there first, the approval wins).
+//! opened in time (a conditional update: if an approver got there first, the approval wins),
+//! and has the connection registry check that every connected technician's certificate
+//! still stands (the registry's standing check in `quic::registry`), so a technician disabled or
+//! reset anywhere is disconnected within a round.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{Actor, AuditEvent, EventKind};
 use crate::clock::Clock;
+use crate::quic::registry::{Connections, check_standing};
 use crate::session::{self, RequestId, RequestRecord, Stage};
 use crate::store::{LockdownState, Store};
 
@@ -93,9 +97,10 @@ fn replace_if_changed(current: &mut Option<RequestRecord>, record: RequestRecord
 }
 
 /// Reads the store every [`POLL_INTERVAL`] until `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     store: Store,
     hub: Arc<Hub>,
+    connections: Arc<Connections>,
     clock: Arc<dyn Clock>,
     broker_id: String,
     shutdown: CancellationToken,
@@ -107,20 +112,23 @@ pub async fn run(
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        if let Err(e) = poll_once(&store, &hub, clock.as_ref(), &broker_id).await {
+        if let Err(e) = poll_once(&store, &hub, &connections, clock.as_ref(), &broker_id).await {
             tracing::warn!(error = %e, "cannot read the store; live state may be stale");
         }
     }
 }
 
-/// One round: expire what is due, publish every change, refresh lockdown.
-pub async fn poll_once(
+/// One round: expire what is due, publish every change, refresh lockdown, cut connections
+/// whose certificate no longer stands.
+pub(crate) async fn poll_once(
     store: &Store,
     hub: &Hub,
+    connections: &Connections,
     clock: &dyn Clock,
     broker_id: &str,
 ) -> Result<(), crate::store::StoreError> {
     let now = clock.now();
+    check_standing(store, connections, now).await?;
     let lockdown = store.lockdown().await?;
     hub.lockdown.send_if_modified(|current| {
         if *current == lockdown {
@@ -135,10 +143,19 @@ pub async fn poll_once(
         .await?;
     for mut record in records {
         if let Some(reason) = session::due_expiry(&record, now) {
-            // A live session is ended by the broker that holds it, at its end time; the hub
-            // steps in only when that broker seems to be gone.
+            // A live session is ended by the broker that holds it, at its end time (on that
+            // broker's monotonic clock); the hub steps in only when that broker seems to be
+            // gone, and never for a session one of this broker's connections holds.
+            // A session between connections (its connection lost, `broker_id` cleared) is
+            // held by nobody, so it is ended at its end time itself.
+            let grace = if record.broker_id.is_none() {
+                Duration::ZERO
+            } else {
+                ORPHAN_GRACE
+            };
             let orphaned = record.stage == Stage::Active
-                && record.end_at.is_some_and(|end| now >= end + ORPHAN_GRACE);
+                && record.end_at.is_some_and(|end| now >= end + grace)
+                && !connections.holds_session(&record.id);
             if record.stage != Stage::Active || orphaned {
                 let from = [record.stage];
                 let kind = if record.stage == Stage::Active {

@@ -31,8 +31,8 @@ use crate::pki::{self, BrokerPki, TechnicianIdentity};
 use crate::policy::PolicySet;
 use crate::secret::{SealingKey, Secret, random_bytes};
 use crate::store::{
-    CertificateRecord, EnrollmentRecord, NewTechnician, Store, StoreError, TechnicianRow, TokenRow,
-    TokenToStore,
+    CertificateRecord, CertificateStanding, EnrollmentRecord, NewTechnician, Store, StoreError,
+    TechnicianRow, TokenRow, TokenToStore,
 };
 
 /// How long an enrollment token works unless the admin says otherwise.
@@ -43,7 +43,7 @@ pub const MAX_TOKEN_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const CLIENT_CERTIFICATE_VALIDITY: Duration = pki::MAX_CLIENT_VALIDITY;
 
 /// Random bytes in a token: 160 bits.
-const TOKEN_BYTES: usize = 20;
+pub const TOKEN_BYTES: usize = 20;
 
 /// A new enrollment token: the text to hand to the technician once, and when it expires.
 #[derive(Debug)]
@@ -330,7 +330,7 @@ pub async fn begin_enrollment(
             None,
         )
     };
-    let bytes = parse_token(token_text).ok_or_else(unknown)?;
+    let bytes = parse_enrollment_token(token_text).ok_or_else(unknown)?;
     let hash = token_hash(&bytes);
     let token: TokenRow = match store.enrollment_token(&hash).await {
         Ok(Some(token)) => token,
@@ -475,6 +475,69 @@ pub async fn complete_enrollment(
     })
 }
 
+/// Why a registered certificate no longer lets its holder in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StandingProblem {
+    /// Revoked at this time (a reset or an offboarding).
+    Revoked(SystemTime),
+    /// Expired at this time.
+    Expired(SystemTime),
+    /// The vendor (named) is disabled, for this reason.
+    VendorDisabled(String, String),
+    /// The technician is disabled, for this reason.
+    TechnicianDisabled(String),
+    /// The certificate is not in the registry (any more).
+    Unregistered,
+}
+
+impl StandingProblem {
+    /// What the technician is told.
+    pub fn sentence(&self) -> String {
+        match self {
+            StandingProblem::Revoked(at) => format!(
+                "Your certificate was revoked by the hospital at {}; enroll again with the new token the hospital's IT gives you.",
+                audit::timestamp(*at)
+            ),
+            StandingProblem::Expired(at) => format!(
+                "Your certificate expired at {}; ask the hospital's IT to reset your enrollment.",
+                audit::timestamp(*at)
+            ),
+            StandingProblem::VendorDisabled(vendor, _) => format!(
+                "The hospital has disabled access for vendor `{vendor}`; contact the hospital's IT."
+            ),
+            StandingProblem::TechnicianDisabled(_) => {
+                "The hospital has disabled your access; contact the hospital's IT.".to_owned()
+            }
+            StandingProblem::Unregistered => "This certificate is not one this broker issued to a technician (or it was made before enrollment); enroll with the token the hospital's IT gives you.".to_owned(),
+        }
+    }
+}
+
+/// Whether a registered certificate still lets its holder in at `now`: not revoked, not
+/// expired, technician and vendor enabled. Checked when a connection is admitted and, for
+/// connections already in, every hub round (see [`crate::quic`]'s registry).
+pub fn standing_problem(
+    standing: &CertificateStanding,
+    now: SystemTime,
+) -> Option<StandingProblem> {
+    if let Some(revoked_at) = standing.revoked_at {
+        Some(StandingProblem::Revoked(revoked_at))
+    } else if standing.not_after <= now {
+        Some(StandingProblem::Expired(standing.not_after))
+    } else if !standing.vendor_enabled {
+        Some(StandingProblem::VendorDisabled(
+            standing.vendor.clone(),
+            standing.vendor_disabled_reason.clone(),
+        ))
+    } else if !standing.technician_enabled {
+        Some(StandingProblem::TechnicianDisabled(
+            standing.technician_disabled_reason.clone(),
+        ))
+    } else {
+        None
+    }
+}
+
 /// Lets a connection in only if its certificate is in the registry, unrevoked and
 /// unexpired at `now`, and its technician and vendor are enabled; returns whom it names.
 pub async fn admit(
@@ -505,49 +568,33 @@ pub async fn admit(
             named,
         ));
     }
-    if let Some(revoked_at) = standing.revoked_at {
-        return Err(Refusal::new(
-            ErrorCode::CertificateRevoked,
-            format!(
-                "Your certificate was revoked by the hospital at {}; enroll again with the new token the hospital's IT gives you.",
-                audit::timestamp(revoked_at)
-            ),
-            Some(identity),
-        ));
-    }
-    if standing.not_after <= now {
-        return Err(Refusal::new(
-            ErrorCode::CertificateRevoked,
-            format!(
-                "Your certificate expired at {}; ask the hospital's IT to reset your enrollment.",
-                audit::timestamp(standing.not_after)
-            ),
-            Some(identity),
-        ));
-    }
-    if !standing.vendor_enabled {
-        return Err(Refusal::new(
-            ErrorCode::IdentityDisabled,
-            format!(
-                "The hospital has disabled access for vendor `{}`; contact the hospital's IT.",
-                identity.vendor()
-            ),
-            Some(identity),
-        ));
-    }
-    if !standing.technician_enabled {
-        return Err(Refusal::new(
-            ErrorCode::IdentityDisabled,
-            "The hospital has disabled your access; contact the hospital's IT.",
-            Some(identity),
-        ));
+    match standing_problem(&standing, now) {
+        None => {}
+        Some(problem @ (StandingProblem::Revoked(_) | StandingProblem::Expired(_))) => {
+            return Err(Refusal::new(
+                ErrorCode::CertificateRevoked,
+                problem.sentence(),
+                Some(identity),
+            ));
+        }
+        Some(problem) => {
+            return Err(Refusal::new(
+                ErrorCode::IdentityDisabled,
+                problem.sentence(),
+                Some(identity),
+            ));
+        }
     }
     Ok(identity)
 }
 
 /// The 20 token bytes from what a person typed: base32 letters, case and dashes and spaces
 /// ignored; `None` if it cannot be a token.
-fn parse_token(text: &str) -> Option<[u8; TOKEN_BYTES]> {
+///
+/// This is the first thing the broker does with an [`proto::EnrollStart`] from an
+/// unauthenticated peer, before any lookup ([`begin_enrollment`]); it is public for the
+/// `enroll_input` fuzz target. The bytes are what the peer sent, not a secret of the broker's.
+pub fn parse_enrollment_token(text: &str) -> Option<[u8; TOKEN_BYTES]> {
     let letters: Vec<u8> = text
         .bytes()
         .filter(|b| !matches!(b, b'-' | b' ' | b'\t' | b'\n' | b'\r'))
@@ -577,10 +624,10 @@ mod tests {
             EnrollmentToken::generate(SystemTime::UNIX_EPOCH, DEFAULT_TOKEN_VALIDITY).unwrap();
         let text = token.text.expose_secret().clone();
         assert_eq!(text.len(), 32 + 7, "{text}");
-        let bytes = parse_token(&text).unwrap();
+        let bytes = parse_enrollment_token(&text).unwrap();
         assert_eq!(token_hash(&bytes), hash);
         let typed = text.to_ascii_lowercase().replace('-', " ");
-        assert_eq!(parse_token(&typed), Some(bytes));
+        assert_eq!(parse_enrollment_token(&typed), Some(bytes));
     }
 
     #[test]
@@ -591,7 +638,7 @@ mod tests {
             EnrollmentToken::generate(SystemTime::UNIX_EPOCH, DEFAULT_TOKEN_VALIDITY).unwrap();
         assert_ne!(a.text.expose_secret(), b.text.expose_secret());
         assert_eq!(
-            parse_token(a.text.expose_secret()).map(|b| b.len()),
+            parse_enrollment_token(a.text.expose_secret()).map(|b| b.len()),
             Some(20)
         );
     }
@@ -601,13 +648,13 @@ mod tests {
         let (token, hash) =
             EnrollmentToken::generate(SystemTime::UNIX_EPOCH, DEFAULT_TOKEN_VALIDITY).unwrap();
         let text = token.text.expose_secret();
-        assert_eq!(parse_token(&text[..text.len() - 1]), None);
-        assert_eq!(parse_token(&format!("{text}A")), None);
-        assert_eq!(parse_token("0000-1111"), None);
+        assert_eq!(parse_enrollment_token(&text[..text.len() - 1]), None);
+        assert_eq!(parse_enrollment_token(&format!("{text}A")), None);
+        assert_eq!(parse_enrollment_token("0000-1111"), None);
         let mut flipped: Vec<char> = text.chars().collect();
         flipped[0] = if flipped[0] == 'A' { 'B' } else { 'A' };
         let flipped: String = flipped.into_iter().collect();
-        let other = parse_token(&flipped).map(|bytes| token_hash(&bytes));
+        let other = parse_enrollment_token(&flipped).map(|bytes| token_hash(&bytes));
         assert_ne!(other, Some(hash));
     }
 }

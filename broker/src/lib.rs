@@ -34,12 +34,17 @@
 //! - [`identity`]: vendors and technicians, enrollment tokens, enrollment, and the registry
 //!   of issued certificates every connection is checked against.
 //! - [`otp`], [`secret`]: TOTP codes; secrets sealed at rest and never printed.
+//! - [`pending`]: session ends the store could not take, kept until it can.
 //! - [`pki`]: the broker's CA, server certificate and client certificates.
 //! - [`targets`]: target names resolved at approval and pinned for the session.
 //! - [`quic`]: the data threads (one per core, each with its own socket, QUIC endpoint and
 //!   runtime), one task per connection and one per forward; the only place that does network
 //!   I/O with technicians.
-//! - [`clock`]: the time, as an argument (tests move a manual clock).
+//! - [`clock`]: the time, as an argument (tests move a manual clock): the wall clock for the
+//!   record, the monotonic clock for deadlines.
+//! - [`timewatch`]: steps of the wall clock and the host's time synchronisation, on the
+//!   record.
+//! - [`refusals`]: refusals on the record at a rate no peer controls.
 //! - [`encoding`]: hex and base32.
 //! - [`staff`]: staff accounts for the web UI: roles, argon2id passwords, TOTP, logins.
 //! - [`web`]: the web UI and JSON API for approvers, admins and auditors (axum).
@@ -63,9 +68,11 @@ pub mod hub;
 pub mod identity;
 pub mod keys;
 pub mod otp;
+pub mod pending;
 pub mod pki;
 pub mod policy;
 pub mod quic;
+pub mod refusals;
 pub mod reload;
 pub mod secret;
 pub mod sender;
@@ -73,6 +80,7 @@ pub mod session;
 pub mod staff;
 pub mod store;
 pub mod targets;
+pub mod timewatch;
 pub mod web;
 pub mod webhook;
 
@@ -105,6 +113,10 @@ pub struct BrokerConfig {
     pub policies_dir: PathBuf,
     /// The UDP address to listen on.
     pub listen: SocketAddr,
+    /// Where TLS over TCP is offered too (for technicians whose network passes no UDP);
+    /// `None` offers QUIC only. Port 0 means the QUIC port's number, so technicians need one
+    /// `HOST:PORT` for both.
+    pub listen_tcp: Option<SocketAddr>,
     /// The database; `None` is SQLite at `DATA_DIR/sekisho.db`.
     pub database: Option<StoreLocation>,
     /// Bounds on what peers can make the broker hold.
@@ -133,6 +145,16 @@ pub struct BrokerConfig {
     /// The largest QUIC packets the broker accepts and probes for: Ethernet's by default;
     /// raise it only where the technicians' paths carry jumbo frames.
     pub max_packet: tunnel::udp::PacketSize,
+    /// What tells whether the host's clock is synchronised ([`timewatch`]): by default the
+    /// host's `timedatectl` or `chronyc` ([`timewatch::SystemTimeSync`]); tests pass a
+    /// [`timewatch::ManualTimeSync`].
+    pub time_sync: Arc<dyn timewatch::TimeSyncProbe>,
+    /// How often it is asked ([`timewatch::DEFAULT_SYNC_INTERVAL`]); the state at start and
+    /// each change are recorded. Tests shorten it.
+    pub time_sync_interval: Duration,
+    /// How often the broker signs a checkpoint of the audit chain while events are appended
+    /// ([`audit::checkpoint::DEFAULT_INTERVAL`]). Tests shorten it.
+    pub checkpoint_interval: Duration,
 }
 
 impl std::fmt::Debug for BrokerConfig {
@@ -150,18 +172,21 @@ impl std::fmt::Debug for BrokerConfig {
             .field("sender_lease", &self.sender_lease)
             .field("data_threads", &self.data_threads)
             .field("max_packet", &self.max_packet)
+            .field("time_sync_interval", &self.time_sync_interval)
+            .field("checkpoint_interval", &self.checkpoint_interval)
             .finish_non_exhaustive()
     }
 }
 
 impl BrokerConfig {
-    /// A configuration with default limits, SQLite in the data directory, the system clock,
-    /// listening on every address at [`DEFAULT_PORT`].
+    /// A configuration with default limits, SQLite in the data directory, the system clock
+    /// and the host's time synchronisation, listening on every address at [`DEFAULT_PORT`].
     pub fn new(data_dir: PathBuf, policies_dir: PathBuf) -> BrokerConfig {
         BrokerConfig {
             data_dir,
             policies_dir,
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            listen_tcp: None,
             database: None,
             limits: Limits::default(),
             clock: Arc::new(SystemClock),
@@ -172,6 +197,9 @@ impl BrokerConfig {
             sender_lease: sender::DEFAULT_LEASE,
             data_threads: default_data_threads(),
             max_packet: tunnel::udp::PacketSize::default(),
+            time_sync: Arc::new(timewatch::SystemTimeSync::default()),
+            time_sync_interval: timewatch::DEFAULT_SYNC_INTERVAL,
+            checkpoint_interval: audit::checkpoint::DEFAULT_INTERVAL,
         }
     }
 
@@ -192,9 +220,16 @@ pub fn default_data_threads() -> usize {
 /// defaults.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Connections whose TLS handshake is under way at once; more are refused at once.
+    /// Connection attempts not yet authenticated (TLS handshake, then `Hello`; or an
+    /// enrollment) at once, in all; more are refused. Sized by memory: each costs a few
+    /// kilobytes.
     pub max_pending_handshakes: usize,
-    /// How long a TLS handshake, and then the client's `Hello`, may take.
+    /// The same, per source address (an IPv6 /64 counts as one).
+    pub max_pending_handshakes_per_source: usize,
+    /// Above this many attempts under way, a peer must prove its address (QUIC Retry) first.
+    pub retry_after_pending: usize,
+    /// How long a TLS handshake, and then the client's `Hello` (or an enrolling client's
+    /// first message), may take.
     pub handshake_timeout: Duration,
     /// Forwards open at once on one session. A client that wants more waits for one to end
     /// (QUIC stream credit), it is not refused.
@@ -205,17 +240,27 @@ pub struct Limits {
     pub target_connect_timeout: Duration,
     /// A connection with no packets for this long is closed (clients send keep-alives).
     pub idle_timeout: Duration,
+    /// Connections one technician may hold at once (each `sekisho connect` or `status` is
+    /// one); more are refused.
+    pub max_connections_per_technician: usize,
+    /// Requests one technician may make per minute; more are refused until the minute has
+    /// passed.
+    pub requests_per_minute: u32,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_pending_handshakes: 64,
-            handshake_timeout: Duration::from_secs(10),
+            max_pending_handshakes: 4096,
+            max_pending_handshakes_per_source: 32,
+            retry_after_pending: 64,
+            handshake_timeout: Duration::from_secs(5),
             max_forwards_per_session: 256,
             connect_request_timeout: Duration::from_secs(10),
             target_connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            max_connections_per_technician: 4,
+            requests_per_minute: 10,
         }
     }
 }
@@ -276,6 +321,7 @@ pub enum BindError {
 pub struct Broker {
     data_plane: quic::DataPlane,
     local_addr: SocketAddr,
+    local_tcp_addr: Option<SocketAddr>,
     shared: Arc<quic::Shared>,
     pki: Arc<BrokerPki>,
     audit_stream: Option<PathBuf>,
@@ -286,6 +332,10 @@ pub struct Broker {
     web: Option<web::WebServer>,
     webhook: Option<webhook::Sender>,
     sender_lease: Duration,
+    time_sync: Arc<dyn timewatch::TimeSyncProbe>,
+    time_sync_interval: Duration,
+    checkpointer: Arc<audit::checkpoint::Checkpointer>,
+    checkpoint_interval: Duration,
 }
 
 /// Everything the broker and the admin CLI open from a configuration: policies, time zone,
@@ -315,6 +365,8 @@ impl Hospital {
         let zone =
             HospitalZone::resolve(&policies.hospital().timezone).map_err(BindError::TimeZone)?;
         pki::files::create_private_dir(&config.data_dir)?;
+        // Files an older version made readable by others, and any made by hand, are tightened.
+        pki::files::tighten_data_dir(&config.data_dir)?;
         let location = config.store_location();
         let store = Store::open(&location)
             .await
@@ -372,18 +424,40 @@ impl Broker {
             .map(|syslog| syslog.sender(pki.ca_der(), &config.data_dir))
             .transpose()?;
         let broker_id = broker_id(&config.data_dir)?;
+        let checkpoint_key = Arc::new(audit::checkpoint::CheckpointKey::load_or_create(
+            &config.data_dir,
+        )?);
         let now = config.clock.now();
         let store_error = |source| BindError::Store {
             location: config.store_location(),
             source,
         };
-        // Sessions this broker held when it last stopped without closing them (a crash, a
-        // power cut) are over: record them so.
-        let orphaned = hospital
-            .store
-            .end_sessions_of_broker(&broker_id, session::EndReason::BrokerShutdown, now)
+        // Ends this broker could not record before it stopped (the store could not be
+        // written) are recorded first, as what they were.
+        let pending_ends = Arc::new(pending::PendingEnds::in_dir(&config.data_dir));
+        let late = pending_ends
+            .apply(&hospital.store)
             .await
             .map_err(store_error)?;
+        if late > 0 {
+            tracing::warn!(
+                sessions = late,
+                "recorded session ends the store could not take before the last stop"
+            );
+        }
+        // Sessions this broker held when it last stopped without letting them go (a crash, a
+        // power cut) lost their connection then: those whose vendor allows it stay approved
+        // for the technician to take up again, the rest are over.
+        let (detached, orphaned) =
+            settle_sessions_left_behind(&hospital.store, &hospital.policies, &broker_id, now)
+                .await
+                .map_err(store_error)?;
+        if detached > 0 {
+            tracing::warn!(
+                sessions = detached,
+                "sessions held by the previous run lost their connection; they stay approved until their end time (connection-lost)"
+            );
+        }
         if orphaned > 0 {
             tracing::warn!(
                 sessions = orphaned,
@@ -391,19 +465,6 @@ impl Broker {
             );
         }
         let lockdown = hospital.store.lockdown().await.map_err(store_error)?;
-        let policy_digest = policy_digest(&hospital.policies);
-        let broker_actor = audit::Actor::Broker(broker_id.clone());
-        for event in [
-            audit::AuditEvent::new(now, broker_actor.clone(), audit::EventKind::BrokerStarted)
-                .detail("listen", config.listen)
-                .detail("version", env!("CARGO_PKG_VERSION")),
-            audit::AuditEvent::new(now, broker_actor, audit::EventKind::PolicyLoaded)
-                .detail("sha256", &policy_digest)
-                .detail("files", hospital.policies.files().len())
-                .detail("vendors", hospital.policies.vendors().count()),
-        ] {
-            hospital.store.record(&event).await.map_err(store_error)?;
-        }
         let server_config = quic::server_config(&pki, &config.limits, config.max_packet)?;
         let data_plane = quic::DataPlane::bind(
             config.listen,
@@ -416,6 +477,43 @@ impl Broker {
             source,
         })?;
         let local_addr = data_plane.local_addr();
+        let (data_plane, local_tcp_addr) = match config.listen_tcp {
+            None => (data_plane, None),
+            Some(mut addr) => {
+                if addr.port() == 0 {
+                    addr.set_port(local_addr.port());
+                }
+                let tcp = quic::TcpListenerSet::bind(addr, quic::tls_config(&pki)?, &config.limits)
+                    .map_err(|source| BindError::Listen { addr, source })?;
+                let bound = tcp
+                    .local_addr()
+                    .map_err(|source| BindError::Listen { addr, source })?;
+                (data_plane.with_tcp(tcp), Some(bound))
+            }
+        };
+        // On the record only once the ports are ours: a broker that cannot listen did not start.
+        let policy_digest = policy_digest(&hospital.policies);
+        let broker_actor = audit::Actor::Broker(broker_id.clone());
+        let mut started =
+            audit::AuditEvent::new(now, broker_actor.clone(), audit::EventKind::BrokerStarted)
+                .detail("listen", config.listen)
+                .detail("version", env!("CARGO_PKG_VERSION"));
+        if let Some(tcp) = local_tcp_addr {
+            started = started.detail("listen_tcp", tcp);
+        }
+        for event in [
+            started,
+            audit::AuditEvent::new(now, broker_actor, audit::EventKind::PolicyLoaded)
+                .detail("sha256", &policy_digest)
+                .detail("files", hospital.policies.files().len())
+                .detail("vendors", hospital.policies.vendors().count())
+                .detail(
+                    "combined_roles",
+                    policy::staff_rules_record(&hospital.policies.hospital().staff),
+                ),
+        ] {
+            hospital.store.record(&event).await.map_err(store_error)?;
+        }
         tracing::info!(
             %local_addr,
             hospital = %hospital.policies.hospital().name,
@@ -433,43 +531,70 @@ impl Broker {
             clock: config.clock.clone(),
             broker_id: broker_id.clone(),
         };
+        let clock = config.clock.clone();
+        let web = match &config.web {
+            Some(web_config) => {
+                let desk = Desk::new(
+                    hospital.store.clone(),
+                    policies.clone(),
+                    hospital.zone.clone(),
+                    clock.clone(),
+                );
+                let live = policies.clone();
+                let rules = policies.clone();
+                let staff = staff::StaffDirectory::new(
+                    hospital.store.clone(),
+                    hospital.sealing_key.clone(),
+                    clock.clone(),
+                    &policies.current().hospital().name,
+                    web_config.idle_timeout,
+                )
+                .with_session_lifetime(web_config.session_lifetime)
+                .with_lockout(move || live.current().hospital().defaults.staff_lockout)
+                .with_rules(move || rules.current().hospital().staff.clone());
+                let mut web_config = web_config.clone();
+                web_config
+                    .checkpoint_dir
+                    .get_or_insert_with(|| config.data_dir.clone());
+                Some(web::WebServer::bind(&web_config, &pki, desk, staff).await?)
+            }
+            None => None,
+        };
+        // Every socket the broker listens on is never a target (targets::PinnedTargets).
+        let mut own_addresses = vec![local_addr];
+        own_addresses.extend(web.as_ref().map(web::WebServer::local_addr));
         let shared = Arc::new(quic::Shared {
-            handshake_slots: Arc::new(tokio::sync::Semaphore::new(
-                config.limits.max_pending_handshakes,
-            )),
+            admission: quic::Admission::new(&config.limits),
             policies,
             pki: pki.clone(),
+            connections: quic::registry::Connections::new(
+                config.limits.max_connections_per_technician,
+            ),
+            refusals: refusals::RefusalLog::new(clock.clone(), &broker_id),
+            request_rate: quic::RequestRate::new(config.limits.requests_per_minute),
+            pending_ends,
             limits: config.limits,
-            own_addresses: vec![local_addr],
+            own_addresses,
             store: hospital.store,
             hub: Arc::new(Hub::new(lockdown)),
-            clock: config.clock,
+            clock,
             zone: hospital.zone,
             sealing_key: hospital.sealing_key,
             broker_id,
         });
-        let web = match &config.web {
-            Some(web_config) => {
-                let desk = Desk::new(
-                    shared.store.clone(),
-                    shared.policies.clone(),
-                    shared.zone.clone(),
-                    shared.clock.clone(),
-                );
-                let staff = staff::StaffDirectory::new(
-                    shared.store.clone(),
-                    shared.sealing_key.clone(),
-                    shared.clock.clone(),
-                    &shared.policies.current().hospital().name,
-                    web_config.idle_timeout,
-                );
-                Some(web::WebServer::bind(web_config, &pki, desk, staff).await?)
-            }
-            None => None,
-        };
+        let checkpointer = Arc::new(audit::checkpoint::Checkpointer::new(
+            shared.store.clone(),
+            checkpoint_key,
+            shared.broker_id.clone(),
+            config.clock.clone(),
+            &config.data_dir,
+        ));
         Ok(Broker {
+            checkpointer,
+            checkpoint_interval: config.checkpoint_interval,
             data_plane,
             local_addr,
+            local_tcp_addr,
             shared,
             pki,
             audit_stream: config.audit_stream,
@@ -479,12 +604,19 @@ impl Broker {
             web,
             webhook,
             sender_lease: config.sender_lease,
+            time_sync: config.time_sync,
+            time_sync_interval: config.time_sync_interval,
         })
     }
 
     /// The UDP address the broker listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TCP address TLS over TCP is offered on, when it is.
+    pub fn local_tcp_addr(&self) -> Option<SocketAddr> {
+        self.local_tcp_addr
     }
 
     /// The web UI's TCP address, when it is served.
@@ -506,6 +638,11 @@ impl Broker {
     /// The syslog collector the audit log goes to (`tls://host:port`), when one is configured.
     pub fn audit_syslog_url(&self) -> Option<String> {
         self.audit_syslog.as_ref().map(audit::syslog::Sender::url)
+    }
+
+    /// The fingerprint of the key this broker signs audit checkpoints with (`sha256:…`).
+    pub fn checkpoint_fingerprint(&self) -> String {
+        self.checkpointer.fingerprint()
     }
 
     /// The broker's PKI: its CA (what clients pin) and the means to issue client certificates.
@@ -539,13 +676,34 @@ impl Broker {
         let hub = tokio::spawn(hub::run(
             self.shared.store.clone(),
             self.shared.hub.clone(),
+            self.shared.connections.clone(),
             self.shared.clock.clone(),
             self.shared.broker_id.clone(),
+            shutdown.clone(),
+        ));
+        let refusals = tokio::spawn(refusals::run(
+            self.shared.refusals.clone(),
+            self.shared.store.clone(),
+            shutdown.clone(),
+        ));
+        let timewatch = tokio::spawn(timewatch::run(
+            timewatch::Watch {
+                clock: self.shared.clock.clone(),
+                store: self.shared.store.clone(),
+                broker_id: self.shared.broker_id.clone(),
+                probe: self.time_sync.clone(),
+                sync_interval: self.time_sync_interval,
+            },
             shutdown.clone(),
         ));
         let follower = tokio::spawn(reload::follow_requests(
             self.reloader.clone(),
             self.audit_seq_at_start,
+            shutdown.clone(),
+        ));
+        let checkpoints = tokio::spawn(audit::checkpoint::run(
+            self.checkpointer.clone(),
+            self.checkpoint_interval,
             shutdown.clone(),
         ));
         let stream = self.audit_stream.clone().map(|path| {
@@ -584,36 +742,58 @@ impl Broker {
         self.data_plane
             .serve(self.shared.clone(), shutdown, data_threads_released)
             .await;
-        let _ = hub.await;
-        let _ = follower.await;
-        if let Some(web) = web {
-            let _ = web.await;
+        // Whatever the store and the destinations do, the stop takes a bounded time: tasks
+        // still running after it are left behind (the process ends anyway).
+        let finished = tokio::time::timeout(quic::shutdown::TASKS, async {
+            let _ = hub.await;
+            let _ = follower.await;
+            let _ = refusals.await;
+            let _ = timewatch.await;
+            let _ = checkpoints.await;
+            if let Some(web) = web {
+                let _ = web.await;
+            }
+            if let Some(webhook) = webhook {
+                // Attempts under way finish (each within its time limit), the cursor is stored and
+                // the lease let go before the store closes; messages still waiting are left for
+                // the next sender.
+                let _ = webhook.await;
+            }
+            let stopped = audit::AuditEvent::new(
+                self.shared.clock.now(),
+                audit::Actor::Broker(self.shared.broker_id.clone()),
+                audit::EventKind::BrokerStopped,
+            );
+            if let Err(e) = self.shared.store.record(&stopped).await {
+                tracing::error!(error = %e, "cannot record the broker's stop");
+            }
+            // The last checkpoint covers the stop; the streams carry it at the next start.
+            if let Err(why) = self.checkpointer.checkpoint().await {
+                tracing::error!(error = %why, "no audit checkpoint was signed at shutdown");
+            }
+            if let Some(stream) = stream {
+                // It writes what it has on its way out; anything recorded after that (the stop)
+                // is written at the next start, which resumes after the file's last line.
+                let _ = stream.await;
+            }
+            if let Some(syslog) = syslog {
+                // The same for the collector: one last batch (within its time limit), and the
+                // rest from the next sender, after the cursor it leaves in the database.
+                let _ = syslog.await;
+            }
+        })
+        .await;
+        if finished.is_err() {
+            tracing::error!(
+                "the broker's tasks did not finish in time (the store or a destination hangs); stopping without them"
+            );
         }
-        if let Some(webhook) = webhook {
-            // Attempts under way finish (each within its time limit), the cursor is stored and
-            // the lease let go before the store closes; messages still waiting are left for
-            // the next sender.
-            let _ = webhook.await;
+        if tokio::time::timeout(quic::shutdown::CLOSE_STORE, self.shared.store.close())
+            .await
+            .is_err()
+        {
+            tracing::error!("the database did not close in time");
         }
-        let stopped = audit::AuditEvent::new(
-            self.shared.clock.now(),
-            audit::Actor::Broker(self.shared.broker_id.clone()),
-            audit::EventKind::BrokerStopped,
-        );
-        if let Err(e) = self.shared.store.record(&stopped).await {
-            tracing::error!(error = %e, "cannot record the broker's stop");
-        }
-        if let Some(stream) = stream {
-            // It writes what it has on its way out; anything recorded after that (the stop)
-            // is written at the next start, which resumes after the file's last line.
-            let _ = stream.await;
-        }
-        if let Some(syslog) = syslog {
-            // The same for the collector: one last batch (within its time limit), and the
-            // rest from the next sender, after the cursor it leaves in the database.
-            let _ = syslog.await;
-        }
-        self.shared.store.close().await;
         drop(release_on_return);
     }
 }
@@ -635,6 +815,52 @@ pub(crate) fn policy_digest(policies: &PolicySet) -> String {
     encoding::hex(context.finish().as_ref())
 }
 
+/// Settles the live sessions `broker_id` still holds on the record at start (a crash or a
+/// power cut stopped it without letting them go): each whose vendor allows resuming and whose
+/// end time is ahead is let go (`connection-lost`, for its technician to take up again), the
+/// rest are ended (`broker-shutdown`). Returns how many of each.
+async fn settle_sessions_left_behind(
+    store: &store::Store,
+    policies: &policy::PolicySet,
+    broker_id: &str,
+    now: std::time::SystemTime,
+) -> Result<(u64, u64), store::StoreError> {
+    let mut detached = 0;
+    for record in store.sessions_of_broker(broker_id).await? {
+        let resumable = policies
+            .vendor(&record.vendor)
+            .is_some_and(|vendor| vendor.access.resume.allowed)
+            && record.end_at.is_some_and(|end| end > now);
+        if !resumable {
+            continue;
+        }
+        let mut event = audit::AuditEvent::new(
+            now,
+            audit::Actor::Broker(broker_id.to_owned()),
+            audit::EventKind::ConnectionLost,
+        )
+        .request(&record.id)
+        .technician(&record.vendor, &record.technician)
+        .detail("cause", session::EndReason::BrokerShutdown.as_str())
+        .detail("note", "the broker stopped without letting the session go");
+        if let Some(end_at) = record.end_at {
+            event = event.detail("end_at", audit::timestamp(end_at));
+        }
+        match store
+            .detach_session(&record.id, record.attachment, &event)
+            .await
+        {
+            Ok(()) => detached += 1,
+            Err(store::StoreError::Stale) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let ended = store
+        .end_sessions_of_broker(broker_id, session::EndReason::BrokerShutdown, now)
+        .await?;
+    Ok((detached, ended))
+}
+
 /// This broker's id, made on first start and kept in `DATA_DIR/broker-id`.
 fn broker_id(data_dir: &std::path::Path) -> Result<String, BindError> {
     let path = data_dir.join("broker-id");
@@ -647,6 +873,6 @@ fn broker_id(data_dir: &std::path::Path) -> Result<String, BindError> {
     let mut bytes = [0u8; 8];
     secret::random_bytes(&mut bytes).map_err(|e| BindError::Tls(e.to_string()))?;
     let id = encoding::hex(&bytes);
-    pki::files::write_public(&path, id.as_bytes())?;
+    pki::files::write_private(&path, id.as_bytes())?;
     Ok(id)
 }

@@ -9,7 +9,9 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sekisho_broker::approval::Desk;
+use sekisho_broker::audit::Actor;
 use sekisho_broker::cli::{self, CommandClock};
+use sekisho_broker::staff::{Duty, StaffDirectory};
 use sekisho_broker::store::StoreLocation;
 use sekisho_broker::{Broker, BrokerConfig, DEFAULT_PORT, Hospital};
 use tokio_util::sync::CancellationToken;
@@ -58,6 +60,10 @@ enum Command {
         /// The UDP address technicians connect to.
         #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
         listen: SocketAddr,
+        /// Also offer TLS over TCP here, for technicians whose network passes no UDP (port 0:
+        /// the --listen port's number, so technicians need one HOST:PORT for both).
+        #[arg(long, value_name = "ADDR", env = "SEKISHO_LISTEN_TCP")]
+        listen_tcp: Option<SocketAddr>,
         /// Also append every audit event, as one JSON line, to this file for a SIEM to follow.
         #[arg(long, value_name = "FILE", env = "SEKISHO_AUDIT_STREAM")]
         audit_stream: Option<PathBuf>,
@@ -89,6 +95,25 @@ enum Command {
             default_value_t = tunnel::udp::PacketSize::ETHERNET
         )]
         max_packet_size: tunnel::udp::PacketSize,
+        /// Connections one technician may hold at once (each `sekisho connect` or `sekisho
+        /// status` is one); more are refused with a sentence saying so.
+        #[arg(
+            long,
+            value_name = "N",
+            env = "SEKISHO_MAX_CONNECTIONS_PER_TECHNICIAN",
+            default_value_t = 4,
+            value_parser = clap::value_parser!(u16).range(1..)
+        )]
+        max_connections_per_technician: u16,
+        /// Requests one technician may make per minute (refused ones do not count).
+        #[arg(
+            long,
+            value_name = "N",
+            env = "SEKISHO_REQUESTS_PER_MINUTE",
+            default_value_t = 10,
+            value_parser = clap::value_parser!(u32).range(1..)
+        )]
+        requests_per_minute: u32,
         #[command(flatten)]
         web: WebArgs,
     },
@@ -135,8 +160,9 @@ enum Command {
         command: StaffCommand,
     },
     /// The hospital's brokers at a glance: lockdown, requests and live sessions, the audit
-    /// log's head, and who sends the webhook and the audit syslog. Exits 1 when a sender has
-    /// stopped or fallen behind (for monitoring).
+    /// log's head, who sends the webhook and the audit syslog, and each broker's clock. Exits
+    /// 1 when a sender has stopped or fallen behind, a running broker's clock is not
+    /// synchronised, or a clock was stepped in the last 24 hours (for monitoring).
     Status,
 }
 
@@ -189,6 +215,9 @@ enum RequestCommand {
         id: String,
         #[command(flatten)]
         end: EndArgs,
+        /// Why you approve, on the record (the hospital's policy may require it).
+        #[arg(long, default_value = "")]
+        comment: String,
         #[command(flatten)]
         staff: StaffArg,
     },
@@ -224,6 +253,9 @@ enum SessionCommand {
         id: String,
         #[command(flatten)]
         end: EndArgs,
+        /// Why, on the record (the hospital's policy may require it).
+        #[arg(long, default_value = "")]
+        comment: String,
         #[command(flatten)]
         staff: StaffArg,
     },
@@ -298,7 +330,7 @@ enum StaffCommand {
         #[arg(long, value_name = "URL", env = "SEKISHO_WEB_URL")]
         web_url: Option<String>,
         #[command(flatten)]
-        staff: StaffArg,
+        staff: StaffAdminArg,
     },
     /// End the account's browser sessions and refuse its logins.
     Disable {
@@ -306,7 +338,7 @@ enum StaffCommand {
         #[arg(value_name = "NAME")]
         account: String,
         #[command(flatten)]
-        staff: StaffArg,
+        staff: StaffAdminArg,
     },
     /// Let a disabled account log in again.
     Enable {
@@ -314,7 +346,7 @@ enum StaffCommand {
         #[arg(value_name = "NAME")]
         account: String,
         #[command(flatten)]
-        staff: StaffArg,
+        staff: StaffAdminArg,
     },
 }
 
@@ -394,6 +426,30 @@ enum TechnicianCommand {
     },
 }
 
+/// Signed checkpoints `audit verify` checks the chain against, besides the database's and the
+/// data directory's checkpoint file.
+#[derive(Args)]
+struct CheckpointArgs {
+    /// A file holding signed checkpoints: a copy of a broker's audit-checkpoints.jsonl, the
+    /// SIEM's JSON-lines stream or a syslog capture (repeat for several).
+    #[arg(long = "checkpoints", value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Also trust checkpoints signed by this key (sha256:…, as `status` shows it; repeat for
+    /// several): another broker's, or the hospital's key when checking an export elsewhere.
+    #[arg(long, value_name = "FINGERPRINT")]
+    trust_key: Vec<String>,
+}
+
+impl CheckpointArgs {
+    fn sources(self, data_dir: &std::path::Path) -> cli::CheckpointSources {
+        cli::CheckpointSources {
+            data_dir: Some(data_dir.to_owned()),
+            files: self.files,
+            trust: self.trust_key,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum AuditCommand {
     /// How many events, and the last one's hash: write it down or send it elsewhere, and
@@ -407,6 +463,8 @@ enum AuditCommand {
         /// Check a JSON Lines export on its own, without the database.
         #[arg(long, value_name = "EXPORT.jsonl")]
         file: Option<PathBuf>,
+        #[command(flatten)]
+        checkpoints: CheckpointArgs,
     },
     /// Events as a table, oldest first (the newest 200 unless --limit says otherwise).
     List {
@@ -514,11 +572,28 @@ struct EndArgs {
     until: Option<String>,
 }
 
+/// Who acts: a staff account, proven with a current code from its own authenticator.
 #[derive(Args)]
 struct StaffArg {
-    /// Who you are; recorded with the action.
-    #[arg(long = "as", visible_alias = "by", value_name = "STAFF", env = "USER")]
+    /// Your staff account (the web UI's); you are asked for a current one-time code from its
+    /// authenticator, and the action is recorded under it.
+    #[arg(long = "as", visible_alias = "by", value_name = "STAFF")]
     name: Option<String>,
+    /// Read the one-time code as one line from standard input instead of asking on the
+    /// terminal (for scripts).
+    #[arg(long)]
+    code_stdin: bool,
+}
+
+/// Who acts on staff accounts: an admin, or the host's administrator when no admin can log in.
+#[derive(Args)]
+struct StaffAdminArg {
+    #[command(flatten)]
+    staff: StaffArg,
+    /// No admin can log in: act as this host's operating-system administrator instead,
+    /// recorded as `host:USER` (the OS account running the command), never as a staff name.
+    #[arg(long, conflicts_with_all = ["name", "code_stdin"])]
+    host_admin: bool,
 }
 
 /// What is logged when `SEKISHO_LOG` is not set: information, but not PostgreSQL's notices,
@@ -611,15 +686,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let output = match cli.command {
         Command::Serve {
             listen,
+            listen_tcp,
             audit_stream,
             audit_syslog,
             audit_syslog_ca,
             data_threads,
             max_packet_size,
+            max_connections_per_technician,
+            requests_per_minute,
             web,
         } => {
+            let limits = sekisho_broker::Limits {
+                max_connections_per_technician: usize::from(max_connections_per_technician),
+                requests_per_minute,
+                ..config.limits.clone()
+            };
             return serve(BrokerConfig {
                 listen,
+                listen_tcp,
                 audit_stream,
                 audit_syslog: audit_syslog.map(|url| sekisho_broker::audit::syslog::SyslogConfig {
                     url,
@@ -627,6 +711,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }),
                 data_threads: data_threads.map_or(config.data_threads, usize::from),
                 max_packet: max_packet_size,
+                limits,
                 webhook: web.webhook(),
                 web: web.resolve()?,
                 ..config
@@ -646,52 +731,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         },
         Command::Vendor { command } => {
-            let desk = open_desk(&config, now).await?;
-            let result = vendor(&desk, command).await;
+            let (desk, staff_dir) = open_desk(&config, now).await?;
+            let result = vendor(&desk, &staff_dir, command).await;
             desk.store().close().await;
             result?
         }
         Command::Staff { command } => {
             cli::expect_existing_database(&config)?;
             let hospital = Hospital::open(&config).await?;
-            let directory = sekisho_broker::staff::StaffDirectory::new(
-                hospital.store.clone(),
-                hospital.sealing_key.clone(),
-                Arc::new(CommandClock(now)),
-                &hospital.policies.hospital().name,
-                sekisho_broker::staff::DEFAULT_IDLE_TIMEOUT,
-            );
+            let directory = staff_directory(&hospital, now);
             let result = staff(&directory, command).await;
             hospital.store.close().await;
             result?
         }
         Command::Request { command } => {
-            let desk = open_desk(&config, now).await?;
-            let result = request(&desk, command, now).await;
+            let (desk, staff_dir) = open_desk(&config, now).await?;
+            let result = request(&desk, &staff_dir, command, now).await;
             desk.store().close().await;
             result?
         }
         Command::Session { command } => {
-            let desk = open_desk(&config, now).await?;
-            let result = session(&desk, command, now).await;
+            let (desk, staff_dir) = open_desk(&config, now).await?;
+            let result = session(&desk, &staff_dir, command, now).await;
             desk.store().close().await;
             result?
         }
         Command::Lockdown { command } => {
-            let desk = open_desk(&config, now).await?;
-            let result = lockdown(&desk, command).await;
+            let (desk, staff_dir) = open_desk(&config, now).await?;
+            let result = lockdown(&desk, &staff_dir, command).await;
             desk.store().close().await;
             result?
         }
         Command::Technician { command } => {
-            let desk = open_desk(&config, now).await?;
-            let result = technician(&desk, &config, command).await;
+            let (desk, staff_dir) = open_desk(&config, now).await?;
+            let result = technician(&desk, &staff_dir, &config, command).await;
             desk.store().close().await;
             result?
         }
         Command::Status => {
-            let desk = open_desk(&config, now).await?;
-            let result = cli::status(&desk, now).await;
+            let (desk, _) = open_desk(&config, now).await?;
+            let result = cli::status_in(&desk, now, &config.data_dir).await;
             desk.store().close().await;
             let status = result?;
             println!("{}", status.text);
@@ -706,11 +785,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 AuditCommand::Verify {
                     expect_head,
                     file: Some(file),
+                    checkpoints,
                 },
-        } => cli::audit_verify_file(&file, expect_head.as_deref())?,
+        } => cli::audit_verify_file(
+            &file,
+            expect_head.as_deref(),
+            &checkpoints.sources(&config.data_dir),
+        )?,
         Command::Audit { command } => {
-            let desk = open_desk(&config, now).await?;
-            let result = audit(&desk, command).await;
+            let (desk, staff_dir) = open_desk(&config, now).await?;
+            let result = audit(&desk, &staff_dir, command, &config.data_dir).await;
             desk.store().close().await;
             match result? {
                 Printed::Line(text) => text,
@@ -727,18 +811,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn request(
     desk: &Desk,
+    staff_dir: &StaffDirectory,
     command: RequestCommand,
     now: SystemTime,
 ) -> Result<String, cli::CliError> {
     match command {
         RequestCommand::List { all } => cli::request_list(desk, all, now).await,
-        RequestCommand::Approve { id, end, staff } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+        RequestCommand::Approve {
+            id,
+            end,
+            comment,
+            staff,
+        } => {
+            let staff = operator(staff_dir, &staff, Duty::Decide).await?;
             let until = end.until(desk, now)?;
-            cli::request_approve(desk, &id, until, &staff).await
+            cli::request_approve(desk, &id, until, &comment, &staff).await
         }
         RequestCommand::Deny { id, reason, staff } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+            let staff = operator(staff_dir, &staff, Duty::Decide).await?;
             cli::request_deny(desk, &id, &reason, &staff).await
         }
     }
@@ -746,31 +836,41 @@ async fn request(
 
 async fn session(
     desk: &Desk,
+    staff_dir: &StaffDirectory,
     command: SessionCommand,
     now: SystemTime,
 ) -> Result<String, cli::CliError> {
     match command {
         SessionCommand::List => cli::session_list(desk, now).await,
         SessionCommand::Revoke { id, reason, staff } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+            let staff = operator(staff_dir, &staff, Duty::Decide).await?;
             cli::session_revoke(desk, &id, &reason, &staff).await
         }
-        SessionCommand::Extend { id, end, staff } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+        SessionCommand::Extend {
+            id,
+            end,
+            comment,
+            staff,
+        } => {
+            let staff = operator(staff_dir, &staff, Duty::Decide).await?;
             let until = end.until(desk, now)?;
-            cli::session_extend(desk, &id, until, &staff, now).await
+            cli::session_extend(desk, &id, until, &comment, &staff, now).await
         }
     }
 }
 
-async fn lockdown(desk: &Desk, command: LockdownCommand) -> Result<String, cli::CliError> {
+async fn lockdown(
+    desk: &Desk,
+    staff_dir: &StaffDirectory,
+    command: LockdownCommand,
+) -> Result<String, cli::CliError> {
     match command {
         LockdownCommand::On { reason, staff } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+            let staff = operator(staff_dir, &staff, Duty::LockdownOn).await?;
             cli::lockdown_on(desk, &reason, &staff).await
         }
         LockdownCommand::Off { reason, staff } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+            let staff = operator(staff_dir, &staff, Duty::LockdownLift).await?;
             cli::lockdown_off(desk, &reason, &staff).await
         }
         LockdownCommand::Status => cli::lockdown_status(desk).await,
@@ -789,24 +889,28 @@ async fn staff(
             web_url,
             staff,
         } => {
-            let by = cli::staff_name(staff.name.as_deref())?;
+            let by = staff_admin(directory, &staff).await?;
             cli::staff_invite(directory, &account, &roles, web_url.as_deref(), &by).await
         }
         StaffCommand::Disable { account, staff } => {
-            let by = cli::staff_name(staff.name.as_deref())?;
+            let by = staff_admin(directory, &staff).await?;
             cli::staff_set_disabled(directory, &account, true, &by).await
         }
         StaffCommand::Enable { account, staff } => {
-            let by = cli::staff_name(staff.name.as_deref())?;
+            let by = staff_admin(directory, &staff).await?;
             cli::staff_set_disabled(directory, &account, false, &by).await
         }
     }
 }
 
-async fn vendor(desk: &Desk, command: VendorCommand) -> Result<String, cli::CliError> {
+async fn vendor(
+    desk: &Desk,
+    staff_dir: &StaffDirectory,
+    command: VendorCommand,
+) -> Result<String, cli::CliError> {
     match command {
         VendorCommand::Add { vendor, staff } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+            let staff = operator(staff_dir, &staff, Duty::Identities).await?;
             cli::vendor_add(desk, &vendor, &staff).await
         }
         VendorCommand::List => cli::vendor_list(desk).await,
@@ -815,11 +919,11 @@ async fn vendor(desk: &Desk, command: VendorCommand) -> Result<String, cli::CliE
             reason,
             staff,
         } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+            let staff = operator(staff_dir, &staff, Duty::Identities).await?;
             cli::vendor_set_enabled(desk, &vendor, false, &reason, &staff).await
         }
         VendorCommand::Enable { vendor, staff } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+            let staff = operator(staff_dir, &staff, Duty::Identities).await?;
             cli::vendor_set_enabled(desk, &vendor, true, "", &staff).await
         }
     }
@@ -852,6 +956,7 @@ impl EnrollmentArgs {
 
 async fn technician(
     desk: &Desk,
+    staff_dir: &StaffDirectory,
     config: &BrokerConfig,
     command: TechnicianCommand,
 ) -> Result<String, cli::CliError> {
@@ -864,7 +969,7 @@ async fn technician(
             enrollment,
             staff,
         } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+            let staff = operator(staff_dir, &staff, Duty::Identities).await?;
             let (valid_for, hints) = enrollment.resolve(config)?;
             let add = cli::TechnicianToAdd {
                 vendor,
@@ -882,7 +987,7 @@ async fn technician(
             reason,
             staff,
         } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+            let staff = operator(staff_dir, &staff, Duty::Identities).await?;
             cli::technician_set_enabled(desk, &vendor, &technician, false, &reason, &staff).await
         }
         TechnicianCommand::Enable {
@@ -890,7 +995,7 @@ async fn technician(
             technician,
             staff,
         } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+            let staff = operator(staff_dir, &staff, Duty::Identities).await?;
             cli::technician_set_enabled(desk, &vendor, &technician, true, "", &staff).await
         }
         TechnicianCommand::Unlock {
@@ -898,7 +1003,7 @@ async fn technician(
             technician,
             staff,
         } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+            let staff = operator(staff_dir, &staff, Duty::Identities).await?;
             cli::technician_unlock(desk, &vendor, &technician, &staff).await
         }
         TechnicianCommand::Reset {
@@ -907,7 +1012,7 @@ async fn technician(
             enrollment,
             staff,
         } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+            let staff = operator(staff_dir, &staff, Duty::Identities).await?;
             let (valid_for, hints) = enrollment.resolve(config)?;
             cli::technician_reset(desk, &vendor, &technician, valid_for, &hints, &staff).await
         }
@@ -920,14 +1025,26 @@ enum Printed {
     Raw(String),
 }
 
-async fn audit(desk: &Desk, command: AuditCommand) -> Result<Printed, cli::AuditError> {
+async fn audit(
+    desk: &Desk,
+    staff_dir: &StaffDirectory,
+    command: AuditCommand,
+    data_dir: &std::path::Path,
+) -> Result<Printed, cli::AuditError> {
     let text = match command {
         AuditCommand::Head => cli::audit_head(desk).await?,
         // `run` checks an export file without opening the database.
-        AuditCommand::Verify { expect_head, file } => match file {
-            Some(file) => cli::audit_verify_file(&file, expect_head.as_deref())?,
-            None => cli::audit_verify(desk, expect_head.as_deref()).await?,
-        },
+        AuditCommand::Verify {
+            expect_head,
+            file,
+            checkpoints,
+        } => {
+            let sources = checkpoints.sources(data_dir);
+            match file {
+                Some(file) => cli::audit_verify_file(&file, expect_head.as_deref(), &sources)?,
+                None => cli::audit_verify(desk, expect_head.as_deref(), &sources).await?,
+            }
+        }
         AuditCommand::List { filter } => cli::audit_list(desk, &filter.query()).await?,
         AuditCommand::Show { session } => cli::audit_show(desk, &session).await?,
         AuditCommand::Export {
@@ -936,7 +1053,7 @@ async fn audit(desk: &Desk, command: AuditCommand) -> Result<Printed, cli::Audit
             out,
             staff,
         } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+            let staff = operator(staff_dir, &staff, Duty::Audit).await?;
             let request = cli::ExportRequest {
                 format: match format {
                     FormatArg::Jsonl => cli::ExportFormat::JsonLines,
@@ -955,7 +1072,7 @@ async fn audit(desk: &Desk, command: AuditCommand) -> Result<Printed, cli::Audit
             comment,
             staff,
         } => {
-            let staff = cli::staff_name(staff.name.as_deref())?;
+            let staff = operator(staff_dir, &staff, Duty::Audit).await?;
             cli::audit_review(desk, &session, &comment, &staff).await?
         }
         AuditCommand::Unreviewed { within } => {
@@ -1006,33 +1123,93 @@ async fn policy(
                 dir.as_deref().unwrap_or(&config.policies_dir),
                 vendor.as_deref(),
                 format,
+                sekisho_broker::audit::checkpoint::fingerprint_in(&config.data_dir).as_deref(),
             )
         }
         PolicyCommand::Reload { staff } => {
-            let by = cli::staff_name(staff.name.as_deref())?;
-            cli::policy_reload(config, &by, now).await
+            // Problems in the policies are listed before anyone is asked for a code.
+            cli::policy_check(&config.policies_dir)?;
+            cli::expect_existing_database(config)?;
+            let hospital = Hospital::open(config).await?;
+            let staff_dir = staff_directory(&hospital, now);
+            let by = operator(&staff_dir, &staff, Duty::Policy).await;
+            hospital.store.close().await;
+            cli::policy_reload(config, &by?, now).await
         }
     }
 }
 
-/// The hospital's desk over an existing database, with the time the command started.
-async fn open_desk(config: &BrokerConfig, now: SystemTime) -> Result<Desk, cli::CliError> {
+/// The hospital's desk and staff accounts over an existing database, with the time the
+/// command started.
+async fn open_desk(
+    config: &BrokerConfig,
+    now: SystemTime,
+) -> Result<(Desk, StaffDirectory), cli::CliError> {
     cli::expect_existing_database(config)?;
     let hospital = Hospital::open(config).await?;
-    Ok(hospital.desk(Arc::new(CommandClock(now))))
+    let staff = staff_directory(&hospital, now);
+    Ok((hospital.desk(Arc::new(CommandClock(now))), staff))
+}
+
+/// The staff accounts, with the hospital's lockout and `[staff]` rules.
+fn staff_directory(hospital: &Hospital, now: SystemTime) -> StaffDirectory {
+    let lockout = hospital.policies.hospital().defaults.staff_lockout;
+    let rules = hospital.policies.hospital().staff.clone();
+    StaffDirectory::new(
+        hospital.store.clone(),
+        hospital.sealing_key.clone(),
+        Arc::new(CommandClock(now)),
+        &hospital.policies.hospital().name,
+        sekisho_broker::staff::DEFAULT_IDLE_TIMEOUT,
+    )
+    .with_lockout(move || lockout)
+    .with_rules(move || rules.clone())
+}
+
+/// The staff member `--as` names, authenticated with their own one-time code for `duty`;
+/// their canonical name.
+async fn operator(
+    staff: &StaffDirectory,
+    arg: &StaffArg,
+    duty: Duty,
+) -> Result<String, cli::CliError> {
+    cli::authenticate(staff, arg.name.as_deref(), arg.code_stdin, duty).await
+}
+
+/// Who acts on staff accounts: an admin with their code, or the host's administrator.
+async fn staff_admin(staff: &StaffDirectory, arg: &StaffAdminArg) -> Result<Actor, cli::CliError> {
+    if arg.host_admin {
+        return Ok(cli::host_admin());
+    }
+    operator(staff, &arg.staff, Duty::Staff)
+        .await
+        .map(Actor::Staff)
 }
 
 async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
+    // Behind a reverse proxy (plain HTTP on loopback) the proxy is what opens it to the LAN.
+    let behind_proxy = config
+        .web
+        .as_ref()
+        .is_some_and(|web| web.tls == sekisho_broker::web::WebTls::PlainHttpOnLoopback);
     let broker = Broker::bind(config).await?;
     // Watch for the stop signals before saying that the broker listens: a SIGTERM that
     // follows at once must stop it cleanly, not kill it.
     let stop = StopSignals::install()?;
-    eprintln!(
-        "sekisho-broker for {} listening on UDP {}",
-        broker.policies().hospital().name,
-        broker.local_addr()
-    );
+    match broker.local_tcp_addr() {
+        Some(tcp) => eprintln!(
+            "sekisho-broker for {} listening on UDP {} (QUIC) and TCP {} (TLS)",
+            broker.policies().hospital().name,
+            broker.local_addr(),
+            tcp
+        ),
+        None => eprintln!(
+            "sekisho-broker for {} listening on UDP {}",
+            broker.policies().hospital().name,
+            broker.local_addr()
+        ),
+    }
     eprintln!(
         "Broker CA fingerprint (technicians check it when they enroll): {}",
         broker.pki().ca_fingerprint()
@@ -1043,6 +1220,9 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     );
     if let Some(addr) = broker.web_addr() {
         eprintln!("Web UI for staff on TCP {addr}");
+        if let Some(hint) = sekisho_broker::web::lan_hint(addr).filter(|_| !behind_proxy) {
+            eprintln!("{hint}");
+        }
     }
     if let Some(webhook) = broker.webhook_description() {
         eprintln!("Approvers' webhook: {webhook}");
@@ -1080,9 +1260,15 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
 /// The web UI's flags of `serve`.
 #[derive(clap::Args)]
 struct WebArgs {
-    /// The TCP address of the staff web UI (HTTPS).
-    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], sekisho_broker::web::DEFAULT_WEB_PORT)))]
+    /// The TCP address of the staff web UI (HTTPS, TLS 1.3). The default answers on this
+    /// host only; to open it to the hospital's LAN give e.g. 0.0.0.0:8443 (with --web-name and
+    /// --web-allow).
+    #[arg(long, default_value_t = sekisho_broker::web::DEFAULT_WEB_LISTEN)]
     web_listen: SocketAddr,
+    /// Only these source networks may connect to the web UI, e.g. 10.20.0.0/16 (repeat);
+    /// connections from elsewhere are closed, counted and logged. Default: any.
+    #[arg(long, value_name = "CIDR", value_parser = parse_network)]
+    web_allow: Vec<sekisho_broker::policy::IpNetwork>,
     /// Serve no web UI.
     #[arg(long, conflicts_with_all = ["web_cert", "web_plain_http"])]
     no_web: bool,
@@ -1093,14 +1279,17 @@ struct WebArgs {
     /// The private key of --web-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "web_cert")]
     web_key: Option<PathBuf>,
-    /// A DNS name or IP address staff type to reach the web UI (repeat; default localhost).
+    /// A DNS name or IP address staff type to reach the web UI (repeat): the broker-issued
+    /// certificate's names, and the first is used in the printed first-admin link (default:
+    /// localhost and the listen address, or this host's name on 0.0.0.0).
     #[arg(long, value_name = "NAME")]
     web_name: Vec<String>,
     /// Plain HTTP (only on a loopback --web-listen, behind a reverse proxy doing TLS).
     #[arg(long, conflicts_with = "web_cert")]
     web_plain_http: bool,
     /// POST a JSON message to this URL for each new request, approval, denial and
-    /// revocation: https://, or http:// only to a relay on this host.
+    /// revocation, and each staff account locked after failed logins: https://, or http://
+    /// only to a relay on this host.
     #[arg(long, value_name = "URL")]
     web_webhook: Option<String>,
     /// The CA certificate(s) (PEM) that issued the webhook receiver's certificate, trusted
@@ -1110,9 +1299,12 @@ struct WebArgs {
     /// A file holding the secret that signs every webhook message (X-Sekisho-Signature).
     #[arg(long, value_name = "FILE", requires = "web_webhook")]
     web_webhook_secret_file: Option<PathBuf>,
-    /// Minutes a staff login lasts without use.
-    #[arg(long, value_name = "MINUTES", default_value_t = 15)]
+    /// Minutes a staff login lasts without use (1 to 1440).
+    #[arg(long, value_name = "MINUTES", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=1440))]
     web_idle_minutes: u64,
+    /// Hours a staff login lasts at most, in use or not (1 to 168).
+    #[arg(long, value_name = "HOURS", default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=168))]
+    web_session_hours: u64,
     /// HOST:PORT technicians reach this broker at, printed in the enrollment commands the
     /// web UI shows.
     #[arg(long, value_name = "HOST:PORT", env = "SEKISHO_PUBLIC_ADDRESS")]
@@ -1141,9 +1333,18 @@ impl WebArgs {
                 self.web_listen
             );
         }
-        if self.web_idle_minutes == 0 {
-            bail!("--web-idle-minutes must be at least 1.");
-        }
+        // Ranges checked by clap; the products cannot overflow.
+        let idle_timeout = self
+            .web_idle_minutes
+            .checked_mul(60)
+            .map(std::time::Duration::from_secs)
+            .context("--web-idle-minutes is out of range")?;
+        let session_lifetime = self
+            .web_session_hours
+            .checked_mul(3600)
+            .map(std::time::Duration::from_secs)
+            .context("--web-session-hours is out of range")?;
+        let link_name = self.web_name.first().cloned();
         let tls = match (self.web_cert, self.web_key, self.web_plain_http) {
             (_, _, true) => WebTls::PlainHttpOnLoopback,
             (Some(cert), Some(key), false) => WebTls::Files { cert, key },
@@ -1153,11 +1354,21 @@ impl WebArgs {
         };
         Ok(Some(WebConfig {
             tls,
-            idle_timeout: std::time::Duration::from_secs(self.web_idle_minutes * 60),
+            idle_timeout,
+            session_lifetime,
+            allow: self.web_allow,
+            link_name,
             broker_address: self.broker_address,
             ..WebConfig::new(self.web_listen)
         }))
     }
+}
+
+/// A `--web-allow` network, with the policy files' sentence when it is not one.
+fn parse_network(text: &str) -> Result<sekisho_broker::policy::IpNetwork, String> {
+    text.trim()
+        .parse()
+        .map_err(|e: sekisho_broker::policy::ParseIpNetworkError| format!("`{text}` {e}"))
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM (what systemd sends).

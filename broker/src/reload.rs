@@ -181,6 +181,10 @@ impl Reloader {
             .detail("sha256", &sha256)
             .detail("files", policies.files().len())
             .detail("vendors", policies.vendors().count())
+            .detail(
+                "combined_roles",
+                crate::policy::staff_rules_record(&policies.hospital().staff),
+            )
             .detail("trigger", trigger);
         self.store
             .record(&event)
@@ -274,7 +278,18 @@ impl Reloader {
                 .detail("to", crate::audit::timestamp(new_end))
                 .detail("why", &why);
                 self.store
-                    .set_session_end(&record.id, new_end, RELOAD_ACTOR, now, &event)
+                    .set_session_end(
+                        &record.id,
+                        &crate::session::Extension {
+                            by: RELOAD_ACTOR.to_owned(),
+                            at: now,
+                            end_at: new_end,
+                            comment: String::new(),
+                        },
+                        0,
+                        now,
+                        &event,
+                    )
                     .await
             };
             match result {

@@ -5,7 +5,10 @@
 //! the target allows it), and the target is pinned to the addresses that pass; the pinned
 //! addresses are stored with the request and travel with the session. A forward dials only
 //! pinned addresses, so a DNS change after approval cannot redirect it, and the broker drops
-//! its own listening addresses from them at dial time (only it knows them).
+//! its own listening sockets from them at dial time (only it knows them): an address on this
+//! host (loopback, unspecified, or any address the host holds) at the port of any socket the
+//! broker listens on (QUIC, the web UI), unless the target says why it may
+//! (`allow_broker_port`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -84,16 +87,18 @@ impl PinnedTargets {
         self.targets.get(name)
     }
 
-    /// The addresses of `name` the broker may dial: pinned, and not one of its own.
+    /// The addresses of `name` the broker may dial: pinned, and not one of its own listening
+    /// sockets (`own_addresses`) unless `broker_port_allowed`.
     pub fn dialable(
         &self,
         name: &str,
         own_addresses: &[SocketAddr],
+        broker_port_allowed: bool,
     ) -> Option<Result<Vec<SocketAddr>, TargetProblem>> {
         Some(self.get(name)?.clone().and_then(|addresses| {
             let allowed: Vec<SocketAddr> = addresses
                 .into_iter()
-                .filter(|address| !is_own_address(*address, own_addresses))
+                .filter(|address| broker_port_allowed || !is_own_address(*address, own_addresses))
                 .collect();
             if allowed.is_empty() {
                 Err(TargetProblem::Forbidden("the broker itself".to_owned()))
@@ -167,15 +172,24 @@ fn pin(
     }
 }
 
-/// Whether dialling `address` would reach one of the broker's own listening sockets: same
-/// port, and the same IP, or a loopback/unspecified IP on either side (a socket bound to
-/// `0.0.0.0` answers on every local address).
+/// Whether dialling `address` could reach one of the broker's own listening sockets: the
+/// same port, and the same IP or any address of this host. Deliberately wide: a socket bound
+/// to `0.0.0.0` answers on every address of the host, and one on a single address is still
+/// the broker on that host.
 fn is_own_address(address: SocketAddr, own_addresses: &[SocketAddr]) -> bool {
-    let local_ish = |ip: std::net::IpAddr| ip.is_loopback() || ip.is_unspecified();
+    let ip = address.ip().to_canonical();
     own_addresses.iter().any(|own| {
-        own.port() == address.port()
-            && (own.ip() == address.ip() || local_ish(own.ip()) || local_ish(address.ip()))
+        own.port() == address.port() && (own.ip().to_canonical() == ip || is_host_address(ip))
     })
+}
+
+/// Whether `ip` is an address of this host: loopback, unspecified (which reaches the host),
+/// or one the host holds. The last is asked of the kernel: only a local address can be bound
+/// (without `IP_FREEBIND`, which this does not set).
+fn is_host_address(ip: std::net::IpAddr) -> bool {
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 #[cfg(test)]
@@ -191,6 +205,7 @@ mod tests {
             description: None,
             allow_loopback,
             allow_file_share: false,
+            allow_broker_port: None,
             critical: false,
         }
     }
@@ -233,10 +248,45 @@ mod tests {
         assert_eq!(back.get("db"), pinned.get("db"));
         let own = [addr([0, 0, 0, 0], 4433)];
         assert_eq!(
-            back.dialable("self", &own),
+            back.dialable("self", &own, false),
             Some(Err(TargetProblem::Forbidden("the broker itself".into())))
         );
-        assert_eq!(back.dialable("nope", &own), None);
+        // A target that says why it may be the broker's port is dialled.
+        assert_eq!(
+            back.dialable("self", &own, true),
+            Some(Ok(vec![addr([127, 0, 0, 1], 4433)]))
+        );
+        assert_eq!(back.dialable("nope", &own, false), None);
+    }
+
+    #[test]
+    fn any_address_of_this_host_at_a_broker_port_is_the_broker() {
+        let own = [addr([127, 0, 0, 1], 8443)];
+        // Another loopback address, the unspecified address, the IPv4-mapped spelling.
+        assert!(is_own_address(addr([127, 0, 0, 2], 8443), &own));
+        assert!(is_own_address(addr([0, 0, 0, 0], 8443), &own));
+        assert!(is_own_address(
+            "[::ffff:127.0.0.1]:8443".parse().unwrap(),
+            &own
+        ));
+        // An address this host holds, whatever the broker bound: every address the host
+        // has answers for a socket on 0.0.0.0.
+        let on_all = [addr([0, 0, 0, 0], 8443)];
+        let held = std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|socket| {
+                socket.connect("192.0.2.1:9")?;
+                socket.local_addr()
+            })
+            .map(|local| local.ip());
+        if let Ok(held) = held {
+            assert!(
+                is_own_address(SocketAddr::new(held, 8443), &on_all),
+                "{held}"
+            );
+        }
+        // Another port, or an address elsewhere, is not.
+        assert!(!is_own_address(addr([127, 0, 0, 1], 8444), &own));
+        assert!(!is_own_address(addr([192, 0, 2, 10], 8443), &on_all));
     }
 
     #[test]

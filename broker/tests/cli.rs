@@ -9,9 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
+mod support;
+
 use sekisho_broker::audit::{Actor, AuditEvent, EventKind, StoredEvent};
+use sekisho_broker::otp;
+use sekisho_broker::secret::Secret;
 use sekisho_broker::session::{EndReason, HospitalZone, RequestId, RequestRecord, Stage};
+use sekisho_broker::staff::{Role, StaffDirectory, check_name};
 use sekisho_broker::store::{Store, StoreLocation};
+use support::{make_staff, run_with_code, sql_on};
 
 fn broker(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sekisho-broker"));
@@ -263,6 +269,16 @@ fn serve_starts_on_the_example_policies_and_stops_on_sigterm() {
         rest.contains("Web UI for staff on TCP 127.0.0.1:"),
         "{rest}"
     );
+    // On loopback, one line says how to open the web UI to the LAN.
+    assert_eq!(
+        rest.lines()
+            .filter(|line| line.starts_with(
+                "The web UI answers on this host only; to open it to the hospital's LAN, start with --web-listen 0.0.0.0:"
+            ))
+            .count(),
+        1,
+        "{rest}"
+    );
     assert!(
         rest.contains("https://127.0.0.1:") && rest.contains("/setup/"),
         "{rest}"
@@ -299,6 +315,19 @@ struct Hospital {
     dir: tempfile::TempDir,
     runtime: tokio::runtime::Runtime,
     store: Store,
+    /// The policies directory.
+    policies: PathBuf,
+    /// The TOTP secrets of the staff accounts made so far, by canonical name.
+    secrets: std::cell::RefCell<std::collections::HashMap<String, Secret<Vec<u8>>>>,
+}
+
+/// The roles a staff account gets when a test first acts under its name: `auditor` and
+/// `ito` audit; everyone else approves and administers.
+fn default_roles(name: &str) -> Vec<Role> {
+    match name {
+        "auditor" | "ito" => vec![Role::Auditor],
+        _ => vec![Role::Approver, Role::Admin],
+    }
 }
 
 impl Hospital {
@@ -314,6 +343,115 @@ impl Hospital {
             dir,
             runtime,
             store,
+            policies: repo_policies(),
+            secrets: Default::default(),
+        }
+    }
+
+    /// A hospital whose hospital.toml ends with `staff_table` (a `[staff]` table).
+    fn with_staff_rules(staff_table: &str) -> Hospital {
+        let mut hospital = Hospital::new();
+        let policies = hospital.dir.path().join("policies");
+        std::fs::create_dir_all(policies.join("vendors")).unwrap();
+        for entry in std::fs::read_dir(repo_policies().join("vendors")).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(
+                &path,
+                policies.join("vendors").join(path.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+        let toml = std::fs::read_to_string(repo_policies().join("hospital.toml")).unwrap();
+        std::fs::write(
+            policies.join("hospital.toml"),
+            format!("{toml}\n{staff_table}\n"),
+        )
+        .unwrap();
+        hospital.policies = policies;
+        hospital
+    }
+
+    /// The staff directory over this hospital's database and keys, as the binary opens it.
+    fn staff_directory(&self) -> (sekisho_broker::Hospital, StaffDirectory) {
+        let config = sekisho_broker::BrokerConfig::new(self.data(), self.policies.clone());
+        let hospital = self
+            .runtime
+            .block_on(sekisho_broker::Hospital::open(&config))
+            .unwrap();
+        let directory = StaffDirectory::new(
+            hospital.store.clone(),
+            hospital.sealing_key.clone(),
+            std::sync::Arc::new(sekisho_broker::clock::SystemClock),
+            "test hospital",
+            sekisho_broker::staff::DEFAULT_IDLE_TIMEOUT,
+        );
+        (hospital, directory)
+    }
+
+    /// Makes staff account `name` with `roles` through a one-time link, as its person would
+    /// (password, then a code from the new authenticator); returns its TOTP secret.
+    fn staff_account(&self, name: &str, roles: &[Role]) -> Secret<Vec<u8>> {
+        let config = sekisho_broker::BrokerConfig::new(self.data(), self.policies.clone());
+        let secret = make_staff(&self.runtime, &config, name, roles);
+        let name = check_name(name).unwrap();
+        self.secrets.borrow_mut().insert(name, secret.clone());
+        secret
+    }
+
+    /// A current code of `name`'s authenticator that the broker takes: the account is made
+    /// on first use (with [`default_roles`]), and the step it last spent is forgotten so that
+    /// one person can act several times within one 30-second step (as they could a minute
+    /// apart). Tests of spent codes use [`Hospital::code`] instead.
+    fn fresh_code(&self, name: &str) -> String {
+        let canonical = check_name(name).unwrap();
+        if !self.secrets.borrow().contains_key(&canonical) {
+            self.staff_account(&canonical, &default_roles(&canonical));
+        }
+        self.sql(
+            "UPDATE staff SET totp_last_step = 0, login_failures = 0, login_failed_at = 0 WHERE name = $1",
+            &canonical,
+        );
+        self.code(&canonical)
+    }
+
+    /// The current code of account `name`'s authenticator, as its person reads it.
+    fn code(&self, name: &str) -> String {
+        let secrets = self.secrets.borrow();
+        let secret = secrets
+            .get(&check_name(name).unwrap())
+            .unwrap_or_else(|| panic!("no staff account {name} in this test"));
+        otp::code_at(secret, SystemTime::now()).unwrap()
+    }
+
+    /// Runs one statement with one text parameter on the database file directly.
+    fn sql(&self, statement: &'static str, value: &str) {
+        sql_on(
+            &self.runtime,
+            &self.data().join("sekisho.db"),
+            statement,
+            value,
+        );
+    }
+
+    /// Runs the binary with `code` written to its standard input (`--code-stdin` added).
+    fn with_code(&self, args: &[&str], code: &str) -> Output {
+        run_with_code(&mut self.command(args), code)
+    }
+
+    /// Runs the binary as the test's staff member: with `--as NAME` in `args`, a fresh code
+    /// of NAME's authenticator goes to standard input.
+    fn output(&self, args: &[&str]) -> Output {
+        let named = args
+            .iter()
+            .position(|arg| *arg == "--as" || *arg == "--by")
+            .and_then(|at| args.get(at + 1))
+            .filter(|name| check_name(name).is_ok());
+        match named {
+            Some(name) => {
+                let code = self.fresh_code(name);
+                self.with_code(args, &code)
+            }
+            None => self.command(args).output().unwrap(),
         }
     }
 
@@ -328,18 +466,18 @@ impl Hospital {
             .arg("--data-dir")
             .arg(self.data())
             .arg("--policies")
-            .arg(repo_policies());
+            .arg(&self.policies);
         command
     }
 
     /// Runs the binary; asserts it succeeded and returns its standard output.
     fn ok(&self, args: &[&str]) -> String {
-        succeeded(self.command(args).output().unwrap())
+        succeeded(self.output(args))
     }
 
     /// Runs the binary; asserts it failed as the CLI fails, and returns the sentence.
     fn refused(&self, args: &[&str]) -> String {
-        refused(self.command(args).output().unwrap())
+        refused(self.output(args))
     }
 
     /// A request of acme-ehr's technician `technician` for ehr-web, waiting for `approvals`.
@@ -641,7 +779,7 @@ fn a_technician_cannot_approve_their_own_request() {
         "--as",
         "acme-ehr/tanaka",
     ]);
-    assert!(sentence.contains("not a staff name"), "{sentence}");
+    assert!(sentence.contains("is one person's name"), "{sentence}");
     assert!(hospital.record(&id).approvals.is_empty());
 }
 
@@ -718,28 +856,22 @@ fn a_request_needing_two_approvers_is_approved_by_the_second_different_one() {
 }
 
 #[test]
-fn the_approver_is_user_unless_given_and_an_action_without_a_name_is_refused() {
+fn an_action_without_a_name_is_refused_and_user_is_not_taken_for_one() {
     let hospital = Hospital::new();
     let id = hospital.request("tanaka");
     let sentence = hospital.refused(&["request", "approve", id.as_str(), "--for", "1h"]);
     assert!(sentence.contains("--as"), "{sentence}");
+    // $USER names an OS account, not a person who proved anything.
+    hospital.fresh_code("suzuki");
     let sentence = refused(
-        hospital
-            .command(&["request", "approve", id.as_str(), "--for", "1h"])
-            .env("USER", "root")
-            .output()
-            .unwrap(),
-    );
-    assert!(sentence.contains("your own name"), "{sentence}");
-
-    succeeded(
         hospital
             .command(&["request", "approve", id.as_str(), "--for", "1h"])
             .env("USER", "suzuki")
             .output()
             .unwrap(),
     );
-    assert_eq!(hospital.record(&id).approvals[0].approver, "suzuki");
+    assert!(sentence.contains("--as"), "{sentence}");
+    assert!(hospital.record(&id).approvals.is_empty());
 }
 
 #[test]
@@ -1435,13 +1567,26 @@ fn the_database_option_and_its_environment_variable_point_every_command_at_one_s
             .close()
             .await
     });
-    succeeded(
-        with(&["vendor", "add", "acme-ehr", "--as", "yamada"])
-            .output()
-            .unwrap(),
-    );
-    succeeded(
-        with(&[
+    let config = sekisho_broker::BrokerConfig {
+        database: Some(StoreLocation::Sqlite(database.clone())),
+        ..sekisho_broker::BrokerConfig::new(data.clone(), repo_policies())
+    };
+    let yamada = make_staff(&runtime, &config, "yamada", &[Role::Admin]);
+    let fresh_code = || {
+        sql_on(
+            &runtime,
+            &database,
+            "UPDATE staff SET totp_last_step = 0 WHERE name = $1",
+            "yamada",
+        );
+        otp::code_at(&yamada, SystemTime::now()).unwrap()
+    };
+    succeeded(run_with_code(
+        &mut with(&["vendor", "add", "acme-ehr", "--as", "yamada"]),
+        &fresh_code(),
+    ));
+    succeeded(run_with_code(
+        &mut with(&[
             "technician",
             "add",
             "acme-ehr",
@@ -1450,10 +1595,9 @@ fn the_database_option_and_its_environment_variable_point_every_command_at_one_s
             "Tanaka",
             "--as",
             "yamada",
-        ])
-        .output()
-        .unwrap(),
-    );
+        ]),
+        &fresh_code(),
+    ));
     assert!(
         database.exists(),
         "technician add made the technician in --database"
@@ -1500,6 +1644,42 @@ fn a_mistake_in_the_arguments_is_one_sentence_and_exit_code_1() {
     );
     assert!(help.contains("--until <TIME>"), "{help}");
 }
+
+#[test]
+fn the_web_ui_listens_on_this_host_unless_told_and_numbers_out_of_range_are_refused() {
+    let help = succeeded(broker(&["serve", "--help"]).output().unwrap());
+    assert!(help.contains("[default: 127.0.0.1:8443]"), "{help}");
+    assert!(help.contains("--web-allow <CIDR>"), "{help}");
+    for (args, expected) in [
+        (
+            &["serve", "--web-allow", "10.0.0.1/8"][..],
+            "has bits set after the /8 prefix",
+        ),
+        (
+            &["serve", "--web-allow", "staff"][..],
+            "is not an IP network",
+        ),
+        (&["serve", "--web-idle-minutes", "0"][..], "0"),
+        (
+            &["serve", "--web-idle-minutes", "307445734561825861"][..],
+            "307445734561825861",
+        ),
+        (&["serve", "--web-session-hours", "169"][..], "169"),
+    ] {
+        let sentence = refused(broker(args).output().unwrap());
+        assert!(sentence.contains(expected), "{args:?}: {sentence}");
+    }
+    let hospital = Hospital::new();
+    for absurd in ["99999999999h", "25h"] {
+        let sentence = hospital.refused(&[
+            "request", "approve", "r-x", "--for", absurd, "--as", "suzuki",
+        ]);
+        assert!(sentence.contains("at most 24h"), "{absurd}: {sentence}");
+    }
+}
+
+/// What `audit verify` adds when no broker signed a checkpoint (these tests run no broker).
+const NO_CHECKPOINT: &str = "No signed checkpoint from a trusted key was found: the chain holds together, but nothing outside it proves it was not rewritten, cut off or rolled back (give --checkpoints FILE, or run verify where the broker's data directory is).\n";
 
 /// An audit event for rows the tests write directly.
 #[test]
@@ -1587,6 +1767,102 @@ fn status_shows_the_queue_and_the_senders_and_fails_while_a_senders_lease_has_ru
     assert!(calm.ends_with("No problems.\n"), "{calm}");
 }
 
+#[test]
+fn status_shows_each_brokers_clock_and_fails_while_a_running_one_is_unsynchronised_or_was_stepped()
+{
+    let hospital = Hospital::new();
+    let now = SystemTime::now();
+    let record = |event: AuditEvent| {
+        hospital
+            .runtime
+            .block_on(hospital.store.record(&event))
+            .unwrap();
+    };
+    let broker_event = |broker: &str, at: SystemTime, kind: EventKind| {
+        AuditEvent::new(at, Actor::Broker(broker.into()), kind)
+    };
+    let hour = Duration::from_secs(3600);
+    // b-one runs, its clock synchronised, and was set back an hour two hours ago.
+    record(broker_event(
+        "b-one",
+        now - 3 * hour,
+        EventKind::BrokerStarted,
+    ));
+    record(
+        broker_event("b-one", now - 3 * hour, EventKind::ClockSync)
+            .detail("state", "synchronised")
+            .detail("source", "chronyc"),
+    );
+    record(
+        broker_event("b-one", now - 2 * hour, EventKind::ClockJumped)
+            .detail("expected", "2026-11-23T02:00:00Z")
+            .detail("observed", "2026-11-23T01:00:00Z")
+            .detail("step_ms", -3_600_000),
+    );
+    // b-two runs where nothing can tell whether its clock is synchronised.
+    record(broker_event("b-two", now - hour, EventKind::BrokerStarted));
+    record(
+        broker_event("b-two", now - hour, EventKind::ClockSync)
+            .detail("state", "unknown")
+            .detail("source", "none")
+            .detail("reason", "neither timedatectl nor chronyc could tell (timedatectl: not installed; chronyc: not installed)"),
+    );
+    let output = hospital.command(&["status"]).output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stderr, "sekisho-broker: 1 problem; see PROBLEM above\n");
+    assert!(
+        stdout.contains("\nClocks (brokers that recorded their clock in the last 7 days; times in Asia/Tokyo):\nBROKER"),
+        "{stdout}"
+    );
+    let one = row(&stdout, "b-one");
+    assert!(
+        one.starts_with("b-one running synchronised (chronyc) since ")
+            && one.contains(" back 60 min at "),
+        "{one}"
+    );
+    assert!(
+        row(&stdout, "b-two").starts_with("b-two running unknown since "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\nBroker b-two: whether its clock is synchronised is unknown: neither timedatectl nor chronyc could tell (timedatectl: not installed; chronyc: not installed). This is not counted as a problem"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\nPROBLEM: broker b-one's wall clock was set back by 60 min at ")
+            && stdout.contains(" (2 h ago; expected 2026-11-23T02:00:00Z, read 2026-11-23T01:00:00Z): check the host's time service;"),
+        "{stdout}"
+    );
+
+    // b-two loses its time source: a second problem. Then b-one stops: its step no longer is.
+    record(
+        broker_event("b-two", now, EventKind::ClockSync)
+            .detail("state", "unsynchronised")
+            .detail("source", "timedatectl")
+            .detail("was", "unknown"),
+    );
+    let output = hospital.command(&["status"]).output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        String::from_utf8(output.stderr).unwrap(),
+        "sekisho-broker: 2 problems; see PROBLEM above\n",
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "\nPROBLEM: broker b-two's clock is not synchronised (timedatectl says so, since "
+        ),
+        "{stdout}"
+    );
+    record(broker_event("b-one", now, EventKind::BrokerStopped));
+    record(broker_event("b-two", now, EventKind::BrokerStopped));
+    let calm = hospital.ok(&["status"]);
+    assert!(row(&calm, "b-one").starts_with("b-one stopped "), "{calm}");
+    assert!(calm.ends_with("No problems.\n"), "{calm}");
+}
+
 /// The line of `text` starting with `first`, its columns one space apart.
 fn row(text: &str, first: &str) -> String {
     text.lines()
@@ -1646,16 +1922,19 @@ impl Hospital {
     }
 
     /// Approves `id` through the binary, then opens it as a broker would, `ago` before now.
+    /// (The approval goes through the library's desk, as the binary's does after the
+    /// approver's code: the story's events are the session's own.)
     fn approve_and_open(&self, id: &RequestId, technician: &str, ago: Duration) {
-        self.ok(&[
-            "request",
-            "approve",
-            id.as_str(),
-            "--for",
-            "1h",
-            "--as",
-            "suzuki",
-        ]);
+        let (hospital, _) = self.staff_directory();
+        let desk = hospital.desk(std::sync::Arc::new(sekisho_broker::clock::SystemClock));
+        self.runtime
+            .block_on(desk.approve(
+                id,
+                "suzuki",
+                sekisho_broker::approval::Until::For(Duration::from_secs(3600)),
+            ))
+            .unwrap();
+        self.runtime.block_on(hospital.store.close());
         let end_at = self.record(id).end_at.unwrap();
         let opened = SystemTime::now() - ago;
         let mut event = self
@@ -1697,15 +1976,12 @@ impl Hospital {
         self.approve_and_open(&id, technician, Duration::ZERO);
         self.forward(&id, technician, 1500, 4200);
         self.forward(&id, technician, 500, 800);
-        self.ok(&[
-            "session",
-            "revoke",
-            id.as_str(),
-            "--reason",
-            "done",
-            "--as",
-            "sato",
-        ]);
+        let (hospital, _) = self.staff_directory();
+        let desk = hospital.desk(std::sync::Arc::new(sekisho_broker::clock::SystemClock));
+        self.runtime
+            .block_on(desk.revoke(&id, "sato", "done"))
+            .unwrap();
+        self.runtime.block_on(hospital.store.close());
         id
     }
 
@@ -1759,18 +2035,20 @@ fn audit_head_and_verify_agree_on_an_untouched_log() {
     );
     assert_eq!(
         hospital.ok(&["audit", "verify"]),
-        format!("Intact: {count} events, head {head}\n")
+        format!("Intact: {count} events, head {head}\n{NO_CHECKPOINT}")
     );
     assert_eq!(
         hospital.ok(&["audit", "verify", "--expect-head", &head]),
         format!(
-            "Intact: {count} events, head {head}\nThe head you wrote down is the current head.\n"
+            "Intact: {count} events, head {head}\nThe head you wrote down is the current head.\n{NO_CHECKPOINT}"
         )
     );
     let earlier = &hospital.events()[4].hash;
     let out = hospital.ok(&["audit", "verify", "--expect-head", earlier]);
     assert!(
-        out.ends_with("The head you wrote down is event 5; 3 events came after it.\n"),
+        out.ends_with(&format!(
+            "The head you wrote down is event 5; 3 events came after it.\n{NO_CHECKPOINT}"
+        )),
         "{out}"
     );
     let sentence = hospital.refused(&["audit", "verify", "--expect-head", "9f86"]);
@@ -1827,7 +2105,7 @@ fn a_cut_tail_is_found_by_the_head_record_or_else_only_against_a_head_written_do
     assert_eq!(
         hospital.ok(&["audit", "verify"]),
         format!(
-            "Intact: {} events, head {}\n",
+            "Intact: {} events, head {}\n{NO_CHECKPOINT}",
             count - 1,
             hospital.events().last().unwrap().hash
         )
@@ -2065,7 +2343,14 @@ fn audit_show_tells_a_sessions_story_with_its_byte_totals() {
 fn a_jsonl_export_round_trips_through_verify_file_and_a_tampered_line_is_found() {
     let hospital = Hospital::new();
     hospital.story("tanaka", "apply patch 5.2.1");
-    let (count, head) = hospital.head();
+    hospital.staff_account("auditor", &[Role::Auditor]);
+    hospital.sql(
+        "UPDATE staff SET totp_last_step = 0 WHERE name = $1",
+        "auditor",
+    );
+    // The auditor's authentication (staff-login) comes before the export.
+    let (count, _) = hospital.head();
+    let count = count + 1;
     let file = hospital.dir.path().join("audit.jsonl");
     let out = hospital.ok(&[
         "audit",
@@ -2077,6 +2362,9 @@ fn a_jsonl_export_round_trips_through_verify_file_and_a_tampered_line_is_found()
         "--as",
         "auditor",
     ]);
+    let head = hospital.events()[usize::try_from(count).unwrap() - 1]
+        .hash
+        .clone();
     assert_eq!(
         out,
         format!(
@@ -2088,8 +2376,8 @@ fn a_jsonl_export_round_trips_through_verify_file_and_a_tampered_line_is_found()
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(
         text.lines().count(),
-        STORY_EVENTS,
-        "no header when unfiltered"
+        STORY_EVENTS + 3,
+        "no header when unfiltered (the story, the auditor's account, their login)"
     );
     let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(first["seq"], 1);
@@ -2116,11 +2404,12 @@ fn a_jsonl_export_round_trips_through_verify_file_and_a_tampered_line_is_found()
     };
     assert_eq!(
         succeeded(check(&file, &[])),
-        format!("Intact export: {count} events, head {head}\n")
+        format!("Intact export: {count} events, head {head}\n{NO_CHECKPOINT}")
     );
     assert!(
-        succeeded(check(&file, &["--expect-head", &head]))
-            .ends_with("The head you wrote down is the export's last event.\n")
+        succeeded(check(&file, &["--expect-head", &head])).ends_with(&format!(
+            "The head you wrote down is the export's last event.\n{NO_CHECKPOINT}"
+        ))
     );
     assert!(!nowhere.exists());
 
@@ -2251,10 +2540,17 @@ fn a_csv_export_has_its_header_and_quotes_fields_that_need_it() {
 fn every_export_is_recorded_after_the_events_it_holds() {
     let hospital = Hospital::new();
     hospital.story("tanaka", "apply patch 5.2.1");
-    let (count, head) = hospital.head();
+    hospital.staff_account("auditor", &[Role::Auditor]);
+    let (count, _) = hospital.head();
     let sentence = hospital.refused(&["audit", "export", "--format", "jsonl"]);
     assert!(sentence.starts_with("Say who you are"), "{sentence}");
     assert_eq!(hospital.head().0, count, "a refused export records nothing");
+    hospital.sql(
+        "UPDATE staff SET totp_last_step = 0 WHERE name = $1",
+        "auditor",
+    );
+    // The auditor's authentication (staff-login) comes before the export.
+    let count = count + 1;
 
     let export = hospital.ok(&["audit", "export", "--format", "jsonl", "--as", "auditor"]);
     let lines: Vec<&str> = export.lines().collect();
@@ -2264,7 +2560,12 @@ fn every_export_is_recorded_after_the_events_it_holds() {
         "the export does not hold its own record"
     );
     let last: serde_json::Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
-    assert_eq!(last["hash"], head.as_str());
+    assert_eq!(
+        last["hash"],
+        hospital.events()[usize::try_from(count).unwrap() - 1]
+            .hash
+            .as_str()
+    );
 
     let events = hospital.events();
     assert_eq!(events.len() as i64, count + 1);
@@ -2313,7 +2614,8 @@ fn every_export_is_recorded_after_the_events_it_holds() {
     assert!(
         hospital
             .ok(&["audit", "verify"])
-            .starts_with(&format!("Intact: {} events", count + 2))
+            .starts_with(&format!("Intact: {} events", count + 3)),
+        "two exports, each after its auditor's login"
     );
 }
 
@@ -2326,8 +2628,9 @@ fn a_session_is_reviewed_after_it_ends_once_per_reviewer_and_leaves_the_queue() 
     );
     let id = hospital.ask("tanaka", "apply patch 5.2.1");
     hospital.approve_and_open(&id, "tanaka", Duration::ZERO);
+    hospital.staff_account("yamada", &[Role::Auditor]);
     let review = |who: &str| {
-        hospital.command(&[
+        hospital.output(&[
             "audit",
             "review",
             id.as_str(),
@@ -2338,7 +2641,7 @@ fn a_session_is_reviewed_after_it_ends_once_per_reviewer_and_leaves_the_queue() 
             who,
         ])
     };
-    let sentence = refused(review("yamada").output().unwrap());
+    let sentence = refused(review("yamada"));
     assert_eq!(
         sentence,
         format!("{id} is still live (or was never opened); review it after it ends.")
@@ -2371,11 +2674,12 @@ fn a_session_is_reviewed_after_it_ends_once_per_reviewer_and_leaves_the_queue() 
     let (count, _) = hospital.head();
 
     assert_eq!(
-        succeeded(review("yamada").output().unwrap()),
+        succeeded(review("yamada")),
         format!("Marked {id} reviewed by yamada.\n")
     );
     let recorded = hospital.events().pop().unwrap();
-    assert_eq!(recorded.seq, count + 1);
+    // After the reviewer's authentication (staff-login).
+    assert_eq!(recorded.seq, count + 2);
     assert_eq!(recorded.event.kind, EventKind::ReviewMarked);
     assert_eq!(recorded.event.actor, Actor::Staff("yamada".into()));
     assert_eq!(recorded.event.request.as_deref(), Some(id.as_str()));
@@ -2384,7 +2688,7 @@ fn a_session_is_reviewed_after_it_ends_once_per_reviewer_and_leaves_the_queue() 
         [("comment".to_owned(), "checked the patch log".to_owned())]
     );
 
-    let sentence = refused(review("yamada").output().unwrap());
+    let sentence = refused(review("yamada"));
     assert!(
         sentence.starts_with(&format!("You (yamada) already reviewed {id} on ")),
         "{sentence}"
@@ -2478,7 +2782,7 @@ fn staff_invite_prints_a_one_time_link_and_list_disable_name_the_account() {
         "invite",
         "yamada",
         "--role",
-        "admin,auditor",
+        "admin",
         "--web-url",
         "https://broker.hospital.example:8443/",
         "--as",
@@ -2571,4 +2875,372 @@ fn postgres_notices_are_not_printed_at_the_default_log_level() {
     let stderr = String::from_utf8_lossy(&second.stderr).into_owned();
     succeeded(second);
     assert!(!stderr.contains("already exists"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Accountable operators: every name the command line records is a staff account that
+// proved itself with its own one-time code (issue 17, parts 3, 4 and 7).
+
+impl Hospital {
+    /// The events of `kind`, oldest first.
+    fn events_of(&self, kind: EventKind) -> Vec<AuditEvent> {
+        self.events()
+            .into_iter()
+            .map(|stored| stored.event)
+            .filter(|event| event.kind == kind)
+            .collect()
+    }
+
+    /// The `why` of the last `staff-login-failed` event, and its actor.
+    fn last_failure(&self) -> (String, String) {
+        let event = self.events_of(EventKind::StaffLoginFailed).pop().unwrap();
+        let why = event
+            .details
+            .iter()
+            .find(|(key, _)| key == "why")
+            .map(|(_, value)| value.clone())
+            .unwrap();
+        (event.actor.encode(), why)
+    }
+}
+
+/// A code that is not the current one (nor, but for a one-in-a-million chance, a neighbour).
+fn wrong(code: &str) -> String {
+    format!(
+        "{:06}",
+        (code.parse::<u32>().unwrap() + 500_000) % 1_000_000
+    )
+}
+
+#[test]
+fn suzuki_in_capitals_or_full_width_is_the_same_approver_and_cannot_approve_twice() {
+    let hospital = Hospital::new();
+    let id = hospital.request_needing("tanaka", 2);
+    hospital.ok(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--for",
+        "1h",
+        "--as",
+        "suzuki",
+    ]);
+    for alias in ["Suzuki", "SUZUKI", "Ｓｕｚｕｋｉ"] {
+        let sentence = hospital.refused(&[
+            "request",
+            "approve",
+            id.as_str(),
+            "--for",
+            "1h",
+            "--as",
+            alias,
+        ]);
+        assert!(sentence.contains("suzuki"), "{alias}: {sentence}");
+        let record = hospital.record(&id);
+        assert_eq!(record.stage, Stage::Requested, "{alias}");
+        assert_eq!(record.approvals.len(), 1, "{alias}");
+    }
+    // A second, different person completes it.
+    let out = hospital.ok(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--for",
+        "1h",
+        "--as",
+        "sato",
+    ]);
+    assert!(out.starts_with(&format!("Approved {id} until ")), "{out}");
+    let approvers: Vec<String> = hospital
+        .record(&id)
+        .approvals
+        .iter()
+        .map(|approval| approval.approver.clone())
+        .collect();
+    assert_eq!(approvers, ["suzuki", "sato"]);
+}
+
+#[test]
+fn an_auditor_only_account_cannot_approve_from_the_command_line_and_is_recorded() {
+    let hospital = Hospital::new();
+    let id = hospital.request("tanaka");
+    let sentence = hospital.refused(&[
+        "request",
+        "approve",
+        id.as_str(),
+        "--for",
+        "1h",
+        "--as",
+        "ito",
+    ]);
+    assert_eq!(
+        sentence,
+        "ito may not approve, deny, revoke or extend sessions (it takes the approver role); ask someone who holds it."
+    );
+    assert!(hospital.record(&id).approvals.is_empty());
+    let refused = hospital.events_of(EventKind::StaffRefused).pop().unwrap();
+    assert_eq!(refused.actor, Actor::Staff("ito".into()));
+    // Nor lock down, nor lift, nor take on vendors.
+    for args in [
+        &["lockdown", "on", "--reason", "x", "--as", "ito"][..],
+        &["vendor", "add", "acme-ehr", "--as", "ito"][..],
+    ] {
+        let sentence = hospital.refused(args);
+        assert!(sentence.starts_with("ito may not "), "{sentence}");
+    }
+}
+
+#[test]
+fn unknown_disabled_and_locked_names_and_wrong_or_reused_codes_are_refused_and_recorded() {
+    let hospital = Hospital::new();
+    let id = hospital.request("tanaka");
+    let approve = |name: &str, code: &str| {
+        refused(hospital.with_code(
+            &[
+                "request",
+                "approve",
+                id.as_str(),
+                "--for",
+                "1h",
+                "--as",
+                name,
+            ],
+            code,
+        ))
+    };
+    // Unknown.
+    let sentence = approve("nobody", "123456");
+    assert!(
+        sentence.starts_with("There is no staff account nobody;"),
+        "{sentence}"
+    );
+    assert_eq!(
+        hospital.last_failure(),
+        ("staff:nobody".into(), "unknown name".into())
+    );
+
+    // Disabled (by an admin, with their own code).
+    hospital.staff_account("kato", &[Role::Approver]);
+    hospital.ok(&["staff", "disable", "kato", "--as", "yamada"]);
+    let sentence = approve("kato", &hospital.code("kato"));
+    assert!(sentence.contains("kato is disabled"), "{sentence}");
+    assert_eq!(
+        hospital.last_failure(),
+        ("staff:kato".into(), "account disabled".into())
+    );
+
+    // Locked (after failed logins, now).
+    hospital.staff_account("abe", &[Role::Approver]);
+    hospital.sql(
+        "UPDATE staff SET locked = 1, login_failures = 5, locked_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000 WHERE name = $1",
+        "abe",
+    );
+    let sentence = approve("abe", &hospital.code("abe"));
+    assert!(sentence.contains("abe is locked"), "{sentence}");
+    assert_eq!(
+        hospital.last_failure(),
+        ("staff:abe".into(), "account locked".into())
+    );
+
+    // A wrong code counts as a failed login, and the next attempt must wait.
+    let code = hospital.fresh_code("mori");
+    let sentence = approve("mori", &wrong(&code));
+    assert!(
+        sentence.contains("wrong or was already used for mori"),
+        "{sentence}"
+    );
+    assert_eq!(
+        hospital.last_failure(),
+        ("staff:mori".into(), "wrong one-time code".into())
+    );
+    let row = hospital
+        .runtime
+        .block_on(hospital.store.staff_member("mori"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.login_failures, 1);
+    let sentence = approve("mori", &code);
+    assert!(
+        sentence.starts_with("Too many failed logins for this name; wait "),
+        "{sentence}"
+    );
+
+    // A code works once.
+    let code = hospital.fresh_code("ueda");
+    let other = hospital.request("kato");
+    succeeded(hospital.with_code(
+        &[
+            "request",
+            "approve",
+            other.as_str(),
+            "--for",
+            "1h",
+            "--as",
+            "ueda",
+        ],
+        &code,
+    ));
+    let sentence = approve("ueda", &code);
+    assert!(
+        sentence.contains("wrong or was already used for ueda"),
+        "{sentence}"
+    );
+    assert_eq!(
+        hospital.last_failure(),
+        ("staff:ueda".into(), "one-time code already used".into())
+    );
+    assert!(hospital.record(&id).approvals.is_empty());
+}
+
+#[test]
+fn the_host_administrators_recovery_path_is_recorded_as_the_host_never_as_a_staff_name() {
+    let hospital = Hospital::new();
+    let sentence = hospital.refused(&["staff", "invite", "kimura", "--role", "admin"]);
+    assert!(sentence.contains("--as"), "{sentence}");
+    let out = hospital.ok(&[
+        "staff",
+        "invite",
+        "kimura",
+        "--role",
+        "admin",
+        "--host-admin",
+    ]);
+    assert!(
+        out.starts_with("Link to create the account kimura"),
+        "{out}"
+    );
+    let invited = hospital.events_of(EventKind::StaffInvited).pop().unwrap();
+    assert!(
+        matches!(&invited.actor, Actor::Host(user) if !user.is_empty()),
+        "{:?}",
+        invited.actor
+    );
+    assert!(invited.actor.encode().starts_with("host:"));
+    assert_eq!(
+        Actor::decode(&invited.actor.encode()),
+        Some(invited.actor.clone())
+    );
+    // Older records still read.
+    assert_eq!(
+        Actor::decode("staff:suzuki"),
+        Some(Actor::Staff("suzuki".into()))
+    );
+    let sentence = hospital.refused(&[
+        "staff",
+        "invite",
+        "kimura",
+        "--role",
+        "admin",
+        "--host-admin",
+        "--as",
+        "suzuki",
+    ]);
+    assert!(sentence.contains("cannot be used with"), "{sentence}");
+}
+
+#[test]
+fn auditor_with_approver_or_admin_is_refused_by_default_and_recorded() {
+    let hospital = Hospital::new();
+    for roles in ["auditor,approver", "admin,auditor"] {
+        let sentence =
+            hospital.refused(&["staff", "invite", "ono", "--role", roles, "--as", "yamada"]);
+        assert!(
+            sentence.starts_with("One account may not be both auditor and "),
+            "{sentence}"
+        );
+        let refused = hospital.events_of(EventKind::StaffRefused).pop().unwrap();
+        assert_eq!(refused.actor, Actor::Staff("yamada".into()));
+    }
+    assert!(
+        hospital
+            .events_of(EventKind::StaffInvited)
+            .iter()
+            .all(|event| event
+                .details
+                .iter()
+                .all(|(key, value)| key != "staff" || value != "ono"))
+    );
+    hospital.ok(&[
+        "staff", "invite", "ono", "--role", "auditor", "--as", "yamada",
+    ]);
+}
+
+#[test]
+fn a_small_clinic_may_combine_roles_with_a_reason_in_hospital_toml() {
+    let hospital = Hospital::with_staff_rules(
+        "[staff]\nallow_combined_roles = true\ncombined_roles_reason = \"two people in IT\"\n",
+    );
+    hospital.ok(&[
+        "staff",
+        "invite",
+        "ono",
+        "--role",
+        "admin,auditor",
+        "--as",
+        "yamada",
+    ]);
+    let render = hospital.ok(&["policy", "render"]);
+    assert!(render.contains("two people in IT"), "{render}");
+}
+
+#[test]
+fn lifting_a_lockdown_is_an_admins_act_and_two_admins_where_the_policy_says() {
+    let hospital = Hospital::with_staff_rules("[staff]\nlockdown_lift_admins = 2\n");
+    hospital.staff_account("sato", &[Role::Approver]);
+    hospital.ok(&[
+        "lockdown",
+        "on",
+        "--reason",
+        "ransomware suspected",
+        "--as",
+        "sato",
+    ]);
+    let sentence = hospital.refused(&["lockdown", "off", "--as", "sato"]);
+    assert_eq!(
+        sentence,
+        "sato may not lift a lockdown (it takes the admin role); ask someone who holds it."
+    );
+    let out = hospital.ok(&["lockdown", "off", "--reason", "all clear", "--as", "suzuki"]);
+    assert!(out.starts_with("Your lift is recorded as pending: the lockdown stays on until a second, different admin lifts it too"), "{out}");
+    let status = hospital.ok(&["lockdown", "status"]);
+    assert!(status.contains("suzuki lifted it at "), "{status}");
+    assert!(
+        status.contains("pending a second, different admin's lift"),
+        "{status}"
+    );
+    assert_eq!(hospital.events_of(EventKind::LockdownLiftPending).len(), 1);
+    let sentence = hospital.refused(&["lockdown", "off", "--as", "Suzuki"]);
+    assert!(
+        sentence.contains("lifted this lockdown already"),
+        "{sentence}"
+    );
+    assert!(
+        hospital
+            .ok(&["lockdown", "status"])
+            .starts_with("Lockdown is ON")
+    );
+    let out = hospital.ok(&["lockdown", "off", "--as", "yamada"]);
+    assert!(
+        out.starts_with("Lockdown lifted, confirming suzuki's lift"),
+        "{out}"
+    );
+    let status = hospital.ok(&["lockdown", "status"]);
+    assert!(status.contains("by yamada"), "{status}");
+}
+
+#[test]
+fn one_admin_lifts_a_lockdown_by_default_and_an_approver_cannot() {
+    let hospital = Hospital::new();
+    hospital.staff_account("sato", &[Role::Approver]);
+    hospital.ok(&["lockdown", "on", "--reason", "drill", "--as", "sato"]);
+    let sentence = hospital.refused(&["lockdown", "off", "--as", "sato"]);
+    assert!(
+        sentence.starts_with("sato may not lift a lockdown"),
+        "{sentence}"
+    );
+    let out = hospital.ok(&["lockdown", "off", "--as", "suzuki"]);
+    assert_eq!(
+        out,
+        "Lockdown lifted: technicians may ask for sessions again.\n"
+    );
 }

@@ -3,6 +3,8 @@
 //! and the chain verifies.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,6 +14,7 @@ use sekisho_broker::audit::{self, EventKind, Verdict};
 use sekisho_broker::store::{AuditFilter, Store, StoreLocation};
 use sekisho_client::enroll::{self, EnrollArgs};
 use sekisho_client::{ClientConfig, Session};
+use tokio::io::AsyncReadExt;
 
 fn broker() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sekisho-broker"));
@@ -82,16 +85,27 @@ async fn steps_acknowledged_just_before_sigkill_are_on_disk_with_their_events() 
     };
 
     // The admin adds the technician, who enrolls (a key made here, a certificate request).
-    let admin = |args: &[&str]| {
-        let output = broker()
-            .args(args)
-            .args(["--as", "suzuki"])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--policies")
-            .arg(&policies)
-            .output()
-            .unwrap();
+    let database = data.join("sekisho.db");
+    let suzuki = support::staff_account(
+        &sekisho_broker::BrokerConfig::new(data.clone(), policies.clone()),
+        "suzuki",
+        &[
+            sekisho_broker::staff::Role::Approver,
+            sekisho_broker::staff::Role::Admin,
+        ],
+    )
+    .await;
+    let admin = |args: &[&str], code: String| {
+        let output = support::run_with_code(
+            broker()
+                .args(args)
+                .args(["--as", "suzuki"])
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("--policies")
+                .arg(&policies),
+            &code,
+        );
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(
             output.status.success(),
@@ -100,17 +114,23 @@ async fn steps_acknowledged_just_before_sigkill_are_on_disk_with_their_events() 
         );
         stdout
     };
-    admin(&["vendor", "add", "acme-ehr"]);
-    let added = admin(&[
-        "technician",
-        "add",
-        "acme-ehr",
-        "tanaka",
-        "--name",
-        "Tanaka",
-        "--broker-address",
-        &address,
-    ]);
+    admin(
+        &["vendor", "add", "acme-ehr"],
+        support::fresh_code_now(&database, "suzuki", &suzuki).await,
+    );
+    let added = admin(
+        &[
+            "technician",
+            "add",
+            "acme-ehr",
+            "tanaka",
+            "--name",
+            "Tanaka",
+            "--broker-address",
+            &address,
+        ],
+        support::fresh_code_now(&database, "suzuki", &suzuki).await,
+    );
     let command: Vec<&str> = added
         .lines()
         .find(|line| line.trim_start().starts_with("sekisho enroll"))
@@ -120,6 +140,9 @@ async fn steps_acknowledged_just_before_sigkill_are_on_disk_with_their_events() 
     let after = |flag: &str| command[command.iter().position(|w| *w == flag).unwrap() + 1];
     let enrollment = enroll::enroll(&EnrollArgs {
         broker: after("--broker").to_owned(),
+        further_brokers: Vec::new(),
+        transport: sekisho_client::transport::TransportChoice::default(),
+        proxy: None,
         token: after("--token").to_owned(),
         ca_fingerprint: after("--ca-fingerprint").to_owned(),
         dir: creds.clone(),
@@ -139,16 +162,18 @@ async fn steps_acknowledged_just_before_sigkill_are_on_disk_with_their_events() 
         .await
         .unwrap();
     // An approval, by another process, as an approver's CLI would.
-    let approved = broker()
-        .args([
-            "request", "approve", &view.id, "--for", "30m", "--as", "suzuki",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--policies")
-        .arg(&policies)
-        .output()
-        .unwrap();
+    let code = support::fresh_code_now(&database, "suzuki", &suzuki).await;
+    let approved = support::run_with_code(
+        broker()
+            .args([
+                "request", "approve", &view.id, "--for", "30m", "--as", "suzuki",
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--policies")
+            .arg(&policies),
+        &code,
+    );
     assert!(
         approved.status.success(),
         "{}",

@@ -2,6 +2,8 @@
 //! a real `serve` process and its SQLite file.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Output, Stdio};
@@ -128,12 +130,48 @@ fn check_prints_each_problem_of_each_kind_as_file_line_reason() {
     assert!(stderr.contains("3 problem(s)"), "{stderr}");
 }
 
+// See: issue 15, point 5: both passed `policy check` before.
+#[test]
+fn check_reports_numeric_host_spellings_and_ipv6_carrying_loopback_as_file_line_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = copy_policies(dir.path());
+    let kanto = policies.join("vendors/kanto-net.toml");
+    let text = std::fs::read_to_string(&kanto)
+        .unwrap()
+        .replace("address = \"10.0.0.2:22\"", "address = \"0x7f000001:22\"")
+        .replace(
+            "address = \"10.0.0.1:443\"",
+            "address = \"[64:ff9b::7f00:1]:443\"",
+        );
+    std::fs::write(&kanto, text).unwrap();
+    let (output, stdout, stderr) = run(broker(&["policy", "check"]).arg(&policies));
+    assert!(!output.status.success());
+    let file = kanto.display();
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "{file}:16: target `core-switch` address \"0x7f000001:22\" has `0x7f000001`, a numeric spelling of 127.0.0.1; write the address as 127.0.0.1"
+            ),
+            format!(
+                "{file}:22: target `firewall` address \"[64:ff9b::7f00:1]:443\" is a NAT64 IPv6 address embedding the loopback address 127.0.0.1; set `allow_loopback = true` only for demos and tests"
+            ),
+        ],
+        "{stdout}"
+    );
+    assert!(stderr.contains("2 problem(s)"), "{stderr}");
+}
+
 /// A `serve` process on a copy of the example policies.
 struct Served {
-    child: Child,
+    child: Option<Child>,
+    pid: u32,
     stderr: BufReader<ChildStderr>,
     policies: PathBuf,
     data: PathBuf,
+    secrets: std::cell::RefCell<
+        std::collections::HashMap<String, sekisho_broker::secret::Secret<Vec<u8>>>,
+    >,
     _dir: tempfile::TempDir,
 }
 
@@ -158,10 +196,12 @@ impl Served {
         .unwrap();
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let mut served = Served {
-            child,
+            pid: child.id(),
+            child: Some(child),
             stderr,
             policies,
             data,
+            secrets: Default::default(),
             _dir: dir,
         };
         served.wait_for_line("listening on UDP 127.0.0.1:");
@@ -191,9 +231,64 @@ impl Served {
             .arg(&self.data))
     }
 
+    /// Runs the binary as admin `name` (made on first use) with a current code of theirs.
+    fn admin_as(&self, args: &[&str], name: &str) -> (Output, String, String) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = sekisho_broker::BrokerConfig::new(self.data.clone(), self.policies.clone());
+        let database = self.data.join("sekisho.db");
+        let known = self.secrets.borrow().get(name).cloned();
+        let secret = match known {
+            Some(secret) => secret,
+            None => {
+                let secret = support::make_staff(
+                    &runtime,
+                    &config,
+                    name,
+                    &[sekisho_broker::staff::Role::Admin],
+                );
+                self.secrets
+                    .borrow_mut()
+                    .insert(name.to_owned(), secret.clone());
+                secret
+            }
+        };
+        let code = support::fresh_code(&runtime, &database, name, &secret);
+        let output = support::run_with_code(
+            broker(args)
+                .args(["--as", name])
+                .arg("--policies")
+                .arg(&self.policies)
+                .arg("--data-dir")
+                .arg(&self.data),
+            &code,
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output, stdout, stderr)
+    }
+
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the process to exit, at most `limit`; how long it took, if it did.
+    fn exited_within(&mut self, limit: std::time::Duration) -> Option<std::time::Duration> {
+        let mut child = self.child.take()?;
+        let started = std::time::Instant::now();
+        let (exited, exit) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = child.wait();
+            let _ = exited.send(());
+        });
+        exit.recv_timeout(limit).ok().map(|()| started.elapsed())
+    }
+
     fn signal(&self, name: &str) {
         let sent = Command::new("kill")
-            .args([name, &self.child.id().to_string()])
+            .args([name, &self.pid().to_string()])
             .status()
             .unwrap();
         assert!(sent.success());
@@ -202,8 +297,15 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        } else if self.pid != 0 {
+            // Waited for on a thread of its own; make sure it is gone.
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
+        }
     }
 }
 
@@ -217,13 +319,13 @@ fn reload_applies_checked_policies_to_the_running_broker_and_refuses_broken_ones
         good.replace("max_session = \"1h\"", "max_session = \"45m\""),
     )
     .unwrap();
-    let (output, stdout, stderr) = served.admin(&["policy", "reload", "--as", "yamada"]);
+    let (output, stdout, stderr) = served.admin_as(&["policy", "reload"], "yamada");
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("applied the policies (sha256 "), "{stdout}");
 
     // Broken: the command's own check refuses it, and nothing is asked of the broker.
     std::fs::write(&kanto, good.replace("approvals = 1", "approvals = 6")).unwrap();
-    let (output, stdout, stderr) = served.admin(&["policy", "reload", "--as", "yamada"]);
+    let (output, stdout, stderr) = served.admin_as(&["policy", "reload"], "yamada");
     assert!(!output.status.success());
     assert!(
         stdout.contains(&format!("{}:", kanto.display()))
@@ -243,7 +345,7 @@ fn reload_applies_checked_policies_to_the_running_broker_and_refuses_broken_ones
 
     // Every applied set and the refusal are on the record.
     served.signal("-TERM");
-    assert!(served.child.wait().unwrap().success());
+    assert!(served.child.as_mut().unwrap().wait().unwrap().success());
     let (output, stdout, stderr) = served.admin(&["audit", "list", "--kind", "policy-loaded"]);
     assert!(output.status.success(), "{stderr}");
     assert_eq!(
@@ -275,4 +377,39 @@ fn reload_without_a_database_says_so() {
         .arg(dir.path().join("data")));
     assert!(!output.status.success());
     assert!(stderr.contains("There is no sekisho database"), "{stderr}");
+}
+
+#[test]
+fn sigterm_stops_the_broker_within_ten_seconds_while_an_outside_writer_holds_the_database() {
+    let mut served = Served::start();
+    let pid = served.pid();
+    // Another process takes the database's write lock and keeps it: every write the broker
+    // tries from now on waits for its busy timeout.
+    let database = served.data.join("sekisho.db");
+    // The outside process holds the lock until its standard input closes (the test kills it
+    // first); nothing waits on time.
+    let mut holder = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\nsys.stdin.read()",
+        ])
+        .arg(&database)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (the README lists it among what the tests need)");
+    let mut locked = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut locked)
+        .unwrap();
+    assert_eq!(locked.trim(), "locked");
+    served.signal("-TERM");
+    let took = served.exited_within(std::time::Duration::from_secs(15));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let took = took.unwrap_or_else(|| panic!("broker {pid} did not stop within 15 s of SIGTERM"));
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the broker took {took:?} to stop"
+    );
 }

@@ -18,22 +18,30 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use proto::{EnrollCsr, EnrollOffer, EnrollStart, Enrolled, Message};
-use quinn::crypto::rustls::QuicClientConfig;
 use rustls::client::Resumption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tunnel::frames::{MessageReader, ReadFrameError, write_message};
+use tunnel::link::{Link, LinkEnd, RecvHalf, StreamError};
 
 use crate::error::ConnectError;
 use crate::files::{self, BROKER_FILE, CA_FILE, CERTIFICATE_FILE, KEY_FILE};
+use crate::transport::{Dial, TransportChoice, dial};
 
 /// What the technician typed.
 #[derive(Debug, Clone)]
 pub struct EnrollArgs {
     /// `HOST:PORT` of the broker.
     pub broker: String,
+    /// The hospital's other brokers (sharing one database), tried in order when `broker`
+    /// cannot be reached; enrollment stores them all.
+    pub further_brokers: Vec<String>,
+    /// Which transport to enroll over.
+    pub transport: TransportChoice,
+    /// The HTTP proxy TLS over TCP goes through, if any.
+    pub proxy: Option<crate::proxy::Proxy>,
     /// The one-time token.
     pub token: String,
     /// The broker CA's fingerprint as the hospital gave it (`sha256:…`).
@@ -42,6 +50,15 @@ pub struct EnrollArgs {
     pub dir: PathBuf,
     /// How long to wait for the broker.
     pub connect_timeout: std::time::Duration,
+}
+
+impl EnrollArgs {
+    /// Every address the hospital gave, in its order.
+    pub fn addresses(&self) -> Vec<&str> {
+        std::iter::once(self.broker.as_str())
+            .chain(self.further_brokers.iter().map(String::as_str))
+            .collect()
+    }
 }
 
 /// A finished enrollment.
@@ -134,8 +151,23 @@ pub fn format_fingerprint(bytes: &[u8; 32]) -> String {
     format!("sha256:{hex}")
 }
 
-/// Enrolls with the broker and writes the credentials into `args.dir`.
+/// Enrolls with the broker and writes the credentials into `args.dir`. The hospital's
+/// addresses are tried in order: one that cannot be reached passes to the next.
 pub async fn enroll(args: &EnrollArgs) -> Result<Enrollment, EnrollError> {
+    let mut unreachable = Vec::new();
+    for broker in args.addresses() {
+        match enroll_at(args, broker).await {
+            Err(EnrollError::Connect(e)) if e.is_unreachable() => {
+                unreachable.push(e);
+            }
+            other => return other,
+        }
+    }
+    Err(ConnectError::none_reachable(unreachable).into())
+}
+
+/// Enrolls through the broker at `broker`.
+async fn enroll_at(args: &EnrollArgs, broker: &str) -> Result<Enrollment, EnrollError> {
     let expected = parse_fingerprint(&args.ca_fingerprint)?;
     let mismatch = Arc::new(Mutex::new(None));
     let verifier = Arc::new(PinnedCaVerifier {
@@ -143,58 +175,62 @@ pub async fn enroll(args: &EnrollArgs) -> Result<Enrollment, EnrollError> {
         provider: tunnel::crypto_provider(),
         mismatch: mismatch.clone(),
     });
-    let quic_config = enroll_quic_config(verifier)?;
-    let broker_address = crate::session::resolve(&args.broker).await?;
+    let tls = enroll_tls_config(verifier)?;
     // Enrollment moves a few kilobytes: Ethernet-sized packets, whatever the path.
-    let endpoint = crate::session::client_endpoint(
-        &args.broker,
-        broker_address,
-        quic_config,
-        tunnel::udp::PacketSize::ETHERNET,
-    )?;
-
+    let packets = tunnel::udp::PacketSize::ETHERNET;
+    let spec = Dial {
+        quic: crate::config::quic_client_config(tls.clone(), packets)?,
+        tls,
+        max_packet: packets,
+        transport: args.transport,
+        remember_in: None,
+        proxy: args.proxy.as_ref(),
+    };
+    let broker_address = crate::session::resolve(broker).await?;
     let conversation = async {
-        let connecting = endpoint
-            .connect(broker_address, proto::BROKER_SERVER_NAME)
-            .map_err(|e| ConnectError::Connection(e.to_string()))?;
-        let connection = match connecting.await {
-            Ok(connection) => connection,
+        let dialed = match dial(&spec, broker, broker_address).await {
+            Ok(dialed) => dialed,
             Err(e) => {
                 let seen = mismatch.lock().ok().and_then(|mut seen| seen.take());
                 return Err(match seen {
                     Some(seen) => EnrollError::FingerprintMismatch {
-                        broker: args.broker.clone(),
+                        broker: broker.to_owned(),
                         seen,
                         expected: format_fingerprint(&expected),
                     },
-                    None => crate::session::classify(&args.broker, e).into(),
+                    None => e.into(),
                 });
             }
         };
-        converse(&connection, args, &expected).await
+        let result = converse(&dialed.link, args, broker, &expected).await;
+        dialed.link.close(0, b"enrollment over");
+        if let Some(endpoint) = &dialed.endpoint {
+            endpoint.close(0u32.into(), b"enrollment over");
+        }
+        result
     };
-    let result = match tokio::time::timeout(args.connect_timeout * 3, conversation).await {
+    match tokio::time::timeout(args.connect_timeout * 3, conversation).await {
         Ok(result) => result,
         Err(_) => Err(ConnectError::Unreachable {
-            broker: args.broker.clone(),
+            broker: broker.to_owned(),
             reason: format!(
                 "no answer within {} s",
                 (args.connect_timeout * 3).as_secs()
             ),
         }
         .into()),
-    };
-    endpoint.close(0u32.into(), b"enrollment over");
-    result
+    }
 }
 
 async fn converse(
-    connection: &quinn::Connection,
+    connection: &Link,
     args: &EnrollArgs,
+    broker: &str,
     expected_ca: &[u8; 32],
 ) -> Result<Enrollment, EnrollError> {
-    let broker = &args.broker;
-    let lost = |e: quinn::ConnectionError| EnrollError::from(crate::session::classify(broker, e));
+    let lost = |end: LinkEnd| {
+        EnrollError::from(crate::session::gone_while_greeting(connection, broker, end))
+    };
     let (mut send, mut recv) = connection.open_bi().await.map_err(lost)?;
     let mut reader = MessageReader::new();
     let start = Message::EnrollStart(EnrollStart {
@@ -204,7 +240,7 @@ async fn converse(
     write_message(&mut send, &start)
         .await
         .map_err(|e| EnrollError::Protocol(e.to_string()))?;
-    let offer = match read(&mut reader, &mut recv, broker).await? {
+    let offer = match read(&mut reader, &mut recv, connection, broker).await? {
         Message::EnrollOffer(offer) => offer,
         other => {
             return Err(EnrollError::Protocol(format!(
@@ -226,7 +262,7 @@ async fn converse(
         write_message(&mut send, &Message::EnrollCsr(EnrollCsr { csr_pem }))
             .await
             .map_err(|e| EnrollError::Protocol(e.to_string()))?;
-        let enrolled = match read(&mut reader, &mut recv, broker).await? {
+        let enrolled = match read(&mut reader, &mut recv, connection, broker).await? {
             Message::Enrolled(enrolled) => enrolled,
             other => {
                 return Err(EnrollError::Protocol(format!(
@@ -247,7 +283,12 @@ async fn converse(
         }
     };
     let _ = send.finish();
-    save(&args.dir, &staged_key, &args.broker, &enrolled)?;
+    save(
+        &args.dir,
+        &staged_key,
+        &args.addresses().join("\n"),
+        &enrolled,
+    )?;
     Ok(Enrollment {
         offer,
         otpauth_uri: enrolled.otpauth_uri,
@@ -258,14 +299,15 @@ async fn converse(
 
 async fn read(
     reader: &mut MessageReader,
-    recv: &mut quinn::RecvStream,
+    recv: &mut RecvHalf,
+    connection: &Link,
     broker: &str,
 ) -> Result<Message, EnrollError> {
     match reader.expect(recv).await {
         Ok(Message::Error(refusal)) => Err(EnrollError::Refused(refusal)),
         Ok(message) => Ok(message),
-        Err(ReadFrameError::Read(quinn::ReadError::ConnectionLost(e))) => {
-            Err(crate::session::classify(broker, e).into())
+        Err(ReadFrameError::Read(StreamError::Lost(end))) => {
+            Err(crate::session::gone_while_greeting(connection, broker, end).into())
         }
         Err(e) => Err(EnrollError::Protocol(e.to_string())),
     }
@@ -358,7 +400,7 @@ fn write_error(path: &Path, error: &std::io::Error) -> EnrollError {
     }
 }
 
-fn enroll_quic_config(verifier: Arc<PinnedCaVerifier>) -> Result<quinn::ClientConfig, EnrollError> {
+fn enroll_tls_config(verifier: Arc<PinnedCaVerifier>) -> Result<rustls::ClientConfig, EnrollError> {
     let provider = tunnel::crypto_provider();
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -369,9 +411,7 @@ fn enroll_quic_config(verifier: Arc<PinnedCaVerifier>) -> Result<quinn::ClientCo
     tls.alpn_protocols = vec![proto::ENROLL_ALPN.to_vec()];
     tls.resumption = Resumption::disabled();
     tls.enable_early_data = false;
-    let quic_tls =
-        QuicClientConfig::try_from(tls).map_err(|e| ConnectError::Credentials(e.to_string()))?;
-    Ok(quinn::ClientConfig::new(Arc::new(quic_tls)))
+    Ok(tls)
 }
 
 /// Trusts the broker only if it sends the CA with the expected fingerprint and its own

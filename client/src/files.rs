@@ -3,7 +3,7 @@
 //! The configuration directory (`$SEKISHO_CONFIG_DIR`, else `$XDG_CONFIG_HOME/sekisho`, else
 //! `~/.config/sekisho`) is created readable by its owner only and holds:
 //!
-//! - `broker`: the `HOST:PORT` the technician enrolled with;
+//! - `broker`: the hospital's broker addresses (`HOST:PORT`), one per line, tried in order;
 //! - `ca.pem`: the broker's CA, the only root the client trusts;
 //! - `client.pem`: the technician's certificate;
 //! - `client.key`: the private key made on this machine, mode 0600, never sent anywhere.

@@ -3,9 +3,12 @@
 //! the end of the session; and every way connecting can fail, as one sentence.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use sekisho_broker::approval::{Desk, Until};
@@ -13,11 +16,11 @@ use sekisho_broker::clock::{Clock, ManualClock};
 use sekisho_broker::identity;
 use sekisho_broker::otp;
 use sekisho_broker::secret::Secret;
-use sekisho_broker::session::RequestId;
+use sekisho_broker::session::{RequestId, RequestRecord, Stage};
 use sekisho_broker::store::NewTechnician;
 use sekisho_broker::{Broker, BrokerConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::process::{Child, ChildStderr, ChildStdin, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +42,8 @@ struct Fixture {
     desk: Desk,
     secret: Secret<Vec<u8>>,
     clock: ManualClock,
+    /// The broker CA's fingerprint, as the hospital gives it for enrollment.
+    ca_fingerprint: String,
     /// Holds the `closed` target's port (bound, never listening) for the test's life.
     _closed: TcpSocket,
     shutdown: CancellationToken,
@@ -51,6 +56,12 @@ impl Drop for Fixture {
 }
 
 async fn start_broker() -> Fixture {
+    start_broker_with_idle_timeout(None).await
+}
+
+/// A broker that closes a connection after `idle` without packets (its default otherwise):
+/// short, so a lost connection is noticed within the test.
+async fn start_broker_with_idle_timeout(idle: Option<Duration>) -> Fixture {
     let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let echo_addr = echo.local_addr().unwrap();
     tokio::spawn(async move {
@@ -86,9 +97,23 @@ async fn start_broker() -> Fixture {
     .unwrap();
     let mut config = BrokerConfig::new(dir.path().join("data"), policies);
     config.listen = "127.0.0.1:0".parse().unwrap();
+    if let Some(idle) = idle {
+        config.limits.idle_timeout = idle;
+    }
+    // TLS over TCP on the QUIC port's number: one address for either transport.
+    config.listen_tcp = Some("127.0.0.1:0".parse().unwrap());
     let clock = ManualClock::new(SystemTime::now());
     config.clock = std::sync::Arc::new(clock.clone());
-    let broker = Broker::bind(config.clone()).await.unwrap();
+    // The kernel may choose a UDP port whose number a TCP socket here already holds, which
+    // TLS over TCP then cannot have: choose again.
+    let mut attempts = 0;
+    let broker = loop {
+        match Broker::bind(config.clone()).await {
+            Ok(broker) => break broker,
+            Err(sekisho_broker::BindError::Listen { .. }) if attempts < 10 => attempts += 1,
+            Err(e) => panic!("the broker does not bind: {e}"),
+        }
+    };
     let addr = broker.local_addr();
     let desk = broker.desk();
     let ca_fingerprint = broker.pki().ca_fingerprint();
@@ -118,6 +143,7 @@ async fn start_broker() -> Fixture {
         desk,
         secret,
         clock,
+        ca_fingerprint,
         _closed: closed,
         shutdown,
     }
@@ -132,11 +158,17 @@ impl Fixture {
 
     /// Runs `sekisho request` for `targets` and returns the id it printed.
     async fn request(&self, targets: &[&str]) -> String {
+        self.request_through(self.broker, targets).await
+    }
+
+    /// [`request`](Fixture::request) with the broker at `broker` (a relay in front of it).
+    async fn request_through(&self, broker: SocketAddr, targets: &[&str]) -> String {
         let mut args = vec!["request", "--purpose", "apply patch 5.2.1", "--for", "1h"];
         for target in targets {
             args.extend(["--target", target]);
         }
-        let (status, stdout, stderr) = finish(self.sekisho(&args).spawn().unwrap()).await;
+        let mut command = sekisho_with(&broker.to_string(), &self.credentials, &args);
+        let (status, stdout, stderr) = finish(command.spawn().unwrap()).await;
         assert!(status.success(), "{status}: {stderr}");
         stdout.trim().to_owned()
     }
@@ -179,12 +211,20 @@ impl Fixture {
 
     /// Starts `sekisho connect ID -L 0:TARGET …` with stdin piped for the one-time password.
     fn connect(&self, id: &str, targets: &[&str]) -> Connect {
+        self.connect_through(self.broker, id, targets)
+    }
+
+    /// [`connect`](Fixture::connect) with the broker at `broker` (a relay in front of it).
+    fn connect_through(&self, broker: SocketAddr, id: &str, targets: &[&str]) -> Connect {
         let specs: Vec<String> = targets.iter().map(|t| format!("0:{t}")).collect();
         let mut args = vec!["connect", id];
         for spec in &specs {
             args.extend(["-L", spec]);
         }
-        let mut child = self.sekisho(&args).stdin(Stdio::piped()).spawn().unwrap();
+        let mut child = sekisho_with(&broker.to_string(), &self.credentials, &args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
         Connect {
             stdin: child.stdin.take().unwrap(),
             stderr: BufReader::new(child.stderr.take().unwrap()),
@@ -313,6 +353,14 @@ async fn finish(mut child: Child) -> (ExitStatus, String, String) {
     })
     .await
     .unwrap_or_else(|_| panic!("sekisho did not exit within {WAIT:?}"))
+}
+
+/// Runs `command` to its end, which must be a failure told in one line; that line.
+async fn one_sentence_failure(mut command: Command) -> String {
+    let (status, _, stderr) = finish(command.spawn().unwrap()).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    stderr
 }
 
 /// A running `sekisho connect`.
@@ -702,6 +750,541 @@ async fn connect_to_an_unknown_request_is_the_brokers_sentence() {
     );
 }
 
+// --- a lost connection ---
+
+/// The broker's idle timeout in these tests: how soon a lost connection is noticed.
+const LOST_AFTER: Duration = Duration::from_secs(2);
+
+/// A UDP relay in front of the broker that can stop carrying datagrams both ways, as a Wi-Fi
+/// drop or a closed laptop does. Each client address gets its own socket towards the broker.
+struct Relay {
+    addr: SocketAddr,
+    carrying: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(broker: SocketAddr) -> Relay {
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = front.local_addr().unwrap();
+        let carrying = Arc::new(AtomicBool::new(true));
+        let task = tokio::spawn({
+            let carrying = carrying.clone();
+            async move {
+                let mut towards_broker: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+                // Dropped (and so stopped) with this task.
+                let mut answers = tokio::task::JoinSet::new();
+                let mut datagram = vec![0u8; 65_535];
+                while let Ok((len, client)) = front.recv_from(&mut datagram).await {
+                    if !carrying.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let back = match towards_broker.get(&client) {
+                        Some(back) => back.clone(),
+                        None => {
+                            let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                            back.connect(broker).await.unwrap();
+                            answers.spawn(carry_answers(
+                                back.clone(),
+                                front.clone(),
+                                client,
+                                carrying.clone(),
+                            ));
+                            towards_broker.insert(client, back.clone());
+                            back
+                        }
+                    };
+                    let _ = back.send(&datagram[..len]).await;
+                }
+            }
+        });
+        Relay {
+            addr,
+            carrying,
+            task,
+        }
+    }
+
+    fn stop_carrying(&self) {
+        self.carrying.store(false, Ordering::SeqCst);
+    }
+
+    fn carry_again(&self) {
+        self.carrying.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The broker's datagrams back to `client`, while the relay carries.
+async fn carry_answers(
+    back: Arc<UdpSocket>,
+    front: Arc<UdpSocket>,
+    client: SocketAddr,
+    carrying: Arc<AtomicBool>,
+) {
+    let mut datagram = vec![0u8; 65_535];
+    while let Ok(len) = back.recv(&mut datagram).await {
+        if carrying.load(Ordering::SeqCst) {
+            let _ = front.send_to(&datagram[..len], client).await;
+        }
+    }
+}
+
+impl Fixture {
+    /// Waits (bounded) until the record of `id` satisfies `done`: the broker notices a lost
+    /// connection when its idle timeout passes.
+    async fn record_until(&self, id: &str, done: impl Fn(&RequestRecord) -> bool) -> RequestRecord {
+        let id = RequestId::parse(id).unwrap();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let record = self.desk.store().request(&id).await.unwrap();
+                if done(&record) {
+                    return record;
+                }
+                // sync-ok: the broker's own timing is under test; polled, bounded.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{id} did not reach the expected state within {WAIT:?}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_is_taken_up_again_by_itself_with_a_new_code_on_the_same_local_port() {
+    let fixture = start_broker_with_idle_timeout(Some(LOST_AFTER)).await;
+    let relay = Relay::start(fixture.broker).await;
+    let id = fixture.request(&["echo"]).await;
+    fixture.approve(&id).await;
+    let mut connect = fixture.connect_through(relay.addr, &id, &["echo"]);
+    connect.until("One-time password for acme-ehr/tanaka").await;
+    connect.type_line(&fixture.code()).await;
+    connect.until("Press Ctrl-C to end the session.").await;
+    let local = connect.local_port_of("echo");
+    assert_echoes(local).await;
+    let mut in_flight = TcpStream::connect(local).await.unwrap();
+    in_flight.write_all(b"before").await.unwrap();
+    let mut answer = [0u8; 6];
+    in_flight.read_exact(&mut answer).await.unwrap();
+
+    relay.stop_carrying();
+    connect
+        .until("Reconnecting; the local ports stay open")
+        .await;
+    // A local connection made while the session has no connection waits for it.
+    let mut waiting = TcpStream::connect(local).await.unwrap();
+    waiting.write_all(b"made while disconnected").await.unwrap();
+    waiting.shutdown().await.unwrap();
+    // The broker put the loss on the record; the session is still approved.
+    let lost = fixture
+        .record_until(&id, |record| record.detached_at.is_some())
+        .await;
+    assert_eq!(lost.stage, Stage::Active);
+
+    relay.carry_again();
+    // The next code (a code is good once).
+    fixture.clock.advance(Duration::from_secs(30));
+    connect.until("One-time password for acme-ehr/tanaka").await;
+    connect.type_line(&fixture.code()).await;
+    connect.until("Session taken up again until").await;
+
+    // The connection in flight across the loss was cut; the one that waited is carried, on
+    // the same local port, as is a new one.
+    let mut rest = Vec::new();
+    let cut = tokio::time::timeout(WAIT, in_flight.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(cut.is_err() || rest.is_empty(), "{cut:?} {rest:?}");
+    // …and the technician was told.
+    if !connect
+        .seen
+        .iter()
+        .any(|line| line.contains("a forwarded connection was cut"))
+    {
+        connect.until("a forwarded connection was cut").await;
+    }
+    let mut carried = Vec::new();
+    tokio::time::timeout(WAIT, waiting.read_to_end(&mut carried))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(carried, b"made while disconnected");
+    assert_echoes(local).await;
+    let taken = fixture
+        .record_until(&id, |record| record.detached_at.is_none())
+        .await;
+    assert_eq!((taken.stage, taken.attachment), (Stage::Active, 2));
+
+    connect.interrupt();
+    let (status, rest) = connect.exit(WAIT).await;
+    assert!(status.success(), "{status}: {rest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_client_was_killed_is_taken_up_with_sekisho_connect_and_a_new_code() {
+    let fixture = start_broker_with_idle_timeout(Some(LOST_AFTER)).await;
+    let (id, mut connect) = fixture.open_session(&["echo"]).await;
+    assert_echoes(connect.local_port_of("echo")).await;
+    // SIGKILL: the client says nothing to the broker.
+    connect.child.kill().await.unwrap();
+    fixture
+        .record_until(&id, |record| record.detached_at.is_some())
+        .await;
+
+    fixture.clock.advance(Duration::from_secs(30));
+    let mut again = fixture.connect(&id, &["echo"]);
+    again.until("is live but its connection was lost").await;
+    again.until("One-time password for acme-ehr/tanaka").await;
+    again.type_line(&fixture.code()).await;
+    again.until("Press Ctrl-C to end the session.").await;
+    assert_echoes(again.local_port_of("echo")).await;
+    again.interrupt();
+    let (status, rest) = again.exit(WAIT).await;
+    assert!(status.success(), "{status}: {rest}");
+}
+
+// --- TLS over TCP ---
+
+/// A port where UDP goes nowhere (a socket that never answers, as a firewall that drops it)
+/// and TCP reaches the broker's TLS-over-TCP listener; its address.
+async fn udp_dropped_tcp_passed(broker: SocketAddr) -> (SocketAddr, std::net::UdpSocket) {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let front = silent.local_addr().unwrap();
+    let listener = TcpListener::bind(front).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut server = TcpStream::connect(broker).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (front, silent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_udp_does_not_pass_the_client_reaches_the_broker_over_tls_on_tcp() {
+    let fixture = start_broker().await;
+    let (front, _silent) = udp_dropped_tcp_passed(fixture.broker).await;
+    let through = |args: &[&str]| sekisho_with(&front.to_string(), &fixture.credentials, args);
+
+    // QUIC alone cannot get through; the default races TCP and gets through.
+    let (status, _, stderr) = finish(
+        through(&["status", "--transport", "quic", "--connect-timeout", "2"])
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("outgoing UDP to port"), "{stderr}");
+    let (status, stdout, stderr) = finish(through(&["status"]).spawn().unwrap()).await;
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stdout, "You have no requests.\n");
+
+    // Enrollment too goes over TCP, and the enrolled client remembers that TCP reached it.
+    let token = add_technician(&fixture.desk, "sato").await;
+    let config_dir = fixture.dir.path().join("sato");
+    let mut enroll = enroll_command(
+        &front.to_string(),
+        &token,
+        &fixture.ca_fingerprint,
+        &config_dir,
+    );
+    let (status, _, stderr) = finish(enroll.spawn().unwrap()).await;
+    assert!(status.success(), "{status}: {stderr}");
+    let (status, _, stderr) = finish(sekisho_in(&config_dir, &["status"]).spawn().unwrap()).await;
+    assert!(status.success(), "{status}: {stderr}");
+    let remembered = std::fs::read_to_string(config_dir.join("transport")).unwrap();
+    assert!(
+        remembered.starts_with(&format!("{front} tcp ")),
+        "{remembered}"
+    );
+
+    // The whole flow over TCP: a request, the approval, the code, a forward, the end.
+    let id = fixture.request_through(front, &["echo"]).await;
+    fixture.approve(&id).await;
+    let mut connect = fixture.connect_through(front, &id, &["echo"]);
+    connect.until("One-time password for acme-ehr/tanaka").await;
+    connect.type_line(&fixture.code()).await;
+    connect.until("Press Ctrl-C to end the session.").await;
+    assert_echoes(connect.local_port_of("echo")).await;
+    let opened = fixture
+        .desk
+        .store()
+        .request(&RequestId::parse(&id).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(opened.stage, Stage::Active);
+    let events = fixture
+        .desk
+        .store()
+        .audit_events(&sekisho_broker::store::AuditFilter {
+            kinds: vec![sekisho_broker::audit::EventKind::ForwardOpened],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    connect.interrupt();
+    let (status, rest) = connect.exit(WAIT).await;
+    assert!(status.success(), "{status}: {rest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_that_passes_neither_is_one_sentence_naming_both_ports() {
+    let fixture = start_broker().await;
+    // Nothing listens there, on UDP or TCP.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let stderr = one_sentence_failure(sekisho_with(
+        &format!("127.0.0.1:{port}"),
+        &fixture.credentials,
+        &["status"],
+    ))
+    .await;
+    assert!(
+        stderr.contains("could not be reached over QUIC or over TLS on TCP")
+            && stderr.contains(&format!("UDP to port {port}"))
+            && stderr.contains(&format!("TCP to port {port}")),
+        "{stderr}"
+    );
+    // A broker that offers only QUIC: asking for TCP says what is missing.
+    let quic_only = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (status, _, stderr) = finish(
+        sekisho_with(
+            &quic_only.local_addr().unwrap().to_string(),
+            &fixture.credentials,
+            &["status", "--transport", "tcp"],
+        )
+        .spawn()
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("could not be reached over TCP"), "{stderr}");
+    assert!(stderr.contains("offers TLS over TCP"), "{stderr}");
+}
+
+// --- through an HTTP proxy ---
+
+/// A real tinyproxy on a free loopback port, allowing CONNECT to `broker`'s port, with Basic
+/// credentials when given; `None` (the test is skipped) without `SEKISHO_TEST_TINYPROXY`.
+async fn tinyproxy(
+    dir: &Path,
+    broker: SocketAddr,
+    basic: Option<&str>,
+) -> Option<(Child, SocketAddr)> {
+    let Ok(binary) = std::env::var("SEKISHO_TEST_TINYPROXY") else {
+        println!(
+            "skipped: SEKISHO_TEST_TINYPROXY is not set (the path of tinyproxy; .ci/run sets it to /usr/bin/tinyproxy)"
+        );
+        return None;
+    };
+    // tinyproxy takes its port from its file: a port the kernel just gave out and took back.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let auth = basic.map(|user_password| {
+        let (user, password) = user_password.split_once(':').unwrap();
+        format!("BasicAuth {user} {password}\n")
+    });
+    let conf = dir.join(format!("tinyproxy-{port}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 60\nAllow 127.0.0.1\nConnectPort {}\nMaxClients 20\nLogLevel Error\n{}",
+            broker.port(),
+            auth.unwrap_or_default()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(binary)
+        .arg("-d")
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    // Ready once it accepts a connection.
+    tokio::time::timeout(WAIT, async {
+        while TcpStream::connect(address).await.is_err() {
+            // sync-ok: tinyproxy gives no other sign that it listens; polled, bounded.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("tinyproxy listens");
+    Some((child, address))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_is_reached_through_a_real_http_proxy_with_and_without_credentials() {
+    let fixture = start_broker().await;
+    let Some((_proxy, proxy)) = tinyproxy(fixture.dir.path(), fixture.broker, None).await else {
+        return;
+    };
+    let status = |extra: &[&str], env: &[(&str, String)]| {
+        let mut args = vec!["status", "--transport", "tcp"];
+        args.extend_from_slice(extra);
+        let mut command = fixture.sekisho(&args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.spawn().unwrap()
+    };
+    // From --proxy, and from HTTPS_PROXY.
+    for (extra, env) in [
+        (
+            vec!["--proxy".to_owned(), format!("http://{proxy}")],
+            vec![],
+        ),
+        (vec![], vec![("HTTPS_PROXY", format!("http://{proxy}"))]),
+    ] {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let (code, stdout, stderr) = finish(status(&extra, &env)).await;
+        assert!(code.success(), "{code}: {stderr}");
+        assert_eq!(stdout, "You have no requests.\n");
+    }
+    // NO_PROXY names the broker: the proxy (here one that does not exist) is not used.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, _, stderr) = finish(status(
+        &[],
+        &[
+            ("HTTPS_PROXY", format!("http://{dead}")),
+            ("NO_PROXY", "localhost,127.0.0.1".to_owned()),
+        ],
+    ))
+    .await;
+    assert!(code.success(), "{code}: {stderr}");
+
+    // A proxy that wants Basic credentials: refused without, through with them.
+    let Some((_auth_proxy, auth_proxy)) =
+        tinyproxy(fixture.dir.path(), fixture.broker, Some("tanaka:s3cret")).await
+    else {
+        return;
+    };
+    let (code, _, stderr) =
+        finish(status(&["--proxy", &format!("http://{auth_proxy}")], &[])).await;
+    assert_eq!(code.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("asks for credentials"), "{stderr}");
+    let (code, _, stderr) = finish(status(
+        &["--proxy", &format!("http://tanaka:wrong@{auth_proxy}")],
+        &[],
+    ))
+    .await;
+    assert_eq!(code.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("did not accept the credentials"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("wrong"),
+        "the password is never shown: {stderr}"
+    );
+    let (code, stdout, stderr) = finish(status(
+        &["--proxy", &format!("http://tanaka:s3cret@{auth_proxy}")],
+        &[],
+    ))
+    .await;
+    assert!(code.success(), "{code}: {stderr}");
+    assert_eq!(stdout, "You have no requests.\n");
+    // The password asked for rather than written in the URL (a line of stdin off a terminal).
+    let mut asked = fixture.sekisho(&[
+        "status",
+        "--transport",
+        "tcp",
+        "--proxy",
+        &format!("http://{auth_proxy}"),
+        "--proxy-user",
+        "tanaka",
+    ]);
+    let mut child = asked.stdin(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"s3cret\n").await.unwrap();
+    drop(stdin);
+    let (code, stdout, stderr) = finish(child).await;
+    assert!(code.success(), "{code}: {stderr}");
+    assert!(
+        stderr.contains("Password for tanaka at the proxy"),
+        "{stderr}"
+    );
+    assert_eq!(stdout, "You have no requests.\n");
+}
+
+/// A proxy that answers CONNECT and then shows its own certificate (TLS inspection) is
+/// refused, with what the vendor's IT must change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_inspects_tls_is_refused_with_what_to_ask_for() {
+    let fixture = start_broker().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    let own =
+        rcgen::generate_simple_self_signed(vec![proto::BROKER_SERVER_NAME.to_owned()]).unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![own.cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(own.signing_key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let Ok(byte) = tcp.read_u8().await else {
+                        return;
+                    };
+                    head.push(byte);
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await;
+                let _ = acceptor.accept(tcp).await;
+            });
+        }
+    });
+    let (code, _, stderr) = finish(
+        fixture
+            .sekisho(&[
+                "status",
+                "--transport",
+                "tcp",
+                "--proxy",
+                &format!("http://{proxy}"),
+            ])
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("inspects TLS"), "{stderr}");
+    assert!(stderr.contains("without TLS inspection"), "{stderr}");
+}
+
 // --- failures before anything is asked ---
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -728,6 +1311,53 @@ async fn an_unreachable_broker_is_one_sentence_and_a_failure_exit() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("sekisho: "), "{stderr}");
     assert!(stderr.contains("did not answer"), "{stderr}");
+    assert!(stderr.contains("outgoing UDP to port"), "{stderr}");
+}
+
+/// A port where nothing listens answers UDP with an ICMP "port unreachable": the client says
+/// so at once, naming UDP and the port, rather than waiting out its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_the_network_refuses_is_said_at_once_with_the_port_it_needs() {
+    let fixture = start_broker().await;
+    let port = {
+        let nobody = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        nobody.local_addr().unwrap().port()
+    };
+    let broker = format!("127.0.0.1:{port}");
+    for args in [
+        vec!["status", "--connect-timeout", "30"],
+        vec![
+            "connect",
+            "r-whatever",
+            "-L",
+            "0:echo",
+            "--connect-timeout",
+            "30",
+        ],
+    ] {
+        let (status, _, stderr) = finish(
+            sekisho_with(&broker, &fixture.credentials, &args)
+                .spawn()
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("was refused"), "{stderr}");
+        assert!(stderr.contains(&format!("UDP port {port}")), "{stderr}");
+    }
+    // Enrollment too.
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _, stderr) = finish(
+        enroll_command(&broker, "token", &"00".repeat(32), dir.path())
+            .arg("--connect-timeout")
+            .arg("30")
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("was refused"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -885,6 +1515,47 @@ fn sekisho_in(config_dir: &Path, args: &[&str]) -> Command {
     let mut command = bare_sekisho();
     command.args(args).arg("--config-dir").arg(config_dir);
     command
+}
+
+/// A hospital with several brokers gives every address; enrollment keeps them all, in order,
+/// and every command passes over one that is down to the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_keeps_every_broker_address_and_commands_pass_over_one_that_is_down() {
+    let fixture = start_broker().await;
+    // Nothing answers UDP there: the network refuses it at once.
+    let down = {
+        let nobody = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        nobody.local_addr().unwrap().to_string()
+    };
+    let up = fixture.broker.to_string();
+    let token = add_technician(&fixture.desk, "sato").await;
+    let config_dir = fixture.dir.path().join("sato");
+    let mut enroll = enroll_command(&down, &token, &fixture.ca_fingerprint, &config_dir);
+    enroll.args(["--broker", &up]);
+    let (status, _, stderr) = finish(enroll.spawn().unwrap()).await;
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(
+        std::fs::read_to_string(config_dir.join("broker")).unwrap(),
+        format!("{down}\n{up}")
+    );
+
+    let (status, stdout, stderr) =
+        finish(sekisho_in(&config_dir, &["status"]).spawn().unwrap()).await;
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stdout, "You have no requests.\n");
+
+    // Both down: one sentence naming each.
+    let stderr = one_sentence_failure(sekisho_with(
+        &format!("{down},{down}"),
+        &fixture.credentials,
+        &["status"],
+    ))
+    .await;
+    assert!(
+        stderr.contains("None of the hospital's brokers could be reached")
+            && stderr.matches("was refused").count() == 2,
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,12 +40,17 @@ pub enum ErrorCode {
     OtpRejected,
     /// Too many wrong one-time passwords: the technician is locked until an admin unlocks them.
     TechnicianLocked,
+    /// Resuming a session after a lost connection needs a new one-time password (the client
+    /// asked without one); no attempt was counted.
+    OtpRequired,
     /// The hospital has stopped all remote access.
     Lockdown,
     /// The vendor's policy does not allow this (hours, duration, targets).
     PolicyRefused,
     /// The request is malformed (no targets, no purpose, a zero duration …).
     InvalidRequest,
+    /// Too many at once: connections of one technician, or requests in a minute.
+    RateLimited,
     /// The enrollment token is unknown, used, expired or replaced.
     EnrollmentTokenRefused,
     /// The certificate request is malformed, badly signed, or names someone else.
@@ -81,6 +86,8 @@ impl ErrorCode {
             ErrorCode::Lockdown => 24,
             ErrorCode::PolicyRefused => 25,
             ErrorCode::InvalidRequest => 26,
+            ErrorCode::RateLimited => 27,
+            ErrorCode::OtpRequired => 28,
             ErrorCode::EnrollmentTokenRefused => 30,
             ErrorCode::CertificateRequestRefused => 31,
             ErrorCode::StoreUnavailable => 51,
@@ -111,6 +118,8 @@ impl ErrorCode {
             24 => ErrorCode::Lockdown,
             25 => ErrorCode::PolicyRefused,
             26 => ErrorCode::InvalidRequest,
+            27 => ErrorCode::RateLimited,
+            28 => ErrorCode::OtpRequired,
             30 => ErrorCode::EnrollmentTokenRefused,
             31 => ErrorCode::CertificateRequestRefused,
             50 => ErrorCode::Internal,
@@ -138,9 +147,11 @@ impl ErrorCode {
             ErrorCode::RequestNotOpenable => "request-not-openable",
             ErrorCode::OtpRejected => "otp-rejected",
             ErrorCode::TechnicianLocked => "technician-locked",
+            ErrorCode::OtpRequired => "otp-required",
             ErrorCode::Lockdown => "lockdown",
             ErrorCode::PolicyRefused => "policy-refused",
             ErrorCode::InvalidRequest => "invalid-request",
+            ErrorCode::RateLimited => "rate-limited",
             ErrorCode::EnrollmentTokenRefused => "enrollment-token-refused",
             ErrorCode::CertificateRequestRefused => "certificate-request-refused",
             ErrorCode::StoreUnavailable => "store-unavailable",

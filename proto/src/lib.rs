@@ -102,7 +102,8 @@
 //!
 //! The decoder never panics on any input; it reports a frame that has not fully arrived as
 //! [`Decoded::Incomplete`], a value, not an error. A property test feeds it random bytes and
-//! every truncation of valid frames.
+//! every truncation of valid frames, and the `proto_decode` fuzz target (`fuzz/` in the
+//! repository) whatever libFuzzer makes of real frames.
 //!
 //! ## Refusals
 //!

@@ -2,7 +2,8 @@
 //! every socket on `127.0.0.1:0`.
 //!
 //! - [`TestBroker`]: a broker with its own data directory, database ([`stores`]: SQLite, or
-//!   PostgreSQL with `SEKISHO_TEST_STORE=postgres`), a clock the test moves, and policy files
+//!   PostgreSQL with `SEKISHO_TEST_STORE=postgres`), a clock the test moves, a time-sync
+//!   probe whose answer the test sets (synchronised until told otherwise), and policy files
 //!   written from a [`Vendor`] list; it adds technicians and enrolls them through the real
 //!   flow (token, key made client-side, certificate request, TOTP secret read back from the
 //!   `otpauth://` URI), approves as [`APPROVER`], and can run the whole
@@ -17,11 +18,13 @@
 //! from the environment; see [`env_postgres`].
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+pub mod faults;
+pub mod hostile;
 pub mod pattern;
+pub mod preauth;
 pub mod servers;
 pub mod stores;
 pub mod syslog;
-/// Real third-party servers (Python's http.server, sshd) and client programs, bounded in time.
 pub mod third_party;
 pub mod web;
 pub mod webhook;
@@ -42,17 +45,30 @@ use sekisho_broker::pki::{BrokerPki, IssuedCertificate, TechnicianIdentity};
 use sekisho_broker::secret::Secret;
 use sekisho_broker::session::RequestId;
 use sekisho_broker::store::{AuditFilter, NewTechnician, SenderLease};
+use sekisho_broker::timewatch::{ManualTimeSync, SyncState};
 use sekisho_broker::{Broker, BrokerConfig, Hospital};
 use sekisho_client::enroll::EnrollArgs;
 use sekisho_client::forward::{EventSink, serve_local_forward};
+use sekisho_client::transport::TransportChoice;
 use sekisho_client::{ClientConfig, ConnectError, ForwardEvent, Forwarder, Session};
 use tempfile::TempDir;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use servers::EchoServer;
 pub use stores::env_postgres;
+
+/// The transport the tests' clients use: `SEKISHO_TEST_TRANSPORT` (`quic`, the default, or
+/// `tcp`), so the suite runs on both as it runs on both stores.
+pub fn test_transport() -> TransportChoice {
+    match std::env::var("SEKISHO_TEST_TRANSPORT").as_deref() {
+        Ok("tcp") => TransportChoice::Tcp,
+        Ok("auto") => TransportChoice::Auto,
+        _ => TransportChoice::Quic,
+    }
+}
 
 /// Writes a few bytes through a new forward of `session` to `target` (an echo server) and
 /// checks they come back: the session carries traffic.
@@ -93,6 +109,8 @@ pub struct Vendor {
     pub access: Vec<String>,
     /// Names of targets marked `critical = true`.
     pub critical: Vec<String>,
+    /// Targets allowed to be one of the broker's own ports, with why.
+    pub broker_ports: Vec<(String, String)>,
 }
 
 impl Vendor {
@@ -102,7 +120,15 @@ impl Vendor {
             targets: Vec::new(),
             access: Vec::new(),
             critical: Vec::new(),
+            broker_ports: Vec::new(),
         }
+    }
+
+    /// Adds a target at a socket address that may be one of the broker's own listening
+    /// ports, saying `why` (`allow_broker_port`).
+    pub fn broker_port_target(mut self, name: &str, address: SocketAddr, why: &str) -> Vendor {
+        self.broker_ports.push((name.to_owned(), why.to_owned()));
+        self.target(name, address)
     }
 
     /// Adds a critical target at a socket address (it needs `critical_approvals`).
@@ -163,6 +189,20 @@ impl Vendor {
         self
     }
 
+    /// Sets whether a live session outlives a lost connection (`resume`).
+    pub fn resume(mut self, allowed: bool) -> Vendor {
+        self.access.push(format!("resume = {allowed}"));
+        self
+    }
+
+    /// Lets a session be taken up without a new code this soon after its connection was
+    /// lost (e.g. "2m").
+    pub fn resume_without_code_within(mut self, duration: &str) -> Vendor {
+        self.access
+            .push(format!("resume_without_code_within = \"{duration}\""));
+        self
+    }
+
     /// Sets the allowed hours (e.g. "Mon-Fri 08:00-20:00").
     pub fn hours(mut self, hours: &str) -> Vendor {
         self.access.push(format!("hours = \"{hours}\""));
@@ -178,8 +218,12 @@ impl Vendor {
             let allow_loopback = !address.starts_with("localhost");
             let critical = self.critical.contains(name);
             toml.push_str(&format!(
-                "[[target]]\nname = \"{name}\"\naddress = \"{address}\"\nallow_loopback = {allow_loopback}\ncritical = {critical}\n\n"
+                "[[target]]\nname = \"{name}\"\naddress = \"{address}\"\nallow_loopback = {allow_loopback}\ncritical = {critical}\n"
             ));
+            if let Some((_, why)) = self.broker_ports.iter().find(|(n, _)| n == name) {
+                toml.push_str(&format!("allow_broker_port = \"{why}\"\n"));
+            }
+            toml.push('\n');
         }
         if !self.access.is_empty() {
             toml.push_str(&format!("[access]\n{}\n", self.access.join("\n")));
@@ -233,6 +277,7 @@ pub struct TestBroker {
     stopped: Arc<Notify>,
     config: BrokerConfig,
     clock: ManualClock,
+    time_sync: ManualTimeSync,
     hospital: Hospital,
     enrolled: tokio::sync::Mutex<HashMap<String, Enrolled>>,
     dir: TempDir,
@@ -263,11 +308,17 @@ impl TestBroker {
         let policies = write_policies(dir.path(), vendors);
         let mut config = BrokerConfig::new(dir.path().join("data"), policies);
         config.listen = "127.0.0.1:0".parse().unwrap();
+        // TLS over TCP on the QUIC port's number, so one address serves either transport.
+        config.listen_tcp = Some("127.0.0.1:0".parse().unwrap());
         config.database = Some(stores::fresh_store(dir.path()).await);
         let clock = ManualClock::new(clock_start());
         config.clock = Arc::new(clock.clone());
+        let time_sync = ManualTimeSync::new(SyncState::Synchronised);
+        config.time_sync = Arc::new(time_sync.clone());
+        // Asked often, so a test's change is recorded at once; asking it costs nothing.
+        config.time_sync_interval = Duration::from_millis(50);
         adjust(&mut config);
-        TestBroker::run(dir, config, clock).await
+        TestBroker::run(dir, config, clock, time_sync).await
     }
 
     /// Starts another broker of the same hospital beside this one: the same database, and the
@@ -305,9 +356,14 @@ impl TestBroker {
             .to_owned()
     }
 
-    async fn run(dir: TempDir, config: BrokerConfig, clock: ManualClock) -> TestBroker {
+    async fn run(
+        dir: TempDir,
+        config: BrokerConfig,
+        clock: ManualClock,
+        time_sync: ManualTimeSync,
+    ) -> TestBroker {
         let (addr, web, shutdown, stopped) = TestBroker::launch(&config).await;
-        TestBroker {
+        let broker = TestBroker {
             addr,
             web,
             pki: BrokerPki::load_or_create(&config.data_dir).unwrap(),
@@ -316,9 +372,50 @@ impl TestBroker {
             hospital: Hospital::open(&config).await.unwrap(),
             config,
             clock,
+            time_sync,
             enrolled: tokio::sync::Mutex::new(HashMap::new()),
             dir,
-        }
+        };
+        broker.clock_sync_recorded().await;
+        broker
+    }
+
+    /// Waits (up to 20 s) until this run of the broker has recorded its clock's sync state,
+    /// which it does just after it starts: tests that read the log's head then read a head
+    /// that stays put.
+    async fn clock_sync_recorded(&self) -> StoredEvent {
+        let me = sekisho_broker::audit::Actor::Broker(self.broker_id());
+        let mine = |events: Vec<StoredEvent>| {
+            events
+                .into_iter()
+                .filter(|e| e.event.actor == me)
+                .map(|e| e.seq)
+                .next_back()
+        };
+        let started = mine(self.events_of(EventKind::BrokerStarted).await).unwrap_or(0);
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let recorded = self
+                    .desk()
+                    .store()
+                    .audit_events(&AuditFilter {
+                        kinds: vec![EventKind::ClockSync],
+                        after_seq: started,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|e| e.event.actor == me);
+                if let Some(event) = recorded {
+                    return event;
+                }
+                // sync-ok: recorded by the broker's watch task; its row is polled, bounded.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the broker did not record its clock's sync state within 20 s"))
     }
 
     #[allow(clippy::type_complexity, reason = "one private helper's return")]
@@ -330,9 +427,20 @@ impl TestBroker {
         CancellationToken,
         Arc<Notify>,
     ) {
-        let broker = Broker::bind(config.clone())
-            .await
-            .expect("the test broker binds");
+        let mut attempts = 0;
+        let broker = loop {
+            match Broker::bind(config.clone()).await {
+                Ok(broker) => break broker,
+                // The kernel chose a UDP port whose number a TCP socket here already holds,
+                // so TLS over TCP cannot have it: choose again.
+                Err(sekisho_broker::BindError::Listen { .. })
+                    if config.listen.port() == 0 && attempts < 10 =>
+                {
+                    attempts += 1;
+                }
+                Err(e) => panic!("the test broker does not bind: {e}"),
+            }
+        };
         let addr = broker.local_addr();
         let web = broker
             .web_addr()
@@ -359,12 +467,19 @@ impl TestBroker {
         self.shutdown.cancel();
         self.stopped.notified().await;
         between.await;
+        self.relaunch().await;
+    }
+
+    /// Starts the broker again after [`halt`](TestBroker::halt), on the same data directory,
+    /// database and policy files.
+    pub async fn relaunch(&mut self) {
         let (addr, web, shutdown, stopped) = TestBroker::launch(&self.config).await;
         self.addr = addr;
         self.web = web;
         self.shutdown = shutdown;
         self.stopped = stopped;
         self.hospital = Hospital::open(&self.config).await.unwrap();
+        self.clock_sync_recorded().await;
     }
 
     /// The broker's UDP address.
@@ -402,6 +517,12 @@ impl TestBroker {
         &self.clock
     }
 
+    /// The probe the broker asks whether the host's clock is synchronised (unless the test's
+    /// configuration replaced it); set its answer.
+    pub fn time_sync(&self) -> &ManualTimeSync {
+        &self.time_sync
+    }
+
     /// The hospital's desk on this broker's database and clock.
     pub fn desk(&self) -> Desk {
         self.hospital.desk(Arc::new(self.clock.clone()))
@@ -410,6 +531,12 @@ impl TestBroker {
     /// The broker's configuration.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// Reads the policy files again for the harness's own desk, as a new admin command run
+    /// would (the running broker reloads on [`request_reload`](TestBroker::request_reload)).
+    pub async fn reread_policies(&mut self) {
+        self.hospital = Hospital::open(&self.config).await.unwrap();
     }
 
     /// Rewrites the policy files (the broker reads them at start; see [`TestBroker::restart`]).
@@ -451,6 +578,9 @@ impl TestBroker {
     pub fn enroll_args(&self, token: &str, dir: &Path) -> EnrollArgs {
         EnrollArgs {
             broker: self.addr.to_string(),
+            further_brokers: Vec::new(),
+            transport: sekisho_client::transport::TransportChoice::default(),
+            proxy: None,
             token: token.to_owned(),
             ca_fingerprint: self.pki.ca_fingerprint(),
             dir: dir.to_owned(),
@@ -515,7 +645,10 @@ impl TestBroker {
     /// current address.
     pub async fn client_config(&self, vendor: &str, technician: &str) -> ClientConfig {
         let [ca, certificate, key] = self.client_files(vendor, technician).await;
-        ClientConfig::from_files(&self.addr.to_string(), &ca, &certificate, &key).unwrap()
+        let mut config =
+            ClientConfig::from_files(&self.addr.to_string(), &ca, &certificate, &key).unwrap();
+        config.transport = test_transport();
+        config
     }
 
     /// The `[ca, cert, key]` files enrollment wrote for `vendor`/`technician` (enrolling
@@ -541,13 +674,14 @@ impl TestBroker {
         technician: &str,
     ) -> Result<Session, ConnectError> {
         let issued = self.issue_unregistered(vendor, technician);
-        let config = ClientConfig::from_pem(
+        let mut config = ClientConfig::from_pem(
             &self.addr.to_string(),
             self.ca_pem().as_bytes(),
             issued.certificate_pem.as_bytes(),
             issued.private_key_pem.as_bytes(),
         )
         .unwrap();
+        config.transport = test_transport();
         Session::connect(&config).await
     }
 

@@ -203,8 +203,24 @@ if $app-name == "sekisho" then {{
         std::fs::read_to_string(self.dir.join("rsyslogd.log")).unwrap_or_default()
     }
 
-    /// Every message written so far (whole lines only).
+    /// Every audit event's message written so far (whole lines only), leaving out signed
+    /// checkpoints (MSGID `audit-checkpoint`, see [`Rsyslog::checkpoints`]).
     pub fn received(&self) -> Vec<Received> {
+        self.everything()
+            .into_iter()
+            .filter(|received| received.msgid != "audit-checkpoint")
+            .collect()
+    }
+
+    /// The messages carrying signed checkpoints of the chain.
+    pub fn checkpoints(&self) -> Vec<Received> {
+        self.everything()
+            .into_iter()
+            .filter(|received| received.msgid == "audit-checkpoint")
+            .collect()
+    }
+
+    fn everything(&self) -> Vec<Received> {
         let text = std::fs::read_to_string(self.dir.join("received.log")).unwrap_or_default();
         text.split_inclusive('\n')
             .filter(|line| line.ends_with('\n'))

@@ -21,11 +21,21 @@ use crate::{TestBroker, Vendor};
 
 /// A broker serving its web UI over plain HTTP on `127.0.0.1:0` (or HTTPS with `https`).
 pub async fn start_web_broker(vendors: &[Vendor], https: bool) -> TestBroker {
+    start_web_broker_with(vendors, https, |_| {}).await
+}
+
+/// The same, after `adjust` has changed the web UI's configuration.
+pub async fn start_web_broker_with(
+    vendors: &[Vendor],
+    https: bool,
+    adjust: impl FnOnce(&mut WebConfig),
+) -> TestBroker {
     TestBroker::start_with(vendors, |config| {
         let mut web = WebConfig::new("127.0.0.1:0".parse().unwrap());
         if !https {
             web.tls = WebTls::PlainHttpOnLoopback;
         }
+        adjust(&mut web);
         config.web = Some(web);
     })
     .await
@@ -126,6 +136,57 @@ impl WebClient {
             client: Client::builder(TokioExecutor::new()).build_http(),
             cookies: HashMap::new(),
         }
+    }
+
+    /// A client whose connections come from `source` (another loopback address, such as
+    /// 127.0.0.2, to test source-address checks).
+    pub fn from_source(addr: SocketAddr, source: std::net::IpAddr) -> WebClient {
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(source));
+        WebClient {
+            base: format!("http://{addr}"),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            cookies: HashMap::new(),
+        }
+    }
+
+    /// Any request: `method` on `path`, with a body of `content_type` when given.
+    pub async fn send_raw(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        csrf: Option<&str>,
+        body: &str,
+    ) -> Answer {
+        let mut builder = self.builder(method, path);
+        if let Some(content_type) = content_type {
+            builder = builder.header(hyper::header::CONTENT_TYPE, content_type);
+        }
+        if let Some(csrf) = csrf {
+            builder = builder.header("x-csrf-token", csrf);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        self.send(request).await
+    }
+
+    /// Opens the live-update stream (`/events`) as a page's script does; the answer's status
+    /// and, on 200, the stream to read.
+    pub async fn events(&mut self) -> (u16, Option<EventStream>) {
+        let request = self
+            .builder("GET", "/events")
+            .header(hyper::header::ACCEPT, "text/event-stream")
+            .body(Full::default())
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
+            .await
+            .expect("the web UI answers within 30 s")
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body();
+        (status, (status == 200).then_some(EventStream { body }))
     }
 
     async fn send(&mut self, request: hyper::Request<Full<Bytes>>) -> Answer {
@@ -242,6 +303,43 @@ impl WebClient {
     pub async fn csrf(&mut self, path: &str) -> String {
         let page = self.get(path).await;
         hidden_csrf(&page.body).unwrap_or_else(|| panic!("no CSRF field on {path}: {}", page.body))
+    }
+}
+
+/// An open live-update stream.
+pub struct EventStream {
+    body: hyper::body::Incoming,
+}
+
+impl EventStream {
+    /// The next piece of the stream within `within`: `Some(text)`, or `None` once the server
+    /// ended it. Panics if nothing comes in time.
+    pub async fn next(&mut self, within: Duration) -> Option<String> {
+        loop {
+            let frame = tokio::time::timeout(within, self.body.frame())
+                .await
+                .expect("the stream said something or ended in time");
+            match frame {
+                None | Some(Err(_)) => return None,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some(String::from_utf8_lossy(&data).into_owned());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads until the server ends the stream; panics unless it does within `within` (keep-alive
+    /// comments and events on the way are skipped).
+    pub async fn ends_within(&mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if self.next(left).await.is_none() {
+                return;
+            }
+        }
     }
 }
 

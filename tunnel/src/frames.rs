@@ -1,6 +1,8 @@
-//! Reading and writing protocol frames on quinn streams.
+//! Reading and writing protocol frames on a link's streams (either transport).
 
 use proto::{DecodeError, FrameReader, Message};
+
+use crate::link::{RecvHalf, SendHalf, StreamError};
 
 /// Why a frame could not be read from a stream.
 #[derive(Debug, thiserror::Error)]
@@ -13,7 +15,7 @@ pub enum ReadFrameError {
     EndedInsideFrame,
     /// The stream or its connection failed.
     #[error(transparent)]
-    Read(#[from] quinn::ReadError),
+    Read(#[from] StreamError),
 }
 
 /// Reads successive frames from one stream, keeping a partial frame between calls.
@@ -33,10 +35,7 @@ impl MessageReader {
     /// Reads only as many bytes as the frame under way still needs, so the bytes after a
     /// frame stay in the stream for whoever reads next. Cancel-safe: bytes already read
     /// stay buffered in `self`.
-    pub async fn next(
-        &mut self,
-        recv: &mut quinn::RecvStream,
-    ) -> Result<Option<Message>, ReadFrameError> {
+    pub async fn next(&mut self, recv: &mut RecvHalf) -> Result<Option<Message>, ReadFrameError> {
         let mut scratch = [0u8; 1024];
         loop {
             if let Some(message) = self.frames.poll_message()? {
@@ -52,10 +51,7 @@ impl MessageReader {
     }
 
     /// The next message; a stream that ends before one arrives is an error.
-    pub async fn expect(
-        &mut self,
-        recv: &mut quinn::RecvStream,
-    ) -> Result<Message, ReadFrameError> {
+    pub async fn expect(&mut self, recv: &mut RecvHalf) -> Result<Message, ReadFrameError> {
         self.next(recv)
             .await?
             .ok_or(ReadFrameError::EndedInsideFrame)
@@ -63,9 +59,6 @@ impl MessageReader {
 }
 
 /// Writes one message as one frame.
-pub async fn write_message(
-    send: &mut quinn::SendStream,
-    message: &Message,
-) -> Result<(), quinn::WriteError> {
+pub async fn write_message(send: &mut SendHalf, message: &Message) -> Result<(), StreamError> {
     send.write_all(&message.to_frame()).await
 }

@@ -8,12 +8,14 @@
 //! finishes the QUIC send stream and a finished QUIC stream shuts down the TCP write half, so
 //! a peer that half-closes still gets its answer. A failure is passed on as a failure: a TCP
 //! reset resets the QUIC stream, and a reset QUIC stream (or a lost connection) resets the
-//! TCP connection, so neither side mistakes a cut transfer for a complete one.
+//! TCP connection, so neither side mistakes a cut transfer for a complete one. A cut from
+//! outside ([`splice_until`]: the session ended) stops both directions wherever they stand,
+//! resets the streams and resets the TCP connection, whatever either peer is doing.
 
 use std::io::{self, IoSlice};
 
+use crate::link::{RecvHalf, SendHalf, StreamError};
 use bytes::{Buf, Bytes, BytesMut};
-use quinn::{ReadError, RecvStream, SendStream, WriteError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
@@ -46,6 +48,8 @@ pub enum SpliceEnd {
     TcpFailed(String),
     /// The QUIC side was reset or its connection lost; the TCP connection was reset.
     QuicFailed(String),
+    /// Cut from outside (the session ended): both streams and the TCP connection were reset.
+    Cut,
 }
 
 /// Told each time a forward reads bytes from either side, before it writes them on, so that
@@ -57,16 +61,30 @@ pub trait Activity: Send + Sync {
 }
 
 /// Copies both ways between `tcp` and the stream pair until both directions end or one fails.
-pub async fn splice(tcp: TcpStream, send: SendStream, recv: RecvStream) -> SpliceOutcome {
+pub async fn splice(tcp: TcpStream, send: SendHalf, recv: RecvHalf) -> SpliceOutcome {
     splice_observed(tcp, send, recv, None).await
 }
 
 /// [`splice`], telling `activity` of every chunk carried either way.
 pub async fn splice_observed(
-    mut tcp: TcpStream,
-    mut send: SendStream,
-    mut recv: RecvStream,
+    tcp: TcpStream,
+    send: SendHalf,
+    recv: RecvHalf,
     activity: Option<&dyn Activity>,
+) -> SpliceOutcome {
+    splice_until(tcp, send, recv, activity, std::future::pending()).await
+}
+
+/// [`splice_observed`] until `cut` resolves, if it does first: then copying stops in both
+/// directions wherever it stands (a peer that reads nothing or sends without end holds up
+/// nothing), both streams are reset and the TCP connection is closed with a reset. The
+/// counts are what was carried until then.
+pub async fn splice_until(
+    mut tcp: TcpStream,
+    mut send: SendHalf,
+    mut recv: RecvHalf,
+    activity: Option<&dyn Activity>,
+    cut: impl std::future::Future<Output = ()>,
 ) -> SpliceOutcome {
     let mut quic_to_tcp = 0u64;
     let mut tcp_to_quic = 0u64;
@@ -75,11 +93,13 @@ pub async fn splice_observed(
     let failure = {
         let down = copy_quic_to_tcp(&mut recv, &mut tcp_write, &mut quic_to_tcp, activity);
         let up = copy_tcp_to_quic(&mut tcp_read, &mut send, &mut tcp_to_quic, activity);
-        tokio::pin!(down, up);
+        tokio::pin!(down, up, cut);
         let (mut down_done, mut up_done) = (false, false);
         let mut failure = None;
         while failure.is_none() && !(down_done && up_done) {
             tokio::select! {
+                biased;
+                () = &mut cut => failure = Some(Failure::Cut),
                 result = &mut down, if !down_done => match result {
                     Ok(()) => down_done = true,
                     Err(e) => failure = Some(e),
@@ -97,17 +117,23 @@ pub async fn splice_observed(
         None => SpliceEnd::Finished,
         Some(Failure::Tcp(reason)) => {
             // Either call fails only if that half is already closed, which is what we want.
-            let _ = send.reset(close_code::FORWARD_ABORTED);
-            let _ = recv.stop(close_code::FORWARD_ABORTED);
+            send.reset(close_code::FORWARD_ABORTED);
+            recv.stop(close_code::FORWARD_ABORTED);
             SpliceEnd::TcpFailed(reason)
         }
         Some(Failure::Quic(reason)) => {
-            let _ = send.reset(close_code::FORWARD_ABORTED);
-            let _ = recv.stop(close_code::FORWARD_ABORTED);
+            send.reset(close_code::FORWARD_ABORTED);
+            recv.stop(close_code::FORWARD_ABORTED);
             // A zero linger makes the close below send a TCP reset instead of a FIN, so the
             // TCP peer sees that the transfer was cut, not that it was complete.
             let _ = tcp.set_zero_linger();
             SpliceEnd::QuicFailed(reason)
+        }
+        Some(Failure::Cut) => {
+            send.reset(close_code::SESSION_ENDED);
+            recv.stop(close_code::SESSION_ENDED);
+            let _ = tcp.set_zero_linger();
+            SpliceEnd::Cut
         }
     };
     SpliceOutcome {
@@ -120,10 +146,11 @@ pub async fn splice_observed(
 enum Failure {
     Tcp(String),
     Quic(String),
+    Cut,
 }
 
 async fn copy_quic_to_tcp(
-    recv: &mut RecvStream,
+    recv: &mut RecvHalf,
     tcp: &mut WriteHalf<'_>,
     copied: &mut u64,
     activity: Option<&dyn Activity>,
@@ -148,9 +175,6 @@ async fn copy_quic_to_tcp(
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
                     Err(e) => Err(Failure::Tcp(e.to_string())),
                 };
-            }
-            Err(ReadError::Reset(code)) => {
-                return Err(Failure::Quic(format!("stream reset by peer (code {code})")));
             }
             Err(e) => return Err(Failure::Quic(e.to_string())),
         }
@@ -184,7 +208,7 @@ async fn write_chunks(tcp: &mut WriteHalf<'_>, mut chunks: &mut [Bytes]) -> io::
 
 async fn copy_tcp_to_quic(
     tcp: &mut ReadHalf<'_>,
-    send: &mut SendStream,
+    send: &mut SendHalf,
     copied: &mut u64,
     activity: Option<&dyn Activity>,
 ) -> Result<(), Failure> {
@@ -208,12 +232,7 @@ async fn copy_tcp_to_quic(
         }
         send.write_chunk(buf.split().freeze())
             .await
-            .map_err(|e| match e {
-                WriteError::Stopped(code) => {
-                    Failure::Quic(format!("peer stopped reading (code {code})"))
-                }
-                other => Failure::Quic(other.to_string()),
-            })?;
+            .map_err(|e: StreamError| Failure::Quic(e.to_string()))?;
         *copied += read as u64;
     }
 }

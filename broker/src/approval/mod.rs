@@ -14,7 +14,8 @@ use crate::clock::Clock;
 use crate::policy::PolicySet;
 use crate::reload::LivePolicies;
 use crate::session::{
-    self, ApprovalRecord, EndReason, HospitalZone, Refusal, RequestId, RequestRecord, Stage,
+    self, ApprovalRecord, EndReason, Extension, ExtensionDecision, ExtensionProposal, HospitalZone,
+    Refusal, RequestId, RequestRecord, Stage,
 };
 use crate::store::{LockdownState, RequestFilter, Store, StoreError};
 use crate::targets::PinnedTargets;
@@ -83,6 +84,28 @@ pub enum Approved {
     },
 }
 
+/// What a change of a live session's end time did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extended {
+    /// The end time moved.
+    Moved {
+        /// The new end time.
+        end_at: SystemTime,
+    },
+    /// The ask for a later end is on the record, waiting for more approvers.
+    Asked {
+        /// The end time asked for.
+        end_at: SystemTime,
+        /// Approvers who have asked so far.
+        have: usize,
+        /// Approvers needed.
+        need: usize,
+    },
+}
+
+/// The longest comment an approver may give, in characters.
+pub const MAX_COMMENT_CHARS: usize = 2000;
+
 /// The hospital's actions on requests and sessions.
 #[derive(Clone)]
 pub struct Desk {
@@ -141,6 +164,47 @@ impl Desk {
             .map_err(|e| DeskError::from_store(id, e))
     }
 
+    /// Refuses to approve for a technician or vendor the hospital has disabled (their open
+    /// requests were ended when they were disabled; this closes the gap of a request made
+    /// in between).
+    async fn requester_enabled(&self, record: &RequestRecord) -> Result<(), DeskError> {
+        let vendor = self
+            .store
+            .vendor_row(&record.vendor)
+            .await
+            .map_err(DeskError::Store)?;
+        let technician = self
+            .store
+            .technician(&record.vendor, &record.technician)
+            .await
+            .map_err(DeskError::Store)?;
+        let disabled = |who: String, reason: &str| {
+            let why = if reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({reason})")
+            };
+            Err(DeskError::Refused(Refusal {
+                code: proto::ErrorCode::IdentityDisabled,
+                message: format!(
+                    "{who} is disabled{why}, so {} cannot be approved; deny it, or enable them first.",
+                    record.id
+                ),
+            }))
+        };
+        match (vendor, technician) {
+            (Some(vendor), _) if !vendor.enabled => disabled(
+                format!("Vendor `{}`", record.vendor),
+                &vendor.disabled_reason,
+            ),
+            (_, Some(technician)) if !technician.enabled => disabled(
+                format!("Technician {}/{}", record.vendor, record.technician),
+                &technician.disabled_reason,
+            ),
+            _ => Ok(()),
+        }
+    }
+
     async fn lockdown_active(&self) -> Result<bool, DeskError> {
         Ok(self
             .store
@@ -158,11 +222,27 @@ impl Desk {
         approver: &str,
         until: Until,
     ) -> Result<Approved, DeskError> {
+        self.approve_with_comment(id, approver, until, "").await
+    }
+
+    /// `approver` approves request `id` until `until`, saying why in `comment` (which the
+    /// hospital's policy may require).
+    pub async fn approve_with_comment(
+        &self,
+        id: &RequestId,
+        approver: &str,
+        until: Until,
+        comment: &str,
+    ) -> Result<Approved, DeskError> {
         let now = self.clock.now();
         let record = self.load(id).await?;
         let policies = self.policies.current();
+        let comment = checked_comment(&policies, comment, "approval")?;
         let vendor = policies.vendor(&record.vendor);
         let lockdown = self.lockdown_active().await?;
+        if matches!(record.stage, Stage::Requested) {
+            self.requester_enabled(&record).await?;
+        }
         let decision = session::decide_approval(
             &record,
             approver,
@@ -191,6 +271,7 @@ impl Desk {
             approver: approver.to_owned(),
             approved_at: now,
             until: decision.until,
+            comment: comment.clone(),
         };
         let event = AuditEvent::new(
             now,
@@ -211,7 +292,8 @@ impl Desk {
         .detail(
             "pinned",
             pinned.as_deref().unwrap_or("").replace('\n', "; "),
-        );
+        )
+        .detail("comment", &comment);
         self.store
             .add_approval(
                 id,
@@ -296,12 +378,50 @@ impl Desk {
     }
 
     /// `by` moves live session `id`'s end time (later or earlier); returns the new end time.
+    /// A later end needs as many different approvers as the request did: see
+    /// [`Desk::extend_with_comment`].
     pub async fn extend(
         &self,
         id: &RequestId,
         by: &str,
         until: Until,
-    ) -> Result<SystemTime, DeskError> {
+    ) -> Result<Extended, DeskError> {
+        self.extend_with_comment(id, by, until, "").await
+    }
+
+    /// `by` moves live session `id`'s end time, saying why in `comment`. An earlier end
+    /// moves at once. A later end follows the rules of an approval
+    /// ([`session::decide_extension`]): for a vendor that needs several approvers it is asked
+    /// for ([`Extended::Asked`]) and moves when enough different approvers have asked, to the
+    /// earliest end any of them gave.
+    pub async fn extend_with_comment(
+        &self,
+        id: &RequestId,
+        by: &str,
+        until: Until,
+        comment: &str,
+    ) -> Result<Extended, DeskError> {
+        let policies = self.policies.current();
+        let comment = checked_comment(&policies, comment, "extension")?;
+        // Two approvers asking at the same moment: the second sees the first's ask on the
+        // next try.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.try_extend(id, by, until, &comment).await {
+                Err(DeskError::Stale(_)) if tries < 3 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_extend(
+        &self,
+        id: &RequestId,
+        by: &str,
+        until: Until,
+        comment: &str,
+    ) -> Result<Extended, DeskError> {
         let now = self.clock.now();
         let record = self.load(id).await?;
         let new_end = match until {
@@ -311,21 +431,55 @@ impl Desk {
         };
         let policies = self.policies.current();
         let vendor = policies.vendor(&record.vendor);
-        let new_end = session::decide_extension(&record, new_end, vendor, &self.zone, now)
+        let decision = session::decide_extension(&record, by, new_end, vendor, &self.zone, now)
             .map_err(DeskError::Refused)?;
-        let event = AuditEvent::new(now, Actor::Staff(by.to_owned()), EventKind::SessionExtended)
-            .request(id)
-            .technician(&record.vendor, &record.technician)
-            .detail(
-                "from",
-                record.end_at.map(audit::timestamp).unwrap_or_default(),
-            )
-            .detail("to", audit::timestamp(new_end));
+        let from = record.end_at.map(audit::timestamp).unwrap_or_default();
+        let base = |kind| {
+            AuditEvent::new(now, Actor::Staff(by.to_owned()), kind)
+                .request(id)
+                .technician(&record.vendor, &record.technician)
+                .detail("from", &from)
+                .detail("comment", comment)
+        };
+        let (end_at, approvers) = match decision {
+            ExtensionDecision::Shorten(end_at) => (end_at, vec![by.to_owned()]),
+            ExtensionDecision::Extend { end_at, approvers } => (end_at, approvers),
+            ExtensionDecision::Propose { have, need } => {
+                let event = base(EventKind::SessionExtensionAsked)
+                    .detail("to", audit::timestamp(new_end))
+                    .detail("approval", format!("{have} of {need}"));
+                let proposal = ExtensionProposal {
+                    approver: by.to_owned(),
+                    at: now,
+                    end_at: new_end,
+                    comment: comment.to_owned(),
+                };
+                self.store
+                    .propose_extension(id, &proposal, have - 1, now, &event)
+                    .await
+                    .map_err(|e| DeskError::from_store(id, e))?;
+                return Ok(Extended::Asked {
+                    end_at: new_end,
+                    have,
+                    need,
+                });
+            }
+        };
+        let agreed = approvers.len().saturating_sub(1);
+        let event = base(EventKind::SessionExtended)
+            .detail("to", audit::timestamp(end_at))
+            .detail("approvers", approvers.join(","));
+        let change = Extension {
+            by: by.to_owned(),
+            at: now,
+            end_at,
+            comment: comment.to_owned(),
+        };
         self.store
-            .set_session_end(id, new_end, by, now, &event)
+            .set_session_end(id, &change, agreed, now, &event)
             .await
             .map_err(|e| DeskError::from_store(id, e))?;
-        Ok(new_end)
+        Ok(Extended::Moved { end_at })
     }
 
     /// Stops (or resumes) all remote access. Returns how many live sessions were cut.
@@ -341,8 +495,54 @@ impl Desk {
             .map_err(DeskError::Store)
     }
 
+    /// Records `by`'s lift of the active lockdown as pending, for a second, different admin to
+    /// confirm (`lockdown_lift_admins = 2`); the lockdown stays on.
+    pub async fn ask_lockdown_lift(&self, reason: &str, by: &str) -> Result<(), DeskError> {
+        let now = self.clock.now();
+        let event = AuditEvent::new(
+            now,
+            Actor::Staff(by.to_owned()),
+            EventKind::LockdownLiftPending,
+        )
+        .detail("reason", reason)
+        .detail("admins_needed", 2);
+        self.store
+            .set_lockdown_lift_pending(by, reason, now, &event)
+            .await
+            .map_err(|e| match e {
+                StoreError::Stale => DeskError::Refused(Refusal {
+                    code: proto::ErrorCode::RequestNotOpenable,
+                    message: "The lockdown changed while you were lifting it (lifted, or another admin's lift is pending); look at it again with `sekisho-broker lockdown status`.".to_owned(),
+                }),
+                other => DeskError::Store(other),
+            })
+    }
+
     /// The lockdown state.
     pub async fn lockdown(&self) -> Result<LockdownState, DeskError> {
         self.store.lockdown().await.map_err(DeskError::Store)
     }
+}
+
+/// `comment` trimmed, if the hospital's policy is satisfied with it: required when
+/// `require_approval_comment` is set, never longer than [`MAX_COMMENT_CHARS`].
+fn checked_comment(policies: &PolicySet, comment: &str, what: &str) -> Result<String, DeskError> {
+    let comment = comment.trim();
+    if comment.is_empty() && policies.hospital().defaults.require_approval_comment {
+        return Err(DeskError::Refused(Refusal {
+            code: proto::ErrorCode::InvalidRequest,
+            message: format!(
+                "This hospital asks for a comment with every {what}; say why (--comment on the command line, the comment field on the web)."
+            ),
+        }));
+    }
+    if comment.chars().count() > MAX_COMMENT_CHARS {
+        return Err(DeskError::Refused(Refusal {
+            code: proto::ErrorCode::InvalidRequest,
+            message: format!(
+                "A comment may be at most {MAX_COMMENT_CHARS} characters; shorten it."
+            ),
+        }));
+    }
+    Ok(comment.to_owned())
 }

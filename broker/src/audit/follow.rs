@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::checkpoint::Checkpoint;
 use super::{Actor, AuditEvent, EventKind, StoredEvent};
 use crate::clock::Clock;
 use crate::store::{AuditFilter, Store};
@@ -49,6 +50,13 @@ pub(crate) trait Sink: Send {
     /// Writes `events` (one batch, in chain order, never empty); `Ok` only once they are
     /// written as far as the sink can tell.
     fn write(&mut self, events: &[StoredEvent]) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Writes signed checkpoints (never empty), each after the event it commits to has been
+    /// written; `Ok` only once they are written as far as the sink can tell.
+    fn write_checkpoints(
+        &mut self,
+        checkpoints: &[Checkpoint],
+    ) -> impl Future<Output = Result<(), String>> + Send;
 
     /// Whether the sink may no longer write (another broker writes to it now): the follower
     /// stops without writing or recording anything more. Never, by default.
@@ -84,6 +92,9 @@ pub(crate) async fn run<S: Sink>(mut sink: S, follow: Follow, shutdown: Cancella
                 .unwrap_or(0)
         }
     };
+    // Checkpoints of events up to where the sink resumes were written before, or are older
+    // than the ones to come.
+    let mut checkpoints_after = after;
     let mut failing = false;
     let mut ticker = tokio::time::interval(POLL_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -95,7 +106,13 @@ pub(crate) async fn run<S: Sink>(mut sink: S, follow: Follow, shutdown: Cancella
         if sink.is_revoked() {
             return;
         }
-        match write_new_events(&follow.store, &mut sink, &mut after).await {
+        let written = match write_new_events(&follow.store, &mut sink, &mut after).await {
+            Ok(()) => {
+                write_new_checkpoints(&follow.store, &mut sink, &mut checkpoints_after, after).await
+            }
+            Err(failure) => Err(failure),
+        };
+        match written {
             Ok(()) => {
                 if failing {
                     failing = false;
@@ -139,6 +156,34 @@ enum Failure {
     Sink(String),
     Store(String),
     Revoked,
+}
+
+/// Hands the sink the checkpoints of events after `checkpoints_after` up to `events_after` (the
+/// last event it has), moving `checkpoints_after` past them. A checkpoint signed after the sink
+/// passed its event comes at the next tick; one older than a checkpoint already written is
+/// passed over (the newer one covers more).
+async fn write_new_checkpoints<S: Sink>(
+    store: &Store,
+    sink: &mut S,
+    checkpoints_after: &mut i64,
+    events_after: i64,
+) -> Result<(), Failure> {
+    let checkpoints = store
+        .audit_checkpoints(*checkpoints_after, events_after)
+        .await
+        .map_err(|e| Failure::Store(e.to_string()))?;
+    let Some(last) = checkpoints.last().map(|checkpoint| checkpoint.seq) else {
+        return Ok(());
+    };
+    if let Err(why) = sink.write_checkpoints(&checkpoints).await {
+        return Err(if sink.is_revoked() {
+            Failure::Revoked
+        } else {
+            Failure::Sink(why)
+        });
+    }
+    *checkpoints_after = last;
+    Ok(())
 }
 
 /// Hands the events after `after` to the sink, batch by batch, moving `after` past each batch

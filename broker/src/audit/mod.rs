@@ -10,6 +10,7 @@
 //!
 //! This module computes and checks; it never reads or writes the database itself.
 
+pub mod checkpoint;
 mod follow;
 mod line;
 pub mod stream;
@@ -41,15 +42,21 @@ pub enum Actor {
     Staff(String),
     /// The broker itself (expiry, end time, shutdown), named by its id.
     Broker(String),
+    /// The broker host's operating-system administrator acting without a staff account
+    /// (the recovery path of `staff invite|enable|disable` when no admin can log in), named
+    /// by the OS account that ran the command. Never a staff name: it did not prove who the
+    /// person is beyond holding that OS account.
+    Host(String),
 }
 
 impl Actor {
-    /// `technician:acme-ehr/tanaka`, `staff:suzuki`, `broker:1f2e…`.
+    /// `technician:acme-ehr/tanaka`, `staff:suzuki`, `broker:1f2e…`, `host:root`.
     pub fn encode(&self) -> String {
         match self {
             Actor::Technician { vendor, technician } => format!("technician:{vendor}/{technician}"),
             Actor::Staff(name) => format!("staff:{name}"),
             Actor::Broker(id) => format!("broker:{id}"),
+            Actor::Host(user) => format!("host:{user}"),
         }
     }
 
@@ -66,6 +73,7 @@ impl Actor {
             }
             "staff" => Some(Actor::Staff(name.to_owned())),
             "broker" => Some(Actor::Broker(name.to_owned())),
+            "host" => Some(Actor::Host(name.to_owned())),
             _ => None,
         }
     }
@@ -115,8 +123,11 @@ event_kinds! {
     RequestExpired => "request-expired": "A request expired: unanswered, or approved and never opened.",
     SessionOpened => "session-opened": "A technician opened an approved request with a one-time password.",
     SessionOpenRefused => "session-open-refused": "Opening a session was refused (not approved, policy, lockdown).",
+    ConnectionLost => "connection-lost": "A live session's connection was lost (network, client crash, broker restart) without the technician closing it; the session stays approved until its end time and may be resumed.",
+    SessionResumed => "session-resumed": "A technician took up a live session again on a new connection, with a new one-time password unless the vendor's policy allows a short window without.",
     SessionWarned => "session-warned": "The technician was warned the session ends soon.",
     SessionExtended => "session-extended": "An approver moved a live session's end time.",
+    SessionExtensionAsked => "session-extension-asked": "An approver asked for a later end of a live session; it moves when enough different approvers have asked.",
     SessionEnded => "session-ended": "A session ended, with its reason.",
     ForwardOpened => "forward-opened": "A forward reached its target.",
     ForwardClosed => "forward-closed": "A forward ended, with the bytes each way and its duration.",
@@ -129,6 +140,7 @@ event_kinds! {
     ConnectionRefused => "connection-refused": "A connection was refused after its handshake (unknown vendor, source network, version).",
     LockdownOn => "lockdown-on": "The hospital stopped all remote access.",
     LockdownOff => "lockdown-off": "The hospital lifted the lockdown.",
+    LockdownLiftPending => "lockdown-lift-pending": "An admin lifted the lockdown where hospital.toml asks for two different admins: it stays on until a second admin lifts it too.",
     PolicyLoaded => "policy-loaded": "The broker put a set of policies in force, at start or on reload (their hash).",
     BrokerStarted => "broker-started": "A broker started.",
     BrokerStopped => "broker-stopped": "A broker stopped.",
@@ -163,6 +175,8 @@ event_kinds! {
     AuditSyslogRecovered => "audit-syslog-recovered": "The audit stream reached the syslog collector again; the events kept meanwhile follow.",
     SenderTookOver => "sender-took-over": "A broker took over sending to a destination (the approvers' webhook, a syslog collector) from another broker, or after its own lease ran out; it resumes after the last event the previous sender handled.",
     WebhookSkipped => "webhook-skipped": "Events found after an outage, older than the webhook's bound, were not sent to the approvers' webhook: approvers were not alerted of them.",
+    ClockJumped => "clock-jumped": "A broker's wall clock was stepped while it ran (expected and observed time, the signed step): records around then carry the stepped time; deadlines were not moved.",
+    ClockSync => "clock-sync": "Whether a broker's host clock is synchronised (NTP): the state at start, then each change (state, source, the reason when unknown, what it was).",
 }
 
 /// One event, before it is numbered and chained.

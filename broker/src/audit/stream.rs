@@ -10,6 +10,10 @@
 //! `audit-stream-failed` event once, keeps the events it could not write, and writes them
 //! when the file is writable again (recording `audit-stream-recovered`). After a restart it
 //! resumes after the last line already in the file.
+//!
+//! Signed checkpoints of the chain ([`super::checkpoint`]) come in the same file, each as a line
+//! of its own (`{"checkpoint":{…}}`) after the event it commits to, so a copy of the file proves
+//! the database's log against them (`audit verify --checkpoints FILE`).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -18,6 +22,7 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use super::checkpoint::Checkpoint;
 use super::follow::{self, Follow, Sink};
 use super::{EventKind, ExportLine, StoredEvent};
 use crate::clock::Clock;
@@ -68,6 +73,21 @@ impl Sink for FileSink {
             lines.push_str(&ExportLine::of(event).to_json());
             lines.push('\n');
         }
+        self.append(&lines).await
+    }
+
+    async fn write_checkpoints(&mut self, checkpoints: &[Checkpoint]) -> Result<(), String> {
+        let mut lines = String::new();
+        for checkpoint in checkpoints {
+            lines.push_str(&checkpoint.to_line());
+            lines.push('\n');
+        }
+        self.append(&lines).await
+    }
+}
+
+impl FileSink {
+    async fn append(&self, lines: &str) -> Result<(), String> {
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)

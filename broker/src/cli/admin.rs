@@ -33,7 +33,10 @@ pub async fn lockdown_on(desk: &Desk, reason: &str, staff: &str) -> Result<Strin
     ))
 }
 
-/// `lockdown off [--reason TEXT] --as STAFF`.
+/// `lockdown off [--reason TEXT] --as ADMIN` (and the web's lift): `staff` is an admin,
+/// checked by the caller ([`Duty::LockdownLift`](crate::staff::Duty::LockdownLift)). Where
+/// `hospital.toml` says `lockdown_lift_admins = 2`, the first admin's lift is recorded as
+/// pending and the lockdown stays on until a second, different admin lifts it too.
 pub async fn lockdown_off(desk: &Desk, reason: &str, staff: &str) -> Result<String, CliError> {
     let current = desk.lockdown().await?;
     if !current.active {
@@ -45,15 +48,48 @@ pub async fn lockdown_off(desk: &Desk, reason: &str, staff: &str) -> Result<Stri
             "A reason is one line of at most 500 characters.".to_owned(),
         ));
     }
+    if desk.policies().hospital().staff.lockdown_lift_admins >= 2 {
+        if current.lift_pending_by.is_empty() {
+            desk.ask_lockdown_lift(reason, staff).await?;
+            return Ok(format!(
+                "Your lift is recorded as pending: the lockdown stays on until a second, different admin lifts it too (hospital.toml asks for two admins), {} first.",
+                clean(staff)
+            ));
+        }
+        if current.lift_pending_by == staff {
+            return Err(CliError::Input(format!(
+                "You ({}) lifted this lockdown already; it stays on until a second, different admin lifts it too.",
+                clean(staff)
+            )));
+        }
+    }
     desk.set_lockdown(false, reason, staff).await?;
-    Ok("Lockdown lifted: technicians may ask for sessions again.".to_owned())
+    Ok(if current.lift_pending_by.is_empty() {
+        "Lockdown lifted: technicians may ask for sessions again.".to_owned()
+    } else {
+        format!(
+            "Lockdown lifted, confirming {}'s lift: technicians may ask for sessions again.",
+            clean(&current.lift_pending_by)
+        )
+    })
 }
 
 /// `lockdown status`.
 pub async fn lockdown_status(desk: &Desk) -> Result<String, CliError> {
     let state = desk.lockdown().await?;
     let zone = desk.zone();
-    Ok(if state.active {
+    Ok(if state.active && !state.lift_pending_by.is_empty() {
+        format!(
+            "Lockdown is ON since {} {}, set by {}: {}; {} lifted it at {} {}, pending a second, different admin's lift.",
+            zone.format(state.since),
+            zone.name(),
+            clean(&state.by),
+            clean(&state.reason),
+            clean(&state.lift_pending_by),
+            zone.format(state.lift_pending_at),
+            zone.name(),
+        )
+    } else if state.active {
         format!(
             "Lockdown is ON since {} {}, set by {}: {}",
             zone.format(state.since),

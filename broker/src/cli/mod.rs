@@ -20,10 +20,12 @@
 //! - `audit`: `audit head|verify|list|show|export|review|unreviewed`.
 //! - `staff`: `staff list|invite|disable|enable` (the web UI's accounts, from the host).
 //! - `policy`: `policy check|render|reload`.
+//! - `operator`: who acts: `--as NAME` with that person's one-time code, or `--host-admin`.
 
 mod admin;
 pub(crate) mod audit;
 mod identity;
+mod operator;
 mod policy;
 mod requests;
 mod staff;
@@ -36,22 +38,24 @@ use std::time::SystemTime;
 
 pub use admin::{lockdown_off, lockdown_on, lockdown_status};
 pub use audit::{
-    AuditError, ChainIntact, EventQuery, ExportFormat, ExportRequest, Exported, audit_export,
-    audit_head, audit_list, audit_review, audit_show, audit_unreviewed, audit_verify,
+    AuditError, ChainIntact, CheckpointSources, EventQuery, ExportFormat, ExportRequest, Exported,
+    audit_export, audit_head, audit_list, audit_review, audit_show, audit_unreviewed, audit_verify,
     audit_verify_file, check_chain, parse_within,
 };
 pub use identity::{
     EnrollmentHints, TechnicianToAdd, technician_add, technician_list, technician_reset,
     technician_set_enabled, technician_unlock, vendor_add, vendor_list, vendor_set_enabled,
 };
+pub use operator::{authenticate, host_admin};
 pub use policy::{policy_check, policy_reload, policy_render};
 pub use requests::{
     request_approve, request_deny, request_list, session_extend, session_list, session_revoke,
 };
 pub use staff::{staff_invite, staff_list, staff_set_disabled};
 pub use status::{
-    BEHIND_LIMIT, LeaseNow, SenderProblem, SenderStatus, Status, StatusReport, span, status,
-    status_report,
+    BEHIND_LIMIT, BrokerClock, CLOCK_WINDOW, ClockProblem, JUMP_RECENT, JumpSeen, LeaseNow,
+    SenderProblem, SenderStatus, Status, StatusReport, SyncSeen, broker_clocks,
+    checkpoint_key_line, span, status, status_in, status_report,
 };
 pub use table::clean;
 pub use when::{end_time, parse_duration, parse_end_time};
@@ -121,35 +125,6 @@ pub fn expect_existing_database(config: &BrokerConfig) -> Result<(), CliError> {
     }
 }
 
-/// The name a staff member acts under (`--as`, else `$USER`), checked.
-///
-/// Every action is recorded with this name, so it must name one person: not `root`, and
-/// not a `vendor/technician` identity (a vendor never approves).
-pub fn staff_name(given: Option<&str>) -> Result<String, CliError> {
-    let name = given.map(str::trim).unwrap_or_default();
-    if name.is_empty() {
-        return Err(CliError::Input(
-            "Say who you are with --as NAME (or set USER); every action is recorded with the name of the person who took it.".to_owned(),
-        ));
-    }
-    if name == "root" {
-        return Err(CliError::Input(
-            "`root` does not say which person acted; give your own name with --as NAME.".to_owned(),
-        ));
-    }
-    let valid = name.chars().count() <= 64
-        && name
-            .chars()
-            .all(|c| !c.is_whitespace() && !c.is_control() && c != '/');
-    if !valid {
-        return Err(CliError::Input(format!(
-            "`{}` is not a staff name; use up to 64 characters without spaces or '/'.",
-            clean(name)
-        )));
-    }
-    Ok(name.to_owned())
-}
-
 /// A reason the person must give (`--reason`), trimmed and checked.
 pub fn required_reason(reason: &str, what: &str) -> Result<String, CliError> {
     let reason = reason.trim();
@@ -176,7 +151,11 @@ impl Clock for CommandClock {
         self.0
     }
 
-    fn sleep_until(&self, deadline: SystemTime) -> Sleep {
+    fn instant(&self) -> std::time::Instant {
+        std::time::Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Sleep {
         // A command never waits on its own clock; if asked, wait on the real one.
         crate::clock::SystemClock.sleep_until(deadline)
     }
@@ -185,25 +164,6 @@ impl Clock for CommandClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn staff_names_name_one_person() {
-        assert_eq!(staff_name(Some(" suzuki ")).unwrap(), "suzuki");
-        for refused in [
-            None,
-            Some(""),
-            Some("  "),
-            Some("root"),
-            Some("acme-ehr/tanaka"),
-        ] {
-            assert!(
-                matches!(staff_name(refused), Err(CliError::Input(_))),
-                "{refused:?}"
-            );
-        }
-        assert!(staff_name(Some("a b")).is_err());
-        assert!(staff_name(Some("a\u{1b}[31m")).is_err());
-    }
 
     #[test]
     fn reasons_are_required_and_one_line() {

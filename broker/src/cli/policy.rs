@@ -8,7 +8,7 @@ use super::CliError;
 use crate::BrokerConfig;
 use crate::audit::EventKind;
 use crate::policy::PolicySet;
-use crate::policy::render::{Format, render};
+use crate::policy::render::Format;
 use crate::store::{AuditFilter, Store};
 
 /// How long `policy reload` waits for a running broker to report.
@@ -33,7 +33,12 @@ pub fn policy_check(dir: &Path) -> Result<String, CliError> {
 }
 
 /// The responsibility document for `vendor` (every vendor when `None`).
-pub fn policy_render(dir: &Path, vendor: Option<&str>, format: Format) -> Result<String, CliError> {
+pub fn policy_render(
+    dir: &Path,
+    vendor: Option<&str>,
+    format: Format,
+    checkpoint_key: Option<&str>,
+) -> Result<String, CliError> {
     let policies = load(dir)?;
     let chosen = match vendor {
         None => Vec::new(),
@@ -49,7 +54,12 @@ pub fn policy_render(dir: &Path, vendor: Option<&str>, format: Format) -> Result
             ))
         })?],
     };
-    Ok(render(&policies, &chosen, format))
+    Ok(crate::policy::render::render_with_checkpoint_key(
+        &policies,
+        &chosen,
+        format,
+        checkpoint_key,
+    ))
 }
 
 /// Checks the policies here, then asks every broker on the database to reload its own

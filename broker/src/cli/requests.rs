@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use super::table::{Table, clean, cut};
 use super::{CliError, required_reason};
-use crate::approval::{Approved, Desk, Until};
+use crate::approval::{Approved, Desk, Extended, Until};
 use crate::session::{RequestId, RequestRecord, Stage, human_duration};
 use crate::store::RequestFilter;
 
@@ -178,30 +178,36 @@ fn render_requests(records: &[RequestRecord], desk: &Desk, all: bool, now: Syste
     out
 }
 
-/// `request approve ID (--for D | --until T) --as STAFF`.
+/// `request approve ID (--for D | --until T) [--comment TEXT] --as STAFF`.
 pub async fn request_approve(
     desk: &Desk,
     id: &str,
     until: Until,
+    comment: &str,
     staff: &str,
 ) -> Result<String, CliError> {
     let id = request_id(id)?;
-    Ok(match desk.approve(&id, staff, until).await? {
-        Approved::Complete { end_at } => format!(
-            "Approved {id} until {} {}.",
-            desk.zone().format(end_at),
-            desk.zone().name()
-        ),
-        Approved::Partial { have, need } => {
-            let more = need.saturating_sub(have);
-            let more = if more == 1 {
-                "one more approver".to_owned()
-            } else {
-                format!("{more} more approvers")
-            };
-            format!("Recorded {staff}'s approval of {id} ({have} of {need}); it needs {more}.")
-        }
-    })
+    Ok(
+        match desk
+            .approve_with_comment(&id, staff, until, comment)
+            .await?
+        {
+            Approved::Complete { end_at } => format!(
+                "Approved {id} until {} {}.",
+                desk.zone().format(end_at),
+                desk.zone().name()
+            ),
+            Approved::Partial { have, need } => {
+                let more = need.saturating_sub(have);
+                let more = if more == 1 {
+                    "one more approver".to_owned()
+                } else {
+                    format!("{more} more approvers")
+                };
+                format!("Recorded {staff}'s approval of {id} ({have} of {need}); it needs {more}.")
+            }
+        },
+    )
 }
 
 /// `request deny ID --reason TEXT --as STAFF`.
@@ -229,13 +235,26 @@ pub async fn session_list(desk: &Desk, now: SystemTime) -> Result<String, CliErr
         return Ok("No live sessions.".to_owned());
     }
     let zone = desk.zone();
-    let mut table = Table::new(&["ID", "TECHNICIAN", "TARGETS", "OPENED", "ENDS", "LEFT"]);
+    let mut table = Table::new(&[
+        "ID",
+        "TECHNICIAN",
+        "TARGETS",
+        "OPENED",
+        "ENDS",
+        "LEFT",
+        "CONNECTION",
+    ]);
     for record in &records {
         let (opened, ends, left) = (
             record.opened_at.map(|at| zone.format(at)),
             record.end_at.map(|at| zone.format(at)),
             record.end_at.map(|at| minutes(since(now, at))),
         );
+        // A session whose connection was lost stays live until its end time; say so.
+        let connection = match record.detached_at {
+            Some(lost) => format!("lost since {}", zone.format(lost)),
+            None => "connected".to_owned(),
+        };
         table.row(vec![
             clean(record.id.as_str()),
             clean(&record.requester()),
@@ -243,6 +262,7 @@ pub async fn session_list(desk: &Desk, now: SystemTime) -> Result<String, CliErr
             opened.unwrap_or_else(|| "-".to_owned()),
             ends.unwrap_or_else(|| "-".to_owned()),
             left.unwrap_or_else(|| "-".to_owned()),
+            connection,
         ]);
     }
     Ok(format!(
@@ -267,22 +287,43 @@ pub async fn session_revoke(
     ))
 }
 
-/// `session extend ID (--for D | --until T) --as STAFF`: `--for` adds to the current end.
+/// `session extend ID (--for D | --until T) [--comment TEXT] --as STAFF`: `--for` adds to
+/// the current end.
 pub async fn session_extend(
     desk: &Desk,
     id: &str,
     until: Until,
+    comment: &str,
     staff: &str,
     now: SystemTime,
 ) -> Result<String, CliError> {
     let id = request_id(id)?;
-    let end = desk.extend(&id, staff, until).await?;
-    Ok(format!(
-        "{id} now ends at {} {} ({} from now).",
-        desk.zone().format(end),
-        desk.zone().name(),
-        minutes(since(now, end))
-    ))
+    Ok(
+        match desk.extend_with_comment(&id, staff, until, comment).await? {
+            Extended::Moved { end_at } => format!(
+                "{id} now ends at {} {} ({} from now).",
+                desk.zone().format(end_at),
+                desk.zone().name(),
+                minutes(since(now, end_at))
+            ),
+            Extended::Asked { end_at, have, need } => format!(
+                "Your ask to end {id} at {} {} is on the record ({have} of {need} approvers); it moves when {} more different approver{} ask{} for a later end.",
+                desk.zone().format(end_at),
+                desk.zone().name(),
+                need.saturating_sub(have),
+                if need.saturating_sub(have) == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                if need.saturating_sub(have) == 1 {
+                    "s"
+                } else {
+                    ""
+                },
+            ),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -26,19 +26,22 @@ pub async fn staff_list(staff: &StaffDirectory) -> Result<String, CliError> {
                 .to_owned(),
         );
     }
+    let (lockout, now) = (staff.lockout(), staff.clock().now());
     let mut table = Table::new(&["NAME", "ROLES", "STATE", "FAILED LOGINS"]);
     for member in &members {
         let state = if member.disabled {
-            "disabled"
-        } else if member.locked {
-            "locked"
+            "disabled".to_owned()
         } else {
-            "active"
+            match member.locked_until(lockout, now) {
+                None => "active".to_owned(),
+                Some(None) => "locked until reset".to_owned(),
+                Some(Some(end)) => format!("locked until {}", crate::audit::timestamp(end)),
+            }
         };
         table.row(vec![
             clean(&member.name),
             clean(&member.roles),
-            state.to_owned(),
+            state,
             member.login_failures.to_string(),
         ]);
     }
@@ -52,7 +55,7 @@ pub async fn staff_invite(
     name: &str,
     roles: &[String],
     web_url: Option<&str>,
-    by: &str,
+    by: &crate::audit::Actor,
 ) -> Result<String, CliError> {
     let mut parsed = Vec::new();
     for role in roles.iter().flat_map(|role| role.split(',')) {
@@ -64,14 +67,15 @@ pub async fn staff_invite(
             ))
         })?);
     }
+    let canonical = crate::staff::check_name(name).map_err(staff_error)?;
     let existed = staff
         .store()
-        .staff_member(name.trim())
+        .staff_member(&canonical)
         .await
         .map_err(CliError::Store)?
         .is_some();
     let token = staff
-        .invite(name, &Roles::new(parsed), by)
+        .invite_as(&canonical, &Roles::new(parsed), by)
         .await
         .map_err(staff_error)?;
     let base = web_url
@@ -84,7 +88,7 @@ pub async fn staff_invite(
         } else {
             "Link to create the account"
         },
-        clean(name.trim()),
+        clean(&canonical),
         token.expose_secret()
     );
     if web_url.is_none() {
@@ -100,10 +104,10 @@ pub async fn staff_set_disabled(
     staff: &StaffDirectory,
     name: &str,
     disabled: bool,
-    by: &str,
+    by: &crate::audit::Actor,
 ) -> Result<String, CliError> {
     staff
-        .set_disabled(name, disabled, by)
+        .set_disabled_as(name, disabled, by)
         .await
         .map_err(staff_error)?;
     Ok(if disabled {

@@ -62,6 +62,10 @@ pub fn parse_end_time(
     Ok(SystemTime::from(zoned.timestamp()))
 }
 
+/// The longest `--for`: a day, the longest `max_session` a policy may give. Checked here, so
+/// that no later arithmetic on the time meets an absurd duration.
+pub(super) const MAX_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The end time given with `--for DURATION` or `--until TIME` (exactly one of them).
 pub fn end_time(
     for_duration: Option<&str>,
@@ -71,6 +75,10 @@ pub fn end_time(
 ) -> Result<Until, CliError> {
     match (for_duration, until) {
         (Some(text), None) => match parse_duration(text.trim()) {
+            Some(duration) if duration > MAX_FOR => Err(CliError::Input(format!(
+                "--for {} is longer than any session may last; give at most 24h.",
+                super::clean(text.trim())
+            ))),
             Some(duration) if !duration.is_zero() => Ok(Until::For(duration)),
             Some(_) => Err(CliError::Input(
                 "--for must be longer than zero, e.g. 30m or 1h.".to_owned(),
@@ -183,6 +191,14 @@ mod tests {
             Until::At(now + minutes(270))
         );
         assert!(end_time(Some("0m"), None, &tokyo(), now).is_err());
+        assert!(end_time(Some("24h"), None, &tokyo(), now).is_ok());
+        for absurd in ["24h1m", "99999999999h", "5124095576030431h"] {
+            let error = end_time(Some(absurd), None, &tokyo(), now).unwrap_err();
+            assert!(
+                error.to_string().contains("at most 24h"),
+                "{absurd}: {error}"
+            );
+        }
         assert!(end_time(Some("3 hours"), None, &tokyo(), now).is_err());
         assert!(end_time(None, None, &tokyo(), now).is_err());
         assert!(end_time(Some("1h"), Some("14:30"), &tokyo(), now).is_err());

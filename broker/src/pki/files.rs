@@ -24,6 +24,42 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<(), PkiError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))
 }
 
+/// Sets every file in `data_dir` and its `pki/` to 0600 and those directories to 0700: the
+/// database, its WAL and shared-memory files, keys, certificates, the checkpoint file, the
+/// pending-ends file. Symbolic links and other kinds of entries are left alone.
+pub(crate) fn tighten_data_dir(data_dir: &Path) -> Result<(), PkiError> {
+    for dir in [data_dir.to_owned(), data_dir.join("pki")] {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(PkiError::Io { path: dir, source }),
+        };
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_error(&dir))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error(&dir))?;
+            let path = entry.path();
+            let kind = entry.file_type().map_err(io_error(&path))?;
+            let mode = if kind.is_file() {
+                0o600
+            } else if kind.is_dir() {
+                0o700
+            } else {
+                continue;
+            };
+            let current = entry
+                .metadata()
+                .map_err(io_error(&path))?
+                .permissions()
+                .mode();
+            if current & 0o777 != mode {
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                    .map_err(io_error(&path))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn read_to_string(path: &Path) -> Result<String, PkiError> {
     fs::read_to_string(path).map_err(io_error(path))
 }

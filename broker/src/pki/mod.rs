@@ -217,7 +217,7 @@ impl BrokerPki {
             let key = KeyPair::generate()?;
             let cert = ca_params(&key)?.self_signed(&key)?;
             files::write_private(&ca_key_path, key.serialize_pem().as_bytes())?;
-            files::write_public(&ca_cert_path, cert.pem().as_bytes())?;
+            files::write_private(&ca_cert_path, cert.pem().as_bytes())?;
             tracing::info!(path = %ca_cert_path.display(), "created the broker's certificate authority");
             (cert.pem(), key)
         };
@@ -246,7 +246,7 @@ impl BrokerPki {
                 let key = KeyPair::generate()?;
                 let cert = server_params()?.signed_by(&key, &ca_issuer)?;
                 files::write_private(&server_key_path, key.serialize_pem().as_bytes())?;
-                files::write_public(&server_cert_path, cert.pem().as_bytes())?;
+                files::write_private(&server_cert_path, cert.pem().as_bytes())?;
                 tracing::info!(path = %server_cert_path.display(), "issued the broker's server certificate");
                 (cert.der().clone(), key)
             }
@@ -341,53 +341,21 @@ impl BrokerPki {
     }
 
     /// Signs a client certificate for the public key of `csr_pem` (PKCS#10, PEM), which must
-    /// be correctly signed with that key and name exactly `identity`. The certificate carries
-    /// our extensions (client authentication, the identity), never the request's.
+    /// be correctly signed with that key and name exactly `identity` ([`check_request_pem`]).
+    /// The certificate carries our extensions (client authentication, the identity), never the
+    /// request's.
     pub fn sign_request(
         &self,
         identity: &TechnicianIdentity,
         csr_pem: &str,
         validity: Duration,
     ) -> Result<SignedCertificate, RequestRefusal> {
-        use rustls_pki_types::CertificateSigningRequestDer;
-        use rustls_pki_types::pem::PemObject;
         if validity > MAX_CLIENT_VALIDITY {
             return Err(RequestRefusal::Internal(
                 PkiError::ValidityTooLong.to_string(),
             ));
         }
-        let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
-            .map_err(|_| RequestRefusal::Malformed)?;
-        let request =
-            rcgen::CertificateSigningRequestParams::from_der(&der).map_err(|e| match e {
-                rcgen::Error::InvalidCertificationRequestSignature => RequestRefusal::BadSignature,
-                _ => RequestRefusal::Malformed,
-            })?;
-        let requested: Vec<TechnicianIdentity> = request
-            .params
-            .subject_alt_names
-            .iter()
-            .filter_map(|name| match name {
-                SanType::URI(uri) => uri
-                    .as_str()
-                    .strip_prefix(IDENTITY_URI_PREFIX)
-                    .and_then(|rest| rest.split_once(':'))
-                    .and_then(|(vendor, technician)| {
-                        TechnicianIdentity::new(vendor, technician).ok()
-                    }),
-                _ => None,
-            })
-            .collect();
-        match requested.as_slice() {
-            [one] if one == identity => {}
-            [one] => {
-                return Err(RequestRefusal::OtherIdentity {
-                    requested: one.to_string(),
-                    token_for: identity.to_string(),
-                });
-            }
-            _ => return Err(RequestRefusal::NoIdentity(identity.to_string())),
-        }
+        let request = check_request_pem(identity, csr_pem)?;
         let mut params = client_params(identity)?;
         set_validity(&mut params, validity);
         let cert = params
@@ -400,6 +368,77 @@ impl BrokerPki {
             certificate_pem,
             record,
         })
+    }
+}
+
+/// A certificate request that was read, whose signature verifies with the key it carries, and
+/// that names exactly the identity it was checked for: all that
+/// [`BrokerPki::sign_request`] takes from it.
+#[derive(Debug)]
+pub struct CheckedRequest {
+    public_key: rcgen::PublicKey,
+}
+
+impl CheckedRequest {
+    /// The requester's public key (SubjectPublicKeyInfo's key bits), what the certificate
+    /// will certify.
+    pub fn public_key_bits(&self) -> &[u8] {
+        use rcgen::PublicKeyData;
+        self.public_key.der_bytes()
+    }
+}
+
+/// Checks a technician's certificate request (PKCS#10, PEM), as it arrives in
+/// [`proto::EnrollCsr`] from a peer that has shown only an enrollment token: see
+/// [`check_request_der`]. Never panics, whatever the text.
+pub fn check_request_pem(
+    identity: &TechnicianIdentity,
+    csr_pem: &str,
+) -> Result<CheckedRequest, RequestRefusal> {
+    use rustls_pki_types::CertificateSigningRequestDer;
+    use rustls_pki_types::pem::PemObject;
+    let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+        .map_err(|_| RequestRefusal::Malformed)?;
+    check_request_der(identity, &der)
+}
+
+/// Checks a certificate request (PKCS#10, DER): it must parse, ask for no extension the broker
+/// does not understand, be signed with the key it carries, and name exactly one technician,
+/// `identity`. Never panics, whatever the bytes.
+///
+/// Split from [`BrokerPki::sign_request`] so that the `enroll_input` fuzz target can reach
+/// every check without a CA.
+pub fn check_request_der(
+    identity: &TechnicianIdentity,
+    csr_der: &[u8],
+) -> Result<CheckedRequest, RequestRefusal> {
+    let der = rustls_pki_types::CertificateSigningRequestDer::from(csr_der);
+    let request = rcgen::CertificateSigningRequestParams::from_der(&der).map_err(|e| match e {
+        rcgen::Error::InvalidCertificationRequestSignature => RequestRefusal::BadSignature,
+        _ => RequestRefusal::Malformed,
+    })?;
+    let requested: Vec<TechnicianIdentity> = request
+        .params
+        .subject_alt_names
+        .iter()
+        .filter_map(|name| match name {
+            SanType::URI(uri) => uri
+                .as_str()
+                .strip_prefix(IDENTITY_URI_PREFIX)
+                .and_then(|rest| rest.split_once(':'))
+                .and_then(|(vendor, technician)| TechnicianIdentity::new(vendor, technician).ok()),
+            _ => None,
+        })
+        .collect();
+    match requested.as_slice() {
+        [one] if one == identity => Ok(CheckedRequest {
+            public_key: request.public_key,
+        }),
+        [one] => Err(RequestRefusal::OtherIdentity {
+            requested: one.to_string(),
+            token_for: identity.to_string(),
+        }),
+        _ => Err(RequestRefusal::NoIdentity(identity.to_string())),
     }
 }
 
@@ -567,6 +606,8 @@ fn pem_certificate_der(pem: &str) -> Option<CertificateDer<'static>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls_pki_types::CertificateSigningRequestDer;
+    use rustls_pki_types::pem::PemObject;
 
     #[test]
     fn first_start_creates_keys_readable_by_the_owner_only_and_second_start_reuses_them() {
@@ -616,6 +657,39 @@ mod tests {
             );
         }
         assert!(TechnicianIdentity::new("acme-ehr", "tanaka.h_2").is_ok());
+    }
+
+    #[test]
+    fn a_request_is_checked_without_a_ca() {
+        let tanaka = TechnicianIdentity::new("acme-ehr", "tanaka").unwrap();
+        let sato = TechnicianIdentity::new("acme-ehr", "sato").unwrap();
+        let key = KeyPair::generate().unwrap();
+        let pem = certificate_request(&tanaka, &key).unwrap();
+        let checked = check_request_pem(&tanaka, &pem).unwrap();
+        assert_eq!(checked.public_key_bits(), key.public_key_raw());
+        assert!(matches!(
+            check_request_pem(&sato, &pem),
+            Err(RequestRefusal::OtherIdentity { .. })
+        ));
+        let mut der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        assert!(check_request_der(&tanaka, &der).is_ok());
+        // The signature is the last field: changing its last byte breaks only the signature.
+        *der.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            check_request_der(&tanaka, &der).err(),
+            Some(RequestRefusal::BadSignature)
+        );
+        assert_eq!(
+            check_request_der(&tanaka, b"not DER").err(),
+            Some(RequestRefusal::Malformed)
+        );
+        assert_eq!(
+            check_request_pem(&tanaka, "not PEM").err(),
+            Some(RequestRefusal::Malformed)
+        );
     }
 
     #[test]

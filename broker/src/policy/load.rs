@@ -15,19 +15,17 @@ use super::address::{check_dial_address, parse_host_port};
 use super::duration::{MAX_SESSION_LIMIT, parse_duration};
 use super::error::{FileErrors, PolicyError, PolicyErrors, quoted};
 use super::raw::{
-    RawAccess, RawDefaults, RawHospitalFile, RawResponsibility, RawTarget, RawVendor, RawVendorFile,
+    RawAccess, RawDefaults, RawHospitalFile, RawResponsibility, RawStaff, RawTarget, RawVendor,
+    RawVendorFile,
 };
 use super::{
     Access, Defaults, FILE_SHARE_PORTS, HospitalPolicy, IpNetwork, Owner, PolicySet,
-    Responsibility, Target, VendorPolicy, WeeklyHours,
+    Responsibility, Resume, StaffLockout, StaffRules, Target, VendorPolicy, WeeklyHours,
 };
 
 const MAX_APPROVALS: i64 = 5;
 
 pub(super) fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
-    let mut errors = Vec::new();
-    let mut files = Vec::new();
-
     let not_a_directory = match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => None,
         Ok(_) => Some("the policy directory is not a directory".to_owned()),
@@ -41,10 +39,96 @@ pub(super) fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         }]));
     }
 
+    let mut errors = Vec::new();
     let hospital_path = dir.join("hospital.toml");
-    files.push(hospital_path.clone());
-    let hospital = read(&hospital_path, HOSPITAL_MISSING, &mut errors)
-        .and_then(|text| resolve_file(&hospital_path, &text, &mut errors, resolve_hospital));
+    let hospital_text = read(&hospital_path, HOSPITAL_MISSING, &mut errors);
+    let vendor_texts: Vec<(PathBuf, Option<String>)> =
+        vendor_files(&dir.join("vendors"), &mut errors)
+            .into_iter()
+            .map(|path| {
+                let text = read(&path, VENDOR_MISSING, &mut errors);
+                (path, text)
+            })
+            .collect();
+    let hospital = PolicyText {
+        path: hospital_path,
+        text: hospital_text.as_deref(),
+    };
+    let vendors = vendor_texts
+        .iter()
+        .map(|(path, text)| PolicyText {
+            path: path.clone(),
+            text: text.as_deref(),
+        })
+        .collect();
+    resolve_all(hospital, vendors, errors)
+}
+
+/// [`load`] without the file system: `hospital.toml`'s text, and each vendor file's name in
+/// `vendors/` and its text. Errors name `hospital.toml` and `vendors/NAME`. A name that
+/// [`vendor_files`] would not have listed (not a visible `*.toml` file name, or given twice)
+/// is an error, so a set from texts could also be a directory. Vendors load in name order,
+/// as from a directory.
+pub(super) fn from_texts(
+    hospital: &str,
+    vendors: &[(&str, &str)],
+) -> Result<PolicySet, PolicyErrors> {
+    let mut errors = Vec::new();
+    let hospital = PolicyText {
+        path: PathBuf::from("hospital.toml"),
+        text: Some(hospital),
+    };
+    let mut sorted = vendors.to_vec();
+    sorted.sort_by_key(|&(name, _)| name);
+    let mut seen = HashSet::new();
+    let vendors = sorted
+        .into_iter()
+        .map(|(name, text)| {
+            let path = Path::new("vendors").join(name);
+            let file_name = !name.starts_with('.')
+                && name.ends_with(".toml")
+                && Path::new(name).file_name() == Some(name.as_ref());
+            let reason = if !file_name {
+                Some("this is not a vendor policy file name; give a visible NAME.toml, without a directory")
+            } else if !seen.insert(name) {
+                Some("this file name is given twice; each vendor file needs a name of its own")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                errors.push(PolicyError {
+                    path: path.clone(),
+                    line: None,
+                    reason: reason.to_owned(),
+                });
+            }
+            PolicyText {
+                path,
+                text: reason.is_none().then_some(text),
+            }
+        })
+        .collect();
+    resolve_all(hospital, vendors, errors)
+}
+
+/// One policy file: where it is and its text, `None` when it could not be read (already
+/// among the errors).
+struct PolicyText<'a> {
+    path: PathBuf,
+    text: Option<&'a str>,
+}
+
+/// Resolves the hospital file and the vendor files (in load order), adding to `errors` (what
+/// reading them found).
+fn resolve_all(
+    hospital: PolicyText<'_>,
+    vendor_texts: Vec<PolicyText<'_>>,
+    mut errors: Vec<PolicyError>,
+) -> Result<PolicySet, PolicyErrors> {
+    let mut files = vec![hospital.path.clone()];
+    let hospital = hospital
+        .text
+        .and_then(|text| resolve_file(&hospital.path, text, &mut errors, resolve_hospital));
 
     let mut vendors = Vec::new();
     let mut declared_ids = Vec::new();
@@ -52,9 +136,9 @@ pub(super) fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         .as_ref()
         .map(|hospital| hospital.defaults.clone())
         .unwrap_or_default();
-    for path in vendor_files(&dir.join("vendors"), &mut errors) {
+    for PolicyText { path, text } in vendor_texts {
         files.push(path.clone());
-        let Some(text) = read(&path, VENDOR_MISSING, &mut errors) else {
+        let Some(text) = text else {
             continue;
         };
         let resolve = |raw: RawVendorFile, file: &mut FileErrors<'_>| {
@@ -65,7 +149,7 @@ pub(super) fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
             });
             resolve_vendor(raw, file, &defaults)
         };
-        if let Some(vendor) = resolve_file(&path, &text, &mut errors, resolve) {
+        if let Some(vendor) = resolve_file(&path, text, &mut errors, resolve) {
             vendors.push(vendor);
         }
     }
@@ -271,6 +355,10 @@ fn resolve_hospital(raw: RawHospitalFile, file: &mut FileErrors<'_>) -> Option<H
         Some(raw) => defaults_table(file, raw),
     };
     let responsibility = responsibilities(file, raw.responsibility, true);
+    let staff = match raw.staff {
+        None => Some(StaffRules::default()),
+        Some(raw) => staff_table(file, raw),
+    };
     let moved = hospital.review_within.is_some();
     let policy = HospitalPolicy {
         name: name?,
@@ -279,8 +367,63 @@ fn resolve_hospital(raw: RawHospitalFile, file: &mut FileErrors<'_>) -> Option<H
         review_within: review_within?,
         defaults: defaults?,
         responsibility: responsibility?,
+        staff: staff?,
     };
     (!moved).then_some(policy)
+}
+
+/// `[staff]`: two admins to lift a lockdown, roles held together (with the reason why).
+fn staff_table(file: &mut FileErrors<'_>, raw: RawStaff) -> Option<StaffRules> {
+    let mut ok = true;
+    let lockdown_lift_admins = match raw.lockdown_lift_admins {
+        None => 1,
+        Some(value) => match u8::try_from(*value.get_ref()) {
+            Ok(n @ (1 | 2)) => n,
+            _ => {
+                file.at(
+                    &value,
+                    format!(
+                        "`lockdown_lift_admins` must be 1 or 2, not {}",
+                        value.get_ref()
+                    ),
+                );
+                ok = false;
+                1
+            }
+        },
+    };
+    let allow = raw
+        .allow_combined_roles
+        .as_ref()
+        .is_some_and(|v| *v.get_ref());
+    let combined_roles = match (allow, raw.combined_roles_reason) {
+        (false, None) => None,
+        (true, Some(reason)) if !reason.get_ref().trim().is_empty() => {
+            Some(reason.get_ref().trim().to_owned())
+        }
+        (true, other) => {
+            let message = "`allow_combined_roles = true` needs `combined_roles_reason = \"…\"`: say why one person may both approve or administer and audit (it is recorded and printed in the policy document)";
+            match (&other, &raw.allow_combined_roles) {
+                (Some(reason), _) => file.at(reason, message),
+                (None, Some(allow)) => file.at(allow, message),
+                (None, None) => {}
+            }
+            ok = false;
+            None
+        }
+        (false, Some(reason)) => {
+            file.at(
+                &reason,
+                "`combined_roles_reason` is for `allow_combined_roles = true`; remove it or allow combined roles",
+            );
+            ok = false;
+            None
+        }
+    };
+    ok.then_some(StaffRules {
+        lockdown_lift_admins,
+        combined_roles,
+    })
 }
 
 /// `[defaults]`: the review limit, and the limits every vendor starts from.
@@ -325,6 +468,10 @@ fn defaults_table(
             }
         },
     };
+    let staff_lockout = match raw.staff_lockout {
+        None => Some(builtin.staff_lockout),
+        Some(value) => staff_lockout(file, value),
+    };
     let defaults = (|| {
         Some(Defaults {
             max_session: max_session?,
@@ -332,12 +479,39 @@ fn defaults_table(
             idle_timeout: idle_timeout?,
             warnings: warnings?,
             otp_lockout_after: otp_lockout_after?,
+            staff_lockout: staff_lockout?,
+            require_approval_comment: raw
+                .require_approval_comment
+                .unwrap_or(builtin.require_approval_comment),
         })
     })();
     (review, defaults)
 }
 
 const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `staff_lockout`: a duration from one minute to a day, or `"until-reset"`.
+fn staff_lockout(file: &mut FileErrors<'_>, value: Spanned<String>) -> Option<StaffLockout> {
+    let text = value.get_ref().trim();
+    if text == "until-reset" {
+        return Some(StaffLockout::UntilReset);
+    }
+    match parse_duration(text) {
+        Some(duration) if duration >= std::time::Duration::from_secs(60) && duration <= DAY => {
+            Some(StaffLockout::For(duration))
+        }
+        _ => {
+            file.at(
+                &value,
+                format!(
+                    "`staff_lockout` must be a duration from \"1m\" to \"24h\" like \"15m\", or \"until-reset\", not {}",
+                    quoted(value.get_ref())
+                ),
+            );
+            None
+        }
+    }
+}
 
 /// A duration longer than zero and at most `limit`, e.g. `idle_timeout`.
 fn bounded_duration(
@@ -590,6 +764,19 @@ fn target(file: &mut FileErrors<'_>, raw: RawTarget) -> Option<Target> {
         }
     };
     let address = address?;
+    let allow_broker_port = match raw.allow_broker_port {
+        None => None,
+        Some(why) if why.get_ref().trim().is_empty() => {
+            file.at(
+                &why,
+                format!(
+                    "target `{label}` `allow_broker_port` must say why the broker may connect to one of its own ports, e.g. \"the EHR's console shares this host\""
+                ),
+            );
+            return None;
+        }
+        Some(why) => Some(why.get_ref().trim().to_owned()),
+    };
     let target = Target {
         name: raw.name.get_ref().clone(),
         host: address.host,
@@ -597,6 +784,7 @@ fn target(file: &mut FileErrors<'_>, raw: RawTarget) -> Option<Target> {
         description: raw.description,
         allow_loopback: raw.allow_loopback,
         allow_file_share: raw.allow_file_share,
+        allow_broker_port,
         critical: raw.critical,
     };
     if FILE_SHARE_PORTS.contains(&target.port) && !target.allow_file_share {
@@ -700,6 +888,23 @@ fn access_table(file: &mut FileErrors<'_>, raw: RawAccess, defaults: &Defaults) 
             }
         }
     }
+    let without_code_within = match raw.resume_without_code_within {
+        None => Some(std::time::Duration::ZERO),
+        Some(value) => match parse_duration(value.get_ref()) {
+            Some(within) if within <= Resume::LONGEST_WITHOUT_CODE => Some(within),
+            _ => {
+                file.at(
+                    &value,
+                    format!(
+                        "`resume_without_code_within` must be a duration from \"0s\" to {} like \"2m\", not {}",
+                        quoted(&proto::duration::format_duration(Resume::LONGEST_WITHOUT_CODE)),
+                        quoted(value.get_ref())
+                    ),
+                );
+                None
+            }
+        },
+    };
     Some(Access {
         hours: hours?,
         holidays: holidays?,
@@ -708,6 +913,10 @@ fn access_table(file: &mut FileErrors<'_>, raw: RawAccess, defaults: &Defaults) 
         approvals: approvals?,
         critical_approvals: critical_approvals?,
         source_networks: source_networks?,
+        resume: Resume {
+            allowed: raw.resume.unwrap_or(true),
+            without_code_within: without_code_within?,
+        },
     })
 }
 

@@ -1,8 +1,9 @@
 //! Policy files: the agreed boundary between the hospital and each vendor, parsed, checked
 //! and evaluated (DESIGN.md §8).
 //!
-//! [`PolicySet::load`] reads `DIR/hospital.toml` and every `DIR/vendors/*.toml`, parses each
-//! file into raw serde shapes (`raw`, all `deny_unknown_fields`, semantic fields wrapped in
+//! [`PolicySet::load`] reads `DIR/hospital.toml` and every `DIR/vendors/*.toml`
+//! ([`PolicySet::from_texts`] takes the same texts from memory), parses each file into raw
+//! serde shapes (`raw`, all `deny_unknown_fields`, semantic fields wrapped in
 //! [`toml::Spanned`]) and then resolves them into the checked types below. A type such as
 //! [`Target`] or [`Access`] only exists once everything in it has been checked, so the rest of
 //! the broker never re-validates. Every problem in every file is reported at once as a
@@ -27,7 +28,7 @@
 //! - `raw`: the serde shapes of the two file kinds.
 //! - `load`: the directory walk and the raw → resolved step, collecting every error.
 //! - `error`: [`PolicyError`] / [`PolicyErrors`] and byte-offset → line conversion.
-//! - `address`: `host:port` parsing and [`check_dial_address`].
+//! - `address`: `host:port` parsing ([`parse_target_address`]) and [`check_dial_address`].
 //! - `hours`: [`WeeklyHours`].
 //! - `network`: [`IpNetwork`] (CIDR).
 //! - `duration`: `"1h30m"`-style durations.
@@ -49,10 +50,21 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use address::{AddressRefusal, check_dial_address};
+pub use address::{AddressRefusal, ForbiddenClass, Ipv4Embedding, check_dial_address};
 pub use error::{PolicyError, PolicyErrors};
 pub use hours::{ParseHoursError, WeeklyHours};
 pub use network::{IpNetwork, ParseIpNetworkError};
+
+/// Parses a target's `host:port` as a policy file's `address` is parsed: `name:port`,
+/// `a.b.c.d:port` or `[v6]:port`. Gives the host (an IPv6 literal without brackets), the port
+/// (never 0) and the host as an IP address when it is a literal; or why the text is not an
+/// address, as a sentence fragment to follow `address "…"`.
+///
+/// The loader does this for every target; this entry point exists for the `target_address`
+/// fuzz target and for tools that check an address before writing it into a file.
+pub fn parse_target_address(text: &str) -> Result<(String, u16, Option<IpAddr>), String> {
+    address::parse_host_port(text).map(|parsed| (parsed.host, parsed.port, parsed.ip))
+}
 
 /// Every policy file of one directory, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +83,18 @@ impl PolicySet {
     /// subdirectories are skipped with a warning (editor backups and READMEs live there).
     pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         load::load(dir)
+    }
+
+    /// Checks policies held in memory exactly as [`load`](PolicySet::load) checks a
+    /// directory: `hospital` is the text of `hospital.toml`, and each of `vendors` is a vendor
+    /// file's name in `vendors/` (`acme-ehr.toml`; its stem must be the vendor's id) and its
+    /// text. Errors and [`files`](PolicySet::files) name `hospital.toml` and `vendors/NAME`;
+    /// a name that is not a visible `*.toml` file name, or is given twice, is an error.
+    ///
+    /// For tools that do not keep policies in a directory, and for the `policy_load` fuzz
+    /// target, which feeds the loader arbitrary text without touching the disk.
+    pub fn from_texts(hospital: &str, vendors: &[(&str, &str)]) -> Result<PolicySet, PolicyErrors> {
+        load::from_texts(hospital, vendors)
     }
 
     pub fn hospital(&self) -> &HospitalPolicy {
@@ -107,6 +131,42 @@ pub struct HospitalPolicy {
     pub defaults: Defaults,
     /// The default responsibility items, shared by every vendor.
     pub responsibility: Vec<Responsibility>,
+    /// How the hospital's staff share their duties (`[staff]`).
+    pub staff: StaffRules,
+}
+
+/// `[staff]` of `hospital.toml`: separation of duties among the hospital's own people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffRules {
+    /// How many different admins must lift a lockdown (`lockdown_lift_admins`, 1 or 2;
+    /// default 1). With 2, the first admin's lift is pending until a second confirms it.
+    pub lockdown_lift_admins: u8,
+    /// Why one account may hold auditor together with approver or admin
+    /// (`allow_combined_roles = true` with `combined_roles_reason`); `None`, the default,
+    /// refuses such accounts: whoever approves or administers must not also audit it.
+    pub combined_roles: Option<String>,
+}
+
+/// The `[staff]` rules as the `policy-loaded` event records them: `refused` (auditor never
+/// with approver or admin), or `allowed: REASON`; then the admins a lockdown lift takes.
+pub fn staff_rules_record(rules: &StaffRules) -> String {
+    let combined = match &rules.combined_roles {
+        None => "refused".to_owned(),
+        Some(reason) => format!("allowed: {reason}"),
+    };
+    format!(
+        "{combined}; lockdown_lift_admins={}",
+        rules.lockdown_lift_admins
+    )
+}
+
+impl Default for StaffRules {
+    fn default() -> StaffRules {
+        StaffRules {
+            lockdown_lift_admins: 1,
+            combined_roles: None,
+        }
+    }
 }
 
 /// The hospital's `[defaults]`: limits that apply to every vendor unless its file overrides
@@ -124,6 +184,30 @@ pub struct Defaults {
     pub warnings: Vec<Duration>,
     /// Consecutive wrong one-time passwords that lock a technician out.
     pub otp_lockout_after: u32,
+    /// How long a staff account stays locked after too many failed web UI logins
+    /// (`staff_lockout`, default 15 minutes).
+    pub staff_lockout: StaffLockout,
+    /// Whether every approval and every extension must say why, in a comment on the record
+    /// (`require_approval_comment`, default false: a comment is optional).
+    pub require_approval_comment: bool,
+}
+
+/// How long a staff account stays locked after too many failed logins in a row.
+///
+/// A lock that lasts until an admin acts lets anyone who knows the approvers' names keep them
+/// all out during an incident, so by default it ends by itself; a hospital whose rules ask
+/// for an admin's action says `staff_lockout = "until-reset"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaffLockout {
+    /// The lock ends by itself this long after it began (`"15m"`, `"1h"`).
+    For(Duration),
+    /// The lock lasts until an admin resets the account through a one-time link.
+    UntilReset,
+}
+
+impl StaffLockout {
+    /// What a `hospital.toml` without `staff_lockout` gets.
+    pub const DEFAULT: StaffLockout = StaffLockout::For(Duration::from_secs(15 * 60));
 }
 
 impl Default for Defaults {
@@ -135,6 +219,8 @@ impl Default for Defaults {
             idle_timeout: Duration::from_secs(30 * 60),
             warnings: vec![Duration::from_secs(10 * 60), Duration::from_secs(2 * 60)],
             otp_lockout_after: 5,
+            staff_lockout: StaffLockout::DEFAULT,
+            require_approval_comment: false,
         }
     }
 }
@@ -212,11 +298,15 @@ pub struct Target {
     /// Never 0.
     pub port: u16,
     pub description: Option<String>,
-    /// Permits loopback, link-local, unspecified, multicast and broadcast addresses (demos and
-    /// tests). See [`check_dial_address`].
+    /// Permits loopback, link-local, unspecified, multicast and broadcast addresses, and IPv6
+    /// addresses that carry one (demos and tests). See [`check_dial_address`].
     pub allow_loopback: bool,
     /// Permits the file-sharing ports ([`FILE_SHARE_PORTS`]: SMB, NFS).
     pub allow_file_share: bool,
+    /// Why this target may be a port the broker itself listens on (on one of its host's
+    /// addresses): `None`, the default, never dials the broker's own sockets (see
+    /// [`crate::targets`]).
+    pub allow_broker_port: Option<String>,
     /// Requests that name this target need the vendor's `critical_approvals`.
     pub critical: bool,
 }
@@ -260,6 +350,38 @@ pub struct Access {
     pub critical_approvals: u8,
     /// Empty means any source address.
     pub source_networks: Vec<IpNetwork>,
+    /// What happens to a live session whose connection is lost.
+    pub resume: Resume,
+}
+
+/// Whether a live session survives a lost connection (`resume`, default true), and how soon
+/// after the loss it may be taken up again without a new one-time password
+/// (`resume_without_code_within`, default none: every resumption takes a new code).
+///
+/// A session that may resume stays approved, between connections, until its end time; every
+/// end (the end time, a revocation, a lockdown, a disabling) applies to it there too. One that
+/// may not ends when its connection is lost (reason `connection-lost`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// Whether the session survives the loss of its connection.
+    pub allowed: bool,
+    /// A resumption this soon after the loss needs no new code; zero means always one.
+    pub without_code_within: Duration,
+}
+
+impl Resume {
+    /// The longest `resume_without_code_within` a policy may give: a short window for a
+    /// network that blinked, never a standing way in.
+    pub const LONGEST_WITHOUT_CODE: Duration = Duration::from_secs(10 * 60);
+}
+
+impl Default for Resume {
+    fn default() -> Resume {
+        Resume {
+            allowed: true,
+            without_code_within: Duration::ZERO,
+        }
+    }
 }
 
 impl Access {
@@ -273,6 +395,7 @@ impl Access {
             approvals: 1,
             critical_approvals: 2,
             source_networks: Vec::new(),
+            resume: Resume::default(),
         }
     }
 

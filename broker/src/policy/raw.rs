@@ -13,8 +13,18 @@ use toml::Spanned;
 pub(super) struct RawHospitalFile {
     pub(super) hospital: RawHospital,
     pub(super) defaults: Option<RawDefaults>,
+    pub(super) staff: Option<RawStaff>,
     #[serde(default)]
     pub(super) responsibility: Vec<RawResponsibility>,
+}
+
+/// `[staff]` of `hospital.toml`: how the hospital's own people share their duties.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStaff {
+    pub(super) lockdown_lift_admins: Option<Spanned<i64>>,
+    pub(super) allow_combined_roles: Option<Spanned<bool>>,
+    pub(super) combined_roles_reason: Option<Spanned<String>>,
 }
 
 /// `[defaults]` of `hospital.toml`: the limits every vendor gets unless its file says more.
@@ -27,6 +37,8 @@ pub(super) struct RawDefaults {
     pub(super) warnings: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) review_within: Option<Spanned<String>>,
     pub(super) otp_lockout_after: Option<Spanned<i64>>,
+    pub(super) staff_lockout: Option<Spanned<String>>,
+    pub(super) require_approval_comment: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +84,7 @@ pub(super) struct RawTarget {
     pub(super) allow_loopback: bool,
     #[serde(default)]
     pub(super) allow_file_share: bool,
+    pub(super) allow_broker_port: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) critical: bool,
 }
@@ -84,6 +97,8 @@ pub(super) struct RawAccess {
     pub(super) approvals: Option<Spanned<i64>>,
     pub(super) critical_approvals: Option<Spanned<i64>>,
     pub(super) idle_timeout: Option<Spanned<String>>,
+    pub(super) resume: Option<bool>,
+    pub(super) resume_without_code_within: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) holidays: Vec<Spanned<String>>,
     #[serde(default)]

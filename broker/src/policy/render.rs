@@ -24,6 +24,17 @@ pub enum Format {
 /// The document for `vendors` (every vendor when empty), in `format`. Vendors appear in
 /// load order. The caller checks that named vendors exist.
 pub fn render(policies: &PolicySet, vendors: &[&VendorPolicy], format: Format) -> String {
+    render_with_checkpoint_key(policies, vendors, format, None)
+}
+
+/// [`render`], naming in the audit row the fingerprint of the key the broker signs audit
+/// checkpoints with, when one is given (`policy render` reads it from the data directory).
+pub fn render_with_checkpoint_key(
+    policies: &PolicySet,
+    vendors: &[&VendorPolicy],
+    format: Format,
+    checkpoint_key: Option<&str>,
+) -> String {
     let all: Vec<&VendorPolicy> = if vendors.is_empty() {
         policies.vendors().collect()
     } else {
@@ -31,7 +42,7 @@ pub fn render(policies: &PolicySet, vendors: &[&VendorPolicy], format: Format) -
     };
     let documents: Vec<Document> = all
         .iter()
-        .map(|vendor| Document::new(policies, vendor))
+        .map(|vendor| Document::new(policies, vendor, checkpoint_key))
         .collect();
     match format {
         Format::Markdown => markdown(&documents),
@@ -68,7 +79,7 @@ fn human(duration: Duration) -> String {
 }
 
 impl Document {
-    fn new(policies: &PolicySet, vendor: &VendorPolicy) -> Document {
+    fn new(policies: &PolicySet, vendor: &VendorPolicy, checkpoint_key: Option<&str>) -> Document {
         let hospital = policies.hospital();
         let access = &vendor.access;
         let defaults = &hospital.defaults;
@@ -189,16 +200,41 @@ impl Document {
                 ),
             ),
             row(
+                "切断後の再開",
+                "Resuming after a lost connection",
+                match (access.resume.allowed, access.resume.without_code_within.is_zero()) {
+                    (false, _) => "不可: 接続が切れるとセッションは終了 / not allowed: a lost connection ends the session".to_owned(),
+                    (true, true) => "終了時刻まで可、再開ごとに新しいワンタイムパスワード / allowed until the end time, each time with a new one-time password".to_owned(),
+                    (true, false) => format!(
+                        "終了時刻まで可、切断から {} 以内はワンタイムパスワード不要、以降は新しいワンタイムパスワード / allowed until the end time; within {} of the loss without a new one-time password, later with one",
+                        human(access.resume.without_code_within),
+                        human(access.resume.without_code_within)
+                    ),
+                },
+            ),
+            row(
                 "承認",
                 "Approvals",
                 format!(
-                    "{} 名 (重要な接続先は {} 名)、申請者本人は承認不可、{} 以内に未回答なら失効 / {} approver(s) ({} for critical targets), never the requester; unanswered requests expire after {}",
+                    "{} 名 (重要な接続先は {} 名)、申請者本人は承認不可、{} 以内に未回答なら失効。延長も同数の承認者が必要で、接続開始から {} まで{} / {} approver(s) ({} for critical targets), never the requester; unanswered requests expire after {}. An extension needs as many approvers and ends at most {} after the opening{}",
                     access.approvals,
                     access.critical_approvals,
                     human(defaults.answer_within),
+                    human(access.max_session),
+                    if defaults.require_approval_comment {
+                        "。承認・延長には理由の記載が必須"
+                    } else {
+                        ""
+                    },
                     access.approvals,
                     access.critical_approvals,
-                    human(defaults.answer_within)
+                    human(defaults.answer_within),
+                    human(access.max_session),
+                    if defaults.require_approval_comment {
+                        "; every approval and extension must say why"
+                    } else {
+                        ""
+                    },
                 ),
             ),
             row("接続元", "Source networks", sources),
@@ -213,7 +249,10 @@ impl Document {
             row(
                 "監査",
                 "Audit",
-                "申請・承認・接続・転送 (接続先、バイト数、時間) をすべてハッシュチェーン付きで記録 / every request, approval, session and forward (target, bytes, duration) recorded in a hash-chained log",
+                match checkpoint_key {
+                    None => "申請・承認・接続・転送 (接続先、バイト数、時間) をすべてハッシュチェーン付きで記録 / every request, approval, session and forward (target, bytes, duration) recorded in a hash-chained log".to_owned(),
+                    Some(key) => format!("申請・承認・接続・転送 (接続先、バイト数、時間) をすべてハッシュチェーン付きで記録し、数秒ごとに署名付きチェックポイントをデータベースの外へ送る (署名鍵 {key}) / every request, approval, session and forward (target, bytes, duration) recorded in a hash-chained log, with signed checkpoints sent outside the database every few seconds (signing key {key})"),
+                },
             ),
             row(
                 "点検",
@@ -223,6 +262,11 @@ impl Document {
                     human(hospital.review_within),
                     human(hospital.review_within)
                 ),
+            ),
+            row(
+                "職務分離",
+                "Separation of duties",
+                staff_duties(&hospital.staff),
             ),
         ];
 
@@ -234,6 +278,26 @@ impl Document {
             controls,
         }
     }
+}
+
+/// How the hospital's staff share their duties (`[staff]` of hospital.toml), one line.
+pub fn staff_duties(staff: &super::StaffRules) -> String {
+    let roles = match &staff.combined_roles {
+        None => {
+            "監査者は承認者・管理者を兼ねない / no account is both auditor and approver or admin"
+                .to_owned()
+        }
+        Some(reason) => format!(
+            "監査者と承認者・管理者の兼務を認める (理由: {reason}) / one account may be auditor with approver or admin (why: {reason})"
+        ),
+    };
+    let lift = match staff.lockdown_lift_admins {
+        1 => "緊急遮断の解除は管理者 / a lockdown is lifted by an admin".to_owned(),
+        n => format!(
+            "緊急遮断の解除は異なる管理者 {n} 名 / a lockdown is lifted by {n} different admins"
+        ),
+    };
+    format!("{roles}; {lift}")
 }
 
 const HEADING: &str = "遠隔保守 責任分界・技術的管理 / Remote maintenance: responsibility boundary and technical controls";

@@ -336,7 +336,7 @@ fn an_unknown_field_is_reported_at_its_line() {
     );
     assert_eq!(
         dir.error(),
-        "policies/vendors/acme.toml:6: unknown field `adress`, expected one of `name`, `address`, `description`, `allow_loopback`, `allow_file_share`, `critical`"
+        "policies/vendors/acme.toml:6: unknown field `adress`, expected one of `name`, `address`, `description`, `allow_loopback`, `allow_file_share`, `allow_broker_port`, `critical`"
     );
 }
 
@@ -566,7 +566,49 @@ fn a_loopback_ip_literal_without_allow_loopback_is_refused_at_load() {
         [
             "policies/vendors/acme.toml:6: target `db` address \"127.0.0.1:5432\" is a loopback address; set `allow_loopback = true` only for demos and tests",
             "policies/vendors/acme.toml:10: target `meta` address \"169.254.169.254:80\" is a link-local address; set `allow_loopback = true` only for demos and tests",
-            "policies/vendors/acme.toml:14: target `v6` address \"[::ffff:127.0.0.1]:22\" is a loopback address; set `allow_loopback = true` only for demos and tests",
+            "policies/vendors/acme.toml:14: target `v6` address \"[::ffff:127.0.0.1]:22\" is an IPv4-mapped IPv6 address embedding the loopback address 127.0.0.1; set `allow_loopback = true` only for demos and tests",
+        ]
+    );
+}
+
+// See: issue 15, point 5 (these passed the check and approval).
+#[test]
+fn ipv6_literals_carrying_a_forbidden_ipv4_address_are_refused_at_load() {
+    let dir = PolicyDir::new();
+    dir.vendor(
+        "acme",
+        "[[target]]\nname = \"compatible\"\naddress = \"[::127.0.0.1]:22\"\n\n\
+         [[target]]\nname = \"translated\"\naddress = \"[::ffff:0:127.0.0.1]:22\"\n\n\
+         [[target]]\nname = \"nat64\"\naddress = \"[64:ff9b::7f00:1]:22\"\n\n\
+         [[target]]\nname = \"allowed\"\naddress = \"[64:ff9b::7f00:1]:8080\"\nallow_loopback = true\n",
+    );
+    assert_eq!(
+        dir.errors(),
+        [
+            "policies/vendors/acme.toml:6: target `compatible` address \"[::127.0.0.1]:22\" is an IPv4-compatible IPv6 address embedding the loopback address 127.0.0.1; set `allow_loopback = true` only for demos and tests",
+            "policies/vendors/acme.toml:10: target `translated` address \"[::ffff:0:127.0.0.1]:22\" is an IPv4-translated IPv6 address embedding the loopback address 127.0.0.1; set `allow_loopback = true` only for demos and tests",
+            "policies/vendors/acme.toml:14: target `nat64` address \"[64:ff9b::7f00:1]:22\" is a NAT64 IPv6 address embedding the loopback address 127.0.0.1; set `allow_loopback = true` only for demos and tests",
+        ]
+    );
+}
+
+// See: issue 15, point 5 (`0x7f000001` passed the check as a host name).
+#[test]
+fn numeric_host_spellings_are_reported_at_their_lines_with_the_address_they_mean() {
+    let dir = PolicyDir::new();
+    dir.vendor(
+        "acme",
+        "[[target]]\nname = \"hex\"\naddress = \"0x7f000001:22\"\n\n\
+         [[target]]\nname = \"short\"\naddress = \"127.1:22\"\n\n\
+         [[target]]\nname = \"octal\"\naddress = \"010.0.0.1:22\"\n\n\
+         [[target]]\nname = \"dotted\"\naddress = \"10.0.0.1:22\"\n",
+    );
+    assert_eq!(
+        dir.errors(),
+        [
+            "policies/vendors/acme.toml:6: target `hex` address \"0x7f000001:22\" has `0x7f000001`, a numeric spelling of 127.0.0.1; write the address as 127.0.0.1",
+            "policies/vendors/acme.toml:10: target `short` address \"127.1:22\" has `127.1`, a numeric spelling of 127.0.0.1; write the address as 127.0.0.1",
+            "policies/vendors/acme.toml:14: target `octal` address \"010.0.0.1:22\" has `010.0.0.1`, a numeric spelling of 8.0.0.1; write the address as 8.0.0.1",
         ]
     );
 }
@@ -746,6 +788,42 @@ fn hospital_defaults_apply_to_vendors_that_do_not_override_them() {
         (own.max_session, own.idle_timeout),
         (Duration::from_secs(3 * 3600), Duration::from_secs(3600))
     );
+}
+
+#[test]
+fn a_staff_lockout_lasts_fifteen_minutes_unless_the_hospital_says_otherwise() {
+    let dir = PolicyDir::new();
+    dir.vendor("plain", "");
+    let set = dir.load().unwrap();
+    assert_eq!(
+        set.hospital().defaults.staff_lockout,
+        StaffLockout::For(Duration::from_secs(15 * 60))
+    );
+    for (text, expected) in [
+        ("1h", StaffLockout::For(Duration::from_secs(3600))),
+        ("until-reset", StaffLockout::UntilReset),
+    ] {
+        dir.write(
+            "hospital.toml",
+            &format!("{HOSPITAL}[defaults]\nstaff_lockout = \"{text}\"\n"),
+        );
+        assert_eq!(
+            dir.load().unwrap().hospital().defaults.staff_lockout,
+            expected
+        );
+    }
+    for bad in ["0m", "30s", "2d", "forever"] {
+        dir.write(
+            "hospital.toml",
+            &format!("{HOSPITAL}[defaults]\nstaff_lockout = \"{bad}\"\n"),
+        );
+        assert_eq!(
+            dir.errors(),
+            [format!(
+                "policies/hospital.toml:5: `staff_lockout` must be a duration from \"1m\" to \"24h\" like \"15m\", or \"until-reset\", not \"{bad}\""
+            )]
+        );
+    }
 }
 
 #[test]
@@ -959,4 +1037,110 @@ fn render_escapes_what_policy_files_say() {
         md.contains("| &lt;b>x&lt;/b> | 事業者 / vendor | a\\|b |"),
         "{md}"
     );
+}
+
+#[test]
+fn policies_given_as_texts_load_as_the_directory_does() {
+    let dir = repo_policies();
+    let read = |relative: &str| std::fs::read_to_string(dir.join(relative)).unwrap();
+    let hospital = read("hospital.toml");
+    let vendors: Vec<(String, String)> = ["acme-ehr.toml", "kanto-net.toml", "nihon-pacs.toml"]
+        .iter()
+        .map(|name| (name.to_string(), read(&format!("vendors/{name}"))))
+        .collect();
+    let borrowed: Vec<(&str, &str)> = vendors
+        .iter()
+        .map(|(name, text)| (name.as_str(), text.as_str()))
+        .collect();
+    let from_texts = PolicySet::from_texts(&hospital, &borrowed).unwrap();
+    let from_dir = PolicySet::load(&dir).unwrap();
+    assert_eq!(from_texts.hospital(), from_dir.hospital());
+    for (text, disk) in from_texts.vendors().zip(from_dir.vendors()) {
+        assert_eq!(
+            text.file,
+            Path::new("vendors").join(format!("{}.toml", text.id))
+        );
+        assert_eq!(
+            VendorPolicy {
+                file: disk.file.clone(),
+                ..text.clone()
+            },
+            *disk
+        );
+    }
+    assert_eq!(from_texts.vendors().count(), 3);
+}
+
+#[test]
+fn errors_in_policies_given_as_texts_name_the_file_and_line() {
+    let vendor = format!("{}[access]\napprovals = 9\n", vendor_header("x"));
+    let errors = PolicySet::from_texts(HOSPITAL, &[("y.toml", &vendor)]).unwrap_err();
+    let shown: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "vendors/y.toml:2: vendor id `x` does not match the file name y.toml; this file must have id = \"y\"",
+            "vendors/y.toml:5: `approvals` must be from 1 to 5, not 9",
+        ]
+    );
+}
+
+#[test]
+fn vendor_texts_need_names_a_directory_could_hold() {
+    let vendor = vendor_header("x");
+    let errors = PolicySet::from_texts(
+        HOSPITAL,
+        &[
+            ("x.toml", &vendor),
+            ("x.toml", &vendor),
+            ("../x.toml", &vendor),
+            (".x.toml", &vendor),
+        ],
+    )
+    .unwrap_err();
+    let shown: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "vendors/../x.toml: this is not a vendor policy file name; give a visible NAME.toml, without a directory",
+            "vendors/.x.toml: this is not a vendor policy file name; give a visible NAME.toml, without a directory",
+            "vendors/x.toml: this file name is given twice; each vendor file needs a name of its own",
+        ]
+    );
+}
+
+#[test]
+fn a_session_outlives_its_connection_with_a_new_code_unless_the_vendor_says_otherwise() {
+    let dir = PolicyDir::new();
+    dir.vendor("plain", "");
+    dir.vendor("strict", "[access]\nresume = false\n");
+    dir.vendor("lenient", "[access]\nresume_without_code_within = \"2m\"\n");
+    let set = dir.load().unwrap();
+    let resume = |vendor: &str| set.vendor(vendor).unwrap().access.resume;
+    assert_eq!(
+        resume("plain"),
+        Resume {
+            allowed: true,
+            without_code_within: Duration::ZERO
+        }
+    );
+    assert!(!resume("strict").allowed);
+    assert_eq!(
+        resume("lenient").without_code_within,
+        Duration::from_secs(120)
+    );
+    for bad in ["11m", "1h", "soon"] {
+        dir.vendor(
+            "lenient",
+            &format!("[access]\nresume_without_code_within = \"{bad}\"\n"),
+        );
+        let errors = dir.errors();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].ends_with(&format!(
+                "`resume_without_code_within` must be a duration from \"0s\" to \"10m\" like \"2m\", not \"{bad}\""
+            )),
+            "{errors:?}"
+        );
+    }
 }

@@ -6,22 +6,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use proto::{ErrorCode, ErrorMessage, Message};
-use tokio::sync::OwnedSemaphorePermit;
 use tunnel::close_code;
 use tunnel::frames::{MessageReader, write_message};
+use tunnel::link::{Link, SendHalf};
 
 use super::Shared;
+use super::admission::HandshakePermit;
 use crate::audit::{Actor, AuditEvent, EventKind};
 use crate::identity::{self, EnrollmentContext, Refusal};
 
 pub(super) async fn serve(
-    connection: quinn::Connection,
-    handshake_slot: OwnedSemaphorePermit,
+    connection: Link,
+    handshake_slot: HandshakePermit,
     shared: Arc<Shared>,
     peer: SocketAddr,
 ) {
-    // The whole conversation is bounded like a handshake: an enrollment holds its slot
-    // until it ends, so unauthenticated peers can hold only so many.
+    // The whole conversation is bounded like a handshake (its first message within the
+    // handshake timeout, all of it within three): an enrollment holds its place among the
+    // handshakes under way until it ends, so unauthenticated peers can hold only so many.
     let outcome = tokio::time::timeout(
         shared.limits.handshake_timeout * 3,
         converse(&connection, &shared, peer),
@@ -42,14 +44,17 @@ pub(super) async fn serve(
 }
 
 /// The conversation; `Err` carries what the connection is closed with.
-async fn converse(
-    connection: &quinn::Connection,
-    shared: &Shared,
-    peer: SocketAddr,
-) -> Result<(), String> {
-    let (mut send, mut recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
+async fn converse(connection: &Link, shared: &Shared, peer: SocketAddr) -> Result<(), String> {
     let mut reader = MessageReader::new();
-    let start = match reader.expect(&mut recv).await {
+    let first = tokio::time::timeout(shared.limits.handshake_timeout, async {
+        let (send, mut recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
+        let start = reader.expect(&mut recv).await;
+        Ok::<_, String>((send, recv, start))
+    })
+    .await
+    .map_err(|_| "the client said nothing in time".to_owned())??;
+    let (mut send, mut recv, start) = first;
+    let start = match start {
         Ok(Message::EnrollStart(start)) => start,
         Ok(other) => return Err(format!("expected EnrollStart, got {}", other.name())),
         Err(e) => return Err(e.to_string()),
@@ -110,7 +115,7 @@ async fn converse(
 /// Records the refusal, sends its sentence, and ends the conversation.
 async fn refuse(
     shared: &Shared,
-    send: &mut quinn::SendStream,
+    send: &mut SendHalf,
     peer: SocketAddr,
     refusal: Refusal,
 ) -> Result<(), String> {
@@ -127,11 +132,12 @@ async fn refuse(
         .detail("peer", peer)
         .detail("code", refusal.error.code.as_str())
         .detail("reason", &refusal.error.message);
-    if let Err(e) = shared.store.record(&event).await {
-        tracing::error!(error = %e, "cannot record a refused enrollment");
-    }
-    let _ = write_message(send, &refusal.error.clone().into()).await;
-    let _ = send.finish();
-    let _ = tokio::time::timeout(shared.limits.handshake_timeout, send.stopped()).await;
+    shared.refusals.record(&shared.store, event).await;
+    let told = async {
+        let _ = write_message(send, &refusal.error.clone().into()).await;
+        let _ = send.finish();
+        let _ = send.stopped().await;
+    };
+    let _ = tokio::time::timeout(shared.limits.handshake_timeout, told).await;
     Err(refusal.error.message)
 }

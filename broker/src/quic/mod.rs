@@ -1,19 +1,39 @@
-//! The QUIC endpoint: TLS settings, the accept loop, and the tasks that drive each
-//! connection and each forward. This is the only module of the broker that does network I/O.
+//! The technicians' side of the broker, on both transports: QUIC (the endpoint, its TLS
+//! settings and accept loop) and TLS over TCP (`tcp`), and the tasks that drive each
+//! connection and each forward whichever carries it (they speak to a [`tunnel::link::Link`]).
+//! This is the only module of the broker that does network I/O with technicians.
 //!
 //! - `server_config`: TLS 1.3 only, client certificates from our CA (required for ALPN
 //!   `sekisho/1`; an enrollment, ALPN `sekisho-enroll/1`, has none), no resumption, no 0-RTT,
 //!   no migration, explicit stream limits.
 //! - `DataPlane`: the threads that carry tunnels, and on each `serve_endpoint`, which
-//!   accepts connections, bounding how many handshakes run at once.
+//!   accepts connections.
+//! - `admission`: pre-authentication work bounded per source and in total (QUIC Retry under
+//!   load, a share per source address, a total, a handshake deadline).
 //! - `connection`: one technician's session: identity, `Hello`/`Welcome`, forwards.
+//! - `writer`: the control stream's sending side, so that no client can block the driver.
+//! - `enforce`: a live session's end, enforced beside the driver.
+//! - `cut`: how the broker ends a connection without the peer's help.
+//! - `registry`: the connections this broker holds (bounds per technician, cut by standing).
 //! - `enroll`: one enrollment (the only connections without a client certificate).
+//! - `tcp`: the TLS-over-TCP listener, its handshake bounded as QUIC's.
 //! - `forward`: one forward stream: `Connect`, the policy decision, dial, splice.
 
+mod admission;
 mod connection;
 mod control;
+mod cut;
+mod enforce;
 mod enroll;
 mod forward;
+pub(crate) mod registry;
+mod tcp;
+mod writer;
+
+pub(crate) use tcp::TcpListenerSet;
+
+pub(crate) use admission::{Admission, source_key};
+pub(crate) use control::RequestRate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +43,6 @@ use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -44,7 +63,8 @@ pub(crate) struct Shared {
     pub(crate) pki: Arc<BrokerPki>,
     pub(crate) limits: Limits,
     pub(crate) own_addresses: Vec<SocketAddr>,
-    pub(crate) handshake_slots: Arc<Semaphore>,
+    /// The handshakes under way, bounded per source and in total.
+    pub(crate) admission: Arc<admission::Admission>,
     pub(crate) store: Store,
     pub(crate) hub: Arc<Hub>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -52,14 +72,20 @@ pub(crate) struct Shared {
     pub(crate) sealing_key: Arc<SealingKey>,
     /// This broker's id, stored with the sessions it holds.
     pub(crate) broker_id: String,
+    /// The technicians' connections this broker holds.
+    pub(crate) connections: Arc<registry::Connections>,
+    /// Refusals, on the record at a bounded rate.
+    pub(crate) refusals: Arc<crate::refusals::RefusalLog>,
+    /// Requests per technician in the last minute.
+    pub(crate) request_rate: control::RequestRate,
+    /// Session ends the store could not take yet, kept in the data directory.
+    pub(crate) pending_ends: Arc<crate::pending::PendingEnds>,
 }
 
-/// Builds the QUIC server configuration from the broker's certificates.
-pub(crate) fn server_config(
-    pki: &BrokerPki,
-    limits: &Limits,
-    packets: tunnel::udp::PacketSize,
-) -> Result<quinn::ServerConfig, BindError> {
+/// The TLS settings of both transports, from the broker's certificates: TLS 1.3 only, client
+/// certificates from our CA (required for ALPN `sekisho/1`; an enrollment, ALPN
+/// `sekisho-enroll/1`, has none), no resumption, no 0-RTT.
+pub(crate) fn tls_config(pki: &BrokerPki) -> Result<rustls::ServerConfig, BindError> {
     let provider = tunnel::crypto_provider();
     let mut roots = RootCertStore::empty();
     roots
@@ -86,7 +112,17 @@ pub(crate) fn server_config(
     tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     // No 0-RTT: early data is replayable.
     tls.max_early_data_size = 0;
-    let quic_tls = QuicServerConfig::try_from(tls).map_err(|e| BindError::Tls(e.to_string()))?;
+    Ok(tls)
+}
+
+/// Builds the QUIC server configuration over [`tls_config`].
+pub(crate) fn server_config(
+    pki: &BrokerPki,
+    limits: &Limits,
+    packets: tunnel::udp::PacketSize,
+) -> Result<quinn::ServerConfig, BindError> {
+    let quic_tls =
+        QuicServerConfig::try_from(tls_config(pki)?).map_err(|e| BindError::Tls(e.to_string()))?;
 
     let mut transport = TransportConfig::default();
     tunnel::udp::tune_transport(&mut transport, packets);
@@ -99,13 +135,18 @@ pub(crate) fn server_config(
         IdleTimeout::try_from(limits.idle_timeout)
             .map_err(|_| BindError::Tls("the idle timeout is too long".into()))?,
     ));
+    // The broker keeps quiet connections alive from its side too, so a healthy connection
+    // outlives any idle timeout the broker sets (the client's keep-alives are its own, and
+    // may be sparser); only a lost one times out.
+    transport.keep_alive_interval(Some(limits.idle_timeout / 3));
 
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
     config.transport_config(Arc::new(transport));
     // A technician's session stays on the address it was opened from.
     config.migration(false);
-    // Connections waiting to be accepted; beyond this the endpoint refuses on its own.
-    config.max_incoming(limits.max_pending_handshakes.saturating_mul(4));
+    // Attempts waiting for the accept loop; beyond this the endpoint refuses on its own. The
+    // loop decides each one at once (no I/O), so this only absorbs bursts.
+    config.max_incoming(limits.max_pending_handshakes.saturating_mul(2));
     Ok(config)
 }
 
@@ -123,6 +164,8 @@ pub(crate) fn server_config(
 pub(crate) struct DataPlane {
     threads: Vec<DataThread>,
     local_addr: SocketAddr,
+    /// The TLS-over-TCP listener, when the broker offers TCP; served on the main runtime.
+    tcp: Option<TcpListenerSet>,
 }
 
 /// A data thread before it starts: its runtime, and the endpoint made inside it.
@@ -176,7 +219,14 @@ impl DataPlane {
         Ok(DataPlane {
             threads,
             local_addr,
+            tcp: None,
         })
+    }
+
+    /// Also serves the TLS-over-TCP listener `tcp`.
+    pub(crate) fn with_tcp(mut self, tcp: TcpListenerSet) -> DataPlane {
+        self.tcp = Some(tcp);
+        self
     }
 
     /// The address every data thread's socket is bound to.
@@ -193,6 +243,10 @@ impl DataPlane {
         shutdown: CancellationToken,
         released: CancellationToken,
     ) {
+        let tcp = self
+            .tcp
+            .take()
+            .map(|tcp| tokio::spawn(tcp.serve(shared.clone(), shutdown.clone())));
         let mut finished = Vec::with_capacity(self.threads.len());
         for (index, thread) in self.threads.iter_mut().enumerate() {
             let Some(runtime) = thread.runtime.take() else {
@@ -221,19 +275,76 @@ impl DataPlane {
             // An error means the thread is gone (it panicked); nothing is left to wait for.
             let _ = finished_here.await;
         }
+        if let Some(tcp) = tcp {
+            let _ = tcp.await;
+        }
         // Sessions whose connection task could not record its end (store trouble) are ended
-        // here.
+        // here: first those kept for later, as what they were, then the rest as a shutdown.
+        // Bounded, so a store that hangs cannot hold the stop up.
         let now = shared.clock.now();
-        if let Err(e) = shared
-            .store
-            .end_sessions_of_broker(
-                &shared.broker_id,
-                crate::session::EndReason::BrokerShutdown,
-                now,
-            )
-            .await
+        let recorded = tokio::time::timeout(shutdown::RECORD_ENDS, async {
+            shared.pending_ends.apply(&shared.store).await?;
+            shared
+                .store
+                .end_sessions_of_broker(
+                    &shared.broker_id,
+                    crate::session::EndReason::BrokerShutdown,
+                    now,
+                )
+                .await
+        })
+        .await;
+        match recorded {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot record the end of the sessions this broker held; the next start will");
+            }
+            Err(_) => {
+                tracing::error!(
+                    "the store did not answer in time; the next start records the end of the sessions this broker held"
+                );
+            }
+        }
+    }
+}
+
+/// How long each step of a stop may take, whatever peers and the store do: together well
+/// under ten seconds (a service manager's usual patience before it kills).
+pub mod shutdown {
+    use std::time::Duration;
+
+    /// Connections record their session's end and tell their client (the cut itself is
+    /// done within half a second).
+    pub const CONNECTIONS: Duration = Duration::from_secs(2);
+    /// Close frames reach the clients.
+    pub const CLOSE_FRAMES: Duration = Duration::from_secs(1);
+    /// Ends the connections could not record are recorded.
+    pub const RECORD_ENDS: Duration = Duration::from_millis(1500);
+    /// The other tasks (hub, web UI, webhook, senders) finish and the stop is recorded.
+    pub const TASKS: Duration = Duration::from_secs(3);
+    /// The database closes.
+    pub const CLOSE_STORE: Duration = Duration::from_secs(1);
+}
+
+/// Says in the log, at most every ten seconds, how many attempts admission refused: a flood
+/// must not turn into a flood of log lines.
+#[derive(Default)]
+struct RefusedLog {
+    since: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl RefusedLog {
+    fn note(&mut self, peer: SocketAddr, why: admission::Refused) {
+        self.count += 1;
+        let now = std::time::Instant::now();
+        if self
+            .since
+            .is_none_or(|since| now.duration_since(since) >= Duration::from_secs(10))
         {
-            tracing::error!(error = %e, "cannot record the end of the sessions this broker held");
+            tracing::warn!(%peer, reason = why.as_str(), refused = self.count, "connection attempts refused (count since the last line)");
+            self.since = Some(now);
+            self.count = 0;
         }
     }
 }
@@ -246,34 +357,58 @@ async fn serve_endpoint(
     shutdown: CancellationToken,
 ) {
     let tasks = TaskTracker::new();
+    let mut refused_log = RefusedLog::default();
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
             () = shutdown.cancelled() => break,
         };
         let Some(incoming) = incoming else { break };
-        // A handshake slot is taken before any cryptographic work, so a flood of
-        // connection attempts costs a bounded amount of CPU and memory.
-        let Ok(slot) = shared.handshake_slots.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %incoming.remote_address(), "too many handshakes under way; refusing");
-            incoming.refuse();
-            continue;
-        };
-        tasks.spawn(connection::serve_connection(
-            incoming,
-            slot,
-            shared.clone(),
-            shutdown.clone(),
-        ));
+        // Decided before any cryptographic work, so a flood of connection attempts costs a
+        // bounded amount of CPU and memory (see `admission`).
+        let peer = incoming.remote_address();
+        match shared.admission.decide(
+            peer.ip(),
+            incoming.remote_address_validated(),
+            incoming.may_retry(),
+        ) {
+            admission::Decision::Accept(permit) => {
+                tasks.spawn(connection::serve_connection(
+                    incoming,
+                    permit,
+                    shared.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            admission::Decision::Retry => {
+                // Fails only if a Retry was already sent for this attempt; then the peer
+                // validated nothing, and is ignored.
+                if incoming.retry().is_err() {
+                    tracing::debug!(%peer, "a second Retry is not allowed; ignoring");
+                }
+            }
+            admission::Decision::Refuse(why) => {
+                incoming.refuse();
+                refused_log.note(peer, why);
+                // On the record at a bounded rate; the accept loop does not wait for it.
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    connection::record_refused_handshake(&shared, peer, why.as_str()).await;
+                });
+            }
+        }
     }
-    // Each connection sees the cancellation too: it records its session's end, tells the
-    // client why, and closes. Give them a moment, then close whatever is left.
+    // Every connection is cut at once (whatever its driver is doing); each driver records its
+    // session's end and tells the client why. Give them a moment, then close what is left.
+    shared.connections.cut_all(&cut::CutOrder::new(
+        crate::session::EndReason::BrokerShutdown,
+    ));
     tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(3), tasks.wait()).await;
+    let _ = tokio::time::timeout(shutdown::CONNECTIONS, tasks.wait()).await;
     endpoint.close(
-        tunnel::close_code::BROKER_SHUTDOWN,
+        quinn::VarInt::from_u32(tunnel::close_code::BROKER_SHUTDOWN),
         b"the broker is shutting down",
     );
     // Give the close frames a moment to reach the peers; bounded so shutdown never hangs.
-    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    let _ = tokio::time::timeout(shutdown::CLOSE_FRAMES, endpoint.wait_idle()).await;
 }

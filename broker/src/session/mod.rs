@@ -90,6 +90,9 @@ pub enum EndReason {
     BrokerShutdown,
     /// The broker could not record the session's activity, so it stopped it.
     StoreUnavailable,
+    /// The session's connection was lost (network, client crash, broker restart) and the
+    /// vendor's policy does not let a session outlive its connection.
+    ConnectionLost,
 }
 
 impl EndReason {
@@ -106,6 +109,7 @@ impl EndReason {
             EndReason::CredentialsRevoked => "credentials-revoked",
             EndReason::BrokerShutdown => "broker-shutdown",
             EndReason::StoreUnavailable => "store-unavailable",
+            EndReason::ConnectionLost => "connection-lost",
         }
     }
 
@@ -122,6 +126,7 @@ impl EndReason {
             EndReason::CredentialsRevoked,
             EndReason::BrokerShutdown,
             EndReason::StoreUnavailable,
+            EndReason::ConnectionLost,
         ]
         .into_iter()
         .find(|reason| reason.as_str() == word)
@@ -144,6 +149,7 @@ impl EndReason {
             EndReason::CredentialsRevoked => "The hospital revoked your certificate and one-time password (a reset); enroll again with the new token the hospital gives you.".to_owned(),
             EndReason::BrokerShutdown => "The broker shut down, so the session has ended; ask for a new session when it is back.".to_owned(),
             EndReason::Denied => format!("The request was denied{by}{note}."),
+            EndReason::ConnectionLost => "The connection to the broker was lost and your vendor's agreement does not let a session outlive its connection, so the session has ended; ask for a new session.".to_owned(),
             EndReason::StoreUnavailable => "The broker can no longer record what this session does, so it has ended it; tell the hospital's IT, and ask for a new session when they have fixed it.".to_owned(),
         }
     }
@@ -188,6 +194,8 @@ pub struct ApprovalRecord {
     pub approved_at: SystemTime,
     /// The end time they approved.
     pub until: SystemTime,
+    /// Why, in their words ('' when they gave none).
+    pub comment: String,
 }
 
 /// A change of a live session's end time, by a person: an approval of its own.
@@ -199,6 +207,22 @@ pub struct Extension {
     pub at: SystemTime,
     /// The new end time.
     pub end_at: SystemTime,
+    /// Why, in their words ('' when they gave none).
+    pub comment: String,
+}
+
+/// A later end time one approver asked for, waiting for more approvers (a vendor whose
+/// policy needs several approvals needs as many for an extension).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionProposal {
+    /// Who asked.
+    pub approver: String,
+    /// When.
+    pub at: SystemTime,
+    /// The end time they asked for.
+    pub end_at: SystemTime,
+    /// Why, in their words ('' when they gave none).
+    pub comment: String,
 }
 
 /// A request as stored: its whole life in one record.
@@ -228,6 +252,8 @@ pub struct RequestRecord {
     pub approvals: Vec<ApprovalRecord>,
     /// Changes of the end time while live, oldest first.
     pub extensions: Vec<Extension>,
+    /// Later end times asked for that still wait for more approvers, oldest first.
+    pub extension_proposals: Vec<ExtensionProposal>,
     /// Where it is.
     pub stage: Stage,
     /// The end time, once approved.
@@ -244,6 +270,12 @@ pub struct RequestRecord {
     pub ended_by: Option<String>,
     /// The reason a person gave.
     pub note: Option<String>,
+    /// How many connections have carried the live session: 1 once opened, one more per
+    /// resumption. A connection holds the session only while this is the number it took.
+    pub attachment: u64,
+    /// When the live session's connection was lost; `None` while a connection holds it
+    /// (or before it opened).
+    pub detached_at: Option<SystemTime>,
 }
 
 impl RequestRecord {
@@ -270,11 +302,14 @@ impl RequestRecord {
             approvals_needed,
             approvals: Vec::new(),
             extensions: Vec::new(),
+            extension_proposals: Vec::new(),
             stage: Stage::Requested,
             end_at: None,
             pinned: None,
             opened_at: None,
             broker_id: None,
+            attachment: 0,
+            detached_at: None,
             ended_at: None,
             ended_by: None,
             note: None,
@@ -556,14 +591,102 @@ pub fn decide_opening(
     Ok(end_at)
 }
 
-/// Decides a new end time for a live session (later to extend, earlier to shorten).
+/// How a live session may be taken up again on a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeTerms {
+    /// The session's end time, unchanged by resuming.
+    pub end_at: SystemTime,
+    /// Whether a new one-time password is needed: always, unless the vendor's policy gives
+    /// a window after the loss and the loss was recorded within it.
+    pub code_needed: bool,
+}
+
+/// Decides whether live session `record` may be taken up again on a new connection at `now`.
+/// The technician's identity, certificate and address were checked when they connected.
+pub fn decide_resuming(
+    record: &RequestRecord,
+    vendor: Option<&VendorPolicy>,
+    lockdown: bool,
+    now: SystemTime,
+) -> Result<ResumeTerms, Refusal> {
+    if lockdown {
+        return Err(Refusal::lockdown());
+    }
+    let end_at = match (record.stage, record.end_at) {
+        (Stage::Active, Some(end_at)) if end_at > now => end_at,
+        (Stage::Active, _) => {
+            return Err(Refusal::new(
+                ErrorCode::RequestNotOpenable,
+                format!(
+                    "{} has reached its end time; ask for a new session if the work is not finished.",
+                    record.id
+                ),
+            ));
+        }
+        _ => {
+            return Err(Refusal::new(
+                ErrorCode::RequestNotOpenable,
+                format!("{} is not a live session.", record.id),
+            ));
+        }
+    };
+    let vendor = vendor.ok_or_else(|| vendor_gone(record))?;
+    if !vendor.access.resume.allowed {
+        return Err(Refusal::new(
+            ErrorCode::RequestNotOpenable,
+            format!(
+                "{} is open on another connection, and your vendor's agreement does not let a session move to a new one; close the other (Ctrl-C where `sekisho connect` runs), or check with `sekisho status`.",
+                record.id
+            ),
+        ));
+    }
+    if let Some(gone) = record.targets.iter().find(|t| vendor.target(t).is_none()) {
+        return Err(Refusal::target_refused(gone));
+    }
+    let window = vendor.access.resume.without_code_within;
+    let within_window =
+        !window.is_zero() && record.detached_at.is_some_and(|lost| now < lost + window);
+    Ok(ResumeTerms {
+        end_at,
+        code_needed: !within_window,
+    })
+}
+
+/// What a change of a live session's end time does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtensionDecision {
+    /// An earlier end: any approver may bring it forward, alone and at once, as they may
+    /// revoke.
+    Shorten(SystemTime),
+    /// A later end that enough different approvers have now asked for: it moves to the
+    /// earliest end any of them gave.
+    Extend {
+        /// The new end.
+        end_at: SystemTime,
+        /// Everyone whose ask counts, this approver last.
+        approvers: Vec<String>,
+    },
+    /// A later end that still needs more approvers; it waits on the record.
+    Propose {
+        /// Approvers who have asked, this one included.
+        have: usize,
+        /// Approvers needed.
+        need: usize,
+    },
+}
+
+/// Decides what `by` moving live session `record`'s end to `new_end` does. A later end
+/// follows the rules of an approval: the whole session, from its opening to the new end,
+/// within the vendor's `max_session`, hours and holidays, and as many different approvers as
+/// the request needed (or the vendor's policy needs now, if more).
 pub fn decide_extension(
     record: &RequestRecord,
+    by: &str,
     new_end: SystemTime,
     vendor: Option<&VendorPolicy>,
     zone: &HospitalZone,
     now: SystemTime,
-) -> Result<SystemTime, Refusal> {
+) -> Result<ExtensionDecision, Refusal> {
     if record.stage != Stage::Active {
         return Err(Refusal::new(
             ErrorCode::RequestNotOpenable,
@@ -574,9 +697,64 @@ pub fn decide_extension(
             ),
         ));
     }
+    check_not_self(record, by)?;
+    if new_end <= now {
+        return Err(Refusal::new(
+            ErrorCode::InvalidRequest,
+            "The end time has already passed; choose a later one.",
+        ));
+    }
     let vendor = vendor.ok_or_else(|| vendor_gone(record))?;
-    check_span(vendor, zone, now, new_end)?;
-    Ok(new_end)
+    let current_end = record.end_at.unwrap_or(now);
+    if new_end <= current_end {
+        return Ok(ExtensionDecision::Shorten(new_end));
+    }
+    let opened_at = record.opened_at.unwrap_or(now);
+    let max = vendor.access.max_session;
+    // Counted from the opening, not from now: extending again and again cannot make a
+    // session longer than the agreement allows. A second of slack, as in `check_span`.
+    if new_end
+        .duration_since(opened_at)
+        .is_ok_and(|length| length > max + Duration::from_secs(1))
+    {
+        return Err(Refusal::new(
+            ErrorCode::PolicyRefused,
+            format!(
+                "{}'s agreement allows sessions of at most {} and {} opened at {}, so it can end at {} at the latest.",
+                vendor.name,
+                human_duration(max),
+                record.id,
+                zone.format(opened_at),
+                zone.format(opened_at + max)
+            ),
+        ));
+    }
+    check_span(vendor, zone, opened_at, new_end)?;
+    let need = usize::from(
+        record
+            .approvals_needed
+            .max(vendor.approvals_for(&record.targets)),
+    );
+    // Asks for an end later than the current one still count; one made before the end was
+    // brought forward past it does too, at its own (earlier) end.
+    let others: Vec<&ExtensionProposal> = record
+        .extension_proposals
+        .iter()
+        .filter(|proposal| proposal.approver != by && proposal.end_at > now)
+        .collect();
+    if others.len() + 1 < need {
+        return Ok(ExtensionDecision::Propose {
+            have: others.len() + 1,
+            need,
+        });
+    }
+    let end_at = others
+        .iter()
+        .map(|proposal| proposal.end_at)
+        .fold(new_end, SystemTime::min);
+    let mut approvers: Vec<String> = others.iter().map(|p| p.approver.clone()).collect();
+    approvers.push(by.to_owned());
+    Ok(ExtensionDecision::Extend { end_at, approvers })
 }
 
 /// The end a record has reached at `now` without anyone acting: an unanswered request, an
@@ -590,37 +768,56 @@ pub fn due_expiry(record: &RequestRecord, now: SystemTime) -> Option<EndReason> 
     due.then_some(EndReason::Expired)
 }
 
+/// A point in time a deadline is reckoned in: the wall clock (`SystemTime`, as the record
+/// speaks) or the monotonic clock (`Instant`, as the broker waits).
+pub trait Moment: Copy + Ord {
+    /// This moment moved `by` earlier, if representable.
+    fn earlier_by(self, by: Duration) -> Option<Self>;
+}
+
+impl Moment for SystemTime {
+    fn earlier_by(self, by: Duration) -> Option<SystemTime> {
+        self.checked_sub(by)
+    }
+}
+
+impl Moment for std::time::Instant {
+    fn earlier_by(self, by: Duration) -> Option<std::time::Instant> {
+        self.checked_sub(by)
+    }
+}
+
 /// The next thing a live session's driver must do, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionDeadline {
+pub enum SessionDeadline<T = SystemTime> {
     /// Warn the technician that `left` remains, at `at`.
     Warn {
         /// When.
-        at: SystemTime,
+        at: T,
         /// How much time will be left then.
         left: Duration,
     },
     /// Cut the session at `at`.
     End {
         /// When.
-        at: SystemTime,
+        at: T,
     },
 }
 
 /// The next deadline of a live session ending at `end_at`, given the hospital's `warnings`
 /// (furthest first) and those already sent. Warnings whose moment has passed are skipped,
 /// not sent late.
-pub fn next_deadline(
-    end_at: SystemTime,
-    now: SystemTime,
+pub fn next_deadline<T: Moment>(
+    end_at: T,
+    now: T,
     warnings: &[Duration],
     warned: &[Duration],
-) -> SessionDeadline {
+) -> SessionDeadline<T> {
     warnings
         .iter()
         .filter(|left| !warned.contains(left))
         .filter_map(|left| {
-            let at = end_at.checked_sub(*left)?;
+            let at = end_at.earlier_by(*left)?;
             (at > now).then_some(SessionDeadline::Warn { at, left: *left })
         })
         .next()

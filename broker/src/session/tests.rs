@@ -32,6 +32,7 @@ fn vendor(hours: Option<&str>, max_session: Duration) -> VendorPolicy {
             description: None,
             allow_loopback: false,
             allow_file_share: false,
+            allow_broker_port: None,
             critical: false,
         }],
         access: Access {
@@ -42,6 +43,7 @@ fn vendor(hours: Option<&str>, max_session: Duration) -> VendorPolicy {
             approvals: 1,
             critical_approvals: 2,
             source_networks: vec![],
+            resume: crate::policy::Resume::default(),
         },
         responsibility: vec![],
         file: PathBuf::from("vendors/acme-ehr.toml"),
@@ -194,6 +196,7 @@ fn two_approvals_need_two_different_people() {
         approver: "suzuki".into(),
         approved_at: now,
         until: now + HOUR,
+        comment: String::new(),
     });
     let again = decide_approval(
         &pending,
@@ -443,4 +446,87 @@ fn request_ids_are_short_and_distinct() {
     assert_ne!(a, b);
     assert_eq!(a.as_str().len(), 12);
     assert!(a.as_str().starts_with("r-"));
+}
+
+#[test]
+fn a_live_session_is_taken_up_again_with_a_code_unless_lost_within_the_policys_window() {
+    let now = saturday_10am();
+    let mut live = record(Stage::Active, 1);
+    live.end_at = Some(now + HOUR);
+    let mut v = vendor(None, 2 * HOUR);
+    // Still held by a connection, or lost: a new code either way by default.
+    assert_eq!(
+        decide_resuming(&live, Some(&v), false, now),
+        Ok(ResumeTerms {
+            end_at: now + HOUR,
+            code_needed: true
+        })
+    );
+    live.detached_at = Some(now - MIN);
+    assert!(
+        decide_resuming(&live, Some(&v), false, now)
+            .unwrap()
+            .code_needed
+    );
+    // A window: without a code inside it, with one after it, never while still held.
+    v.access.resume.without_code_within = 2 * MIN;
+    assert!(
+        !decide_resuming(&live, Some(&v), false, now)
+            .unwrap()
+            .code_needed
+    );
+    assert!(
+        decide_resuming(&live, Some(&v), false, now + 2 * MIN)
+            .unwrap()
+            .code_needed
+    );
+    live.detached_at = None;
+    assert!(
+        decide_resuming(&live, Some(&v), false, now)
+            .unwrap()
+            .code_needed
+    );
+}
+
+#[test]
+fn a_session_is_not_taken_up_past_its_end_in_a_lockdown_or_when_the_policy_says_no() {
+    let now = saturday_10am();
+    let mut live = record(Stage::Active, 1);
+    live.end_at = Some(now + HOUR);
+    live.detached_at = Some(now);
+    let mut v = vendor(None, 2 * HOUR);
+    let refusal = |result: Result<ResumeTerms, Refusal>| result.unwrap_err().code;
+    assert_eq!(
+        refusal(decide_resuming(&live, Some(&v), true, now)),
+        ErrorCode::Lockdown
+    );
+    assert_eq!(
+        refusal(decide_resuming(&live, Some(&v), false, now + HOUR)),
+        ErrorCode::RequestNotOpenable
+    );
+    assert_eq!(
+        refusal(decide_resuming(&live, None, false, now)),
+        ErrorCode::PolicyRefused
+    );
+    let ended = RequestRecord {
+        stage: Stage::Ended(EndReason::Revoked),
+        ..live.clone()
+    };
+    assert_eq!(
+        refusal(decide_resuming(&ended, Some(&v), false, now)),
+        ErrorCode::RequestNotOpenable
+    );
+    v.targets.clear();
+    assert_eq!(
+        refusal(decide_resuming(&live, Some(&v), false, now)),
+        ErrorCode::TargetRefused
+    );
+    v = vendor(None, 2 * HOUR);
+    v.access.resume.allowed = false;
+    let no = decide_resuming(&live, Some(&v), false, now).unwrap_err();
+    assert!(
+        no.message.contains("does not let a session move"),
+        "{}",
+        no.message
+    );
 }

@@ -2,10 +2,12 @@
 //! them back.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::oneshot;
 
+use super::tx::WriteTx;
 use super::{Store, StoreError};
+use crate::audit::checkpoint::Checkpoint;
 use crate::audit::{Actor, AuditEvent, EventKind, StoredEvent, chain_hash};
 use crate::clock::{from_unix_ms, to_unix_ms};
 
@@ -37,10 +39,7 @@ pub struct AuditFilter {
 
 /// Appends `event` to the chain inside `tx`. The head update comes first, so concurrent
 /// appenders (connections, brokers) queue on it and each chains to the one before.
-pub(super) async fn append(
-    tx: &mut Transaction<'static, Any>,
-    event: &AuditEvent,
-) -> Result<i64, StoreError> {
+pub(super) async fn append(tx: &mut WriteTx, event: &AuditEvent) -> Result<i64, StoreError> {
     let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
         .fetch_one(&mut **tx)
         .await?;
@@ -133,7 +132,7 @@ impl Store {
             return;
         }
         let committed = async {
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin().await?;
             let mut numbers = Vec::with_capacity(group.len());
             for waiting in &group {
                 numbers.push(append(&mut tx, &waiting.event).await?);
@@ -273,7 +272,7 @@ impl Store {
     /// transaction. `NotFound` when there is no such session; `Stale` when it is not over yet
     /// (a live session cannot be reviewed) or this reviewer already reviewed it.
     pub async fn add_review(&self, review: &Review, event: &AuditEvent) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO reviews (request_id, reviewer, reviewed_at, comment) SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM requests WHERE id = $1 AND state = 'ended' AND opened_at IS NOT NULL) AND NOT EXISTS (SELECT 1 FROM reviews WHERE request_id = $1 AND reviewer = $2)",
         )
@@ -338,4 +337,84 @@ impl Store {
         .collect::<Result<_, sqlx::Error>>()
         .map_err(StoreError::from)
     }
+}
+
+impl Store {
+    /// Keeps a signed checkpoint (a second one of the same event by the same broker is
+    /// dropped).
+    pub async fn record_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, broker, head, event, at, public_key, signature) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (seq, broker) DO NOTHING",
+        )
+        .bind(checkpoint.seq)
+        .bind(&checkpoint.broker)
+        .bind(&checkpoint.head)
+        .bind(&checkpoint.event)
+        .bind(checkpoint.at_ms)
+        .bind(&checkpoint.key)
+        .bind(&checkpoint.signature)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Each broker's newest checkpoint, by broker id.
+    pub async fn newest_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let mut newest: Vec<Checkpoint> = Vec::new();
+        for checkpoint in self.audit_checkpoints(0, i64::MAX).await? {
+            match newest.iter_mut().find(|c| c.broker == checkpoint.broker) {
+                Some(kept) => *kept = checkpoint,
+                None => newest.push(checkpoint),
+            }
+        }
+        newest.sort_by(|a, b| a.broker.cmp(&b.broker));
+        Ok(newest)
+    }
+
+    /// The newest checkpoint of any broker (of the highest event), if there is one.
+    pub async fn newest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, broker, head, event, at, public_key, signature FROM audit_checkpoints ORDER BY seq DESC, at DESC LIMIT 1",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(checkpoints_of(&rows)?.pop())
+    }
+
+    /// The checkpoints of events after `after_seq` up to `up_to_seq`, by event number (every
+    /// one when `up_to_seq` is `i64::MAX`).
+    pub async fn audit_checkpoints(
+        &self,
+        after_seq: i64,
+        up_to_seq: i64,
+    ) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, broker, head, event, at, public_key, signature FROM audit_checkpoints WHERE seq > $1 AND seq <= $2 ORDER BY seq, broker",
+        )
+        .bind(after_seq)
+        .bind(up_to_seq)
+        .fetch_all(self.pool())
+        .await?;
+        checkpoints_of(&rows)
+    }
+}
+
+/// Checkpoints read as `SELECT seq, broker, head, event, at, public_key, signature`.
+fn checkpoints_of(rows: &[sqlx::any::AnyRow]) -> Result<Vec<Checkpoint>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            let at_ms: i64 = row.try_get(4)?;
+            Ok(Checkpoint {
+                seq: row.try_get(0)?,
+                broker: row.try_get(1)?,
+                head: row.try_get(2)?,
+                event: row.try_get(3)?,
+                at: crate::audit::timestamp(from_unix_ms(at_ms)),
+                at_ms,
+                key: row.try_get(5)?,
+                signature: row.try_get(6)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
 }

@@ -5,12 +5,14 @@
 //! and live sessions in the same transaction; the hub sees the ended rows within its poll
 //! interval and the live connections close.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::audit::append;
+use super::tx::WriteTx;
 use super::{Store, StoreError};
 use crate::audit::{Actor, AuditEvent, EventKind};
 use crate::clock::{from_unix_ms, to_unix_ms};
@@ -61,6 +63,10 @@ pub struct CertificateStanding {
     pub technician_enabled: bool,
     /// Whether the vendor is enabled (false if the vendor row is gone).
     pub vendor_enabled: bool,
+    /// Why the technician was disabled ('' while enabled).
+    pub technician_disabled_reason: String,
+    /// Why the vendor was disabled ('' while enabled).
+    pub vendor_disabled_reason: String,
 }
 
 /// A certificate to register, as issued.
@@ -118,7 +124,7 @@ impl Store {
         by: &str,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO vendors (vendor, enabled, added_at, added_by) VALUES ($1, 1, $2, $3) ON CONFLICT (vendor) DO NOTHING",
         )
@@ -176,7 +182,7 @@ impl Store {
         by: &str,
         now: SystemTime,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let updated = sqlx::query(
             "UPDATE vendors SET enabled = $2, disabled_reason = $3 WHERE vendor = $1 AND enabled <> $2",
         )
@@ -231,7 +237,7 @@ impl Store {
         by: &str,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         // The write comes first (SQLite takes its write lock at once, see the module docs of
         // `store`); why nothing was inserted is asked afterwards.
         let inserted = sqlx::query(
@@ -277,7 +283,7 @@ impl Store {
         by: &str,
         now: SystemTime,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let updated = sqlx::query(
             "UPDATE technicians SET totp_secret = '', totp_last_step = 0, otp_failures = 0, locked = 0, enrolled_at = 0 WHERE vendor = $1 AND technician = $2",
         )
@@ -335,7 +341,7 @@ impl Store {
         by: &str,
         now: SystemTime,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let updated = sqlx::query(
             "UPDATE technicians SET enabled = $3, disabled_reason = $4 WHERE vendor = $1 AND technician = $2 AND enabled <> $3",
         )
@@ -414,7 +420,7 @@ impl Store {
         now: SystemTime,
         events: &[AuditEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let spent = sqlx::query(
             "UPDATE enrollment_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at = 0 AND void_at = 0 AND expires_at > $2 AND vendor = $3 AND technician = $4",
         )
@@ -464,7 +470,7 @@ impl Store {
         now: SystemTime,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         insert_certificate(&mut tx, vendor, technician, certificate, now).await?;
         append(&mut tx, event).await?;
         tx.commit().await?;
@@ -477,21 +483,36 @@ impl Store {
         fingerprint: &str,
     ) -> Result<Option<CertificateStanding>, StoreError> {
         let row = sqlx::query(
-            "SELECT c.vendor, c.technician, c.not_after, c.revoked_at, COALESCE(t.enabled, 0), COALESCE(v.enabled, 0) FROM certificates c LEFT JOIN technicians t ON t.vendor = c.vendor AND t.technician = c.technician LEFT JOIN vendors v ON v.vendor = c.vendor WHERE c.fingerprint = $1",
+            "SELECT c.vendor, c.technician, c.not_after, c.revoked_at, COALESCE(t.enabled, 0), COALESCE(v.enabled, 0), COALESCE(t.disabled_reason, ''), COALESCE(v.disabled_reason, '') FROM certificates c LEFT JOIN technicians t ON t.vendor = c.vendor AND t.technician = c.technician LEFT JOIN vendors v ON v.vendor = c.vendor WHERE c.fingerprint = $1",
         )
         .bind(fingerprint)
         .fetch_optional(self.pool())
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let revoked_at: i64 = row.try_get(3)?;
-        Ok(Some(CertificateStanding {
-            vendor: row.try_get(0)?,
-            technician: row.try_get(1)?,
-            not_after: from_unix_ms(row.try_get(2)?),
-            revoked_at: (revoked_at != 0).then(|| from_unix_ms(revoked_at)),
-            technician_enabled: row.try_get::<i64, _>(4)? != 0,
-            vendor_enabled: row.try_get::<i64, _>(5)? != 0,
-        }))
+        row.as_ref().map(standing_from_row).transpose()
+    }
+
+    /// The registry's view of each of `fingerprints` that is registered, in one read.
+    pub async fn certificate_standings(
+        &self,
+        fingerprints: &[String],
+    ) -> Result<HashMap<String, CertificateStanding>, StoreError> {
+        let mut standings = HashMap::new();
+        // A few hundred at a time keeps well under every driver's limit on bound parameters.
+        for chunk in fingerprints.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT c.vendor, c.technician, c.not_after, c.revoked_at, COALESCE(t.enabled, 0), COALESCE(v.enabled, 0), COALESCE(t.disabled_reason, ''), COALESCE(v.disabled_reason, ''), c.fingerprint FROM certificates c LEFT JOIN technicians t ON t.vendor = c.vendor AND t.technician = c.technician LEFT JOIN vendors v ON v.vendor = c.vendor WHERE c.fingerprint IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for fingerprint in chunk {
+                query = query.bind(fingerprint);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                standings.insert(row.try_get(8)?, standing_from_row(&row)?);
+            }
+        }
+        Ok(standings)
     }
 
     /// When each technician's newest unrevoked certificate expires, by `(vendor, technician)`.
@@ -518,11 +539,7 @@ impl Store {
 
 /// Why a conditional write changed nothing: `Stale` when the row `exists_sql` looks for is
 /// there (it was already in that state, or is disabled), `NotFound` when it is not.
-async fn why_unchanged(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    exists_sql: &'static str,
-    binds: &[&str],
-) -> StoreError {
+async fn why_unchanged(tx: &mut WriteTx, exists_sql: &'static str, binds: &[&str]) -> StoreError {
     let mut query = sqlx::query(exists_sql);
     for bind in binds {
         query = query.bind(*bind);
@@ -545,7 +562,7 @@ fn vendor_from_row(row: &AnyRow) -> Result<VendorRow, sqlx::Error> {
 }
 
 async fn insert_token(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut WriteTx,
     vendor: &str,
     technician: &str,
     token: TokenToStore<'_>,
@@ -570,7 +587,7 @@ async fn insert_token(
 /// unused enrollment tokens and ends their open requests and live sessions for `reason`,
 /// each recorded. Returns how many requests were ended.
 async fn withdraw_access(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut WriteTx,
     vendor: &str,
     technician: Option<&str>,
     reason: EndReason,
@@ -584,7 +601,7 @@ async fn withdraw_access(
 
 /// Voids the unused tokens of one technician, or of every technician of `vendor`.
 async fn void_tokens(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut WriteTx,
     vendor: &str,
     technician: Option<&str>,
     now: SystemTime,
@@ -601,7 +618,7 @@ async fn void_tokens(
 }
 
 async fn insert_certificate(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut WriteTx,
     vendor: &str,
     technician: &str,
     certificate: &CertificateRecord,
@@ -625,7 +642,7 @@ async fn insert_certificate(
 /// technician of `vendor`, recording each: `session-ended` for live sessions,
 /// `request-expired` for requests that never opened. Returns how many.
 async fn end_requests_of(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut WriteTx,
     vendor: &str,
     technician: Option<&str>,
     reason: EndReason,
@@ -664,4 +681,19 @@ async fn end_requests_of(
         append(tx, &event).await?;
     }
     Ok(rows.len() as u64)
+}
+
+/// A standing from the first eight columns of a registry query.
+fn standing_from_row(row: &AnyRow) -> Result<CertificateStanding, StoreError> {
+    let revoked_at: i64 = row.try_get(3)?;
+    Ok(CertificateStanding {
+        vendor: row.try_get(0)?,
+        technician: row.try_get(1)?,
+        not_after: from_unix_ms(row.try_get(2)?),
+        revoked_at: (revoked_at != 0).then(|| from_unix_ms(revoked_at)),
+        technician_enabled: row.try_get::<i64, _>(4)? != 0,
+        vendor_enabled: row.try_get::<i64, _>(5)? != 0,
+        technician_disabled_reason: row.try_get(6)?,
+        vendor_disabled_reason: row.try_get(7)?,
+    })
 }

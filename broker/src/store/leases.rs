@@ -159,7 +159,7 @@ impl Store {
                 LeaseState::Running
             },
         };
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let taken = sqlx::query(AssertSqlSafe(format!(
             "UPDATE sender_leases SET holder = $3, term = term + 1, expires_at = {now} + $4 WHERE feature = $1 AND destination = $2 AND term = $5 AND (holder = $3 OR expires_at <= {now})"
         )))

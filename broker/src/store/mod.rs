@@ -9,8 +9,9 @@
 //!
 //! Every state change is a conditional update (`… WHERE id = $1 AND state = 'approved'`); when
 //! no row changes, someone else got there first and the caller gets [`StoreError::Stale`].
-//! A transaction always starts with its write, so SQLite takes its write lock at once and
-//! concurrent writers wait (`busy_timeout`) rather than fail.
+//! A transaction is `BEGIN IMMEDIATE` on SQLite, so it takes its write lock at once and
+//! concurrent writers wait (`busy_timeout`) rather than fail, and a connection whose
+//! transaction did not end cleanly is closed, never reused (see `tx`).
 //!
 //! Every change carries its audit event, appended in the same transaction: if the event
 //! cannot be written, the change does not happen (see [`crate::audit`]).
@@ -24,6 +25,7 @@ mod leases;
 mod requests;
 mod staff;
 mod technicians;
+mod tx;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -40,7 +42,9 @@ pub use identity::{
 pub use keys::{KeysRecord, SealedSecret};
 pub use leases::{Acquired, LeaseState, PreviousLease, SenderLease};
 pub use requests::{LockdownState, Opening, RequestFilter};
-pub use staff::{Activation, ActivationOutcome, InviteRow, PendingSetup, StaffRow};
+pub use staff::{
+    Activation, ActivationOutcome, InviteRow, PendingSetup, StaffRow, StaffSessionRow,
+};
 pub use technicians::TechnicianRow;
 
 /// Why the store could not do what was asked.
@@ -142,6 +146,11 @@ impl Store {
                         StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
                     })?;
                 }
+                // Made readable by its owner only before SQLite opens it: SQLite gives the
+                // WAL and shared-memory files the database file's mode.
+                private_file(path).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
+                })?;
                 (
                     format!("sqlite://{}?mode=rwc", path.display()),
                     4,
@@ -198,4 +207,25 @@ impl Store {
     fn group(&self) -> &audit::GroupCommit {
         &self.group
     }
+}
+
+/// Creates `path` empty with mode 0600 if it is missing, and sets an existing one (and its
+/// `-wal` and `-shm` files) to 0600.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -9,12 +9,15 @@ use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::audit::append;
+use super::tx::WriteTx;
 use super::{Store, StoreError};
 use crate::audit::{Actor, AuditEvent, EventKind};
 use crate::clock::{from_unix_ms, to_unix_ms};
-use crate::session::{ApprovalRecord, EndReason, Extension, RequestId, RequestRecord, Stage};
+use crate::session::{
+    ApprovalRecord, EndReason, Extension, ExtensionProposal, RequestId, RequestRecord, Stage,
+};
 
-const REQUEST_COLUMNS: &str = "id, vendor, technician, targets, purpose, ticket, wanted_ms, state, created_at, answer_by, approvals_needed, end_at, pinned, opened_at, broker_id, ended_at, end_reason, ended_by, note";
+const REQUEST_COLUMNS: &str = "id, vendor, technician, targets, purpose, ticket, wanted_ms, state, created_at, answer_by, approvals_needed, end_at, pinned, opened_at, broker_id, ended_at, end_reason, ended_by, note, attachment, detached_at";
 
 /// Which requests to list.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +43,11 @@ pub struct LockdownState {
     pub by: String,
     /// Since when.
     pub since: SystemTime,
+    /// The admin whose lift waits for a second, different admin (`lockdown_lift_admins =
+    /// 2`); empty when none waits.
+    pub lift_pending_by: String,
+    /// When that lift was asked.
+    pub lift_pending_at: SystemTime,
 }
 
 impl Store {
@@ -50,7 +58,7 @@ impl Store {
         now: SystemTime,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO requests (id, vendor, technician, targets, purpose, ticket, wanted_ms, state, created_at, answer_by, approvals_needed, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
@@ -151,7 +159,7 @@ impl Store {
             .collect::<Result<_, _>>()?;
         let slots: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT request_id, approver, approved_at, until_at FROM approvals WHERE request_id IN ({}) ORDER BY approved_at",
+            "SELECT request_id, approver, approved_at, until_at, comment FROM approvals WHERE request_id IN ({}) ORDER BY approved_at",
             slots.join(", ")
         );
         let mut query = sqlx::query(AssertSqlSafe(sql.as_str()));
@@ -160,7 +168,7 @@ impl Store {
         }
         let mut approvals = group_approvals(query.fetch_all(self.pool()).await?)?;
         let sql = format!(
-            "SELECT request_id, changed_by, changed_at, end_at FROM extensions WHERE request_id IN ({}) ORDER BY changed_at",
+            "SELECT request_id, changed_by, changed_at, end_at, comment FROM extensions WHERE request_id IN ({}) ORDER BY changed_at",
             slots.join(", ")
         );
         let mut query = sqlx::query(AssertSqlSafe(sql.as_str()));
@@ -168,14 +176,25 @@ impl Store {
             query = query.bind(id.as_str());
         }
         let mut extensions = group_extensions(query.fetch_all(self.pool()).await?)?;
+        let sql = format!(
+            "SELECT request_id, approver, proposed_at, end_at, comment FROM extension_proposals WHERE request_id IN ({}) ORDER BY proposed_at",
+            slots.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql.as_str()));
+        for id in &ids {
+            query = query.bind(id.as_str());
+        }
+        let mut proposals = group_proposals(query.fetch_all(self.pool()).await?)?;
         rows.iter()
             .zip(ids)
             .map(|(row, id)| {
-                record_from_row(
+                let mut record = record_from_row(
                     row,
                     approvals.remove(&id).unwrap_or_default(),
                     extensions.remove(&id).unwrap_or_default(),
-                )
+                )?;
+                record.extension_proposals = proposals.remove(&id).unwrap_or_default();
+                Ok(record)
             })
             .collect()
     }
@@ -192,7 +211,7 @@ impl Store {
         now: SystemTime,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         // The write comes first: it takes the row (PostgreSQL) or database (SQLite) lock, so
         // concurrent approvers queue here and each sees the others' approvals.
         let count = sqlx::query(
@@ -205,12 +224,13 @@ impl Store {
         .ok_or(StoreError::Stale)?;
         let (count, needed): (i64, i64) = (count.try_get(0)?, count.try_get(1)?);
         let inserted = sqlx::query(
-            "INSERT INTO approvals (request_id, approver, approved_at, until_at) SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM approvals WHERE request_id = $1 AND approver = $2)",
+            "INSERT INTO approvals (request_id, approver, approved_at, until_at, comment) SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM approvals WHERE request_id = $1 AND approver = $2)",
         )
         .bind(id.as_str())
         .bind(&approval.approver)
         .bind(to_unix_ms(approval.approved_at))
         .bind(to_unix_ms(approval.until))
+        .bind(&approval.comment)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() != 1 {
@@ -251,7 +271,7 @@ impl Store {
         now: SystemTime,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         expect_one(activate_in(&mut tx, id, end_at, broker_id, now).await?)?;
         append(&mut tx, event).await?;
         tx.commit().await?;
@@ -274,16 +294,8 @@ impl Store {
         now: SystemTime,
         event: &AuditEvent,
     ) -> Result<Opening, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let spent = sqlx::query(
-            "UPDATE technicians SET totp_last_step = $3, otp_failures = 0 WHERE vendor = $1 AND technician = $2 AND totp_last_step < $3 AND locked = 0 AND enabled = 1",
-        )
-        .bind(vendor)
-        .bind(technician)
-        .bind(step)
-        .execute(&mut *tx)
-        .await?;
-        if spent.rows_affected() != 1 {
+        let mut tx = self.begin().await?;
+        if !spend_code_in(&mut tx, vendor, technician, step).await? {
             return Ok(Opening::CodeRefused);
         }
         if activate_in(&mut tx, id, end_at, broker_id, now).await? != 1 {
@@ -292,6 +304,90 @@ impl Store {
         append(&mut tx, event).await?;
         tx.commit().await?;
         Ok(Opening::Opened)
+    }
+
+    /// Takes up live session `id` on a new connection of `broker_id`, in one transaction:
+    /// the one-time password's `step` is spent when there is one (as [`open_with_code`]
+    /// does), and the session's attachment moves from `attachment` (what the caller read) to
+    /// the next, so the connection that held it before lets it go. `RequestChanged` when the
+    /// session ended, reached its end time or was taken up by another connection meanwhile.
+    ///
+    /// [`open_with_code`]: Store::open_with_code
+    #[allow(clippy::too_many_arguments, reason = "one transaction's every input")]
+    pub async fn resume_session(
+        &self,
+        vendor: &str,
+        technician: &str,
+        step: Option<i64>,
+        id: &RequestId,
+        attachment: u64,
+        broker_id: &str,
+        now: SystemTime,
+        event: &AuditEvent,
+    ) -> Result<Opening, StoreError> {
+        let mut tx = self.begin().await?;
+        if let Some(step) = step
+            && !spend_code_in(&mut tx, vendor, technician, step).await?
+        {
+            return Ok(Opening::CodeRefused);
+        }
+        let taken = sqlx::query(
+            "UPDATE requests SET broker_id = $2, attachment = attachment + 1, detached_at = NULL, updated_at = $3 WHERE id = $1 AND state = 'active' AND attachment = $4 AND end_at > $3",
+        )
+        .bind(id.as_str())
+        .bind(broker_id)
+        .bind(to_unix_ms(now))
+        .bind(i64::try_from(attachment).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        if taken.rows_affected() != 1 {
+            return Ok(Opening::RequestChanged);
+        }
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(Opening::Opened)
+    }
+
+    /// Lets go of live session `id` whose connection (attached as `attachment`) was lost: it
+    /// stays active, held by no broker, until it is resumed or ends; `event` (the
+    /// `connection-lost`) goes on the record with it. `Stale` when the session is over or
+    /// another connection has taken it up meanwhile: then nothing is recorded.
+    pub async fn detach_session(
+        &self,
+        id: &RequestId,
+        attachment: u64,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let now = to_unix_ms(event.at);
+        let mut tx = self.begin().await?;
+        let detached = sqlx::query(
+            "UPDATE requests SET broker_id = NULL, detached_at = $2, updated_at = $2 WHERE id = $1 AND state = 'active' AND attachment = $3",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .bind(i64::try_from(attachment).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        expect_one(detached.rows_affected())?;
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The live sessions `broker_id` holds on the record, with the attachment each holds
+    /// them by (at start, those a crash left behind).
+    pub async fn sessions_of_broker(
+        &self,
+        broker_id: &str,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE state = 'active' AND broker_id = $1"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
+            .bind(broker_id)
+            .fetch_all(self.pool())
+            .await?;
+        self.with_approvals(rows).await
     }
 
     /// Ends a request that is in one of `from` states, at the time of its audit `event`.
@@ -305,7 +401,7 @@ impl Store {
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let now = event.at;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let slots: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 6)).collect();
         let sql = format!(
             "UPDATE requests SET state = 'ended', end_reason = $2, ended_by = $3, note = $4, ended_at = $5, updated_at = $5 WHERE id = $1 AND state IN ({})",
@@ -326,34 +422,92 @@ impl Store {
         Ok(())
     }
 
-    /// Moves a live session's end time.
+    /// Moves a live session's end time, as `change.by` asked; clears the asks for a later
+    /// end that waited for more approvers. `agreed` is how many other approvers' asks (for an
+    /// end after `now`) the decision counted: `Stale` if fewer are still there.
     pub async fn set_session_end(
         &self,
         id: &RequestId,
-        end_at: SystemTime,
-        by: &str,
+        change: &Extension,
+        agreed: usize,
         now: SystemTime,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let updated = sqlx::query(
             "UPDATE requests SET end_at = $2, updated_at = $3 WHERE id = $1 AND state = 'active' AND end_at > $3",
         )
         .bind(id.as_str())
-        .bind(to_unix_ms(end_at))
+        .bind(to_unix_ms(change.end_at))
         .bind(to_unix_ms(now))
         .execute(&mut *tx)
         .await?;
         expect_one(updated.rows_affected())?;
+        if agreed > 0 && other_proposals(&mut tx, id, &change.by, now).await? < agreed {
+            tx.rollback().await?;
+            return Err(StoreError::Stale);
+        }
         // An extension is an approval of its own, kept apart from the approvals that opened
         // the request.
         sqlx::query(
-            "INSERT INTO extensions (request_id, changed_by, changed_at, end_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO extensions (request_id, changed_by, changed_at, end_at, comment) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id.as_str())
-        .bind(by)
+        .bind(&change.by)
         .bind(to_unix_ms(now))
-        .bind(to_unix_ms(end_at))
+        .bind(to_unix_ms(change.end_at))
+        .bind(&change.comment)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM extension_proposals WHERE request_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records `proposal`, one approver's ask for a later end of live session `id` that
+    /// waits for more approvers (replacing their earlier ask). `others` is how many other
+    /// approvers' asks the decision counted: `Stale` if that changed meanwhile, so two
+    /// approvers asking at once cannot each wait for the other.
+    pub async fn propose_extension(
+        &self,
+        id: &RequestId,
+        proposal: &ExtensionProposal,
+        others: usize,
+        now: SystemTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        // The write first: it takes the row (PostgreSQL) or database (SQLite) lock, so asks
+        // made at once queue here and each sees the others.
+        let updated = sqlx::query(
+            "UPDATE requests SET updated_at = $2 WHERE id = $1 AND state = 'active' AND end_at > $2",
+        )
+        .bind(id.as_str())
+        .bind(to_unix_ms(now))
+        .execute(&mut *tx)
+        .await?;
+        expect_one(updated.rows_affected())?;
+        if other_proposals(&mut tx, id, &proposal.approver, now).await? != others {
+            tx.rollback().await?;
+            return Err(StoreError::Stale);
+        }
+        sqlx::query("DELETE FROM extension_proposals WHERE request_id = $1 AND approver = $2")
+            .bind(id.as_str())
+            .bind(&proposal.approver)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO extension_proposals (request_id, approver, proposed_at, end_at, comment) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id.as_str())
+        .bind(&proposal.approver)
+        .bind(to_unix_ms(proposal.at))
+        .bind(to_unix_ms(proposal.end_at))
+        .bind(&proposal.comment)
         .execute(&mut *tx)
         .await?;
         append(&mut tx, event).await?;
@@ -369,7 +523,7 @@ impl Store {
         reason: EndReason,
         now: SystemTime,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let ended = sqlx::query(
             "UPDATE requests SET state = 'ended', end_reason = $2, ended_at = $3, updated_at = $3 WHERE state = 'active' AND broker_id = $1 RETURNING id, vendor, technician",
         )
@@ -386,7 +540,9 @@ impl Store {
 
     /// The lockdown state (inactive if never set).
     pub async fn lockdown(&self) -> Result<LockdownState, StoreError> {
-        let row = sqlx::query("SELECT active, reason, set_by, since FROM lockdown WHERE id = 1")
+        let row = sqlx::query(
+            "SELECT active, reason, set_by, since, lift_pending_by, lift_pending_at FROM lockdown WHERE id = 1",
+        )
             .fetch_optional(self.pool())
             .await?;
         match row {
@@ -395,14 +551,46 @@ impl Store {
                 reason: String::new(),
                 by: String::new(),
                 since: SystemTime::UNIX_EPOCH,
+                lift_pending_by: String::new(),
+                lift_pending_at: SystemTime::UNIX_EPOCH,
             }),
             Some(row) => Ok(LockdownState {
                 active: row.try_get::<i64, _>(0)? != 0,
                 reason: row.try_get(1)?,
                 by: row.try_get(2)?,
                 since: from_unix_ms(row.try_get(3)?),
+                lift_pending_by: row.try_get(4)?,
+                lift_pending_at: from_unix_ms(row.try_get(5)?),
             }),
         }
+    }
+
+    /// Records `by`'s lift of the active lockdown as pending, for a second, different admin
+    /// to confirm (`lockdown_lift_admins = 2`); the lockdown stays. `Stale` when the lockdown
+    /// is not on or a lift is pending already (the caller looks again).
+    pub async fn set_lockdown_lift_pending(
+        &self,
+        by: &str,
+        reason: &str,
+        now: SystemTime,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE lockdown SET lift_pending_by = $1, lift_pending_at = $2, lift_pending_reason = $3 WHERE id = 1 AND active = 1 AND lift_pending_by = ''",
+        )
+        .bind(by)
+        .bind(to_unix_ms(now))
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Err(StoreError::Stale);
+        }
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Sets or lifts the lockdown. Setting it ends every live session with reason
@@ -414,9 +602,9 @@ impl Store {
         by: &str,
         now: SystemTime,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let updated = sqlx::query(
-            "UPDATE lockdown SET active = $1, reason = $2, set_by = $3, since = $4 WHERE id = 1",
+            "UPDATE lockdown SET active = $1, reason = $2, set_by = $3, since = $4, lift_pending_by = '', lift_pending_at = 0, lift_pending_reason = '' WHERE id = 1",
         )
         .bind(i64::from(active))
         .bind(reason)
@@ -463,7 +651,7 @@ impl Store {
 
 /// One `session-ended` event per `(id, vendor, technician)` row.
 async fn record_ended_sessions(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut WriteTx,
     rows: &[AnyRow],
     actor: &Actor,
     reason: EndReason,
@@ -494,16 +682,35 @@ pub enum Opening {
     RequestChanged,
 }
 
+/// Spends one-time-password step `step` of `vendor`/`technician`: only a step later than
+/// every one accepted before, of a technician enabled and not locked. Whether it was spent.
+async fn spend_code_in(
+    tx: &mut WriteTx,
+    vendor: &str,
+    technician: &str,
+    step: i64,
+) -> Result<bool, StoreError> {
+    let spent = sqlx::query(
+        "UPDATE technicians SET totp_last_step = $3, otp_failures = 0 WHERE vendor = $1 AND technician = $2 AND totp_last_step < $3 AND locked = 0 AND enabled = 1",
+    )
+    .bind(vendor)
+    .bind(technician)
+    .bind(step)
+    .execute(&mut **tx)
+    .await?;
+    Ok(spent.rows_affected() == 1)
+}
+
 /// Makes approved request `id` active on `broker_id` until `end_at`; the rows changed.
 async fn activate_in(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut WriteTx,
     id: &RequestId,
     end_at: SystemTime,
     broker_id: &str,
     now: SystemTime,
 ) -> Result<u64, StoreError> {
     let updated = sqlx::query(
-        "UPDATE requests SET state = 'active', end_at = $2, opened_at = $3, broker_id = $4, updated_at = $3 WHERE id = $1 AND state = 'approved' AND end_at > $3",
+        "UPDATE requests SET state = 'active', end_at = $2, opened_at = $3, broker_id = $4, attachment = 1, detached_at = NULL, updated_at = $3 WHERE id = $1 AND state = 'approved' AND end_at > $3",
     )
     .bind(id.as_str())
     .bind(to_unix_ms(end_at))
@@ -541,6 +748,7 @@ fn group_approvals(rows: Vec<AnyRow>) -> Result<HashMap<String, Vec<ApprovalReco
             approver: row.try_get(1)?,
             approved_at: from_unix_ms(row.try_get(2)?),
             until: from_unix_ms(row.try_get(3)?),
+            comment: row.try_get(4)?,
         })
     })
 }
@@ -551,8 +759,40 @@ fn group_extensions(rows: Vec<AnyRow>) -> Result<HashMap<String, Vec<Extension>>
             by: row.try_get(1)?,
             at: from_unix_ms(row.try_get(2)?),
             end_at: from_unix_ms(row.try_get(3)?),
+            comment: row.try_get(4)?,
         })
     })
+}
+
+fn group_proposals(
+    rows: Vec<AnyRow>,
+) -> Result<HashMap<String, Vec<ExtensionProposal>>, StoreError> {
+    group_by_request(rows, |row| {
+        Ok(ExtensionProposal {
+            approver: row.try_get(1)?,
+            at: from_unix_ms(row.try_get(2)?),
+            end_at: from_unix_ms(row.try_get(3)?),
+            comment: row.try_get(4)?,
+        })
+    })
+}
+
+/// How many approvers other than `by` wait with an ask for an end after `now`.
+async fn other_proposals(
+    tx: &mut WriteTx,
+    id: &RequestId,
+    by: &str,
+    now: SystemTime,
+) -> Result<usize, StoreError> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM extension_proposals WHERE request_id = $1 AND approver <> $2 AND end_at > $3",
+    )
+    .bind(id.as_str())
+    .bind(by)
+    .bind(to_unix_ms(now))
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(usize::try_from(count).unwrap_or(0))
 }
 
 fn record_from_row(
@@ -599,6 +839,7 @@ fn record_from_row(
         approvals_needed: u8::try_from(row.try_get::<i64, _>(10)?).unwrap_or(u8::MAX),
         approvals,
         extensions,
+        extension_proposals: Vec::new(),
         stage,
         end_at: optional_time(11)?,
         pinned: row.try_get(12)?,
@@ -607,5 +848,7 @@ fn record_from_row(
         ended_at: optional_time(15)?,
         ended_by: row.try_get(17)?,
         note: row.try_get(18)?,
+        attachment: u64::try_from(row.try_get::<i64, _>(19)?).unwrap_or(0),
+        detached_at: optional_time(20)?,
     })
 }

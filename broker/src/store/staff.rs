@@ -20,6 +20,7 @@ use super::audit::append;
 use super::{Store, StoreError};
 use crate::audit::AuditEvent;
 use crate::clock::to_unix_ms;
+use crate::policy::StaffLockout;
 
 /// A staff account as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,10 +37,51 @@ pub struct StaffRow {
     pub totp_last_step: i64,
     /// Consecutive failed logins.
     pub login_failures: i64,
-    /// Locked after too many failed logins, until an admin resets the account.
+    /// Locked after too many failed logins (for the hospital's `staff_lockout`, or until an
+    /// admin resets the account); see [`StaffRow::locked_until`].
     pub locked: bool,
+    /// When the lock began (the Unix epoch when never locked).
+    pub locked_at: SystemTime,
     /// Disabled by an admin.
     pub disabled: bool,
+    /// When the last failed login was (the Unix epoch when never).
+    pub login_failed_at: SystemTime,
+}
+
+impl StaffRow {
+    /// Whether the account is locked at `now` under `lockout`: `None` when not (never
+    /// locked, or the lock is over), `Some(None)` until an admin resets it, `Some(Some(end))`
+    /// until `end`.
+    pub fn locked_until(
+        &self,
+        lockout: StaffLockout,
+        now: SystemTime,
+    ) -> Option<Option<SystemTime>> {
+        if !self.locked {
+            return None;
+        }
+        match lockout {
+            StaffLockout::UntilReset => Some(None),
+            StaffLockout::For(length) => {
+                // A lock whose end cannot be written as a time never ends by itself.
+                let end = self.locked_at.checked_add(length)?;
+                (now < end).then_some(Some(end))
+            }
+        }
+    }
+}
+
+/// A logged-in browser, as stored (without its id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffSessionRow {
+    /// The account.
+    pub staff: String,
+    /// The session's CSRF token.
+    pub csrf: String,
+    /// When it was last used.
+    pub last_seen: SystemTime,
+    /// When it was made (the login).
+    pub created_at: SystemTime,
 }
 
 /// A one-time link, as stored (without its token).
@@ -98,8 +140,7 @@ pub enum ActivationOutcome {
     NameTaken,
 }
 
-const STAFF_COLUMNS: &str =
-    "name, roles, password_hash, totp_secret, totp_last_step, login_failures, locked, disabled";
+const STAFF_COLUMNS: &str = "name, roles, password_hash, totp_secret, totp_last_step, login_failures, locked, disabled, locked_at, login_failed_at";
 
 fn staff_from_row(row: &AnyRow) -> Result<StaffRow, sqlx::Error> {
     Ok(StaffRow {
@@ -111,6 +152,8 @@ fn staff_from_row(row: &AnyRow) -> Result<StaffRow, sqlx::Error> {
         login_failures: row.try_get(5)?,
         locked: row.try_get::<i64, _>(6)? != 0,
         disabled: row.try_get::<i64, _>(7)? != 0,
+        locked_at: crate::clock::from_unix_ms(row.try_get(8)?),
+        login_failed_at: crate::clock::from_unix_ms(row.try_get(9)?),
     })
 }
 
@@ -151,7 +194,7 @@ impl Store {
         now: SystemTime,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO staff_invites (token_hash, name, roles, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -264,7 +307,7 @@ impl Store {
     ) -> Result<ActivationOutcome, StoreError> {
         let now_ms = to_unix_ms(now);
         let pending = activation.pending;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         // Spent first (the write that takes SQLite's lock); the pending copies go with it.
         let spent = sqlx::query(
             "UPDATE staff_invites SET used_at = $2, pending_password_hash = '', pending_totp_secret = '' WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND pending_name = $3 AND pending_password_hash = $4 AND pending_totp_secret = $5",
@@ -336,7 +379,7 @@ impl Store {
         failed: impl FnOnce(i64, bool) -> AuditEvent,
     ) -> Result<(i64, bool), StoreError> {
         let now_ms = to_unix_ms(now);
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         // Every SET expression reads the row as it was before this update.
         let row = sqlx::query(
             "UPDATE staff_invites SET code_failures = code_failures + 1, used_at = CASE WHEN code_failures + 1 >= $2 THEN $3 ELSE used_at END, pending_password_hash = CASE WHEN code_failures + 1 >= $2 THEN '' ELSE pending_password_hash END, pending_totp_secret = CASE WHEN code_failures + 1 >= $2 THEN '' ELSE pending_totp_secret END WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $3 RETURNING code_failures",
@@ -369,7 +412,7 @@ impl Store {
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
         let now_ms = to_unix_ms(now);
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let updated = sqlx::query(
             "UPDATE staff SET totp_last_step = $2, login_failures = 0 WHERE name = $1 AND totp_last_step < $2 AND locked = 0 AND disabled = 0",
         )
@@ -395,6 +438,32 @@ impl Store {
         Ok(())
     }
 
+    /// Spends TOTP step `step` of account `name` for a command-line action (no browser
+    /// session), resetting its count of failed logins, and records `event`; `Stale` when the
+    /// step was spent already (here or at a web login) or the account is locked or disabled.
+    pub async fn accept_staff_code(
+        &self,
+        name: &str,
+        step: i64,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE staff SET totp_last_step = $2, login_failures = 0 WHERE name = $1 AND totp_last_step < $2 AND locked = 0 AND disabled = 0",
+        )
+        .bind(name)
+        .bind(step)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Err(StoreError::Stale);
+        }
+        append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Counts a failed login against an existing account (locking it at `threshold`) and
     /// records `failed`, plus `locked` when this failure locked it. Returns the count and
     /// whether the account is now locked. For an unknown name only `failed` is recorded.
@@ -402,15 +471,19 @@ impl Store {
         &self,
         name: &str,
         threshold: i64,
+        now: SystemTime,
         failed: &AuditEvent,
         locked: &AuditEvent,
     ) -> Result<(i64, bool), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
+        // Every SET expression reads the row as it was before this update: the lock's start
+        // is set by the failure that locks, and kept by later ones.
         let row = sqlx::query(
-            "UPDATE staff SET login_failures = login_failures + 1, locked = CASE WHEN login_failures + 1 >= $2 THEN 1 ELSE locked END WHERE name = $1 RETURNING login_failures, locked",
+            "UPDATE staff SET login_failures = login_failures + 1, login_failed_at = $3, locked = CASE WHEN login_failures + 1 >= $2 THEN 1 ELSE locked END, locked_at = CASE WHEN locked = 0 AND login_failures + 1 >= $2 THEN $3 ELSE locked_at END WHERE name = $1 RETURNING login_failures, locked",
         )
         .bind(name)
         .bind(threshold)
+        .bind(to_unix_ms(now))
         .fetch_optional(&mut *tx)
         .await?;
         let outcome = match row {
@@ -425,22 +498,42 @@ impl Store {
         Ok(outcome)
     }
 
-    /// The browser session with this id hash: its account, CSRF token and last use.
+    /// Lifts the lock that began at `locked_at` and has run its time: the account's count
+    /// of failed logins starts again from zero. Nothing happens when the account was reset,
+    /// or locked anew, meanwhile. No event: the `staff-locked` event said until when.
+    pub async fn end_staff_lock(
+        &self,
+        name: &str,
+        locked_at: SystemTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE staff SET locked = 0, login_failures = 0 WHERE name = $1 AND locked = 1 AND locked_at = $2",
+        )
+        .bind(name)
+        .bind(to_unix_ms(locked_at))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The browser session with this id hash.
     pub async fn staff_session(
         &self,
         session_hash: &str,
-    ) -> Result<Option<(String, String, SystemTime)>, StoreError> {
-        let row =
-            sqlx::query("SELECT staff, csrf, last_seen FROM staff_sessions WHERE id_hash = $1")
-                .bind(session_hash)
-                .fetch_optional(self.pool())
-                .await?;
+    ) -> Result<Option<StaffSessionRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT staff, csrf, last_seen, created_at FROM staff_sessions WHERE id_hash = $1",
+        )
+        .bind(session_hash)
+        .fetch_optional(self.pool())
+        .await?;
         row.map(|row| {
-            Ok((
-                row.try_get(0)?,
-                row.try_get(1)?,
-                crate::clock::from_unix_ms(row.try_get(2)?),
-            ))
+            Ok(StaffSessionRow {
+                staff: row.try_get(0)?,
+                csrf: row.try_get(1)?,
+                last_seen: crate::clock::from_unix_ms(row.try_get(2)?),
+                created_at: crate::clock::from_unix_ms(row.try_get(3)?),
+            })
         })
         .transpose()
         .map_err(|e: sqlx::Error| StoreError::from(e))
@@ -466,7 +559,7 @@ impl Store {
         session_hash: &str,
         event: Option<&AuditEvent>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM staff_sessions WHERE id_hash = $1")
             .bind(session_hash)
             .execute(&mut *tx)
@@ -486,7 +579,7 @@ impl Store {
         now: SystemTime,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let updated =
             sqlx::query("UPDATE staff SET disabled = $2, updated_at = $3 WHERE name = $1")
                 .bind(name)

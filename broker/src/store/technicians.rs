@@ -97,7 +97,7 @@ impl Store {
         lockout_after: i64,
         at: SystemTime,
     ) -> Result<OtpFailure, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(
             "UPDATE technicians SET otp_failures = otp_failures + 1, locked = CASE WHEN otp_failures + 1 >= $3 THEN 1 ELSE locked END WHERE vendor = $1 AND technician = $2 RETURNING otp_failures, locked",
         )
@@ -139,7 +139,7 @@ impl Store {
         by: &str,
         at: SystemTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let updated = sqlx::query(
             "UPDATE technicians SET locked = 0, otp_failures = 0 WHERE vendor = $1 AND technician = $2",
         )

@@ -34,6 +34,8 @@ pub(crate) struct Peer(pub(crate) SocketAddr);
 pub(crate) struct Refused {
     pub(crate) status: StatusCode,
     pub(crate) message: String,
+    /// Seconds to wait before asking again (`Retry-After`), for a 429.
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl Refused {
@@ -41,6 +43,22 @@ impl Refused {
         Refused {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The same, saying how many seconds to wait before asking again.
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Refused {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// Adds the `Retry-After` header, if any, to the refusal's response.
+    pub(crate) fn headers_onto(&self, response: &mut axum::response::Response) {
+        if let Some(seconds) = self.retry_after
+            && let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
     }
 
@@ -53,6 +71,7 @@ impl Refused {
 pub(crate) struct Ctx {
     pub(crate) member: StaffMember,
     pub(crate) lang: Lang,
+    /// The browser session's id, as the cookie carries it.
     pub(crate) cookie: String,
 }
 
@@ -83,13 +102,25 @@ pub(crate) fn clear_cookie(name: &str) -> String {
 }
 
 impl AppState {
-    /// The member behind the request's session cookie, if logged in (and not idle too long).
+    /// The member behind the request's session cookie, if logged in (not idle too long, not
+    /// past the session's lifetime, account enabled).
     pub(crate) async fn member(&self, headers: &HeaderMap) -> Result<Option<Ctx>, Refused> {
+        self.member_by(headers, true).await
+    }
+
+    /// The same; `used` says whether the request is the person's activity (it keeps the
+    /// session from going idle) or a page's own refresh on a live update (it does not).
+    async fn member_by(&self, headers: &HeaderMap, used: bool) -> Result<Option<Ctx>, Refused> {
         let lang = Lang::of(headers);
         let Some(cookie) = cookie(headers, SESSION_COOKIE).filter(|c| !c.is_empty()) else {
             return Ok(None);
         };
-        match self.staff.session(&cookie).await {
+        let member = if used {
+            self.staff.session(&cookie).await
+        } else {
+            self.staff.peek_session(&cookie).await
+        };
+        match member {
             Ok(Some(member)) => Ok(Some(Ctx {
                 member,
                 lang,
@@ -107,7 +138,26 @@ impl AppState {
         headers: &HeaderMap,
         roles: &[Role],
     ) -> Result<Ctx, Refused> {
-        let Some(ctx) = self.member(headers).await? else {
+        self.require_by(headers, roles, true).await
+    }
+
+    /// [`require`](AppState::require) for what a page fetches by itself on a live update: it
+    /// does not count as the person's use, so an open page alone never keeps a session alive.
+    pub(crate) async fn require_unused(
+        &self,
+        headers: &HeaderMap,
+        roles: &[Role],
+    ) -> Result<Ctx, Refused> {
+        self.require_by(headers, roles, false).await
+    }
+
+    async fn require_by(
+        &self,
+        headers: &HeaderMap,
+        roles: &[Role],
+        used: bool,
+    ) -> Result<Ctx, Refused> {
+        let Some(ctx) = self.member_by(headers, used).await? else {
             return Err(Refused::new(
                 StatusCode::UNAUTHORIZED,
                 "Log in first; sessions end after a time without use.",
@@ -124,6 +174,28 @@ impl AppState {
             format!(
                 "This needs the {} role, which your account does not have; ask an admin.",
                 needed.join(" or ")
+            ),
+        ))
+    }
+
+    /// Checks that the logged-in member's roles allow `duty`, by the table the admin command
+    /// line checks too ([`Duty::roles`](crate::staff::Duty::roles)); a refusal is recorded.
+    pub(crate) async fn require_duty(
+        &self,
+        ctx: &Ctx,
+        duty: crate::staff::Duty,
+    ) -> Result<(), Refused> {
+        if duty.allowed(&ctx.member.roles) {
+            return Ok(());
+        }
+        self.refuse(ctx, &format!("needs role {}", duty.role_words()))
+            .await;
+        Err(Refused::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "To {} takes the {} role, which your account does not have; ask an admin.",
+                duty.what(),
+                duty.role_words()
             ),
         ))
     }

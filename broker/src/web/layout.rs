@@ -103,7 +103,7 @@ pub(crate) fn refusal_page(refused: Refused, lang: Lang) -> Response {
         p.error role="alert" { (refused.message) }
         p { a href="/" { (lang.t("Back", "戻る")) } }
     };
-    respond(
+    let mut response = respond(
         refused.status,
         page(
             None,
@@ -112,5 +112,7 @@ pub(crate) fn refusal_page(refused: Refused, lang: Lang) -> Response {
             lang.t("Not done", "実行できませんでした"),
             body,
         ),
-    )
+    );
+    refused.headers_onto(&mut response);
+    response
 }

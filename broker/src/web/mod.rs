@@ -1,9 +1,11 @@
 //! The web UI for hospital staff, and the same actions as a small JSON API.
 //!
-//! Served by the broker on its own TCP port: HTTPS with a certificate the admin provides, or
-//! by default one the broker's CA issues for the names the admin gives (see
-//! [`WebTls`]); plain HTTP only on a loopback address and only when asked for (behind a
-//! reverse proxy that terminates TLS). Pages are rendered on the server (maud, which escapes
+//! Served by the broker on its own TCP port, `127.0.0.1:8443` unless the admin names another
+//! address (so it is never open to the LAN by accident), optionally only to some source
+//! networks (`allow`): HTTPS (TLS 1.3 only) with a certificate the admin provides, or by
+//! default one the broker's CA issues for the names the admin gives (see [`WebTls`]); plain
+//! HTTP only on a loopback address and only when asked for (behind a reverse proxy that
+//! terminates TLS). Pages are rendered on the server (maud, which escapes
 //! every value), work on a phone and a desktop, and need JavaScript only for live updates;
 //! the style sheet and script are compiled into the binary and every response carries a
 //! Content-Security-Policy of `default-src 'self'` (no inline script or style).
@@ -20,6 +22,11 @@
 //! # Layout
 //!
 //! - this file: configuration, binding (TLS), serving, the shared state and security headers;
+//! - `transport`: the connections: caps in all and per source, room for staff under a flood
+//!   of idle connections, deadlines for the TLS handshake and each request's head, accept
+//!   errors backed off;
+//! - `allow`: the source networks allowed to connect (`--web-allow`);
+//! - `path`: names put into URLs (every one percent-encoded);
 //! - `auth`: cookies, the logged-in member on each request, roles, CSRF, login rate limits;
 //! - `live`: watches the store for new requests and changes (server-sent events); the
 //!   webhook that tells approvers elsewhere is [`crate::webhook`];
@@ -28,12 +35,17 @@
 //!   audit;
 //! - `api`: the JSON API.
 
+mod allow;
 mod api;
 mod auth;
 mod i18n;
 mod layout;
 mod live;
 mod pages;
+mod path;
+pub(crate) mod transport;
+
+pub use transport::WebLimits;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -59,12 +71,18 @@ pub use auth::SESSION_COOKIE;
 
 /// The TCP port the web UI listens on unless told otherwise.
 pub const DEFAULT_WEB_PORT: u16 = 8443;
+/// The address the web UI listens on unless told otherwise: this host only.
+pub const DEFAULT_WEB_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), DEFAULT_WEB_PORT);
+/// Live-update streams one browser session may have open at once (one per open page).
+pub const MAX_STREAMS_PER_SESSION: usize = 4;
 
 /// How the web UI serves its pages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebTls {
     /// HTTPS with a certificate the broker's CA issues at each start for these DNS names or
-    /// IP addresses (`localhost` when empty). Staff browsers trust it by importing the CA
+    /// IP addresses (when empty: `localhost`, `127.0.0.1` and the listen address, or this
+    /// host's name when listening on every address). Staff browsers trust it by importing the CA
     /// (`DATA_DIR/pki/ca.pem`).
     BrokerIssued {
         /// Names and addresses staff type in the browser.
@@ -90,10 +108,25 @@ pub struct WebConfig {
     pub tls: WebTls,
     /// A browser session unused this long is over.
     pub idle_timeout: Duration,
-    /// The address staff use, for the printed first-admin link (default: from `listen`).
+    /// A browser session this old is over, however much it is used.
+    pub session_lifetime: Duration,
+    /// The source networks allowed to connect; empty allows any.
+    pub allow: Vec<crate::policy::IpNetwork>,
+    /// The name staff type in the browser, for the printed first-admin link (default: the
+    /// first broker-issued certificate name, else the listen address, else, on `0.0.0.0` or
+    /// `::`, this host's name).
+    pub link_name: Option<String>,
+    /// The address staff use, for the printed first-admin link (default: from `link_name`
+    /// and the port).
     pub public_url: Option<String>,
     /// `HOST:PORT` technicians reach the broker at, printed in their enrollment command.
     pub broker_address: Option<String>,
+    /// Bounds on connections and how long they may take.
+    pub limits: WebLimits,
+    /// The broker's data directory, whose checkpoint file and keys the audit chain page and
+    /// `GET /api/audit/verify` check the chain against (none: the database's checkpoints
+    /// only, checked against no key, so none is trusted).
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 impl WebConfig {
@@ -104,8 +137,13 @@ impl WebConfig {
             listen,
             tls: WebTls::BrokerIssued { names: Vec::new() },
             idle_timeout: crate::staff::DEFAULT_IDLE_TIMEOUT,
+            session_lifetime: crate::staff::DEFAULT_SESSION_LIFETIME,
+            allow: Vec::new(),
+            link_name: None,
             public_url: None,
             broker_address: None,
+            limits: WebLimits::default(),
+            checkpoint_dir: None,
         }
     }
 }
@@ -146,9 +184,18 @@ pub enum WebError {
 pub(crate) struct AppState {
     pub(crate) desk: Desk,
     pub(crate) staff: StaffDirectory,
+    /// Where the chain's signed checkpoints and trusted keys are found.
+    pub(crate) checkpoints: crate::cli::CheckpointSources,
     pub(crate) live: tokio::sync::watch::Receiver<live::Live>,
     /// Login attempts per client address in the current minute.
     pub(crate) login_attempts: Mutex<HashMap<IpAddr, (std::time::Instant, u32)>>,
+    /// Who may connect.
+    pub(crate) allow: allow::SourceAllowList,
+    /// Live-update streams open per browser session (its id's hash).
+    pub(crate) streams: live::StreamCounts,
+    /// Bumped whenever this server ends or changes a browser session (logout, an account
+    /// disabled, reset or given other roles), so live-update streams look again at once.
+    pub(crate) sessions_changed: tokio::sync::watch::Sender<u64>,
     pub(crate) review_within: Duration,
     pub(crate) https: bool,
     /// What a technician's enrollment command says about this broker.
@@ -158,6 +205,7 @@ pub(crate) struct AppState {
 /// The web UI bound to its port, ready to serve.
 pub struct WebServer {
     listener: TcpListener,
+    limits: WebLimits,
     acceptor: Option<TlsAcceptor>,
     local_addr: SocketAddr,
     state: Arc<AppState>,
@@ -181,7 +229,7 @@ impl WebServer {
             WebTls::PlainHttpOnLoopback => None,
             WebTls::BrokerIssued { names } => {
                 let names = if names.is_empty() {
-                    vec!["localhost".to_owned(), "127.0.0.1".to_owned()]
+                    default_certificate_names(config.listen.ip())
                 } else {
                     names.clone()
                 };
@@ -195,13 +243,10 @@ impl WebServer {
                 Some(acceptor(chain, key, cert)?)
             }
         };
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| WebError::Listen {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = transport::listen(config.listen).map_err(|source| WebError::Listen {
+            addr: config.listen,
+            source,
+        })?;
         let local_addr = listener.local_addr().map_err(|source| WebError::Listen {
             addr: config.listen,
             source,
@@ -211,10 +256,10 @@ impl WebServer {
             .await
             .map_err(|e| WebError::FirstAdmin(e.to_string()))?;
         let scheme = if acceptor.is_some() { "https" } else { "http" };
-        let base = config
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("{scheme}://{local_addr}"));
+        let base = config.public_url.clone().unwrap_or_else(|| {
+            let host = link_host(config, local_addr.ip());
+            format!("{scheme}://{}", url_authority(&host, local_addr.port()))
+        });
         let first_admin_url = first_admin.map(|token| {
             format!(
                 "{}/setup/{}",
@@ -227,8 +272,15 @@ impl WebServer {
         let state = Arc::new(AppState {
             desk,
             staff,
+            checkpoints: crate::cli::CheckpointSources {
+                data_dir: config.checkpoint_dir.clone(),
+                ..crate::cli::CheckpointSources::default()
+            },
             live: receiver,
             login_attempts: Mutex::new(HashMap::new()),
+            allow: allow::SourceAllowList::new(config.allow.clone()),
+            streams: live::StreamCounts::default(),
+            sessions_changed: tokio::sync::watch::Sender::new(0),
             review_within,
             https: acceptor.is_some(),
             enrollment: crate::cli::EnrollmentHints {
@@ -238,6 +290,7 @@ impl WebServer {
         });
         Ok(WebServer {
             listener,
+            limits: config.limits,
             acceptor,
             local_addr,
             state,
@@ -266,52 +319,147 @@ impl WebServer {
     pub async fn run(self, shutdown: CancellationToken) {
         let app = router(self.state.clone());
         let watcher = tokio::spawn(self.live.run(shutdown.clone()));
+        let connections = transport::Connections::new(self.limits);
+        let mut accept_errors = transport::AcceptErrors::default();
+        let mut refused = transport::RefusedLog::default();
         loop {
+            // A place first; until there is one, connections wait in the listen queue.
+            tokio::select! {
+                () = connections.room() => {}
+                () = shutdown.cancelled() => break,
+            }
             let (tcp, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
+                    Ok(accepted) => {
+                        accept_errors.succeeded();
+                        accepted
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "web UI: cannot accept a connection");
+                        // Out of file descriptors or memory: wait before trying again, so
+                        // the loop neither spins a core nor floods the log.
+                        let wait = accept_errors.failed(&e);
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = shutdown.cancelled() => break,
+                        }
                         continue;
                     }
                 },
                 () = shutdown.cancelled() => break,
             };
+            // Outside --web-allow: closed before any handshake (counted, logged sparingly).
+            if !self.state.allow.admits(peer.ip()) {
+                continue;
+            }
+            let place = match connections.admit(peer.ip()) {
+                Ok(place) => place,
+                Err(why) => {
+                    refused.note(peer, why);
+                    continue;
+                }
+            };
             let app = app.clone().layer(axum::Extension(auth::Peer(peer)));
             let acceptor = self.acceptor.clone();
             let shutdown = shutdown.clone();
+            let limits = self.limits;
             tokio::spawn(async move {
+                place.started();
+                let place = Arc::new(place);
+                let evicted = place.evicted().clone();
+                let served = place.clone();
+                // The first complete request makes the connection one that is never evicted.
+                let app = tower::ServiceExt::map_request(app, move |request| {
+                    served.served();
+                    request
+                });
                 let service = TowerToHyperService::new(app);
-                let builder = hyper::server::conn::http1::Builder::new();
-                match acceptor {
-                    Some(acceptor) => {
-                        let tls = match tokio::time::timeout(
-                            Duration::from_secs(10),
-                            acceptor.accept(tcp),
-                        )
-                        .await
-                        {
-                            Ok(Ok(tls)) => tls,
-                            _ => return,
-                        };
-                        let connection = builder.serve_connection(TokioIo::new(tls), service);
-                        tokio::select! {
-                            _ = connection => {}
-                            () = shutdown.cancelled() => {}
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(limits.request_head);
+                let serve = async {
+                    match acceptor {
+                        Some(acceptor) => {
+                            let Ok(Ok(tls)) =
+                                tokio::time::timeout(limits.tls_handshake, acceptor.accept(tcp))
+                                    .await
+                            else {
+                                return;
+                            };
+                            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
                         }
                     }
-                    None => {
-                        let connection = builder.serve_connection(TokioIo::new(tcp), service);
-                        tokio::select! {
-                            _ = connection => {}
-                            () = shutdown.cancelled() => {}
-                        }
-                    }
+                };
+                tokio::select! {
+                    () = serve => {}
+                    () = evicted.cancelled() => {}
+                    () = shutdown.cancelled() => {}
                 }
+                drop(place);
             });
         }
         let _ = watcher.await;
     }
+}
+
+/// The one line the broker prints when the web UI answers on this host only.
+pub fn lan_hint(local_addr: SocketAddr) -> Option<String> {
+    local_addr.ip().is_loopback().then(|| {
+        format!(
+            "The web UI answers on this host only; to open it to the hospital's LAN, start with --web-listen 0.0.0.0:{} --web-name THIS-HOST'S-NAME (and --web-allow CIDR for the staff networks).",
+            local_addr.port()
+        )
+    })
+}
+
+/// The names a broker-issued certificate carries when the admin gave none: `localhost`,
+/// `127.0.0.1`, and the address staff reach the UI at (this host's name on `0.0.0.0` or
+/// `::`, else the listen address).
+fn default_certificate_names(listen: IpAddr) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    if listen.is_unspecified() {
+        names.extend(host_name());
+    } else if !listen.is_loopback() {
+        names.push(listen.to_string());
+    }
+    names
+}
+
+/// The host in the printed first-admin link: never `0.0.0.0` or `::`, which no browser
+/// reaches.
+fn link_host(config: &WebConfig, listen: IpAddr) -> String {
+    if let Some(name) = &config.link_name {
+        return name.clone();
+    }
+    if let WebTls::BrokerIssued { names } = &config.tls
+        && let Some(first) = names.first()
+    {
+        return first.clone();
+    }
+    if listen.is_unspecified() {
+        return host_name().unwrap_or_else(|| "localhost".to_owned());
+    }
+    listen.to_string()
+}
+
+/// `host:port`, with an IPv6 address in brackets.
+fn url_authority(host: &str, port: u16) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+        _ => format!("{host}:{port}"),
+    }
+}
+
+/// This host's name, as the kernel has it.
+fn host_name() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|text| text.trim().to_owned())
+        .find(|name| !name.is_empty() && name.parse::<IpAddr>().is_err())
 }
 
 fn acceptor(
@@ -320,8 +468,9 @@ fn acceptor(
     path: &std::path::Path,
 ) -> Result<TlsAcceptor, WebError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // TLS 1.3 only, as the broker's QUIC and TCP ports (DESIGN §13).
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&[&rustls::version::TLS13])
         .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
         .map_err(|e| WebError::Certificate {
             path: path.to_owned(),

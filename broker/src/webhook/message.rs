@@ -4,7 +4,7 @@
 //!
 //! | key | what |
 //! |---|---|
-//! | `event` | `request-made`, `request-approved`, `request-denied` or `session-revoked` |
+//! | `event` | `request-made`, `request-approved`, `request-denied`, `session-revoked` or `staff-locked` |
 //! | `delivery` | the audit event's hash: the same for every attempt, and for every broker sharing the database, so a receiver can drop duplicates |
 //! | `audit_seq` | the audit event's number (the order events happened in; deliveries may arrive out of order) |
 //! | `timestamp` | when this attempt was sent, Unix seconds (also `X-Sekisho-Timestamp`) |
@@ -14,6 +14,7 @@
 //! | `until`, `approvals`, `approvals_needed` | `request-approved`: the end time, and how many of the approvals needed there are now |
 //! | `reason` | `request-denied`, `session-revoked`: what the approver wrote |
 //! | `was` | `session-revoked`: `active`, or `approved` for a session withdrawn before it opened |
+//! | `staff`, `failures`, `until`, `from` | `staff-locked`: the staff account locked after failed web UI logins in a row, how many, until when (RFC 3339, or `reset`: until an admin resets it) and the address of the last attempt; admins should look, as someone may be guessing its password |
 //!
 //! The signature covers the raw body, and so `delivery` and `timestamp` with it: a receiver
 //! that checks it, refuses a `timestamp` more than a few minutes off and remembers the
@@ -68,6 +69,19 @@ impl Message {
                 fields.insert("was".into(), json!(detail("was").unwrap_or("active")));
                 "session-revoked"
             }
+            EventKind::StaffLocked => {
+                for (key, from) in [
+                    ("staff", "staff"),
+                    ("failures", "consecutive_failures"),
+                    ("until", "until"),
+                    ("from", "from"),
+                ] {
+                    if let Some(value) = detail(from) {
+                        fields.insert(key.into(), json!(value));
+                    }
+                }
+                "staff-locked"
+            }
             _ => return None,
         };
         fields.insert("event".into(), json!(word));
@@ -106,6 +120,13 @@ impl Message {
             technician: event.vendor.clone().zip(event.technician.clone()),
             fields,
         })
+    }
+
+    /// Adds `checkpoint` as `"signed": {"checkpoint": {…}}`, which `audit verify
+    /// --checkpoints` finds in a relay's log of the bodies it received.
+    pub(crate) fn carry_checkpoint(&mut self, checkpoint: &crate::audit::checkpoint::Checkpoint) {
+        self.fields
+            .insert("signed".into(), json!({ "checkpoint": checkpoint }));
     }
 
     /// `request-made`, …: also the `X-Sekisho-Event` header.
@@ -235,5 +256,22 @@ mod tests {
         }
         let forward = AuditEvent::new(at(), Actor::Broker("b".into()), EventKind::ForwardOpened);
         assert!(Message::of(&stored(forward), None).is_none());
+    }
+
+    #[test]
+    fn a_staff_lock_says_whose_until_when_and_from_where() {
+        let locked = AuditEvent::new(at(), Actor::Staff("sato".into()), EventKind::StaffLocked)
+            .detail("staff", "sato")
+            .detail("consecutive_failures", 5)
+            .detail("until", "2026-11-23T01:15:00Z")
+            .detail("from", "192.0.2.7");
+        let message = Message::of(&stored(locked), None).unwrap();
+        assert_eq!(message.event(), "staff-locked");
+        let json = body(&message);
+        assert_eq!(json["staff"], "sato");
+        assert_eq!(json["failures"], "5");
+        assert_eq!(json["until"], "2026-11-23T01:15:00Z");
+        assert_eq!(json["from"], "192.0.2.7");
+        assert_eq!(json["by"], "staff:sato");
     }
 }

@@ -1,6 +1,8 @@
-//! The approvers' webhook: each new access request, approval, denial and revocation POSTed
-//! as JSON to a URL the hospital runs (a relay to its chat, pager or ticketing system), so
-//! that the staff on duty learn of a request without watching the web UI.
+//! The approvers' webhook: each new access request, approval, denial and revocation, and
+//! each staff account locked after failed logins, POSTed as JSON to a URL the hospital runs
+//! (a relay to its chat, pager or ticketing system), so that the staff on duty learn of a
+//! request without watching the web UI, and admins of a lock (someone may be guessing a
+//! password, or keeping an approver out).
 //!
 //! It follows the audit log, as the SIEM stream does ([`crate::audit::stream`]): a message
 //! is sent for what was recorded, whichever broker or admin command recorded it, with the
@@ -431,11 +433,12 @@ fn read_secret(path: &Path) -> Result<Secret<Vec<u8>>, WebhookError> {
 }
 
 /// The audit kinds the webhook reads (a `session-ended` is sent only for a revocation).
-const FOLLOWED: [EventKind; 4] = [
+const FOLLOWED: [EventKind; 5] = [
     EventKind::RequestMade,
     EventKind::RequestApproved,
     EventKind::RequestDenied,
     EventKind::SessionEnded,
+    EventKind::StaffLocked,
 ];
 
 /// What the follower needs besides the sender.
@@ -586,7 +589,18 @@ async fn deliver_while_held(
                     continue 'follow;
                 }
             };
-            let message = Message::of(&stored, record.as_ref());
+            let mut message = Message::of(&stored, record.as_ref());
+            if let Some(message) = &mut message {
+                // The newest signed checkpoint rides along, so the relay's own log keeps one
+                // where the database's writer cannot reach it, without a message of its own.
+                match store.newest_checkpoint().await {
+                    Ok(Some(checkpoint)) => message.carry_checkpoint(&checkpoint),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "webhook: cannot read the newest checkpoint; sending without it")
+                    }
+                }
+            }
             if let Some(message) = &message {
                 let slot = tokio::select! {
                     slot = slots.clone().acquire_owned() => slot,

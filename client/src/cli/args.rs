@@ -41,9 +41,16 @@ pub(crate) struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Broker and credentials (from the hospital)")]
 pub(crate) struct Credentials {
-    /// The hospital's broker, as HOST:PORT.
-    #[arg(long, global = true, env = "SEKISHO_BROKER", value_name = "HOST:PORT")]
-    broker: Option<String>,
+    /// The hospital's broker, as HOST:PORT; repeat it (or separate with commas) for a
+    /// hospital with several brokers: they are tried in order.
+    #[arg(
+        long,
+        global = true,
+        env = "SEKISHO_BROKER",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    broker: Vec<String>,
     /// The broker's CA certificate (PEM), the only one this client trusts.
     #[arg(long, global = true, env = "SEKISHO_CA", value_name = "FILE")]
     ca: Option<PathBuf>,
@@ -53,6 +60,24 @@ pub(crate) struct Credentials {
     /// Your private key (PEM).
     #[arg(long, global = true, env = "SEKISHO_KEY", value_name = "FILE")]
     key: Option<PathBuf>,
+    /// How to reach the broker: auto (QUIC, with TLS over TCP raced a moment later for
+    /// networks that pass no UDP), quic, or tcp.
+    #[arg(
+        long,
+        global = true,
+        env = "SEKISHO_TRANSPORT",
+        default_value = "auto",
+        value_name = "auto|quic|tcp"
+    )]
+    pub(crate) transport: sekisho_client::transport::TransportChoice,
+    /// An HTTP proxy for TLS over TCP, `http://[USER:PASSWORD@]HOST:PORT` [default: from
+    /// HTTPS_PROXY, unless NO_PROXY names the broker].
+    #[arg(long, global = true, value_name = "URL")]
+    proxy: Option<String>,
+    /// Your user name at the HTTP proxy: its password is asked for (hidden at a terminal;
+    /// otherwise the first line of standard input), never taken from the command line.
+    #[arg(long, global = true, env = "SEKISHO_PROXY_USER", value_name = "NAME")]
+    proxy_user: Option<String>,
     /// Seconds to wait for the broker before saying it is unreachable.
     #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS")]
     pub(crate) connect_timeout: u64,
@@ -89,7 +114,7 @@ impl Credentials {
     /// any is given, all four then being needed; else from what enrollment stored.
     pub(crate) fn config(&self) -> Result<ClientConfig, Stop> {
         let given = [
-            self.broker.is_some(),
+            !self.broker.is_empty(),
             self.ca.is_some(),
             self.cert.is_some(),
             self.key.is_some(),
@@ -109,6 +134,8 @@ impl Credentials {
         };
         config.connect_timeout = Duration::from_secs(self.connect_timeout);
         config.max_packet = self.max_packet_size;
+        config.transport = self.transport;
+        config.proxy = self.proxy_for(&config.broker)?;
         Ok(config)
     }
 
@@ -116,7 +143,10 @@ impl Credentials {
     /// missing option and its variable.
     fn config_from_options(&self) -> Result<ClientConfig, Stop> {
         let missing: Vec<&str> = [
-            (self.broker.is_none(), "--broker HOST:PORT (SEKISHO_BROKER)"),
+            (
+                self.broker.is_empty(),
+                "--broker HOST:PORT (SEKISHO_BROKER)",
+            ),
             (self.ca.is_none(), "--ca FILE (SEKISHO_CA)"),
             (self.cert.is_none(), "--cert FILE (SEKISHO_CERT)"),
             (self.key.is_none(), "--key FILE (SEKISHO_KEY)"),
@@ -124,20 +154,60 @@ impl Credentials {
         .into_iter()
         .filter_map(|(absent, option)| absent.then_some(option))
         .collect();
-        let (Some(broker), Some(ca), Some(cert), Some(key)) =
-            (&self.broker, &self.ca, &self.cert, &self.key)
+        let (Some((broker, further)), Some(ca), Some(cert), Some(key)) =
+            (self.broker.split_first(), &self.ca, &self.cert, &self.key)
         else {
             return Err(Stop::Error(format!(
                 "Missing {}; give all four, or none to use what `sekisho enroll` stored (see `sekisho --help`).",
                 missing.join(", ")
             )));
         };
-        ClientConfig::from_files(broker, ca, cert, key).map_err(Stop::error)
+        let mut config = ClientConfig::from_files(broker, ca, cert, key).map_err(Stop::error)?;
+        config.further_brokers = further.to_vec();
+        Ok(config)
     }
 
-    /// The broker address given with --broker (or SEKISHO_BROKER), if any.
-    pub(crate) fn broker(&self) -> Option<&str> {
-        self.broker.as_deref()
+    /// The HTTP proxy for reaching `broker`: --proxy, else the environment's.
+    pub(crate) fn proxy_for(
+        &self,
+        broker: &str,
+    ) -> Result<Option<sekisho_client::proxy::Proxy>, Stop> {
+        let mut proxy = match &self.proxy {
+            Some(url) => sekisho_client::proxy::Proxy::from_url(url)
+                .map(Some)
+                .map_err(|e| Stop::Error(format!("{e}.")))?,
+            None => sekisho_client::proxy::Proxy::from_env(broker)
+                .map_err(|e| Stop::Error(format!("{e} (from HTTPS_PROXY).")))?,
+        };
+        if let (Some(user), Some(proxy)) = (&self.proxy_user, proxy.as_mut())
+            && !proxy.has_credentials()
+        {
+            use super::code::{CodeSource, Read};
+            let source = CodeSource::stdin();
+            let prompt = format!("Password for {user} at the proxy {proxy}: ");
+            if !source.is_terminal() {
+                eprintln!("{}", prompt.trim_end());
+            }
+            match source.read_now(&prompt) {
+                Read::Code(password) => proxy.set_credentials(user, &password),
+                Read::End | Read::Interrupted => {
+                    return Err(Stop::Error(
+                        "No proxy password was given; run the command again and type it at the prompt.".to_owned(),
+                    ));
+                }
+                Read::Failed(why) => {
+                    return Err(Stop::Error(format!(
+                        "Cannot read the proxy password ({why})."
+                    )));
+                }
+            }
+        }
+        Ok(proxy)
+    }
+
+    /// The broker addresses given with --broker (or SEKISHO_BROKER), in order.
+    pub(crate) fn brokers(&self) -> &[String] {
+        &self.broker
     }
 }
 

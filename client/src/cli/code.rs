@@ -65,6 +65,18 @@ impl CodeSource {
     }
 }
 
+impl CodeSource {
+    /// Reads one secret now, blocking (before anything else runs): hidden at a terminal,
+    /// else one line of standard input, whose prompt the caller shows.
+    pub(crate) fn read_now(self, prompt: &str) -> Read {
+        if self.terminal {
+            read_hidden(prompt)
+        } else {
+            read_line()
+        }
+    }
+}
+
 fn read_hidden(prompt: &str) -> Read {
     match rpassword::prompt_password(prompt) {
         Ok(code) => Read::Code(code.trim().to_owned()),

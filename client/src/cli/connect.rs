@@ -4,6 +4,13 @@
 //! Ctrl-C is caught from the moment the request is being followed: before the session opens
 //! it stops waiting (the request stays as it is), after it closes the session. Before that
 //! (connecting), Ctrl-C ends the process as usual; there is nothing to clean up.
+//!
+//! A session outlives a lost connection (unless the vendor's policy says otherwise): when the
+//! connection is lost, the command keeps its local ports, connects again by itself (backing
+//! off, until the end time) and takes the session up with a new one-time password (none
+//! within the short window a policy may give). New local connections wait meanwhile; those in
+//! flight are reported cut. `sekisho connect ID` on a live session whose client is gone (a
+//! crash, a closed laptop) takes it up the same way.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,7 +19,8 @@ use std::time::Duration;
 use proto::{ErrorCode, Opened, RequestState, RequestView};
 use sekisho_client::forward::{EventSink, serve_local_forward};
 use sekisho_client::{
-    ClientConfig, ControlError, ForwardEvent, LocalForward, Session, SessionEvent,
+    ClientConfig, ConnectError, ControlError, ForwardEvent, LocalForward, Session, SessionEvent,
+    SessionLink,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +33,10 @@ use super::{Outcome, Stop, when};
 
 /// How long to let the prompt's thread put the terminal back after Ctrl-C.
 const PROMPT_RESTORE: Duration = Duration::from_secs(1);
+/// The first pause between attempts to reach the broker again after a lost connection; it
+/// doubles up to [`RECONNECT_LONGEST`].
+const RECONNECT_FIRST: Duration = Duration::from_secs(1);
+const RECONNECT_LONGEST: Duration = Duration::from_secs(10);
 
 pub(crate) async fn run(config: &ClientConfig, id: &str, forwards: Vec<LocalForward>) -> Outcome {
     // Every local port first, so a port in use fails before anything is asked of anyone.
@@ -51,8 +63,34 @@ pub(crate) async fn run(config: &ClientConfig, id: &str, forwards: Vec<LocalForw
         Interrupts::catch().map_err(|e| Stop::Error(format!("Cannot catch Ctrl-C ({e}).")))?;
 
     let view = wait_for_approval(&mut session, view, &console, &mut interrupts).await?;
-    let opened = open(&mut session, &view, &who, &console, &mut interrupts).await?;
-    forward(session, opened, listeners, console, interrupts).await
+    let now = when::now();
+    let attempt = if view.state == RequestState::Active {
+        console.say(format!(
+            "{} is live but its connection was lost; taking it up again (approved until {}).",
+            view.id,
+            when::clock(view.end_at, now)
+        ));
+        Attempt::Resume
+    } else {
+        console.say(format!(
+            "Approved by {} until {} ({}).",
+            view.approvers.join(", "),
+            when::clock(view.end_at, now),
+            when::until(view.end_at, now)
+        ));
+        Attempt::Open
+    };
+    let ask = Ask {
+        id: &view.id,
+        end_at: view.end_at,
+        who: &who,
+        attempt,
+    };
+    let opened = open(&mut session, &ask, &console, &mut interrupts).await?;
+    forward(
+        config, session, opened, listeners, console, interrupts, &who,
+    )
+    .await
 }
 
 /// Every `-L` target must be one the request asked for; a typo is better found now than after
@@ -90,16 +128,11 @@ async fn wait_for_approval(
     loop {
         match view.state {
             RequestState::Requested => {}
-            RequestState::Approved => {
+            // A live session: its connection was lost (or another client holds it, which
+            // the broker says when asked to take it up).
+            RequestState::Approved | RequestState::Active => {
                 console.clear_status();
                 return Ok(view);
-            }
-            RequestState::Active => {
-                console.clear_status();
-                return Err(Stop::Error(format!(
-                    "{} is already open in another session; end that one first, or check with `sekisho status`.",
-                    view.id
-                )));
             }
             RequestState::Ended => {
                 console.clear_status();
@@ -197,23 +230,38 @@ enum Wake {
     Event(SessionEvent),
 }
 
+/// Whether a request is opened for the first time or a live session taken up again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Open,
+    /// The broker is asked without a code first: a policy may allow that shortly after a loss.
+    Resume,
+}
+
+/// What to open, for whom, and until when it is approved.
+struct Ask<'a> {
+    id: &'a str,
+    end_at: u64,
+    who: &'a str,
+    attempt: Attempt,
+}
+
 /// Asks for the one-time password until the broker accepts one.
 async fn open(
     session: &mut Session,
-    view: &RequestView,
-    who: &str,
+    ask: &Ask<'_>,
     console: &Console,
     interrupts: &mut Interrupts,
 ) -> Result<Opened, Stop> {
-    let now = when::now();
-    console.say(format!(
-        "Approved by {} until {} ({}).",
-        view.approvers.join(", "),
-        when::clock(view.end_at, now),
-        when::until(view.end_at, now)
-    ));
+    if ask.attempt == Attempt::Resume {
+        match session.open(ask.id, "").await {
+            Ok(opened) => return Ok(opened),
+            Err(ControlError::Refused(refusal)) if refusal.code == ErrorCode::OtpRequired => {}
+            Err(e) => return Err(refused(session, ask.id, e, console).await),
+        }
+    }
     let source = CodeSource::stdin();
-    let prompt = format!("One-time password for {who}: ");
+    let prompt = format!("One-time password for {}: ", ask.who);
     // A read in progress is kept across wake-ups: its thread will take the next line
     // whether or not anyone still listens.
     let mut pending = None;
@@ -262,8 +310,8 @@ async fn open(
             Read::Interrupted => {
                 console.say(format!(
                     "Stopped before opening; {} stays approved until {}. Run the same command again to open it.",
-                    view.id,
-                    when::clock(view.end_at, when::now())
+                    ask.id,
+                    when::clock(ask.end_at, when::now())
                 ));
                 return Err(Stop::Exit(ExitCode::FAILURE));
             }
@@ -273,30 +321,111 @@ async fn open(
                 )));
             }
         };
-        match session.open(&view.id, &code).await {
+        match session.open(ask.id, &code).await {
             Ok(opened) => return Ok(opened),
             Err(ControlError::Refused(refusal)) if refusal.code == ErrorCode::OtpRejected => {
                 console.say(refusal.message);
             }
-            Err(e) => return Err(Stop::error(e)),
+            Err(e) => return Err(refused(session, ask.id, e, console).await),
         }
     }
 }
 
-/// Serves the forwards of an open session until it ends or the technician presses Ctrl-C.
+/// The stop for a refused open: a request that is over is told as such (who ended it and
+/// why), anything else as the broker's sentence.
+async fn refused(session: &mut Session, id: &str, error: ControlError, console: &Console) -> Stop {
+    if let ControlError::Refused(refusal) = &error
+        && refusal.code == ErrorCode::RequestNotOpenable
+        && let Ok(view) = session.watch(id).await
+        && view.state == RequestState::Ended
+    {
+        console.say(over(&view));
+        return Stop::Exit(ExitCode::FAILURE);
+    }
+    Stop::error(error)
+}
+
+/// Reaches the broker again after a lost connection and takes session `ask.id` up, trying
+/// until its end time (backing off between attempts) or Ctrl-C.
+async fn reconnect(
+    config: &ClientConfig,
+    ask: &Ask<'_>,
+    console: &Console,
+    interrupts: &mut Interrupts,
+) -> Result<(Session, Opened), Stop> {
+    let mut pause = RECONNECT_FIRST;
+    let mut told = String::new();
+    loop {
+        if when::now() >= ask.end_at {
+            console.clear_status();
+            console.say(format!(
+                "{} reached its end time before the broker could be reached again; ask for a new session if the work is not finished.",
+                ask.id
+            ));
+            return Err(Stop::Exit(ExitCode::FAILURE));
+        }
+        let connected = tokio::select! {
+            connected = Session::connect(config) => connected,
+            () = interrupts.next() => return Err(stopped_reconnecting(ask, console)),
+        };
+        let why = match connected {
+            Ok(mut session) => {
+                console.clear_status();
+                let opened = open(&mut session, ask, console, interrupts).await?;
+                return Ok((session, opened));
+            }
+            // Worth trying again: the network or the broker may come back, and the broker
+            // may still count the lost connection against this technician for a moment.
+            Err(e @ (ConnectError::Unreachable { .. } | ConnectError::Connection(_))) => {
+                e.to_string()
+            }
+            Err(ConnectError::Refused(refusal)) if refusal.code == ErrorCode::RateLimited => {
+                refusal.message
+            }
+            Err(e) => return Err(Stop::error(e)),
+        };
+        if why != told {
+            console.say(format!("Still reconnecting: {why}"));
+            told = why;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = interrupts.next() => return Err(stopped_reconnecting(ask, console)),
+        }
+        pause = (pause * 2).min(RECONNECT_LONGEST);
+    }
+}
+
+/// Ctrl-C while reconnecting: the session stays approved, for `sekisho connect` later.
+fn stopped_reconnecting(ask: &Ask<'_>, console: &Console) -> Stop {
+    console.clear_status();
+    console.say(format!(
+        "Stopped reconnecting; {} stays approved until {}. Run `sekisho connect {}` with your forwards to take it up again.",
+        ask.id,
+        when::clock(ask.end_at, when::now()),
+        ask.id
+    ));
+    Stop::Exit(ExitCode::FAILURE)
+}
+
+/// Serves the forwards of an open session until it ends or the technician presses Ctrl-C,
+/// taking it up again on a new connection whenever the connection is lost.
 async fn forward(
+    config: &ClientConfig,
     mut session: Session,
     opened: Opened,
     listeners: Vec<(TcpListener, LocalForward)>,
     console: Arc<Console>,
     mut interrupts: Interrupts,
+    who: &str,
 ) -> Outcome {
     let shutdown = CancellationToken::new();
     let events: EventSink = {
         let console = console.clone();
         Arc::new(move |event| tell(&console, event))
     };
-    let forwarder = session.forwarder();
+    let link = SessionLink::new(&session);
+    let forwarder = link.forwarder();
     let mut serving = tokio::task::JoinSet::new();
     let mut routes = Vec::new();
     for (listener, forward) in listeners {
@@ -352,10 +481,35 @@ async fn forward(
                     console.say(message);
                     break if reason == "expired" { ExitCode::SUCCESS } else { ExitCode::FAILURE };
                 }
-                SessionEvent::Lost(end) => {
+                SessionEvent::Lost(end) if end.by_technician => {
                     console.clear_status();
                     console.say(end.reason);
-                    break if end.by_technician { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+                    break ExitCode::SUCCESS;
+                }
+                SessionEvent::Lost(end) => {
+                    link.detach();
+                    console.clear_status();
+                    console.say(format!(
+                        "{} Reconnecting; the local ports stay open and new connections to them wait for the session.",
+                        end.reason
+                    ));
+                    let ask = Ask { id: &opened.request_id, end_at, who, attempt: Attempt::Resume };
+                    match reconnect(config, &ask, &console, &mut interrupts).await {
+                        Ok((resumed, reopened)) => {
+                            session = resumed;
+                            link.attach(&session);
+                            end_at = reopened.end_at;
+                            console.say(format!(
+                                "Session taken up again until {}.",
+                                when::clock(end_at, when::now())
+                            ));
+                        }
+                        Err(stop) => {
+                            shutdown.cancel();
+                            while serving.join_next().await.is_some() {}
+                            return Err(stop);
+                        }
+                    }
                 }
                 // The request's own changes are the session's now; nothing to show.
                 SessionEvent::Status(_) => {}

@@ -15,13 +15,16 @@ use super::args::Credentials;
 use super::{Outcome, Stop, when};
 
 pub(crate) async fn run(credentials: &Credentials, token: &str, ca_fingerprint: &str) -> Outcome {
-    let broker = credentials.broker().ok_or_else(|| {
-        Stop::Error(
+    let Some((broker, further)) = credentials.brokers().split_first() else {
+        return Err(Stop::Error(
             "Give the broker's address with --broker HOST:PORT, as in the command the hospital's IT gave you.".to_owned(),
-        )
-    })?;
+        ));
+    };
     let args = EnrollArgs {
         broker: broker.to_owned(),
+        further_brokers: further.to_vec(),
+        transport: credentials.transport,
+        proxy: credentials.proxy_for(broker)?,
         token: token.to_owned(),
         ca_fingerprint: ca_fingerprint.to_owned(),
         dir: credentials.config_dir()?,

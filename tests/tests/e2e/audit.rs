@@ -486,6 +486,8 @@ async fn wait_for_stream(
             let events: Vec<StoredEvent> = text
                 .split_inclusive('\n')
                 .filter(|line| line.ends_with('\n'))
+                // Signed checkpoints come as lines of their own (see the checkpoints module).
+                .filter(|line| audit::checkpoint::Checkpoint::from_line(line).is_none())
                 .map(|line| {
                     serde_json::from_str::<audit::ExportLine>(line)
                         .unwrap()
@@ -631,4 +633,66 @@ async fn forwards_opened_at_once_are_each_on_the_record_before_they_are_answered
         .count();
     assert_eq!(opened, 64, "each forward is recorded once");
     assert_chain_intact(&store).await;
+}
+
+/// What an investigator matches against other logs: where the technician connected from and
+/// with which certificate, and the broker's own address and port toward the target (what the
+/// target's log shows as its peer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_names_the_technicians_address_and_certificate_and_the_brokers_side_of_each_forward()
+ {
+    // A target that tells which address each connection came from.
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_addr = target.local_addr().unwrap();
+    let (peers, mut peer_seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, peer)) = target.accept().await {
+            let _ = peers.send(peer);
+            drop(tcp);
+        }
+    });
+    let broker = TestBroker::start(&[Vendor::new("acme-ehr").target("db", target_addr)]).await;
+    let session = broker.open_session("acme-ehr", "tanaka", &["db"]).await;
+    let opened = broker.first_event(EventKind::SessionOpened).await;
+    let request = opened.event.request.clone().unwrap();
+
+    let source: std::net::SocketAddr = detail(&opened, "source").parse().unwrap();
+    assert!(source.ip().is_loopback(), "{source}");
+    assert_ne!(source.port(), 0);
+    assert_ne!(
+        source,
+        broker.addr(),
+        "the broker's address, not the technician's"
+    );
+    let standing = broker
+        .desk()
+        .store()
+        .certificate_standing(detail(&opened, "certificate"))
+        .await
+        .unwrap()
+        .expect("the recorded fingerprint is a certificate the broker issued");
+    assert_eq!(
+        (standing.vendor.as_str(), standing.technician.as_str()),
+        ("acme-ehr", "tanaka")
+    );
+
+    let _streams = session.open_forward("db").await.unwrap();
+    let peer = tokio::time::timeout(PATIENCE, peer_seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let forward = wait_for_event(&broker, &request, EventKind::ForwardOpened).await;
+    assert_eq!(detail(&forward, "local"), peer.to_string());
+    assert_eq!(detail(&forward, "address"), target_addr.to_string());
+
+    // `audit show` tells both.
+    let story = sekisho_broker::cli::audit_show(&broker.desk(), &request)
+        .await
+        .unwrap();
+    assert!(story.contains(&format!("from {source}")), "{story}");
+    assert!(story.contains(detail(&opened, "certificate")), "{story}");
+    assert!(
+        story.contains(&format!("from the broker's {peer}")),
+        "{story}"
+    );
 }

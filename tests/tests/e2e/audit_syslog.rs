@@ -453,3 +453,77 @@ async fn an_old_cursor_file_is_the_starting_point_once_then_the_database_decides
         .await;
     assert_received_once_in_order_from(&broker, &received, 3).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collectors_capture_carries_signed_checkpoints_that_reveal_a_cut_tail() {
+    use sekisho_broker::audit::checkpoint::{self, Checkpoint};
+    use sekisho_broker::cli::{AuditError, CheckpointSources, audit_verify};
+    let Some(rsyslogd) = program("the_collectors_capture_carries_signed_checkpoints") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rsyslog = tcp_collector(&rsyslogd, dir.path()).await;
+    let echo = EchoServer::start().await;
+    let url = format!("tcp://127.0.0.1:{}", rsyslog.port());
+    let broker = TestBroker::start_with(
+        &[Vendor::new("acme-ehr").target("echo", echo.addr())],
+        |config| {
+            config.audit_syslog = Some(SyslogConfig { url, ca_file: None });
+            config.checkpoint_interval = Duration::from_millis(50);
+        },
+    )
+    .await;
+    let _session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
+    let (head, _) = broker.desk().store().audit_head().await.unwrap();
+    let messages = rsyslog
+        .wait_until("a checkpoint of the head", || {
+            let messages = rsyslog.checkpoints();
+            messages
+                .iter()
+                .any(|m| Checkpoint::from_line(m.msg()).is_some_and(|c| c.seq >= head))
+                .then_some(messages)
+        })
+        .await;
+    assert!(
+        messages.iter().all(|m| m.pri() == "<85>1"),
+        "authpriv.notice"
+    );
+    broker.halt().await;
+    let capture = collector_dir(dir.path()).join("received.log");
+    let data_dir = broker.config().data_dir.clone();
+    // Only the capture: the checkpoint file moved away, the database's checkpoints deleted.
+    std::fs::rename(
+        data_dir.join(checkpoint::CHECKPOINT_FILE),
+        dir.path().join("moved.jsonl"),
+    )
+    .unwrap();
+    broker.execute_sql("DELETE FROM audit_checkpoints").await;
+    let sources = CheckpointSources {
+        data_dir: Some(data_dir),
+        files: vec![capture.clone()],
+        ..CheckpointSources::default()
+    };
+    let intact = audit_verify(&broker.desk(), None, &sources).await.unwrap();
+    assert!(
+        intact.contains("Signed checkpoint: the chain matches"),
+        "{intact}"
+    );
+    let keep = head - 2;
+    broker
+        .execute_sql(&format!("DELETE FROM audit_events WHERE seq > {keep}"))
+        .await;
+    broker
+        .execute_sql(&format!(
+            "UPDATE audit_head SET seq = {keep}, hash = (SELECT hash FROM audit_events WHERE seq = {keep}) WHERE id = 1"
+        ))
+        .await;
+    let verdict = audit_verify(&broker.desk(), None, &sources).await;
+    let Err(AuditError::Checkpoints(sentence)) = verdict else {
+        panic!("the cut went unnoticed: {verdict:?}");
+    };
+    assert!(
+        sentence.contains(&format!("The log ends at event {keep}"))
+            && sentence.contains(&capture.display().to_string()),
+        "{sentence}"
+    );
+}

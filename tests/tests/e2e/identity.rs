@@ -264,7 +264,11 @@ async fn raw_enrollment(broker: &TestBroker, token: &str, csr_pem: &str) -> prot
         .unwrap()
         .await
         .unwrap();
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let (send, recv) = connection.open_bi().await.unwrap();
+    let (mut send, mut recv) = (
+        tunnel::link::SendHalf::Quic(send),
+        tunnel::link::RecvHalf::Quic(recv),
+    );
     let mut reader = MessageReader::new();
     write_message(
         &mut send,
@@ -427,11 +431,16 @@ async fn an_expired_certificate_is_refused_by_the_registry() {
     let not_after = identity::certificate_record(&std::fs::read_to_string(certificate).unwrap())
         .unwrap()
         .not_after;
+    // Issued for at most the longest validity from the real time of issue (the broker's
+    // test clock stands elsewhere).
+    let from_issue = not_after
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(from_issue <= pki::MAX_CLIENT_VALIDITY + Duration::from_secs(3600));
     // The registry reads the broker's clock; move it a day past the certificate's end.
     let left = not_after
         .duration_since(broker.clock().now())
         .unwrap_or_default();
-    assert!(left <= pki::MAX_CLIENT_VALIDITY + Duration::from_secs(3600));
     broker
         .clock()
         .advance(left + Duration::from_secs(24 * 3600));
@@ -567,4 +576,112 @@ async fn two_technicians_never_share_a_secret_or_a_key() {
         std::fs::read(tanaka_key).unwrap(),
         std::fs::read(sato_key).unwrap()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_technician_without_a_session_is_disconnected_at_once() {
+    let (broker, _echo) = broker().await;
+    // Connected, waiting on nothing: no session to end, only the connection.
+    let waiting = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let store = broker.desk().store().clone();
+    let tanaka = TechnicianIdentity::new("acme-ehr", "tanaka").unwrap();
+    identity::set_technician_enabled(
+        &store,
+        &tanaka,
+        false,
+        "left the company",
+        "yamada",
+        broker.clock().now(),
+    )
+    .await
+    .unwrap();
+    let end = tokio::time::timeout(REACH, waiting.forwarder().ended())
+        .await
+        .expect("the connection was closed within a second");
+    assert!(!end.by_technician);
+    assert!(end.reason.contains("left the company"), "{}", end.reason);
+    let refusal = connect_refusal(broker.connect("acme-ehr", "tanaka").await);
+    assert_eq!(refusal.code, ErrorCode::IdentityDisabled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_vendor_disconnects_its_technicians_and_says_why() {
+    let (broker, _echo) = broker().await;
+    let waiting = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let other_vendor = broker.connect("nihon-pacs", "ito").await.unwrap();
+    identity::set_vendor_enabled(
+        &broker.desk().store().clone(),
+        "acme-ehr",
+        false,
+        "contract ended",
+        "yamada",
+        broker.clock().now(),
+    )
+    .await
+    .unwrap();
+    let end = tokio::time::timeout(REACH, waiting.forwarder().ended())
+        .await
+        .expect("the connection was closed within a second");
+    assert!(end.reason.contains("acme-ehr"), "{}", end.reason);
+    assert!(end.reason.contains("contract ended"), "{}", end.reason);
+    let refusal = connect_refusal(broker.connect("acme-ehr", "tanaka").await);
+    assert_eq!(refusal.code, ErrorCode::IdentityDisabled);
+    assert!(
+        refusal.message.contains("vendor `acme-ehr`"),
+        "{}",
+        refusal.message
+    );
+    // The other vendor's technician is untouched.
+    let mut other_vendor = other_vendor;
+    other_vendor.status().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_a_vendor_disabled_meanwhile_cannot_be_approved_and_the_page_says_why() {
+    use sekisho_broker::staff::Role;
+    use sekisho_e2e::web::{StaffAccount, WebClient, start_web_broker};
+    let echo = EchoServer::start().await;
+    let broker = start_web_broker(
+        &[Vendor::new("acme-ehr").target("echo", echo.addr())],
+        false,
+    )
+    .await;
+    let approver = StaffAccount::create(&broker, "suzuki", &[Role::Approver]).await;
+    let mut session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let request = broker.request(&mut session, &["echo"]).await;
+    // A disabling that raced with the request: the vendor row changed, the request stayed.
+    broker
+        .execute_sql("UPDATE vendors SET enabled = 0, disabled_reason = 'contract ended' WHERE vendor = 'acme-ehr'")
+        .await;
+    let refused = broker
+        .desk()
+        .approve(
+            &sekisho_broker::session::RequestId::parse(&request).unwrap(),
+            "suzuki",
+            sekisho_broker::approval::Until::For(Duration::from_secs(600)),
+        )
+        .await;
+    match refused {
+        Err(sekisho_broker::approval::DeskError::Refused(refusal)) => {
+            assert_eq!(refusal.code, ErrorCode::IdentityDisabled);
+            assert!(
+                refusal
+                    .message
+                    .contains("Vendor `acme-ehr` is disabled (contract ended)"),
+                "{}",
+                refusal.message
+            );
+        }
+        other => panic!("the approval went through: {other:?}"),
+    }
+    let mut web = WebClient::new(broker.web_addr());
+    web.login(&broker, &approver).await;
+    let page = web.get("/requests").await;
+    assert!(
+        page.body
+            .contains("Vendor acme-ehr is disabled (contract ended)"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains(&format!("/requests/{request}/approve")));
 }

@@ -27,6 +27,9 @@ fn copy_hospital_keys(from: &Path, to: &Path) {
 fn second_broker_config(first: &TestBroker, data_dir: &Path) -> BrokerConfig {
     let mut config = first.config().clone();
     config.data_dir = data_dir.to_owned();
+    // Beside the first broker: QUIC shares its port (each data thread's socket does), a TCP
+    // listener could not; these tests are about keys.
+    config.listen_tcp = None;
     config
 }
 

@@ -1,4 +1,5 @@
 use std::time::Duration;
+use tokio::io::AsyncReadExt as _;
 
 use proto::RequestAccess;
 use sekisho_broker::approval::{Approved, DeskError, Until};

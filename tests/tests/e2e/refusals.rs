@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tunnel::frames::{MessageReader, write_message};
 
 fn refusal(
-    result: Result<(quinn::SendStream, quinn::RecvStream), ForwardError>,
+    result: Result<(tunnel::link::SendHalf, tunnel::link::RecvHalf), ForwardError>,
 ) -> proto::ErrorMessage {
     match result {
         Err(ForwardError::Refused(refusal)) => refusal,
@@ -243,7 +243,11 @@ async fn a_client_of_another_protocol_version_is_told_to_install_the_right_clien
         .unwrap()
         .await
         .unwrap();
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let (send, recv) = connection.open_bi().await.unwrap();
+    let (mut send, mut recv) = (
+        tunnel::link::SendHalf::Quic(send),
+        tunnel::link::RecvHalf::Quic(recv),
+    );
     let hello = Message::Hello(Hello {
         version: 99,
         client_software: "future".into(),
@@ -268,7 +272,7 @@ async fn a_client_of_another_protocol_version_is_told_to_install_the_right_clien
 async fn a_forward_that_does_not_start_with_connect_is_refused_as_a_protocol_violation() {
     let (broker, _ours, _theirs) = two_vendors().await;
     let session = broker.open_session("acme-ehr", "tanaka", &["ehr-db"]).await;
-    let (mut send, mut recv) = session.connection().open_bi().await.unwrap();
+    let (mut send, mut recv) = session.link().open_bi().await.unwrap();
     send.write_all(&[0x10, 0, 0, 0, 3, 0, 9, b'x'])
         .await
         .unwrap();
@@ -343,5 +347,55 @@ async fn a_session_reaches_only_the_targets_it_was_approved_for() {
                     other => other,
                 })
         )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brokers_own_web_ui_is_never_a_target_on_any_of_its_addresses_unless_a_policy_says_why()
+{
+    let mut broker = sekisho_e2e::web::start_web_broker(&[Vendor::new("acme-ehr")], false).await;
+    let web = broker.web_addr();
+    // On the address it listens on, on another loopback address, and on 0.0.0.0 (which
+    // Linux routes to this host).
+    let on_other_loopback = std::net::SocketAddr::new("127.0.0.2".parse().unwrap(), web.port());
+    let on_unspecified = std::net::SocketAddr::new("0.0.0.0".parse().unwrap(), web.port());
+    broker.rewrite_policies(&[Vendor::new("acme-ehr")
+        .target("console", web)
+        .target("console-2", on_other_loopback)
+        .broker_port_target(
+            "console-3",
+            on_unspecified,
+            "the vendor maintains this host",
+        )]);
+    let asked = broker.request_reload().await;
+    broker
+        .event_after(&[sekisho_broker::audit::EventKind::PolicyLoaded], asked)
+        .await;
+    broker.reread_policies().await;
+    let session = broker
+        .open_session("acme-ehr", "tanaka", &["console", "console-2", "console-3"])
+        .await;
+    for target in ["console", "console-2"] {
+        let refused = refusal(session.open_forward(target).await);
+        assert_eq!(refused.code, ErrorCode::TargetAddressForbidden, "{target}");
+        assert!(
+            refused.message.contains("the broker itself"),
+            "{target}: {}",
+            refused.message
+        );
+    }
+    // The target whose policy says why is carried: the web UI answers through it.
+    let (mut send, mut recv) = session.open_forward("console-3").await.unwrap();
+    send.write_all(b"GET /login HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    // No half-close: a web server may take an early end of the request for a client gone
+    // away. HTTP/1.0 ends the answer by closing.
+    let answer = recv.read_to_end(64 * 1024).await.unwrap();
+    send.finish().unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1."),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
     );
 }

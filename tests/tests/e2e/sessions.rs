@@ -1,7 +1,8 @@
 use std::time::{Duration, UNIX_EPOCH};
+use tokio::io::AsyncReadExt as _;
 
 use proto::{ErrorCode, RequestAccess, RequestState};
-use sekisho_broker::approval::{Approved, DeskError, Until};
+use sekisho_broker::approval::{Approved, DeskError, Extended, Until};
 use sekisho_broker::audit::{Actor, AuditEvent, EventKind};
 use sekisho_broker::clock::Clock;
 use sekisho_broker::otp;
@@ -357,11 +358,14 @@ async fn extending_a_live_session_moves_its_end_without_reconnecting() {
     let mut session = broker.open_session("acme-ehr", "tanaka", &["echo"]).await;
     let live = broker.desk().requests(&Default::default()).await.unwrap();
     let old_end = live[0].end_at.unwrap();
-    let new_end = broker
+    let moved = broker
         .desk()
         .extend(&live[0].id, "yamada", Until::For(30 * MIN))
         .await
         .unwrap();
+    let Extended::Moved { end_at: new_end } = moved else {
+        panic!("one approver is enough for this vendor: {moved:?}");
+    };
     assert_eq!(new_end, old_end + 30 * MIN);
     match next_event(&mut session, REACH).await {
         SessionEvent::Extended { end_at, by } => {
@@ -549,7 +553,8 @@ async fn an_approval_outside_the_vendors_hours_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_pending_and_approved_requests_and_ends_live_sessions_as_broker_shutdown() {
-    let (mut broker, _echo) = broker_with(Vendor::new("acme-ehr")).await;
+    // A vendor whose sessions may not outlive their connection (see `resume` for the rest).
+    let (mut broker, _echo) = broker_with(Vendor::new("acme-ehr").resume(false)).await;
     let mut asking = broker.connect("acme-ehr", "tanaka").await.unwrap();
     let pending = broker.request(&mut asking, &["echo"]).await;
     let approved = broker.request(&mut asking, &["echo"]).await;
@@ -602,7 +607,8 @@ async fn a_restart_keeps_pending_and_approved_requests_and_ends_live_sessions_as
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_a_crashed_broker_left_active_are_ended_as_broker_shutdown_at_its_next_start() {
-    let (mut broker, _echo) = broker_with(Vendor::new("acme-ehr")).await;
+    // A vendor whose sessions may not outlive their connection; `resume` has the others.
+    let (mut broker, _echo) = broker_with(Vendor::new("acme-ehr").resume(false)).await;
     let mut asking = broker.connect("acme-ehr", "tanaka").await.unwrap();
     let request = id(&broker.request(&mut asking, &["echo"]).await);
     broker.approve(request.as_str()).await;
@@ -633,4 +639,175 @@ async fn sessions_a_crashed_broker_left_active_are_ended_as_broker_shutdown_at_i
         record.stage,
         sekisho_broker::session::Stage::Ended(sekisho_broker::session::EndReason::BrokerShutdown)
     );
+}
+
+/// A vendor that needs two approvers to open a session needs two to make it longer, and
+/// however often it is extended it never outlasts `max_session` counted from its opening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_end_needs_as_many_approvers_as_the_opening_and_counts_from_it() {
+    let (broker, _echo) = broker_with(Vendor::new("acme-ehr").approvals(2)).await;
+    let mut session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let request = broker.request(&mut session, &["echo"]).await;
+    let desk = broker.desk();
+    for approver in ["suzuki", "yamada"] {
+        desk.approve(&id(&request), approver, Until::For(60 * MIN))
+            .await
+            .unwrap();
+    }
+    let code = broker.next_otp("acme-ehr", "tanaka").await;
+    session.open(&request, &code).await.unwrap();
+    let opened = desk.store().request(&id(&request)).await.unwrap();
+    let (opened_at, first_end) = (opened.opened_at.unwrap(), opened.end_at.unwrap());
+
+    // One approver's ask waits; asking again replaces it; the end does not move.
+    for _ in 0..2 {
+        let asked = desk
+            .extend_with_comment(
+                &id(&request),
+                "suzuki",
+                Until::For(30 * MIN),
+                "migration overruns",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            asked,
+            Extended::Asked {
+                end_at: first_end + 30 * MIN,
+                have: 1,
+                need: 2
+            }
+        );
+    }
+    let waiting = desk.store().request(&id(&request)).await.unwrap();
+    assert_eq!(waiting.end_at, Some(first_end));
+    assert_eq!(waiting.extension_proposals.len(), 1);
+    assert_eq!(waiting.extension_proposals[0].comment, "migration overruns");
+    assert_eq!(
+        broker
+            .events_of(EventKind::SessionExtensionAsked)
+            .await
+            .len(),
+        2
+    );
+
+    // A second, different approver: the end moves to the earlier of the two asks.
+    let moved = desk
+        .extend(&id(&request), "yamada", Until::For(45 * MIN))
+        .await
+        .unwrap();
+    assert_eq!(
+        moved,
+        Extended::Moved {
+            end_at: first_end + 30 * MIN
+        }
+    );
+    match next_event(&mut session, REACH).await {
+        SessionEvent::Extended { end_at, .. } => assert_eq!(
+            end_at,
+            (first_end + 30 * MIN)
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        ),
+        other => panic!("expected the extension, got {other:?}"),
+    }
+    let after = desk.store().request(&id(&request)).await.unwrap();
+    assert!(after.extension_proposals.is_empty());
+    let extended = broker.events_of(EventKind::SessionExtended).await;
+    assert_eq!(
+        sekisho_e2e::detail(extended.last().unwrap(), "approvers"),
+        "suzuki,yamada"
+    );
+
+    // Bringing the end forward is one approver's act, at once, as revoking is.
+    let shortened = desk
+        .extend(&id(&request), "suzuki", Until::At(first_end))
+        .await
+        .unwrap();
+    assert_eq!(shortened, Extended::Moved { end_at: first_end });
+
+    // max_session (2h) counts from the opening: 50 minutes in, 2h30m after the opening is
+    // refused even as a first ask, however the end got where it is.
+    broker.clock().advance(50 * MIN);
+    let too_long = desk
+        .extend(&id(&request), "suzuki", Until::At(opened_at + 150 * MIN))
+        .await;
+    let message = desk_refusal(too_long);
+    assert!(message.contains("at most 2h"), "{message}");
+    assert!(message.contains("at the latest"), "{message}");
+    // Within it, the ask is taken.
+    let within = desk
+        .extend(&id(&request), "suzuki", Until::At(opened_at + 110 * MIN))
+        .await
+        .unwrap();
+    assert!(matches!(within, Extended::Asked { .. }), "{within:?}");
+}
+
+/// A hospital that asks for a comment with each approval and extension gets one, on the
+/// record and in `audit show`; without it the approver is told in one sentence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hospital_can_require_a_comment_with_every_approval_and_extension() {
+    let (mut broker, _echo) = broker_with(Vendor::new("acme-ehr")).await;
+    std::fs::write(
+        broker.config().policies_dir.join("hospital.toml"),
+        "[hospital]\nname = \"Test Hospital\"\ntimezone = \"Asia/Tokyo\"\n\n[defaults]\nidle_timeout = \"24h\"\nrequire_approval_comment = true\n",
+    )
+    .unwrap();
+    broker.reread_policies().await;
+    let mut session = broker.connect("acme-ehr", "tanaka").await.unwrap();
+    let request = broker.request(&mut session, &["echo"]).await;
+    let desk = broker.desk();
+    let bare = desk
+        .approve_with_comment(&id(&request), "suzuki", Until::For(30 * MIN), "  ")
+        .await;
+    assert!(desk_refusal(bare).contains("asks for a comment"));
+    assert!(
+        broker
+            .events_of(EventKind::RequestApproved)
+            .await
+            .is_empty(),
+        "a refused approval left an event"
+    );
+    desk.approve_with_comment(
+        &id(&request),
+        "suzuki",
+        Until::For(30 * MIN),
+        "ticket 4711: firmware update agreed with the ward",
+    )
+    .await
+    .unwrap();
+    let record = desk.store().request(&id(&request)).await.unwrap();
+    assert_eq!(
+        record.approvals[0].comment,
+        "ticket 4711: firmware update agreed with the ward"
+    );
+    let approved = broker.first_event(EventKind::RequestApproved).await;
+    assert_eq!(
+        sekisho_e2e::detail(&approved, "comment"),
+        "ticket 4711: firmware update agreed with the ward"
+    );
+
+    let code = broker.next_otp("acme-ehr", "tanaka").await;
+    session.open(&request, &code).await.unwrap();
+    let bare = desk
+        .extend(&id(&request), "suzuki", Until::For(10 * MIN))
+        .await;
+    assert!(desk_refusal(bare).contains("asks for a comment"));
+    desk.extend_with_comment(
+        &id(&request),
+        "suzuki",
+        Until::For(10 * MIN),
+        "ward asked for ten more minutes",
+    )
+    .await
+    .unwrap();
+    let story = sekisho_broker::cli::audit_show(&desk, &request)
+        .await
+        .unwrap();
+    assert!(
+        story.contains("firmware update agreed with the ward"),
+        "{story}"
+    );
+    assert!(story.contains("ward asked for ten more minutes"), "{story}");
 }

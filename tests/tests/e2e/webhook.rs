@@ -636,3 +636,57 @@ async fn a_restarted_broker_sends_what_was_recorded_while_it_was_down_except_wha
         "a broker taking back the lease it let go is no takeover"
     );
 }
+
+/// Every message carries the newest signed checkpoint, so a relay that logs the bodies it
+/// receives holds checkpoints the database's writer cannot reach; `audit verify
+/// --checkpoints` reads them from such a log.
+#[tokio::test]
+async fn each_message_carries_the_newest_signed_checkpoint_for_the_relays_log() {
+    use sekisho_broker::audit::checkpoint;
+    use sekisho_broker::cli::{CheckpointSources, audit_verify};
+
+    let echo = EchoServer::start().await;
+    let socket = RelaySocket::bind().await;
+    let url = socket.url("http");
+    let mut relay = socket.serve_http(&[]);
+    let broker = TestBroker::start_with(
+        &[Vendor::new("acme").target("echo", echo.addr())],
+        |config| {
+            config.webhook = Some(WebhookConfig::new(url));
+            config.checkpoint_interval = Duration::from_millis(50);
+        },
+    )
+    .await;
+    let store = broker.desk().store().clone();
+    // The start's events are signed within an interval.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while store.newest_checkpoint().await.unwrap().is_none() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("a checkpoint of the start's events");
+    request(&broker, "tanaka", "patch").await;
+    let posted = relay.next().await;
+    let body = String::from_utf8(posted.body.clone()).unwrap();
+    let carried = checkpoint::parse_all(&body);
+    assert_eq!(carried.len(), 1, "{body}");
+    assert!(carried[0].signature_verifies());
+    assert_eq!(posted.json()["signed"]["checkpoint"]["seq"], carried[0].seq);
+
+    // The relay's log, one body a line, proves the chain up to that checkpoint.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(log.path(), format!("{body}\n")).unwrap();
+    let verdict = audit_verify(
+        &broker.desk(),
+        None,
+        &CheckpointSources {
+            data_dir: Some(broker.config().data_dir.clone()),
+            files: vec![log.path().to_owned()],
+            trust: Vec::new(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(verdict.contains("checkpoint"), "{verdict}");
+}

@@ -18,6 +18,7 @@
 
 use std::time::SystemTime;
 
+use crate::audit::checkpoint::Checkpoint;
 use crate::audit::{EventKind, ExportLine, StoredEvent};
 use crate::clock::to_unix_ms;
 
@@ -61,18 +62,23 @@ pub fn severity(kind: EventKind) -> Severity {
         | K::AuditStreamFailed
         | K::AuditSyslogFailed
         | K::WebhookFailed
-        | K::WebhookSkipped => Severity::Warning,
+        | K::WebhookSkipped
+        | K::ConnectionLost
+        | K::ClockJumped => Severity::Warning,
         K::RequestApproved
         | K::RequestDenied
         | K::RequestExpired
         | K::SessionOpened
+        | K::SessionResumed
         | K::SessionExtended
+        | K::SessionExtensionAsked
         | K::SessionEnded
         | K::TechnicianUnlocked
         | K::TechnicianSecretSet
         | K::CertificateIssued
         | K::LockdownOn
         | K::LockdownOff
+        | K::LockdownLiftPending
         | K::PolicyLoaded
         | K::BrokerStarted
         | K::BrokerStopped
@@ -80,6 +86,7 @@ pub fn severity(kind: EventKind) -> Severity {
         | K::AuditStreamRecovered
         | K::AuditSyslogRecovered
         | K::SenderTookOver
+        | K::ClockSync
         | K::VendorAdded
         | K::VendorDisabled
         | K::VendorEnabled
@@ -168,6 +175,24 @@ impl Origin {
     }
 }
 
+impl Origin {
+    /// The message for a signed checkpoint of the chain, unframed: notice, MSGID
+    /// `audit-checkpoint`, the time it was signed, its line as the text.
+    pub fn checkpoint_message(&self, checkpoint: &Checkpoint) -> String {
+        format!(
+            "<{}>1 {} {} {APP_NAME} {} {CHECKPOINT_MSGID} - {}",
+            FACILITY_AUTHPRIV * 8 + Severity::Notice as u8,
+            timestamp(checkpoint.time()),
+            self.hostname,
+            self.procid,
+            checkpoint.to_line()
+        )
+    }
+}
+
+/// The MSGID of a checkpoint's message.
+pub const CHECKPOINT_MSGID: &str = "audit-checkpoint";
+
 /// Appends `message` to `out` framed by octet counting: its length in bytes, a space, the
 /// message (RFC 6587 §3.4.1), so a message may hold any byte, a line break included.
 pub fn frame(message: &str, out: &mut Vec<u8>) {
@@ -216,6 +241,7 @@ mod tests {
             EventKind::WebhookFailed,
             EventKind::WebhookSkipped,
             EventKind::ConnectionRefused,
+            EventKind::ClockJumped,
         ] {
             assert_eq!(severity(kind), Severity::Warning, "{kind:?}");
         }

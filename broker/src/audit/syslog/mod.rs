@@ -32,6 +32,10 @@
 //!   collector going down never reads, so the batch sent last on it is sent again on the next
 //!   one). A SIEM drops repeats by `seq` or `hash`.
 //!
+//! Signed checkpoints of the chain ([`super::checkpoint`]) are sent too, each as a message of
+//! its own (MSGID `audit-checkpoint`, severity notice) whose text is the checkpoint's line,
+//! after the event it commits to.
+//!
 //! It never sends anything but audit lines, never logs or records more of the URL than its
 //! scheme, host and port, and never reads what the collector sends (beyond noticing that it
 //! closed the connection).
@@ -56,6 +60,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
+use super::checkpoint::Checkpoint;
 use super::follow::{self, Follow, Sink};
 use super::{EventKind, StoredEvent};
 use crate::sender::{self, Destination, Holding, Leases};
@@ -470,14 +475,32 @@ impl Sink for SyslogSink {
     }
 
     async fn write(&mut self, events: &[StoredEvent]) -> Result<(), String> {
+        let mut frames = Vec::new();
+        for event in events {
+            message::frame(&self.origin.message(event), &mut frames);
+        }
+        // `events` is never empty (the follower's promise); 0 would only resend everything.
+        let last = events.last().map_or(0, |event| event.seq);
+        self.send_batch(&frames, Some(last)).await
+    }
+
+    async fn write_checkpoints(&mut self, checkpoints: &[Checkpoint]) -> Result<(), String> {
+        let mut frames = Vec::new();
+        for checkpoint in checkpoints {
+            message::frame(&self.origin.checkpoint_message(checkpoint), &mut frames);
+        }
+        self.send_batch(&frames, None).await
+    }
+}
+
+impl SyslogSink {
+    /// Sends `frames` (events or checkpoints), then, for events, moves the lease's cursor to
+    /// `last`.
+    async fn send_batch(&mut self, frames: &[u8], last: Option<i64>) -> Result<(), String> {
         if let Some(not_before) = self.retry.not_before
             && Instant::now() < not_before
         {
             return Err(self.retry.last_error.clone());
-        }
-        let mut frames = Vec::new();
-        for event in events {
-            message::frame(&self.origin.message(event), &mut frames);
         }
         if !self.holding.is_held() {
             return Err("another broker sends to the collector now".to_owned());
@@ -485,7 +508,7 @@ impl Sink for SyslogSink {
         // Cut off when the lease is lost: another broker may start sending soon after.
         let holding = self.holding.clone();
         let sent = tokio::select! {
-            sent = tokio::time::timeout(ATTEMPT_TIMEOUT, self.send(&frames)) => Some(sent),
+            sent = tokio::time::timeout(ATTEMPT_TIMEOUT, self.send(frames)) => Some(sent),
             () = holding.lost() => None,
         };
         let sent = match sent {
@@ -510,8 +533,9 @@ impl Sink for SyslogSink {
             return Err(error);
         }
         self.retry = Retry::default();
-        // `events` is never empty (the follower's promise); 0 would only resend everything.
-        let last = events.last().map_or(0, |event| event.seq);
+        let Some(last) = last else {
+            return Ok(());
+        };
         // Sent; if the lease was lost meanwhile, the next sender sends the batch again (at
         // least once, as documented).
         self.holding

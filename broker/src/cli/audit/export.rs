@@ -127,7 +127,16 @@ pub async fn audit_export(
     let (events, _) = select(desk, &selection).await?;
     let now = desk.now();
     let text = match request.format {
-        ExportFormat::JsonLines => jsonl(&events, &selection, now, staff)?,
+        ExportFormat::JsonLines => {
+            // The signed checkpoints of exported events go with them.
+            let last = events.last().map_or(0, |event| event.seq);
+            let checkpoints = desk
+                .store()
+                .audit_checkpoints(0, last)
+                .await
+                .map_err(AuditError::Store)?;
+            jsonl(&events, &checkpoints, &selection, now, staff)?
+        }
         ExportFormat::Csv => csv(&events),
     };
     let filters = if selection.given.is_empty() {
@@ -187,6 +196,7 @@ pub async fn audit_export(
 /// Writes `bytes` to `path` (created readable by its owner only, or truncated), synced.
 fn jsonl(
     events: &[StoredEvent],
+    checkpoints: &[crate::audit::checkpoint::Checkpoint],
     selection: &Selection,
     now: SystemTime,
     staff: &str,
@@ -228,16 +238,33 @@ fn jsonl(
     for stored in events {
         out.push_str(&serde_json::to_string(&ExportLine::of(stored)).map_err(encode_failed)?);
         out.push('\n');
+        for checkpoint in checkpoints.iter().filter(|c| c.seq == stored.seq) {
+            out.push_str(&checkpoint.to_line());
+            out.push('\n');
+        }
     }
     Ok(out)
 }
 
-/// One CSV field, quoted as RFC 4180 asks when it holds a comma, a quote or a line break.
+/// The characters that make a spreadsheet read a cell as a formula (or, for tab and CR, that
+/// some spreadsheets strip before they do): OWASP's list for CSV injection.
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// One CSV field: prefixed with `'` when it starts like a formula (a hostile vendor writes,
+/// for instance, the `target` of its own `forward-refused` rows, and an auditor opens the
+/// export in a spreadsheet), then quoted as RFC 4180 asks when it holds a comma, a quote or a
+/// line break. The `'` is what spreadsheets take as "text, not a formula", and it stays
+/// visible, so nothing is hidden from the reader.
 pub(super) fn csv_field(text: &str) -> String {
+    let text = if text.starts_with(FORMULA_STARTS) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
     if text.contains([',', '"', '\r', '\n']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
-        text.to_owned()
+        text
     }
 }
 

@@ -22,7 +22,9 @@ mod verify;
 pub use export::{ExportFormat, ExportRequest, Exported, audit_export, audit_list};
 pub use review::{audit_review, audit_unreviewed};
 pub use show::audit_show;
-pub use verify::{ChainIntact, audit_head, audit_verify, audit_verify_file, check_chain};
+pub use verify::{
+    ChainIntact, CheckpointSources, audit_head, audit_verify, audit_verify_file, check_chain,
+};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -99,6 +101,10 @@ pub enum AuditError {
         /// The hash given with `--expect-head`.
         expected: String,
     },
+    /// Signed checkpoints show that the log was rewritten, cut off or rolled back, or a
+    /// checkpoint's signature does not verify: one sentence per finding, one per line.
+    #[error("{0}")]
+    Checkpoints(String),
     /// A file could not be read.
     #[error("Cannot read {}: {source}.", path.display())]
     Read {
@@ -480,6 +486,19 @@ mod tests {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn csv_fields_that_start_like_a_formula_are_neutralised() {
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("+1"), "'+1");
+        assert_eq!(csv_field("-1"), "'-1");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\tcmd"), "'\tcmd");
+        assert_eq!(csv_field("\rcmd"), "\"'\rcmd\"");
+        // Only at the start: inside a cell they are plain text.
+        assert_eq!(csv_field("a=b"), "a=b");
+        assert_eq!(csv_field(""), "");
     }
 
     #[test]

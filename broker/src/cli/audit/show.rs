@@ -20,6 +20,11 @@ fn describe(event: &AuditEvent, zone: &HospitalZone) -> String {
         Some(reason) => format!("{what}: {}", clean(reason)),
         None => what,
     };
+    let with_comment = |what: String| match event.detail_value("comment").filter(|c| !c.is_empty())
+    {
+        Some(comment) => format!("{what} (\"{}\")", clean(comment)),
+        None => what,
+    };
     match event.kind {
         EventKind::RequestMade => {
             let ticket = match text("ticket") {
@@ -36,17 +41,48 @@ fn describe(event: &AuditEvent, zone: &HospitalZone) -> String {
         EventKind::RequestRefused => {
             with_reason(format!("was refused a request for {}", text("targets")))
         }
-        EventKind::RequestApproved => {
-            format!(
-                "approved until {}, approval {}",
-                time("until"),
-                text("approval")
-            )
-        }
+        EventKind::RequestApproved => with_comment(format!(
+            "approved until {}, approval {}",
+            time("until"),
+            text("approval")
+        )),
         EventKind::RequestDenied => with_reason("denied the request".to_owned()),
         EventKind::RequestExpired => format!("the request expired unused (it was {})", text("was")),
-        EventKind::SessionOpened => format!("opened the session until {}", time("end_at")),
+        EventKind::SessionOpened => {
+            let mut out = format!("opened the session until {}", time("end_at"));
+            // Events before the source and certificate were recorded have neither.
+            if let Some(source) = event.detail_value("source") {
+                out.push_str(&format!(", from {}", clean(source)));
+            }
+            if let Some(certificate) = event.detail_value("certificate") {
+                out.push_str(&format!(", certificate {}", clean(certificate)));
+            }
+            out
+        }
         EventKind::SessionOpenRefused => with_reason("was refused opening the session".to_owned()),
+        EventKind::ConnectionLost => {
+            let mut out = format!(
+                "lost the session's connection ({}); the session stays approved until {}",
+                text("cause"),
+                time("end_at")
+            );
+            if let Some(source) = event.detail_value("source") {
+                out.push_str(&format!(", it came from {}", clean(source)));
+            }
+            out
+        }
+        EventKind::SessionResumed => {
+            let code = if text("with_code") == "true" {
+                "with a new one-time password"
+            } else {
+                "without a new code, within the policy's window"
+            };
+            format!(
+                "took the session up again from {} over {} {code}",
+                text("source"),
+                text("transport")
+            )
+        }
         EventKind::SessionWarned => {
             let left = event
                 .detail_value("seconds_left")
@@ -56,8 +92,18 @@ fn describe(event: &AuditEvent, zone: &HospitalZone) -> String {
             format!("warned that the session ends in {left}")
         }
         EventKind::SessionExtended => {
-            format!("moved the end from {} to {}", time("from"), time("to"))
+            let mut out = format!("moved the end from {} to {}", time("from"), time("to"));
+            if let Some(approvers) = event.detail_value("approvers").filter(|a| a.contains(',')) {
+                out.push_str(&format!(", agreed by {}", clean(approvers)));
+            }
+            with_comment(out)
         }
+        EventKind::SessionExtensionAsked => with_comment(format!(
+            "asked to move the end from {} to {}, approval {}",
+            time("from"),
+            time("to"),
+            text("approval")
+        )),
         EventKind::SessionEnded => {
             let mut out = format!("ended the session ({}", text("reason"));
             if let Some(was) = event.detail_value("was").filter(|was| *was != "active") {
@@ -69,9 +115,14 @@ fn describe(event: &AuditEvent, zone: &HospitalZone) -> String {
             }
             out
         }
-        EventKind::ForwardOpened => {
-            format!("opened a forward to {target} at {}", text("address"))
-        }
+        EventKind::ForwardOpened => match event.detail_value("local") {
+            Some(local) => format!(
+                "opened a forward to {target} at {}, from the broker's {}",
+                text("address"),
+                clean(local)
+            ),
+            None => format!("opened a forward to {target} at {}", text("address")),
+        },
         EventKind::ForwardClosed => {
             let took = event
                 .detail_value("duration_ms")

@@ -5,7 +5,75 @@
     reason = "the parent's imports, shared by every part of the audit commands"
 )]
 use super::*;
+use crate::audit::checkpoint::{self, Checkpoint, Found, Report, Source, TrustedKeys};
 use crate::audit::{ChainBreak, ExportLine};
+
+/// Where `audit verify` looks for signed checkpoints besides the database, and whose keys it
+/// trusts.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointSources {
+    /// The data directory: its checkpoint file, its own key and the fingerprints listed in its
+    /// `trusted-checkpoint-keys`.
+    pub data_dir: Option<PathBuf>,
+    /// `--checkpoints FILE`: a checkpoint file, a JSON-lines stream or a syslog capture.
+    pub files: Vec<PathBuf>,
+    /// `--trust-key sha256:…`: fingerprints of other keys to trust.
+    pub trust: Vec<String>,
+}
+
+impl CheckpointSources {
+    fn trusted(&self) -> Result<TrustedKeys, AuditError> {
+        TrustedKeys::of(self.data_dir.as_deref(), &self.trust)
+            .map_err(|sentence| AuditError::Cli(CliError::Input(format!("{sentence}."))))
+    }
+
+    /// The checkpoints in the files given and the data directory's checkpoint file (a missing
+    /// checkpoint file is no error: the broker may not have made one yet).
+    fn read(&self) -> Result<Vec<Found>, AuditError> {
+        let mut found = Vec::new();
+        for path in &self.files {
+            found.extend(
+                checkpoint::read_file(path).map_err(|source| AuditError::Read {
+                    path: path.clone(),
+                    source,
+                })?,
+            );
+        }
+        if let Some(dir) = &self.data_dir {
+            let path = dir.join(checkpoint::CHECKPOINT_FILE);
+            match checkpoint::read_file(&path) {
+                Ok(more) => found.extend(more),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(AuditError::Read { path, source }),
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The lines `audit verify` adds about checkpoints when nothing is wrong.
+fn checkpoint_lines(report: &Report) -> String {
+    let mut out = match &report.newest {
+        Some(found) => format!(
+            "\nSigned checkpoint: the chain matches the newest of {} trusted checkpoints, at event {} (broker {} at {}, key {}, {}).",
+            report.checked,
+            found.checkpoint.seq,
+            found.checkpoint.broker,
+            audit::timestamp(found.checkpoint.time()),
+            found.checkpoint.fingerprint(),
+            found.source
+        ),
+        None => "\nNo signed checkpoint from a trusted key was found: the chain holds together, but nothing outside it proves it was not rewritten, cut off or rolled back (give --checkpoints FILE, or run verify where the broker's data directory is).".to_owned(),
+    };
+    if report.untrusted > 0 {
+        out.push_str(&format!(
+            "\n{} checkpoints signed by keys not trusted here were not used (add their fingerprints to {} if they are this hospital's brokers).",
+            report.untrusted,
+            checkpoint::TRUST_FILE
+        ));
+    }
+    out
+}
 
 /// `audit head`: `1234 events; head 9f86…` (the full hash), to write down or send elsewhere.
 pub async fn audit_head(desk: &Desk) -> Result<String, AuditError> {
@@ -53,12 +121,49 @@ impl std::fmt::Display for ChainIntact {
     }
 }
 
-/// `audit verify [--expect-head HASH]`: walks the whole chain in the database and says so
-/// in a sentence (see [`check_chain`]).
-pub async fn audit_verify(desk: &Desk, expect_head: Option<&str>) -> Result<String, AuditError> {
-    check_chain(desk, expect_head)
+/// `audit verify [--expect-head HASH] [--checkpoints FILE]…`: walks the whole chain in the
+/// database (see [`check_chain`]), then checks it against every signed checkpoint found in the
+/// database, the data directory's checkpoint file and the files given, and says so.
+pub async fn audit_verify(
+    desk: &Desk,
+    expect_head: Option<&str>,
+    sources: &CheckpointSources,
+) -> Result<String, AuditError> {
+    let trusted = sources.trusted()?;
+    let intact = check_chain(desk, expect_head).await?;
+    let store = desk.store();
+    // The database's first: a checkpoint found there too is named there, so one beyond the
+    // chain's end tells of a cut rather than of an older copy.
+    let mut found: Vec<Found> = store
+        .audit_checkpoints(0, i64::MAX)
         .await
-        .map(|intact| intact.to_string())
+        .map_err(unreadable)?
+        .into_iter()
+        .map(|checkpoint| Found {
+            source: Source::Database,
+            checkpoint,
+        })
+        .collect();
+    found.extend(sources.read()?);
+    let events: Vec<StoredEvent> = store
+        .all_audit_events()
+        .await
+        .map_err(unreadable)?
+        .into_iter()
+        .take_while(|e| e.seq <= intact.count)
+        .collect();
+    let report = checkpoint::check(&events, found, &trusted);
+    if !report.findings.is_empty() {
+        return Err(AuditError::Checkpoints(
+            report
+                .findings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ));
+    }
+    Ok(format!("{intact}{}", checkpoint_lines(&report)))
 }
 
 /// Walks the whole chain in the database.
@@ -132,8 +237,15 @@ pub async fn check_chain(
 /// Every event's hash must match its contents, and consecutive event numbers must chain.
 /// Gaps between numbers are allowed only when the export's first line says it was filtered;
 /// an unfiltered export must start at event 1.
-pub fn audit_verify_file(path: &Path, expect_head: Option<&str>) -> Result<String, AuditError> {
+pub fn audit_verify_file(
+    path: &Path,
+    expect_head: Option<&str>,
+    sources: &CheckpointSources,
+) -> Result<String, AuditError> {
     let expected = expect_head.map(head_hash).transpose()?;
+    let trusted = sources.trusted()?;
+    let mut found = sources.read()?;
+    let mut chain: Vec<StoredEvent> = Vec::new();
     let text = std::fs::read_to_string(path).map_err(|source| AuditError::Read {
         path: path.to_owned(),
         source,
@@ -152,6 +264,15 @@ pub fn audit_verify_file(path: &Path, expect_head: Option<&str>) -> Result<Strin
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         if line.trim().is_empty() {
+            continue;
+        }
+        if line.starts_with("{\"checkpoint\":") {
+            let checkpoint = Checkpoint::from_line(line)
+                .ok_or_else(|| broken(number, "it is not a signed checkpoint".to_owned()))?;
+            found.push(Found {
+                source: Source::File(path.to_owned()),
+                checkpoint,
+            });
             continue;
         }
         let value: serde_json::Value = serde_json::from_str(line).map_err(|_| {
@@ -244,7 +365,8 @@ pub fn audit_verify_file(path: &Path, expect_head: Option<&str>) -> Result<Strin
             expected_at = Some(seq);
         }
         count += 1;
-        previous = Some((seq, stored.hash));
+        previous = Some((seq, stored.hash.clone()));
+        chain.push(stored);
     }
     let Some(((last, last_hash), first)) = previous.zip(first) else {
         return match expected {
@@ -258,6 +380,51 @@ pub fn audit_verify_file(path: &Path, expect_head: Option<&str>) -> Result<Strin
             )),
         };
     };
+    let report = if filtered {
+        // Only the checkpoints of events the export holds can be checked.
+        let held: std::collections::BTreeMap<i64, &str> =
+            chain.iter().map(|e| (e.seq, e.hash.as_str())).collect();
+        let mut report = Report::default();
+        for item in found {
+            if !item.checkpoint.signature_verifies() {
+                report
+                    .findings
+                    .push(checkpoint::Finding::BadSignature(item));
+            } else if !trusted.trusts(&item.checkpoint.fingerprint()) {
+                report.untrusted += 1;
+            } else if let Some(hash) = held.get(&item.checkpoint.seq) {
+                if *hash == item.checkpoint.head {
+                    report.checked += 1;
+                    if report
+                        .newest
+                        .as_ref()
+                        .is_none_or(|n| n.checkpoint.seq < item.checkpoint.seq)
+                    {
+                        report.newest = Some(item);
+                    }
+                } else {
+                    report.findings.push(checkpoint::Finding::Rewritten {
+                        from: first,
+                        now_at: None,
+                        found: item,
+                    });
+                }
+            }
+        }
+        report
+    } else {
+        checkpoint::check(&chain, found, &trusted)
+    };
+    if !report.findings.is_empty() {
+        return Err(AuditError::Checkpoints(
+            report
+                .findings
+                .iter()
+                .map(|finding| format!("The export {}: {finding}", path.display()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ));
+    }
     let mut out = if filtered {
         let between = match gaps {
             0 => "no events are left out between them".to_owned(),
@@ -286,5 +453,6 @@ pub fn audit_verify_file(path: &Path, expect_head: Option<&str>) -> Result<Strin
             }
         }
     }
+    out.push_str(&checkpoint_lines(&report));
     Ok(out)
 }

@@ -17,6 +17,7 @@ use super::{member_page, or_refusal};
 use crate::staff::{Role, Roles};
 use crate::web::AppState;
 use crate::web::auth::{Ctx, Refused};
+use crate::web::path::segment;
 
 type Shared = State<Arc<AppState>>;
 
@@ -245,20 +246,20 @@ async fn render_technicians(
                     } }
                     td.actions { @match row {
                         None => {
-                            form.inline method="post" action={ "/vendors/" (id) "/add" } {
+                            form.inline method="post" action={ "/vendors/" (segment(id)) "/add" } {
                                 input type="hidden" name="csrf" value=(csrf);
                                 button.plain type="submit" { (lang.t("Add", "登録")) }
                             }
                         }
                         Some(row) if row.enabled => {
-                            form.inline method="post" action={ "/vendors/" (id) "/disable" } {
+                            form.inline method="post" action={ "/vendors/" (segment(id)) "/disable" } {
                                 input type="hidden" name="csrf" value=(csrf);
                                 input name="reason" required maxlength="500" placeholder=(reason_label) aria-label=(reason_label);
                                 button.plain.danger type="submit" { (lang.t("Disable", "無効化")) }
                             }
                         }
                         Some(_) => {
-                            form.inline method="post" action={ "/vendors/" (id) "/enable" } {
+                            form.inline method="post" action={ "/vendors/" (segment(id)) "/enable" } {
                                 input type="hidden" name="csrf" value=(csrf);
                                 button.plain type="submit" { (lang.t("Enable", "有効化")) }
                             }
@@ -271,7 +272,7 @@ async fn render_technicians(
         div.table-wrap { table id="technicians" {
             thead { tr { th { (lang.t("Vendor", "ベンダー")) } th { (lang.t("Technician", "技術者")) } th { (lang.t("Name", "名前")) } th { (lang.t("State", "状態")) } th { (lang.t("Certificate until", "証明書の期限")) } th { (lang.t("Wrong codes", "誤入力")) } th {} } }
             tbody { @for t in &technicians {
-                @let path = format!("/technicians/{}/{}", t.vendor, t.technician);
+                @let path = format!("/technicians/{}/{}", segment(&t.vendor), segment(&t.technician));
                 @let until = expiries.iter().find(|(v, n, _)| v == &t.vendor && n == &t.technician).filter(|_| t.is_enrolled()).map(|(_, _, at)| zone.format(*at));
                 tr {
                     td { (t.vendor) } td { (t.technician) } td { (t.display_name) }
@@ -431,16 +432,22 @@ async fn render_staff(
     let lang = ctx.lang;
     let members = state.staff.members().await.map_err(unavailable)?;
     let csrf = ctx.member.csrf.expose_secret();
+    let (lockout, now, zone) = (state.staff.lockout(), state.desk.now(), state.desk.zone());
     let body = html! {
         @if let Some(done) = done { div.notice role="status" { (done) } }
         div.table-wrap { table {
             thead { tr { th { (lang.t("Name", "名前")) } th { (lang.t("Roles", "役割")) } th { (lang.t("State", "状態")) } th {} } }
             tbody { @for m in &members { tr {
                 td { (m.name) } td { (m.roles) }
-                td { @if m.disabled { (lang.t("disabled", "無効")) } @else if m.locked { span.overdue { (lang.t("locked", "ロック中")) } } @else { (lang.t("active", "有効")) } }
+                td { @if m.disabled { (lang.t("disabled", "無効")) }
+                     @else { @match m.locked_until(lockout, now) {
+                         None => { (lang.t("active", "有効")) }
+                         Some(None) => { span.overdue { (lang.t("locked until reset", "ロック中（再設定まで）")) } }
+                         Some(Some(end)) => { span.overdue { (lang.t("locked until ", "ロック中: ")) (zone.format(end)) } }
+                     } } }
                 td.actions {
                     @for (action, label) in [("reset", lang.t("Reset (new link)", "再設定リンク")), (if m.disabled { "enable" } else { "disable" }, if m.disabled { lang.t("Enable", "有効化") } else { lang.t("Disable", "無効化") })] {
-                        form.inline method="post" action={ "/staff/" (m.name) "/" (action) } {
+                        form.inline method="post" action={ "/staff/" (segment(&m.name)) "/" (action) } {
                             input type="hidden" name="csrf" value=(csrf);
                             button.plain type="submit" { (label) }
                         }
@@ -554,6 +561,10 @@ async fn staff_action_form(
                     .set_disabled(&name, action == "disable", &ctx.member.name)
                     .await
                     .map_err(|e| Refused::bad_request(e.to_string()))?;
+                // Its live-update streams end now, not at their next look.
+                state
+                    .sessions_changed
+                    .send_modify(|n| *n = n.wrapping_add(1));
                 html! { (name) ": " (action) }
             }
             _ => return Err(Refused::new(StatusCode::NOT_FOUND, "No such action.")),

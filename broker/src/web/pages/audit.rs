@@ -20,6 +20,7 @@ use crate::staff::Role;
 use crate::web::AppState;
 use crate::web::auth::{Ctx, Refused};
 use crate::web::i18n::Lang;
+use crate::web::path::segment;
 
 type Shared = State<Arc<AppState>>;
 
@@ -110,7 +111,7 @@ fn events_table(state: &AppState, ctx: &Ctx, events: &[StoredEvent]) -> Markup {
                         td { (zone.format(event.at)) }
                         td { (event.actor.encode()) }
                         td { (event.kind.as_str()) }
-                        td { @if let Some(request) = &event.request { a href={ "/audit/session/" (request) } { (request) } } }
+                        td { @if let Some(request) = &event.request { a href={ "/audit/session/" (segment(request)) } { (request) } } }
                         td { (event.vendor.as_deref().unwrap_or("")) "/" (event.technician.as_deref().unwrap_or("")) }
                         td { (event.target.as_deref().unwrap_or("")) }
                         td { @for (key, value) in &event.details { span { (key) "=" (value) } " " } }
@@ -223,9 +224,9 @@ async fn render_review(
         @for (id, ended) in &sessions {
             @let overdue = now.duration_since(*ended).unwrap_or_default() > state.review_within;
             article.card id={ "review-" (id) } {
-                h2 { a href={ "/audit/session/" (id) } { (id) } @if overdue { " " span.overdue { (lang.t("OVERDUE", "期限超過")) } } }
+                h2 { a href={ "/audit/session/" (segment(id)) } { (id) } @if overdue { " " span.overdue { (lang.t("OVERDUE", "期限超過")) } } }
                 p { (lang.t("Ended ", "終了 ")) (zone.format(*ended)) " " (zone.name()) }
-                form.stack method="post" action={ "/audit/review/" (id) } {
+                form.stack method="post" action={ "/audit/review/" (segment(id)) } {
                     input type="hidden" name="csrf" value=(csrf);
                     label { (lang.t("What you checked", "確認内容")) input name="comment" required maxlength="2000"; }
                     button type="submit" name="review" { (lang.t("Mark reviewed", "レビュー済みにする")) }
@@ -349,11 +350,22 @@ async fn chain_page(State(state): Shared, headers: HeaderMap) -> Response {
         let ctx = state.require(&headers, &[Role::Auditor]).await?;
         let verdict = crate::cli::check_chain(&state.desk, None).await;
         let text = chain_verdict(ctx.lang, &verdict);
+        // The chain holds together: check it against the signed checkpoints too, which a
+        // rewrite that re-computed every hash cannot match.
+        let signed = match verdict {
+            Ok(_) => Some(crate::cli::audit_verify(&state.desk, None, &state.checkpoints).await),
+            Err(_) => None,
+        };
+        let signed_label = ctx.lang.t("Signed checkpoints: ", "署名付きチェックポイント：");
         let body = html! {
-            @if verdict.is_ok() {
-                p.notice id="chain-status" { (text) }
-            } @else {
-                p.error id="chain-status" role="alert" { (text) }
+            @match &signed {
+                Some(Err(tampered)) => p.error id="chain-status" role="alert" { (signed_label) (tampered.to_string()) },
+                _ if verdict.is_err() => p.error id="chain-status" role="alert" { (text) },
+                Some(Ok(checked)) => {
+                    p.notice id="chain-status" { (text) }
+                    p id="checkpoint-status" { (signed_label) (checked) }
+                },
+                None => p.notice id="chain-status" { (text) },
             }
             p.muted { (ctx.lang.t("Write the head hash down outside this system (a paper log, an e-mail to yourself); a later check proves nothing before it was changed.", "ヘッドのハッシュ値をこのシステムの外（紙の記録など）に控えてください。後の検証で、それ以前の記録が変更されていないことを証明できます。")) }
         };

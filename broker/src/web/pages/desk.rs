@@ -15,14 +15,18 @@ use serde::Deserialize;
 use super::{member_page, or_refusal};
 use crate::approval::{Approved, DeskError, Until};
 use crate::audit::{EventKind, StoredEvent};
-use crate::session::{RequestId, RequestRecord, human_duration};
+use crate::session::{RequestId, RequestRecord, Stage, human_duration};
 use crate::staff::Role;
 use crate::store::{AuditFilter, RequestFilter};
 use crate::web::AppState;
 use crate::web::auth::{Ctx, Refused};
 use crate::web::i18n::Lang;
+use crate::web::path::segment;
 
 type Shared = State<Arc<AppState>>;
+
+/// The most minutes an approval or extension may ask for: a day, the longest `max_session`.
+pub(crate) const MAX_MINUTES: u64 = 24 * 60;
 
 /// The end-time choices offered on each request, in minutes.
 const PRESETS: [u64; 6] = [30, 60, 120, 240, 480, 720];
@@ -74,8 +78,19 @@ pub(crate) fn until_of(
         (_, Some(until)) => crate::cli::parse_end_time(until, state.desk.zone(), state.desk.now())
             .map(Until::At)
             .map_err(cli_refusal),
-        (Some(minutes), None) if minutes > 0 => Ok(Until::For(Duration::from_secs(minutes * 60))),
-        _ => Err(Refused::bad_request(
+        (Some(minutes), None) => {
+            // Checked before any arithmetic: no session lasts longer than a day.
+            let seconds = minutes
+                .checked_mul(60)
+                .filter(|_| (1..=MAX_MINUTES).contains(&minutes))
+                .ok_or_else(|| {
+                    Refused::bad_request(format!(
+                        "{minutes} minutes cannot be used: choose from 1 to {MAX_MINUTES} minutes (no session lasts longer than a day), or give an end time."
+                    ))
+                })?;
+            Ok(Until::For(Duration::from_secs(seconds)))
+        }
+        (None, None) => Err(Refused::bad_request(
             "Choose how long the session may last, or give an end time.",
         )),
     }
@@ -86,13 +101,14 @@ pub(crate) async fn approve(
     ctx: &Ctx,
     id: &str,
     until: Until,
+    comment: &str,
 ) -> Result<String, Refused> {
     let id = request_id(id)?;
     let zone = state.desk.zone();
     Ok(
         match state
             .desk
-            .approve(&id, &ctx.member.name, until)
+            .approve_with_comment(&id, &ctx.member.name, until, comment)
             .await
             .map_err(desk_refusal)?
         {
@@ -142,9 +158,11 @@ pub(crate) async fn extend(
     ctx: &Ctx,
     id: &str,
     until: Until,
+    comment: &str,
 ) -> Result<String, Refused> {
     request_id(id)?;
-    crate::cli::session_extend(&state.desk, id, until, &ctx.member.name, state.desk.now())
+    let now = state.desk.now();
+    crate::cli::session_extend(&state.desk, id, until, comment, &ctx.member.name, now)
         .await
         .map_err(cli_refusal)
 }
@@ -155,6 +173,12 @@ pub(crate) async fn set_lockdown(
     on: bool,
     reason: &str,
 ) -> Result<String, Refused> {
+    let duty = if on {
+        crate::staff::Duty::LockdownOn
+    } else {
+        crate::staff::Duty::LockdownLift
+    };
+    state.require_duty(ctx, duty).await?;
     let result = if on {
         crate::cli::lockdown_on(&state.desk, reason, &ctx.member.name).await
     } else {
@@ -184,7 +208,93 @@ fn waited(now: SystemTime, since: SystemTime) -> String {
     }
 }
 
-fn request_card(state: &AppState, ctx: &Ctx, record: &RequestRecord, now: SystemTime) -> Markup {
+/// Why a requester cannot be approved now: their vendor or they themselves are disabled.
+fn requester_disabled(lang: Lang, disabled: &Disabled, record: &RequestRecord) -> Option<String> {
+    let why = |reason: &str| {
+        if reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({reason})")
+        }
+    };
+    if let Some(reason) = disabled.vendors.get(&record.vendor) {
+        return Some(match lang {
+            Lang::En => format!(
+                "Vendor {} is disabled{}: this request cannot be approved; deny it, or enable the vendor first.",
+                record.vendor,
+                why(reason)
+            ),
+            Lang::Ja => format!(
+                "ベンダー {} は無効化されています{}。この申請は承認できません。却下するか、先にベンダーを有効にしてください。",
+                record.vendor,
+                why(reason)
+            ),
+        });
+    }
+    let key = (record.vendor.clone(), record.technician.clone());
+    disabled.technicians.get(&key).map(|reason| match lang {
+        Lang::En => format!(
+            "Technician {} is disabled{}: this request cannot be approved; deny it, or enable them first.",
+            record.requester(),
+            why(reason)
+        ),
+        Lang::Ja => format!(
+            "技術者 {} は無効化されています{}。この申請は承認できません。却下するか、先に有効にしてください。",
+            record.requester(),
+            why(reason)
+        ),
+    })
+}
+
+/// The disabled vendors and technicians, with why, read once per page.
+#[derive(Default)]
+struct Disabled {
+    vendors: std::collections::HashMap<String, String>,
+    technicians: std::collections::HashMap<(String, String), String>,
+}
+
+async fn disabled(state: &AppState) -> Result<Disabled, Refused> {
+    let store = state.desk.store();
+    let unreadable = |e| desk_refusal(crate::approval::DeskError::Store(e));
+    let vendors = store.vendors().await.map_err(unreadable)?;
+    let technicians = store.technicians().await.map_err(unreadable)?;
+    Ok(Disabled {
+        vendors: vendors
+            .into_iter()
+            .filter(|vendor| !vendor.enabled)
+            .map(|vendor| (vendor.vendor, vendor.disabled_reason))
+            .collect(),
+        technicians: technicians
+            .into_iter()
+            .filter(|technician| !technician.enabled)
+            .map(|technician| {
+                (
+                    (technician.vendor, technician.technician),
+                    technician.disabled_reason,
+                )
+            })
+            .collect(),
+    })
+}
+
+/// Whether the hospital's policy asks for a comment with every approval and extension.
+fn comment_required(state: &AppState) -> bool {
+    state
+        .desk
+        .policies()
+        .hospital()
+        .defaults
+        .require_approval_comment
+}
+
+fn request_card(
+    state: &AppState,
+    ctx: &Ctx,
+    record: &RequestRecord,
+    now: SystemTime,
+    disabled: &Disabled,
+) -> Markup {
+    let blocked = requester_disabled(ctx.lang, disabled, record);
     let lang = ctx.lang;
     let zone = state.desk.zone();
     let max = state
@@ -194,6 +304,7 @@ fn request_card(state: &AppState, ctx: &Ctx, record: &RequestRecord, now: System
         .map(|v| v.access.max_session);
     let id = record.id.as_str();
     let csrf = ctx.member.csrf.expose_secret();
+    let comment_required = comment_required(state);
     html! {
         article.card id={ "request-" (id) } data-request=(id) {
             h2 { (record.requester()) " → " (record.targets.join(", ")) }
@@ -207,9 +318,15 @@ fn request_card(state: &AppState, ctx: &Ctx, record: &RequestRecord, now: System
                 dt { (lang.t("Wants", "希望時間")) } dd { (human_duration(record.wanted)) }
                 dt { (lang.t("Waiting", "待ち時間")) } dd { (waited(now, record.created_at)) " (" (zone.format(record.created_at)) ")" }
                 dt { (lang.t("Approvals", "承認")) } dd { (record.approvals.len()) " / " (record.approvals_needed) }
+                @for approval in &record.approvals {
+                    dt { (approval.approver) } dd.comment { @if approval.comment.is_empty() { "-" } @else { (approval.comment) } }
+                }
+            }
+            @if let Some(blocked) = &blocked {
+                p.error.disabled role="alert" { (blocked) }
             }
             div.actions {
-                form.approve method="post" action={ "/requests/" (id) "/approve" } {
+                @if blocked.is_none() { form.approve method="post" action={ "/requests/" (segment(id)) "/approve" } {
                     input type="hidden" name="csrf" value=(csrf);
                     label { (lang.t("For", "期間")) select name="minutes" {
                         @for minutes in PRESETS.iter().copied().filter(|m| max.is_none_or(|max| Duration::from_secs(m * 60) <= max)) {
@@ -217,9 +334,10 @@ fn request_card(state: &AppState, ctx: &Ctx, record: &RequestRecord, now: System
                         }
                     } }
                     label { (lang.t("or until", "または終了時刻")) " (" (zone.name()) ")" input type="datetime-local" name="until"; }
+                    label { (lang.t("Comment", "コメント")) input name="comment" maxlength="2000" required[comment_required]; }
                     button type="submit" name="approve" { (lang.t("Approve", "承認")) }
-                }
-                form.deny method="post" action={ "/requests/" (id) "/deny" } {
+                } }
+                form.deny method="post" action={ "/requests/" (segment(id)) "/deny" } {
                     input type="hidden" name="csrf" value=(csrf);
                     label { (lang.t("Reason", "理由")) input name="reason" required maxlength="500"; }
                     button.danger type="submit" name="deny" { (lang.t("Deny", "却下")) }
@@ -246,12 +364,17 @@ async fn pending(state: &AppState) -> Result<Vec<RequestRecord>, Refused> {
 
 async fn requests_list(state: &AppState, ctx: &Ctx) -> Result<Markup, Refused> {
     let records = pending(state).await?;
+    let disabled = if records.is_empty() {
+        Disabled::default()
+    } else {
+        disabled(state).await?
+    };
     let now = state.desk.now();
     Ok(html! {
         @if records.is_empty() {
             p.muted id="no-requests" { (ctx.lang.t("No requests are waiting.", "承認待ちの申請はありません。")) }
         }
-        @for record in &records { (request_card(state, ctx, record, now)) }
+        @for record in &records { (request_card(state, ctx, record, now, &disabled)) }
     })
 }
 
@@ -294,7 +417,8 @@ fn fragment(result: Result<maud::Markup, Refused>) -> Response {
 async fn requests_fragment(State(state): Shared, headers: HeaderMap) -> Response {
     fragment(
         async {
-            let ctx = state.require(&headers, &[Role::Approver]).await?;
+            // The page's own refresh on a live update: not the person's use.
+            let ctx = state.require_unused(&headers, &[Role::Approver]).await?;
             requests_list(&state, &ctx).await
         }
         .await,
@@ -306,6 +430,8 @@ pub(crate) struct ApproveForm {
     csrf: Option<String>,
     minutes: Option<u64>,
     until: Option<String>,
+    #[serde(default)]
+    comment: String,
 }
 
 async fn approve_form(
@@ -318,7 +444,7 @@ async fn approve_form(
         let ctx = state.require(&headers, &[Role::Approver]).await?;
         state.check_csrf(&ctx, form.csrf.as_deref()).await?;
         let until = until_of(&state, form.minutes, form.until.as_deref())?;
-        let done = approve(&state, &ctx, &id, until).await?;
+        let done = approve(&state, &ctx, &id, until, &form.comment).await?;
         render_requests(&state, &ctx, Some(&done)).await
     }
     .await;
@@ -384,6 +510,7 @@ async fn sessions_list(state: &AppState, ctx: &Ctx) -> Result<Markup, Refused> {
     let now = state.desk.now();
     let zone = state.desk.zone();
     let csrf = ctx.member.csrf.expose_secret();
+    let comment_required = comment_required(state);
     let mut cards = Vec::new();
     for record in &records {
         let (to, from) = session_bytes(state, record.id.as_str()).await;
@@ -401,20 +528,32 @@ async fn sessions_list(state: &AppState, ctx: &Ctx) -> Result<Markup, Refused> {
                     dt { (lang.t("Since", "開始")) } dd { (record.opened_at.map(|at| zone.format(at)).unwrap_or_else(|| lang.t("not opened yet", "未接続").to_owned())) }
                     dt { (lang.t("Ends", "終了予定")) } dd { (record.end_at.map(|at| zone.format(at)).unwrap_or_default()) }
                     dt { (lang.t("Time left", "残り時間")) } dd { (left) }
+                    @if let Some(lost) = record.detached_at.filter(|_| record.stage == Stage::Active) {
+                        dt { (lang.t("Connection", "接続")) }
+                        dd.connection-lost { (lang.t("lost since ", "切断中（")) (zone.format(lost)) (lang.t("; the technician may take the session up again until its end", "から）。終了予定まで技術者が再開できます")) }
+                    }
                     dt { (lang.t("Bytes (to / from targets)", "転送量（送信／受信）")) } dd { (to) " / " (from) }
                     dt { (lang.t("Approved by", "承認者")) } dd { (record.approvals.iter().map(|a| a.approver.as_str()).collect::<Vec<_>>().join(", ")) }
+                    @for approval in record.approvals.iter().filter(|a| !a.comment.is_empty()) {
+                        dt { (approval.approver) } dd.comment { (approval.comment) }
+                    }
+                    @for ask in &record.extension_proposals {
+                        dt { (lang.t("Extension asked", "延長の申し出")) }
+                        dd.extension-asked { (ask.approver) " → " (zone.format(ask.end_at)) @if !ask.comment.is_empty() { ": " (ask.comment) } }
+                    }
                 }
                 div.actions {
-                    form.revoke method="post" action={ "/sessions/" (id) "/revoke" } {
+                    form.revoke method="post" action={ "/sessions/" (segment(id)) "/revoke" } {
                         input type="hidden" name="csrf" value=(csrf);
                         label { (lang.t("Reason", "理由")) input name="reason" required maxlength="500"; }
                         button.danger type="submit" name="revoke" { (lang.t("Revoke", "切断")) }
                     }
-                    form.extend method="post" action={ "/sessions/" (id) "/extend" } {
+                    form.extend method="post" action={ "/sessions/" (segment(id)) "/extend" } {
                         input type="hidden" name="csrf" value=(csrf);
                         label { (lang.t("Add", "延長")) select name="minutes" {
                             @for minutes in [15u64, 30, 60, 120] { option value=(minutes) { (minutes_text(lang, minutes)) } }
                         } }
+                        label { (lang.t("Comment", "コメント")) input name="comment" maxlength="2000" required[comment_required]; }
                         button.plain type="submit" name="extend" { (lang.t("Extend", "延長")) }
                     }
                 }
@@ -459,7 +598,8 @@ async fn sessions_page(State(state): Shared, headers: HeaderMap) -> Response {
 async fn sessions_fragment(State(state): Shared, headers: HeaderMap) -> Response {
     fragment(
         async {
-            let ctx = state.require(&headers, &[Role::Approver]).await?;
+            // The page's own refresh on a live update: not the person's use.
+            let ctx = state.require_unused(&headers, &[Role::Approver]).await?;
             sessions_list(&state, &ctx).await
         }
         .await,
@@ -487,6 +627,8 @@ pub(crate) struct ExtendForm {
     csrf: Option<String>,
     minutes: Option<u64>,
     until: Option<String>,
+    #[serde(default)]
+    comment: String,
 }
 
 async fn extend_form(
@@ -499,7 +641,7 @@ async fn extend_form(
         let ctx = state.require(&headers, &[Role::Approver]).await?;
         state.check_csrf(&ctx, form.csrf.as_deref()).await?;
         let until = until_of(&state, form.minutes, form.until.as_deref())?;
-        let done = extend(&state, &ctx, &id, until).await?;
+        let done = extend(&state, &ctx, &id, until, &form.comment).await?;
         render_sessions(&state, &ctx, Some(&done)).await
     }
     .await;
@@ -552,7 +694,7 @@ async fn render_lockdown(
 async fn lockdown_page(State(state): Shared, headers: HeaderMap) -> Response {
     let result = async {
         let ctx = state
-            .require(&headers, &[Role::Approver, Role::Admin])
+            .require(&headers, crate::staff::Duty::LockdownOn.roles())
             .await?;
         render_lockdown(&state, &ctx, None).await
     }
@@ -576,7 +718,7 @@ async fn lockdown_form(
 ) -> Response {
     let result = async {
         let ctx = state
-            .require(&headers, &[Role::Approver, Role::Admin])
+            .require(&headers, crate::staff::Duty::LockdownOn.roles())
             .await?;
         state.check_csrf(&ctx, form.csrf.as_deref()).await?;
         if form.confirm.as_deref() != Some("yes") {

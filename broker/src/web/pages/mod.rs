@@ -14,13 +14,11 @@ pub(crate) mod audit;
 pub(crate) mod desk;
 pub(crate) mod status;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
@@ -34,6 +32,7 @@ use super::auth::{
 };
 use super::i18n::Lang;
 use super::layout::{SCRIPT, STYLE, page, refusal_page, respond};
+use super::path::segment;
 use crate::staff::{NewAuthenticator, Role, StaffError, base32, random_token, same_secret};
 
 type Shared = State<Arc<AppState>>;
@@ -53,6 +52,71 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .merge(admin::routes())
         .merge(audit::routes())
         .merge(status::routes())
+        .fallback(no_such_page)
+        .layer(axum::middleware::from_fn(page_errors))
+}
+
+async fn no_such_page(headers: HeaderMap) -> Response {
+    refusal_page(
+        Refused::new(StatusCode::NOT_FOUND, "There is no such page."),
+        Lang::of(&headers),
+    )
+}
+
+/// Rewrites axum's own plain-text error answers (a form that does not fit, a wrong method)
+/// into a page in the frame, keeping their headers (`Allow`). A form that does not fit
+/// (axum's 422) is a 400.
+async fn page_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let lang = Lang::of(request.headers());
+    let response = next.run(request).await;
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_none_or(|value| value.starts_with("text/plain"));
+    if !plain || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let detail = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let refused = match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+            Refused::bad_request(format!(
+                "{} ({}); reload the page and try again.",
+                lang.t(
+                    "The form could not be used",
+                    "フォームの内容を使えませんでした"
+                ),
+                detail.trim_end_matches('.')
+            ))
+        }
+        StatusCode::METHOD_NOT_ALLOWED => Refused::new(
+            status,
+            lang.t(
+                "This page does not take that kind of request; open it from the menu.",
+                "このページはその種類の要求を受け付けません。メニューから開いてください。",
+            ),
+        ),
+        _ if detail.is_empty() => Refused::new(
+            status,
+            status.canonical_reason().unwrap_or("The request failed"),
+        ),
+        _ => Refused::new(status, detail),
+    };
+    let mut page = refusal_page(refused, lang);
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE
+            && name != header::CONTENT_LENGTH
+            && !page.headers().contains_key(name)
+        {
+            page.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    page
 }
 
 /// Renders `result`, or the refusal as a page.
@@ -203,7 +267,11 @@ async fn login(
             ]),
         )
             .into_response(),
-        Err(refused) => login_response(lang, refused.status, Some(&refused.message)),
+        Err(refused) => {
+            let mut response = login_response(lang, refused.status, Some(&refused.message));
+            refused.headers_onto(&mut response);
+            response
+        }
     }
 }
 
@@ -230,10 +298,14 @@ pub(crate) async fn do_login(
             session.cookie.expose_secret(),
             None,
         )),
-        Err(crate::staff::StaffError::LoginFailed) => Err(Refused::new(
-            StatusCode::UNAUTHORIZED,
-            crate::staff::StaffError::LoginFailed.to_string(),
-        )),
+        Err(failed @ StaffError::LoginFailed { .. }) => {
+            Err(Refused::new(StatusCode::UNAUTHORIZED, failed.to_string()))
+        }
+        Err(too_soon @ StaffError::TooSoon { wait }) => Err(Refused::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            too_soon.to_string(),
+        )
+        .retry_after(crate::staff::whole_seconds(wait))),
         Err(other) => Err(Refused::new(
             StatusCode::SERVICE_UNAVAILABLE,
             other.to_string(),
@@ -246,17 +318,26 @@ pub(crate) struct CsrfForm {
     csrf: Option<String>,
 }
 
+/// Ends `ctx`'s browser session (recorded as a logout) and its live-update streams.
+pub(crate) async fn end_session(state: &AppState, ctx: &Ctx) -> Result<(), Refused> {
+    state
+        .staff
+        .logout(&ctx.cookie, &ctx.member.name)
+        .await
+        .map_err(|e| Refused::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    state
+        .sessions_changed
+        .send_modify(|n| *n = n.wrapping_add(1));
+    Ok(())
+}
+
 async fn logout(State(state): Shared, headers: HeaderMap, Form(form): Form<CsrfForm>) -> Response {
     let result = async {
         let Some(ctx) = state.member(&headers).await? else {
             return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response());
         };
         state.check_csrf(&ctx, form.csrf.as_deref()).await?;
-        state
-            .staff
-            .logout(&ctx.cookie, &ctx.member.name)
-            .await
-            .map_err(|e| Refused::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        end_session(&state, &ctx).await?;
         Ok((
             StatusCode::SEE_OTHER,
             [
@@ -285,7 +366,7 @@ async fn setup_page(
         p {
             (lang.t("Roles: ", "役割: ")) (invite.roles)
         }
-        form.stack method="post" action={ "/setup/" (token) } {
+        form.stack method="post" action={ "/setup/" (segment(&token)) } {
             @if invite.name.is_empty() {
                 label { (lang.t("Your name (what your actions are recorded under)", "名前（操作の記録に使われます）")) input name="name" autocomplete="username" required; }
             } @else {
@@ -327,7 +408,7 @@ fn confirm_page(
         }
         p.secret id="otpauth" { (shown.otpauth_uri.expose_secret()) }
         p { (lang.t("Or type this key: ", "手入力の場合のキー: ")) span.secret id="otp-key" { (base32(shown.secret.expose_secret())) } }
-        form.stack method="post" action={ "/setup/" (token) "/confirm" } {
+        form.stack method="post" action={ "/setup/" (segment(token)) "/confirm" } {
             label { (lang.t("The code the app shows now", "アプリに今表示されているコード")) input name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]{6,7}" required; }
             button type="submit" { (lang.t("Confirm and finish", "確認して完了")) }
         }
@@ -410,7 +491,13 @@ async fn confirm_setup(
             .confirm_enrollment(&token, &form.code, &from)
             .await
         {
-            Ok(name) => return setup_done_page(lang, &name),
+            Ok(name) => {
+                // A reset ends the account's old sessions (and so their live updates, now).
+                state
+                    .sessions_changed
+                    .send_modify(|n| *n = n.wrapping_add(1));
+                return setup_done_page(lang, &name);
+            }
             Err(mismatch @ StaffError::CodeMismatch { attempts_left }) => (
                 StatusCode::BAD_REQUEST,
                 match lang {
@@ -439,26 +526,13 @@ async fn confirm_setup(
 }
 
 async fn events(State(state): Shared, headers: HeaderMap) -> Response {
-    if let Err(refused) = state
+    match state
         .require(&headers, &[Role::Approver, Role::Admin, Role::Auditor])
         .await
     {
-        return (refused.status, refused.message).into_response();
+        Ok(ctx) => super::live::stream(&state, ctx),
+        Err(refused) => (refused.status, refused.message).into_response(),
     }
-    let receiver = state.live.clone();
-    let stream =
-        futures_util::stream::unfold((receiver, true), |(mut receiver, first)| async move {
-            if !first && receiver.changed().await.is_err() {
-                return None;
-            }
-            let live = receiver.borrow_and_update().clone();
-            let data = serde_json::json!({ "pending": live.pending, "lockdown": live.lockdown });
-            let event = Event::default().event("live").data(data.to_string());
-            Some((Ok::<_, Infallible>(event), (receiver, false)))
-        });
-    Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response()
 }
 
 /// `text` as a QR code in inline SVG (no XML prologue), for an authenticator app to scan. The
