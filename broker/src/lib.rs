@@ -145,6 +145,9 @@ pub struct BrokerConfig {
     /// The largest QUIC packets the broker accepts and probes for: Ethernet's by default;
     /// raise it only where the technicians' paths carry jumbo frames.
     pub max_packet: tunnel::udp::PacketSize,
+    /// The congestion controller the broker's QUIC connections send with (what flows to
+    /// technicians); see [`tunnel::udp::Congestion`].
+    pub congestion: tunnel::udp::Congestion,
     /// What tells whether the host's clock is synchronised ([`timewatch`]): by default the
     /// host's `timedatectl` or `chronyc` ([`timewatch::SystemTimeSync`]); tests pass a
     /// [`timewatch::ManualTimeSync`].
@@ -172,6 +175,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("sender_lease", &self.sender_lease)
             .field("data_threads", &self.data_threads)
             .field("max_packet", &self.max_packet)
+            .field("congestion", &self.congestion)
             .field("time_sync_interval", &self.time_sync_interval)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .finish_non_exhaustive()
@@ -197,6 +201,7 @@ impl BrokerConfig {
             sender_lease: sender::DEFAULT_LEASE,
             data_threads: default_data_threads(),
             max_packet: tunnel::udp::PacketSize::default(),
+            congestion: tunnel::udp::Congestion::default(),
             time_sync: Arc::new(timewatch::SystemTimeSync::default()),
             time_sync_interval: timewatch::DEFAULT_SYNC_INTERVAL,
             checkpoint_interval: audit::checkpoint::DEFAULT_INTERVAL,
@@ -465,7 +470,8 @@ impl Broker {
             );
         }
         let lockdown = hospital.store.lockdown().await.map_err(store_error)?;
-        let server_config = quic::server_config(&pki, &config.limits, config.max_packet)?;
+        let server_config =
+            quic::server_config(&pki, &config.limits, config.max_packet, config.congestion)?;
         let data_plane = quic::DataPlane::bind(
             config.listen,
             config.data_threads,

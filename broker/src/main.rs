@@ -95,6 +95,15 @@ enum Command {
             default_value_t = tunnel::udp::PacketSize::ETHERNET
         )]
         max_packet_size: tunnel::udp::PacketSize,
+        /// The congestion controller the broker's QUIC connections send with (what flows to
+        /// technicians): cubic, bbr or newreno. `sekisho-bench wan` compares them.
+        #[arg(
+            long,
+            value_name = "CONTROLLER",
+            env = "SEKISHO_QUIC_CONGESTION",
+            default_value_t = tunnel::udp::Congestion::default()
+        )]
+        quic_congestion: tunnel::udp::Congestion,
         /// Connections one technician may hold at once (each `sekisho connect` or `sekisho
         /// status` is one); more are refused with a sentence saying so.
         #[arg(
@@ -692,6 +701,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             audit_syslog_ca,
             data_threads,
             max_packet_size,
+            quic_congestion,
             max_connections_per_technician,
             requests_per_minute,
             web,
@@ -711,6 +721,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }),
                 data_threads: data_threads.map_or(config.data_threads, usize::from),
                 max_packet: max_packet_size,
+                congestion: quic_congestion,
                 limits,
                 webhook: web.webhook(),
                 web: web.resolve()?,

@@ -43,6 +43,9 @@ pub struct ClientConfig {
     /// The largest packets to probe the path for ([`PacketSize::ETHERNET`] unless the path
     /// to the broker is known to carry jumbo frames; the broker must allow as much).
     pub max_packet: PacketSize,
+    /// The congestion controller QUIC sends with (what flows to the targets); see
+    /// [`tunnel::udp::Congestion`].
+    pub congestion: tunnel::udp::Congestion,
     ca: CertificateDer<'static>,
     chain: Vec<CertificateDer<'static>>,
     key: Arc<PrivateKeyDer<'static>>,
@@ -55,6 +58,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("further_brokers", &self.further_brokers)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_packet", &self.max_packet)
+            .field("congestion", &self.congestion)
             .finish_non_exhaustive()
     }
 }
@@ -139,6 +143,7 @@ impl ClientConfig {
             proxy: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_packet: PacketSize::default(),
+            congestion: tunnel::udp::Congestion::default(),
             ca,
             chain,
             key: Arc::new(key),
@@ -179,14 +184,14 @@ impl ClientConfig {
     /// The QUIC client configuration over [`tls_config`](ClientConfig::tls_config). Public
     /// for tools and tests that speak the protocol themselves.
     pub fn quic_config(&self) -> Result<quinn::ClientConfig, ConnectError> {
-        quic_client_config(self.tls_config()?, self.max_packet)
+        quic_client_config(self.tls_config()?, self.max_packet, self.congestion)
     }
 
     /// How [`crate::transport`] reaches the broker with these credentials.
     pub(crate) fn dial(&self) -> Result<crate::transport::Dial<'_>, ConnectError> {
         let tls = self.tls_config()?;
         Ok(crate::transport::Dial {
-            quic: quic_client_config(tls.clone(), self.max_packet)?,
+            quic: quic_client_config(tls.clone(), self.max_packet, self.congestion)?,
             tls,
             max_packet: self.max_packet,
             transport: self.transport,
@@ -201,11 +206,12 @@ impl ClientConfig {
 pub(crate) fn quic_client_config(
     tls: rustls::ClientConfig,
     max_packet: PacketSize,
+    congestion: tunnel::udp::Congestion,
 ) -> Result<quinn::ClientConfig, ConnectError> {
     let quic_tls =
         QuicClientConfig::try_from(tls).map_err(|e| ConnectError::Credentials(e.to_string()))?;
     let mut transport = TransportConfig::default();
-    tunnel::udp::tune_transport(&mut transport, max_packet);
+    tunnel::udp::tune_transport(&mut transport, max_packet, congestion);
     transport.keep_alive_interval(Some(KEEP_ALIVE));
     transport.max_concurrent_uni_streams(VarInt::from_u32(0));
     // The broker never opens streams towards the client.

@@ -179,7 +179,11 @@ async fn enroll_at(args: &EnrollArgs, broker: &str) -> Result<Enrollment, Enroll
     // Enrollment moves a few kilobytes: Ethernet-sized packets, whatever the path.
     let packets = tunnel::udp::PacketSize::ETHERNET;
     let spec = Dial {
-        quic: crate::config::quic_client_config(tls.clone(), packets)?,
+        quic: crate::config::quic_client_config(
+            tls.clone(),
+            packets,
+            tunnel::udp::Congestion::default(),
+        )?,
         tls,
         max_packet: packets,
         transport: args.transport,

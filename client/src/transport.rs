@@ -202,7 +202,7 @@ async fn dial_tcp(
                 reason: e.to_string(),
             })?,
     };
-    let _ = tcp.set_nodelay(true);
+    tunnel::tcp::prepare_socket(&tcp);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config.tls.clone()));
     let name = rustls_pki_types::ServerName::try_from(proto::BROKER_SERVER_NAME)
         .map_err(|e| ConnectError::Connection(e.to_string()))?;

@@ -120,12 +120,13 @@ pub(crate) fn server_config(
     pki: &BrokerPki,
     limits: &Limits,
     packets: tunnel::udp::PacketSize,
+    congestion: tunnel::udp::Congestion,
 ) -> Result<quinn::ServerConfig, BindError> {
     let quic_tls =
         QuicServerConfig::try_from(tls_config(pki)?).map_err(|e| BindError::Tls(e.to_string()))?;
 
     let mut transport = TransportConfig::default();
-    tunnel::udp::tune_transport(&mut transport, packets);
+    tunnel::udp::tune_transport(&mut transport, packets, congestion);
     // +1 for the control stream.
     transport.max_concurrent_bidi_streams(VarInt::from_u32(
         limits.max_forwards_per_session.saturating_add(1),

@@ -130,7 +130,7 @@ async fn serve_one(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
-    let _ = tcp.set_nodelay(true);
+    tunnel::tcp::prepare_socket(&tcp);
     let deadline = shared.limits.handshake_timeout;
     let tls = match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,

@@ -91,6 +91,16 @@ pub(crate) struct Credentials {
         value_name = "BYTES"
     )]
     pub(crate) max_packet_size: tunnel::udp::PacketSize,
+    /// The congestion controller QUIC sends with (what flows to the targets): cubic, bbr or
+    /// newreno.
+    #[arg(
+        long,
+        global = true,
+        env = "SEKISHO_QUIC_CONGESTION",
+        default_value_t = tunnel::udp::Congestion::default(),
+        value_name = "CONTROLLER"
+    )]
+    pub(crate) quic_congestion: tunnel::udp::Congestion,
     /// Where enrollment stores your certificate, key and the broker's CA [default:
     /// $XDG_CONFIG_HOME/sekisho or ~/.config/sekisho].
     #[arg(long, global = true, env = "SEKISHO_CONFIG_DIR", value_name = "DIR")]
@@ -134,6 +144,7 @@ impl Credentials {
         };
         config.connect_timeout = Duration::from_secs(self.connect_timeout);
         config.max_packet = self.max_packet_size;
+        config.congestion = self.quic_congestion;
         config.transport = self.transport;
         config.proxy = self.proxy_for(&config.broker)?;
         Ok(config)
