@@ -64,6 +64,7 @@ pub(crate) async fn connect_to_first_byte(
             &["echo"],
             PacketSize::ETHERNET,
             "quic",
+            None,
         )?;
         let port = client_port(&mut client, "echo").await?;
         let code = lab.otp(&technician)?;

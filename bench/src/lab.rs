@@ -63,7 +63,24 @@ impl Lab {
         targets: &[(&str, SocketAddr)],
         max_packet: tunnel::udp::PacketSize,
     ) -> anyhow::Result<Lab> {
-        Lab::start_with(network, targets, max_packet, None).await
+        Lab::start_with(network, targets, max_packet, None, None).await
+    }
+
+    /// [`start`](Lab::start) with Ethernet-sized packets, the broker's QUIC connections sending
+    /// under `congestion`.
+    pub(crate) async fn start_sending_with(
+        network: &Network,
+        targets: &[(&str, SocketAddr)],
+        congestion: tunnel::udp::Congestion,
+    ) -> anyhow::Result<Lab> {
+        Lab::start_with(
+            network,
+            targets,
+            tunnel::udp::PacketSize::ETHERNET,
+            None,
+            Some(congestion),
+        )
+        .await
     }
 
     /// [`start`](Lab::start), the broker also serving its web UI and limited to `open_files`
@@ -79,6 +96,7 @@ impl Lab {
             targets,
             tunnel::udp::PacketSize::ETHERNET,
             Some(open_files),
+            None,
         )
         .await?;
         let web = lab
@@ -92,6 +110,7 @@ impl Lab {
         targets: &[(&str, SocketAddr)],
         max_packet: tunnel::udp::PacketSize,
         web_with_open_files: Option<u32>,
+        congestion: Option<tunnel::udp::Congestion>,
     ) -> anyhow::Result<Lab> {
         let dir = tempfile::tempdir()?;
         let policies = write_policies(dir.path(), targets)?;
@@ -125,6 +144,9 @@ impl Lab {
             .arg(max_packet.to_string());
         if web_with_open_files.is_some() {
             command.arg("--web");
+        }
+        if let Some(congestion) = congestion {
+            command.arg("--congestion").arg(congestion.name());
         }
         let mut broker = Child::spawn(&format!("broker ({})", network.name), command)?;
         let web_addr = match web_with_open_files {

@@ -22,6 +22,8 @@
 //! - `preauth`: figure 8 (a technician getting in while strangers attack before authenticating).
 //! - `webload`: figure 9 (an approver's page while strangers abuse the web UI).
 //! - `report`: medians, the table, goals, JSON.
+//! - `wan`: `sekisho-bench wan`, the WAN lab: the same kinds of paths over emulated Internet,
+//!   Wi-Fi and mobile links (its own link emulator, since the kernel has no netem).
 //!
 //! The benchmark never runs in the unit tests: figures depend on the machine, and goals are
 //! read from its output.
@@ -36,6 +38,7 @@ mod procs;
 mod report;
 mod roles;
 mod transports;
+mod wan;
 mod webload;
 
 use std::net::{IpAddr, SocketAddr};
@@ -46,7 +49,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use tunnel::udp::PacketSize;
+use tunnel::udp::{Congestion, PacketSize};
 
 use crate::fleet::FleetSize;
 use crate::netns::Network;
@@ -68,6 +71,33 @@ struct Cli {
 enum Command {
     /// Every figure: paths on loopback and veth, connect time, forward opens, memory, session rate.
     All(AllArgs),
+    /// The WAN lab: direct TCP (Cubic, BBR), ssh -L (over each) and sekisho (QUIC, TLS/TCP) over
+    /// emulated links (fibre, internet, poor, lossy-fast, mobile). Needs root.
+    Wan(WanArgs),
+    #[command(hide = true)]
+    WanLink {
+        #[arg(long)]
+        a: String,
+        #[arg(long)]
+        a_mac: pnet_datalink::MacAddr,
+        #[arg(long)]
+        b: String,
+        #[arg(long)]
+        b_mac: pnet_datalink::MacAddr,
+        /// 0: no bottleneck.
+        #[arg(long)]
+        rate_bit_s: u64,
+        #[arg(long)]
+        queue_us: u64,
+        #[arg(long)]
+        delay_us: u64,
+        #[arg(long)]
+        jitter_us: u64,
+        #[arg(long)]
+        loss: f64,
+        #[arg(long)]
+        seed: u64,
+    },
     #[command(hide = true)]
     Broker {
         #[arg(long)]
@@ -78,6 +108,8 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value_t = PacketSize::ETHERNET)]
         max_packet: PacketSize,
+        #[arg(long, env = "SEKISHO_QUIC_CONGESTION", default_value_t = Congestion::default())]
+        congestion: Congestion,
         /// Also serve the staff web UI (plain HTTP on loopback).
         #[arg(long)]
         web: bool,
@@ -100,6 +132,8 @@ enum Command {
         max_packet: PacketSize,
         #[arg(long, default_value = "quic")]
         transport: sekisho_client::transport::TransportChoice,
+        #[arg(long, env = "SEKISHO_QUIC_CONGESTION", default_value_t = Congestion::default())]
+        congestion: Congestion,
     },
     #[command(hide = true)]
     Target {
@@ -163,6 +197,29 @@ struct AllArgs {
     /// baselines in the same run.
     #[arg(long = "only", value_name = "PATH")]
     only: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct WanArgs {
+    /// Tiny durations, one round, the `internet` profile only: seconds, for CI. Figures are
+    /// not meaningful.
+    #[arg(long)]
+    smoke: bool,
+    /// Rounds; each runs every profile and path once, in turn.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Seconds each bulk transfer sends for.
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Measure only these profiles (repeatable): fibre, internet, poor, lossy-fast, mobile.
+    #[arg(long = "profile", value_name = "PROFILE")]
+    profiles: Vec<String>,
+    /// Measure only these paths (by their name in the table; repeatable).
+    #[arg(long = "only", value_name = "PATH")]
+    only: Vec<String>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/sekisho-bench-wan.json")]
+    json: PathBuf,
 }
 
 /// Sizes of one run.
@@ -235,6 +292,35 @@ pub(crate) fn progress(what: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The link emulator is plain threads on blocking packet sockets: no runtime.
+    if let Command::WanLink {
+        a,
+        a_mac,
+        b,
+        b_mac,
+        rate_bit_s,
+        queue_us,
+        delay_us,
+        jitter_us,
+        loss,
+        seed,
+    } = &cli.command
+    {
+        let shape = wan::Shape {
+            rate_bit_s: (*rate_bit_s > 0).then_some(*rate_bit_s),
+            queue: Duration::from_micros(*queue_us),
+            delay: Duration::from_micros(*delay_us),
+            jitter: Duration::from_micros(*jitter_us),
+            loss: *loss,
+        };
+        return match wan::run_link(a, *a_mac, b, *b_mac, shape, *seed) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sekisho-bench wan-link: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SEKISHO_LOG")
@@ -262,13 +348,17 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::All(args) => all(args).await,
+            Command::Wan(args) => wan_lab(args).await,
+            // Handled before the runtime starts.
+            Command::WanLink { .. } => Ok(()),
             Command::Broker {
                 data_dir,
                 policies,
                 listen,
                 max_packet,
+                congestion,
                 web,
-            } => roles::broker(data_dir, policies, listen, max_packet, web).await,
+            } => roles::broker(data_dir, policies, listen, max_packet, congestion, web).await,
             Command::Client {
                 broker,
                 ca,
@@ -278,11 +368,13 @@ fn main() -> ExitCode {
                 targets,
                 max_packet,
                 transport,
+                congestion,
             } => {
                 let mut config =
                     sekisho_client::ClientConfig::from_files(&broker, &ca, &cert, &key)?;
                 config.max_packet = max_packet;
                 config.transport = transport;
+                config.congestion = congestion;
                 roles::client(config, request, targets).await
             }
             Command::Target { ip } => roles::target(ip).await,
@@ -409,6 +501,39 @@ async fn all(args: AllArgs) -> anyhow::Result<()> {
         fleet_figures(loopback, &plan, &mut results).await?;
     }
     report(&args, &plan, &results)
+}
+
+async fn wan_lab(args: WanArgs) -> anyhow::Result<()> {
+    let mut plan = if args.smoke {
+        wan::WanPlan::SMOKE
+    } else {
+        wan::WanPlan::FULL
+    };
+    if let Some(rounds) = args.rounds {
+        plan.rounds = rounds;
+    }
+    if let Some(seconds) = args.seconds {
+        plan.bulk = Duration::from_secs(seconds);
+    }
+    let wanted: Vec<String> = if args.profiles.is_empty() && args.smoke {
+        vec!["internet".to_owned()]
+    } else {
+        args.profiles.clone()
+    };
+    let mut profiles = Vec::new();
+    for profile in wan::PROFILES {
+        if wanted.is_empty() || wanted.iter().any(|w| w == profile.name) {
+            profiles.push(profile);
+        }
+    }
+    for name in &wanted {
+        anyhow::ensure!(
+            wan::PROFILES.iter().any(|p| p.name == name),
+            "no profile {name}; there are {}",
+            wan::PROFILES.map(|p| p.name).join(", ")
+        );
+    }
+    wan::run(profiles, &args.only, plan, args.smoke, args.json).await
 }
 
 /// Figures 4–9, on loopback.

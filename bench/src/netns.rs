@@ -26,7 +26,11 @@ pub(crate) struct Network {
     pub(crate) name: &'static str,
     /// The servers' address as seen from the load generator and the clients.
     pub(crate) server_ip: IpAddr,
-    namespace: bool,
+    /// The namespace the servers run in; `None` on loopback.
+    namespace: Option<&'static str>,
+    /// Whether dropping this value removes the namespace (the veth network's own; the WAN lab
+    /// removes its namespaces itself).
+    owns_namespace: bool,
 }
 
 impl Network {
@@ -35,7 +39,23 @@ impl Network {
         Network {
             name: LOOPBACK,
             server_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            namespace: false,
+            namespace: None,
+            owns_namespace: false,
+        }
+    }
+
+    /// The servers in `namespace`, reached at `server_ip`; someone else made the namespace
+    /// and removes it.
+    pub(crate) fn inside(
+        name: &'static str,
+        namespace: &'static str,
+        server_ip: IpAddr,
+    ) -> Network {
+        Network {
+            name,
+            server_ip,
+            namespace: Some(namespace),
+            owns_namespace: false,
         }
     }
 
@@ -43,13 +63,15 @@ impl Network {
     /// no `ip`, no namespace support).
     pub(crate) fn veth() -> anyhow::Result<Network> {
         // A namespace left by a benchmark that was killed goes first.
-        remove_namespace();
+        remove_namespace(NAMESPACE);
+        let _ = ip(&["link", "del", HOST_LINK]);
         ip(&["netns", "add", NAMESPACE])?;
         // From here on, dropping the value cleans up.
         let network = Network {
             name: "veth",
             server_ip: IpAddr::V4(SERVER_IP),
-            namespace: true,
+            namespace: Some(NAMESPACE),
+            owns_namespace: true,
         };
         let host = format!("{HOST_IP}/24");
         let server = format!("{SERVER_IP}/24");
@@ -84,19 +106,20 @@ impl Network {
 
     /// A command that runs `program` on the server side.
     pub(crate) fn server_command(&self, program: &std::path::Path) -> Command {
-        if self.namespace {
-            let mut command = Command::new("ip");
-            command.args(["netns", "exec", NAMESPACE]).arg(program);
-            command
-        } else {
-            Command::new(program)
+        match self.namespace {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace]).arg(program);
+                command
+            }
+            None => Command::new(program),
         }
     }
 
     /// The address servers listen on: every address inside the namespace, else the servers'
     /// address.
     pub(crate) fn listen_ip(&self) -> IpAddr {
-        if self.namespace {
+        if self.namespace.is_some() {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         } else {
             self.server_ip
@@ -105,27 +128,28 @@ impl Network {
 
     /// Whether the servers are in a namespace of their own (fresh, so every port is free).
     pub(crate) fn is_namespace(&self) -> bool {
-        self.namespace
+        self.namespace.is_some()
     }
 }
 
 impl Drop for Network {
     fn drop(&mut self) {
-        if self.namespace {
-            remove_namespace();
+        if self.owns_namespace {
+            remove_namespace(NAMESPACE);
+            let _ = ip(&["link", "del", HOST_LINK]);
         }
     }
 }
 
-/// Removes the namespace, every process still in it, and the veth pair.
+/// Removes `namespace` and every process still in it, and with it the veth ends inside.
 ///
 /// The processes go first: `sshd` starts each session in a process of its own that outlives
 /// the listener, and a namespace whose processes live on is only unnamed, not removed, so
 /// the session would wait forever on a link that no longer leads anywhere, and the pair
 /// would stay and block the next run.
-fn remove_namespace() {
+pub(crate) fn remove_namespace(namespace: &str) {
     if let Ok(output) = StdCommand::new("ip")
-        .args(["netns", "pids", NAMESPACE])
+        .args(["netns", "pids", namespace])
         .output()
     {
         let pids = String::from_utf8_lossy(&output.stdout);
@@ -133,13 +157,12 @@ fn remove_namespace() {
             let _ = StdCommand::new("kill").args(["-KILL", pid]).output();
         }
     }
-    // Deleting the namespace deletes its end of the pair, and with it the host's end; the
-    // host's end is deleted on its own too in case the pair was never moved.
-    let _ = ip(&["netns", "del", NAMESPACE]);
-    let _ = ip(&["link", "del", HOST_LINK]);
+    // Deleting the namespace deletes its ends of the pairs, and with them their peers; callers
+    // delete their host's end on its own too in case a pair was never moved.
+    let _ = ip(&["netns", "del", namespace]);
 }
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn ip(args: &[&str]) -> anyhow::Result<()> {
     let output = StdCommand::new("ip")
         .args(args)
         .output()

@@ -72,40 +72,19 @@ impl Setup {
         let (sshd, sshd_port) = start_sshd(&network, ssh_dir.path()).await?;
         let mut ssh = Vec::new();
         for (name, cipher) in SSH_CIPHERS {
-            let (sink, echo) = (free_port()?, free_port()?);
-            let mut command = Command::new("ssh");
-            command
-                .args(["-N", "-F", "none", "-i"])
-                .arg(ssh_dir.path().join("clientkey"))
-                .args(["-p", &sshd_port.to_string()]);
-            for option in [
-                "IdentitiesOnly=yes",
-                "StrictHostKeyChecking=no",
-                "UserKnownHostsFile=/dev/null",
-                "BatchMode=yes",
-                "LogLevel=ERROR",
-                "ExitOnForwardFailure=yes",
-                "Compression=no",
-                &format!("Ciphers={cipher}"),
-            ] {
-                command.args(["-o", option]);
-            }
-            command
-                .arg("-L")
-                .arg(format!("127.0.0.1:{sink}:127.0.0.1:{sink_port}"))
-                .arg("-L")
-                .arg(format!("127.0.0.1:{echo}:127.0.0.1:{echo_port}"))
-                .arg(format!("{}@{}", user()?, network.server_ip));
-            let mut child = Child::spawn(name, command)?;
-            child.drain();
-            // The listeners exist once ssh has logged in.
-            load::round_trips(local(echo), 1)
-                .await
-                .with_context(|| format!("{name} does not forward"))?;
+            let (child, ports) = start_ssh_forwards(
+                name,
+                cipher,
+                ssh_dir.path(),
+                network.server_ip,
+                sshd_port,
+                &[sink_port, echo_port],
+            )
+            .await?;
             paths.push(Route {
                 name,
-                sink: local(sink),
-                echo: local(echo),
+                sink: local(ports[0]),
+                echo: local(ports[1]),
                 relays: vec![sshd.pid, child.pid],
             });
             ssh.push(child);
@@ -138,6 +117,7 @@ impl Setup {
                 &["sink", "echo"],
                 packets,
                 transport,
+                None,
             )?;
             let sink = client_port(&mut client, "sink").await?;
             let echo = client_port(&mut client, "echo").await?;
@@ -166,8 +146,9 @@ impl Setup {
     }
 }
 
-/// Starts a sekisho client process for `request` with one local forward per target; the
-/// one-time password is still to be written to its stdin.
+/// Starts a sekisho client process for `request` with one local forward per target, its QUIC
+/// sending under `congestion` (else `SEKISHO_QUIC_CONGESTION` or the default); the one-time
+/// password is still to be written to its stdin.
 pub(crate) fn spawn_client(
     lab: &Lab,
     technician: &crate::lab::Technician,
@@ -175,6 +156,7 @@ pub(crate) fn spawn_client(
     targets: &[&str],
     packets: PacketSize,
     transport: &str,
+    congestion: Option<tunnel::udp::Congestion>,
 ) -> anyhow::Result<Child> {
     let [ca, cert, key] = lab.credential_files(technician)?;
     let mut command = Command::new(std::env::current_exe()?);
@@ -197,6 +179,9 @@ pub(crate) fn spawn_client(
     for target in targets {
         command.arg("--target").arg(target);
     }
+    if let Some(congestion) = congestion {
+        command.arg("--congestion").arg(congestion.name());
+    }
     Child::spawn(&format!("sekisho client ({})", technician.name), command)
 }
 
@@ -214,6 +199,54 @@ pub(crate) async fn client_port(client: &mut Child, target: &str) -> anyhow::Res
     Ok(port.parse()?)
 }
 
+/// Starts `ssh -N` with `cipher` to the `sshd` at `server_ip:sshd_port` (keys in `ssh_dir`,
+/// from [`start_sshd`]), forwarding a local port to each of `remote_ports` on the server's
+/// loopback; returns it once it forwards, with the local ports in the same order.
+pub(crate) async fn start_ssh_forwards(
+    name: &str,
+    cipher: &str,
+    ssh_dir: &Path,
+    server_ip: IpAddr,
+    sshd_port: u16,
+    remote_ports: &[u16],
+) -> anyhow::Result<(Child, Vec<u16>)> {
+    let mut command = Command::new("ssh");
+    command
+        .args(["-N", "-F", "none", "-i"])
+        .arg(ssh_dir.join("clientkey"))
+        .args(["-p", &sshd_port.to_string()]);
+    for option in [
+        "IdentitiesOnly=yes",
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "BatchMode=yes",
+        "LogLevel=ERROR",
+        "ExitOnForwardFailure=yes",
+        "Compression=no",
+        &format!("Ciphers={cipher}"),
+    ] {
+        command.args(["-o", option]);
+    }
+    let mut local_ports = Vec::new();
+    for remote in remote_ports {
+        let local = free_port()?;
+        command
+            .arg("-L")
+            .arg(format!("127.0.0.1:{local}:127.0.0.1:{remote}"));
+        local_ports.push(local);
+    }
+    command.arg(format!("{}@{server_ip}", user()?));
+    let mut child = Child::spawn(name, command)?;
+    child.drain();
+    // The listeners exist once ssh has logged in (connect retries until then).
+    if let Some(first) = local_ports.first() {
+        load::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, *first)))
+            .await
+            .with_context(|| format!("{name} does not forward"))?;
+    }
+    Ok((child, local_ports))
+}
+
 /// A port nobody listens on now (the system's choice, released at once).
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -226,8 +259,9 @@ fn user() -> anyhow::Result<String> {
     Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }
 
-/// A real `sshd` with a generated host key that accepts one generated client key.
-async fn start_sshd(network: &Network, dir: &Path) -> anyhow::Result<(Child, u16)> {
+/// A real `sshd` with a generated host key that accepts one generated client key (both in
+/// `dir`), on every address of a namespace or on loopback's address.
+pub(crate) async fn start_sshd(network: &Network, dir: &Path) -> anyhow::Result<(Child, u16)> {
     let privsep = Path::new("/run/sshd");
     if !privsep.is_dir() {
         std::fs::create_dir_all(privsep).context("sshd needs /run/sshd")?;
@@ -266,7 +300,7 @@ async fn start_sshd(network: &Network, dir: &Path) -> anyhow::Result<(Child, u16
         .args(["-D", "-e", "-f"])
         .arg(&config)
         .args(["-p", &port.to_string()])
-        .args(["-o", &format!("ListenAddress={}", network.server_ip)]);
+        .args(["-o", &format!("ListenAddress={}", network.listen_ip())]);
     let mut sshd = Child::spawn(&format!("sshd ({})", network.name), command)?;
     sshd.expect_stderr("Server listening").await?;
     Ok((sshd, port))

@@ -27,16 +27,16 @@ impl Series {
         }
     }
 
-    fn min(&self) -> Option<f64> {
+    pub(crate) fn min(&self) -> Option<f64> {
         self.samples.iter().copied().min_by(f64::total_cmp)
     }
 
-    fn max(&self) -> Option<f64> {
+    pub(crate) fn max(&self) -> Option<f64> {
         self.samples.iter().copied().max_by(f64::total_cmp)
     }
 
     /// `median (min–max)`, with `digits` decimals.
-    fn show(&self, digits: usize) -> String {
+    pub(crate) fn show(&self, digits: usize) -> String {
         match (self.median(), self.min(), self.max()) {
             (Some(median), Some(min), Some(max)) if self.samples.len() > 1 => {
                 format!("{median:.digits$} ({min:.digits$}–{max:.digits$})")
@@ -514,7 +514,7 @@ pub(crate) struct Goal {
 }
 
 impl Goal {
-    fn at_least(what: String, measured: f64, limit: f64, unit: &'static str) -> Goal {
+    pub(crate) fn at_least(what: String, measured: f64, limit: f64, unit: &'static str) -> Goal {
         Goal {
             what,
             measured,
@@ -524,7 +524,7 @@ impl Goal {
         }
     }
 
-    fn at_most(what: String, measured: f64, limit: f64, unit: &'static str) -> Goal {
+    pub(crate) fn at_most(what: String, measured: f64, limit: f64, unit: &'static str) -> Goal {
         Goal {
             what,
             measured,

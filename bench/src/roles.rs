@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sekisho_broker::{Broker, BrokerConfig};
@@ -38,6 +39,7 @@ pub(crate) async fn broker(
     policies: PathBuf,
     listen: SocketAddr,
     max_packet: tunnel::udp::PacketSize,
+    congestion: tunnel::udp::Congestion,
     web: bool,
 ) -> anyhow::Result<()> {
     let mut config = BrokerConfig::new(data_dir, policies);
@@ -45,6 +47,7 @@ pub(crate) async fn broker(
     // TLS over TCP on the QUIC port's number, for the path over TCP.
     config.listen_tcp = Some(SocketAddr::new(listen.ip(), 0));
     config.max_packet = max_packet;
+    config.congestion = congestion;
     if web {
         // Plain HTTP on loopback: the figure is about connections and logins, not TLS.
         let mut web = sekisho_broker::web::WebConfig::new(SocketAddr::new(listen.ip(), 0));
@@ -106,22 +109,28 @@ pub(crate) async fn client(
     Ok(())
 }
 
-/// `sekisho-bench target`: a sink and an echo server on `ip`, until stdin closes.
+/// `sekisho-bench target`: a sink, an echo server and a source on `ip`, until stdin closes.
 ///
 /// The sink reads until the peer's end of data and answers with the byte count (8 bytes, big
 /// endian), so the sender knows when every byte arrived. The echo server sends back what it
-/// reads.
+/// reads. The source reads how long to send (milliseconds, 4 bytes, big endian), sends for
+/// that long as fast as the path takes it, and ends its side.
 pub(crate) async fn target(ip: std::net::IpAddr) -> anyhow::Result<()> {
     let sink = TcpListener::bind((ip, 0)).await?;
     let echo = TcpListener::bind((ip, 0)).await?;
+    let source = TcpListener::bind((ip, 0)).await?;
     println!("SINK {}", sink.local_addr()?.port());
     println!("ECHO {}", echo.local_addr()?.port());
+    println!("SOURCE {}", source.local_addr()?.port());
     let stop = until_stdin_closes();
     tokio::spawn(accept(sink, |tcp| async move {
         let _ = serve_sink(tcp).await;
     }));
     tokio::spawn(accept(echo, |tcp| async move {
         let _ = serve_echo(tcp).await;
+    }));
+    tokio::spawn(accept(source, |tcp| async move {
+        let _ = serve_source(tcp).await;
     }));
     stop.cancelled().await;
     Ok(())
@@ -149,6 +158,19 @@ async fn serve_sink(mut tcp: TcpStream) -> std::io::Result<()> {
         total += read as u64;
     }
     tcp.write_all(&total.to_be_bytes()).await?;
+    tcp.shutdown().await
+}
+
+async fn serve_source(mut tcp: TcpStream) -> std::io::Result<()> {
+    let mut millis = [0u8; 4];
+    tcp.read_exact(&mut millis).await?;
+    let stop_at =
+        tokio::time::Instant::now() + Duration::from_millis(u32::from_be_bytes(millis).into());
+    let data: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    // A write may wait a long time on a slow path; the deadline cuts it short.
+    while let Ok(written) = tokio::time::timeout_at(stop_at, tcp.write(&data)).await {
+        written?;
+    }
     tcp.shutdown().await
 }
 

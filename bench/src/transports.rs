@@ -295,7 +295,11 @@ pub(crate) async fn send(
 /// The transport settings sekisho's client and broker share (ACK frequency).
 fn tuned_transport() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
-    tunnel::udp::tune_transport(&mut transport, PacketSize::ETHERNET);
+    tunnel::udp::tune_transport(
+        &mut transport,
+        PacketSize::ETHERNET,
+        tunnel::udp::Congestion::default(),
+    );
     transport
 }
 
