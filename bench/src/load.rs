@@ -53,26 +53,8 @@ pub(crate) async fn bulk(sink: SocketAddr, total: u64, streams: usize) -> anyhow
 /// `count` round trips of 64 bytes on one connection to the echo server at `echo`; the time
 /// of each.
 pub(crate) async fn round_trips(echo: SocketAddr, count: usize) -> anyhow::Result<Vec<Duration>> {
-    let mut tcp = connect(echo).await?;
-    tcp.set_nodelay(true)?;
-    let request = [0x5au8; 64];
-    let mut answer = [0u8; 64];
     // A few untimed trips first, so connection set-up is not counted.
-    for _ in 0..10 {
-        tcp.write_all(&request).await?;
-        tcp.read_exact(&mut answer).await?;
-    }
-    let mut times = Vec::with_capacity(count);
-    for _ in 0..count {
-        let started = Instant::now();
-        tcp.write_all(&request).await?;
-        tcp.read_exact(&mut answer).await?;
-        times.push(started.elapsed());
-    }
-    if answer != request {
-        bail!("the echo server answered with other bytes");
-    }
-    Ok(times)
+    timed_round_trips(echo, 10, Duration::ZERO, count).await
 }
 
 /// One 64-byte round trip on a new connection to `echo`, retrying the connection until the
@@ -183,13 +165,25 @@ pub(crate) async fn round_trips_for(
     lasting: Duration,
     at_least: usize,
 ) -> anyhow::Result<Vec<Duration>> {
+    timed_round_trips(echo, 1, lasting, at_least).await
+}
+
+/// `untimed` round trips, then timed ones for `lasting` and at least `at_least` of them.
+async fn timed_round_trips(
+    echo: SocketAddr,
+    untimed: usize,
+    lasting: Duration,
+    at_least: usize,
+) -> anyhow::Result<Vec<Duration>> {
     let mut tcp = connect(echo).await?;
     tcp.set_nodelay(true)?;
     let request = [0x5au8; 64];
     let mut answer = [0u8; 64];
-    tcp.write_all(&request).await?;
-    tcp.read_exact(&mut answer).await?;
-    let mut times = Vec::new();
+    for _ in 0..untimed {
+        tcp.write_all(&request).await?;
+        tcp.read_exact(&mut answer).await?;
+    }
+    let mut times = Vec::with_capacity(at_least);
     let started = Instant::now();
     while started.elapsed() < lasting || times.len() < at_least {
         let sent = Instant::now();

@@ -38,10 +38,9 @@ const GSO_SEND_LIMIT: usize = 65_000;
 /// Google's BBR from quiche, which quinn marks experimental) and NewReno. Loss-based
 /// controllers cut their rate at each loss, so the random loss of Wi-Fi and mobile links holds
 /// them far below the link's rate; BBR paces to the bandwidth it measures. sekisho's default is
-/// BBR: in the WAN lab (`sekisho-bench wan`, docs/performance.md) it carried 10–25 × Cubic's
-/// throughput at 0.5–1 % loss (17 against 1.6 Mbit/s on a 20 Mbit/s, 100 ms, 1 % link), 3–4 ×
-/// at 0.2 %, more on a loss-free 1 Gbit/s link too, with lower ping times beside a bulk
-/// transfer. Cubic and NewReno stay available (`--quic-congestion`).
+/// BBR: in the WAN lab (`sekisho-bench wan`, docs/performance.md) it carried 6–25 × Cubic's
+/// throughput at 0.5–1 % loss (17 against 1.6 Mbit/s on a 20 Mbit/s, 100 ms, 1 % link) and
+/// 3–4 × at 0.2 %, though still well below the kernel's BBR on fast lossy links. Cubic and NewReno stay available (`--quic-congestion`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Congestion {
     Cubic,
@@ -324,7 +323,9 @@ impl quinn::AsyncUdpSocket for GsoWithin64KiB {
 /// 2 MiB, 148 / 149 at 4 MiB, 154 / 150 at 8 MiB (direct TCP with BBR: 152 / 139); 1 Gbit/s,
 /// 40 ms, 1 %: 88 / 105, 169 / 181, 321 / 321, 505 / 461 (direct TCP BBR: 177 / 207). Ping
 /// times beside a bulk transfer rose with the window (p50 51, 55, 78, 81 ms on the 40 ms
-/// path), so 4 MiB, not 8: the throughput of direct TCP with half the extra queueing.
+/// path), so 4 MiB, not 8. These are single rounds: the final run of that session gave only
+/// 41 / 61 and 73 / 108 with 4 MiB, as quinn's BBR on lossy paths varies by 2 × from run to
+/// run; medians of several rounds should confirm the choice.
 const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 /// Bytes all streams of a connection may have in flight towards one side, and what a sender
 /// buffers unacknowledged: eight streams' windows. It bounds what one peer can make the other
