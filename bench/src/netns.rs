@@ -97,9 +97,7 @@ impl Network {
             vec!["link", "set", SERVER_LINK, "up"],
             vec!["link", "set", "lo", "up"],
         ] {
-            let mut full = vec!["netns", "exec", NAMESPACE, "ip"];
-            full.extend(args);
-            ip(&full)?;
+            in_namespace(NAMESPACE, &args)?;
         }
         Ok(network)
     }
@@ -160,6 +158,13 @@ pub(crate) fn remove_namespace(namespace: &str) {
     // Deleting the namespace deletes its ends of the pairs, and with them their peers; callers
     // delete their host's end on its own too in case a pair was never moved.
     let _ = ip(&["netns", "del", namespace]);
+}
+
+/// `ip ARGS` inside `namespace`.
+pub(crate) fn in_namespace(namespace: &str, args: &[&str]) -> anyhow::Result<()> {
+    let mut full = vec!["netns", "exec", namespace, "ip"];
+    full.extend_from_slice(args);
+    ip(&full)
 }
 
 pub(crate) fn ip(args: &[&str]) -> anyhow::Result<()> {

@@ -42,7 +42,7 @@ pub(crate) use emulator::{Shape, run as run_link};
 
 use crate::lab::Lab;
 use crate::load;
-use crate::netns::{Network, ip, remove_namespace};
+use crate::netns::{Network, in_namespace, ip, remove_namespace};
 use crate::paths::{client_port, spawn_client, start_ssh_forwards, start_sshd};
 use crate::procs::{Child, cpu_snapshot, cpu_spent};
 use crate::progress;
@@ -255,6 +255,8 @@ pub(crate) async fn run(
 /// when the benchmark fails half-way.
 struct WanLab {
     link: Option<Child>,
+    /// The profile the running emulator has.
+    shaped: Option<&'static str>,
     seed: u64,
 }
 
@@ -266,6 +268,7 @@ impl WanLab {
         // From here on, dropping the value cleans up.
         let lab = WanLab {
             link: None,
+            shaped: None,
             seed: 1,
         };
         ip(&["netns", "add", SERVER_NAMESPACE])?;
@@ -331,8 +334,12 @@ impl WanLab {
         Ok(lab)
     }
 
-    /// (Re)starts the emulator with `profile`'s shape, and waits until it bridges.
+    /// (Re)starts the emulator with `profile`'s shape, and waits until it bridges; nothing to
+    /// do if it already has that shape.
     async fn shape(&mut self, profile: &Profile) -> anyhow::Result<()> {
+        if self.shaped == Some(profile.name) {
+            return Ok(());
+        }
         if let Some(old) = self.link.take() {
             old.stop().await;
         }
@@ -361,6 +368,7 @@ impl WanLab {
         link.expect_stdout("LINK UP").await?;
         link.drain();
         self.link = Some(link);
+        self.shaped = Some(profile.name);
         Ok(())
     }
 }
@@ -377,12 +385,6 @@ fn remove_everything() {
     remove_namespace(SERVER_NAMESPACE);
     remove_namespace(LINK_NAMESPACE);
     let _ = ip(&["link", "del", CLIENT_LINK]);
-}
-
-fn in_namespace(namespace: &str, args: &[&str]) -> anyhow::Result<()> {
-    let mut full = vec!["netns", "exec", namespace, "ip"];
-    full.extend_from_slice(args);
-    ip(&full)
 }
 
 /// Turns off segmentation, receive coalescing and checksum offloads on `link`, in
